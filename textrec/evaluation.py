@@ -1,0 +1,211 @@
+"""The one evaluation harness: full-catalog ranking, history masked, batched over users.
+
+Protocol (the same for every model): fit on train, select/early-stop on valid, evaluate test
+with the valid event appended to the history and no refit. ``evaluate`` only scores and ranks;
+``run_protocol`` does the whole fit → valid → test sequence and times it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from textrec.data.splits import EvalSet, Split
+from textrec.io import atomic_path
+from textrec.metrics.ranking import (
+    beyond_accuracy,
+    metrics_from_ranks,
+    sampled_ranks,
+    target_ranks,
+    topk_items,
+)
+from textrec.models.base import Recommender, TrainView
+
+DEFAULT_KS = (5, 10, 20)
+
+
+@dataclass
+class EvalResult:
+    """Mean metrics over rows, with per-row values kept for sub-group breakdowns."""
+
+    metrics: dict[str, float]
+    n_rows: int
+    per_row: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    topk: np.ndarray | None = field(repr=False, default=None)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def users_per_second(self) -> float:
+        return self.n_rows / self.seconds if self.seconds > 0 else float("nan")
+
+    def subset(self, rows: np.ndarray) -> dict[str, float]:
+        """Mean metrics over a boolean row mask (e.g. new-item targets only)."""
+        if rows.sum() == 0:
+            return {k: float("nan") for k in self.per_row}
+        return {k: float(v[rows].mean()) for k, v in self.per_row.items()}
+
+    def to_dict(self) -> dict:
+        out = {**{k: round(v, 6) for k, v in self.metrics.items()}, "n_rows": self.n_rows,
+               "seconds": round(self.seconds, 3), "users_per_s": round(self.users_per_second, 1)}
+        out.update(self.extra)
+        return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: Recommender,
+    evalset: EvalSet,
+    n_items: int,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 512,
+    popularity: np.ndarray | None = None,
+    mask_history: bool = True,
+    sampled_negatives: int | None = None,
+    seed: int = 0,
+    save_topk: str | os.PathLike | None = None,
+    topk_k: int | None = None,
+    dataset=None,
+    progress: bool = False,
+) -> EvalResult:
+    """Score every row against the full catalog and compute ranking metrics.
+
+    ``sampled_negatives`` switches to sampled ranking (explicit flag; never a headline number).
+    ``save_topk`` writes each row's top-K with scores and original ids (``.parquet`` or ``.jsonl``).
+    """
+    ks = sorted(set(ks))
+    keep_k = max(topk_k or 0, max(ks))
+    n = len(evalset)
+    all_ranks, all_rows, topk_rows, topk_scores = [], [], [], []
+    unreachable = 0
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc=f"eval {model.name}", disable=not progress, leave=False):
+        stop = min(start + batch_size, n)
+        rows = np.arange(start, stop)
+        hists = [evalset.history(i) for i in rows]
+        scores = torch.as_tensor(model.score(evalset.users[rows], hists), dtype=torch.float32)
+        if scores.shape != (len(rows), n_items):
+            raise ValueError(f"{model.name}.score returned shape {tuple(scores.shape)}, "
+                             f"expected {(len(rows), n_items)}")
+        scores = scores.clone()
+        if mask_history:
+            r_idx = np.repeat(np.arange(len(rows)), [len(h) for h in hists])
+            h_idx = np.concatenate(hists) if len(r_idx) else np.zeros(0, np.int64)
+            scores[torch.from_numpy(r_idx), torch.from_numpy(h_idx.astype(np.int64))] = float("-inf")
+        t_rows = np.repeat(np.arange(len(rows)), [len(evalset.targets(i)) for i in rows])
+        t_items = np.concatenate([evalset.targets(i) for i in rows]).astype(np.int64)
+        tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
+        if sampled_negatives:
+            ranks = sampled_ranks(scores, tr, ti, sampled_negatives, gen)
+        else:
+            ranks = target_ranks(scores, tr, ti)
+        unreachable += int(torch.isneginf(scores[tr, ti]).sum())
+        all_ranks.append(ranks.numpy())
+        all_rows.append(t_rows + start)
+        idx, val = topk_items(scores, keep_k)
+        topk_rows.append(idx.numpy())
+        topk_scores.append(val.numpy())
+    seconds = time.perf_counter() - t0
+    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, np.int64)
+    row_of = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
+    per_row = metrics_from_ranks(ranks, row_of, n, ks)
+    metrics = {k: float(v.mean()) if n else float("nan") for k, v in per_row.items()}
+    topk = np.concatenate(topk_rows) if topk_rows else np.zeros((0, keep_k), np.int64)
+    extra = {"unreachable_targets": unreachable, "protocol": "sampled" if sampled_negatives else "full"}
+    if sampled_negatives:
+        extra["sampled_negatives"] = sampled_negatives
+    if popularity is not None:
+        for k in ks:
+            for name, v in beyond_accuracy(topk[:, :k], popularity, n_items).items():
+                metrics[f"{name}@{k}"] = v
+    result = EvalResult(metrics=metrics, n_rows=n, per_row=per_row, topk=topk, seconds=seconds, extra=extra)
+    if save_topk is not None:
+        write_topk(save_topk, evalset, topk, np.concatenate(topk_scores) if topk_scores else None, dataset)
+    return result
+
+
+def write_topk(path: str | os.PathLike, evalset: EvalSet, topk: np.ndarray, scores: np.ndarray | None,
+               dataset=None) -> None:
+    """Write each row's user, targets, top-K items and scores (original ids when a dataset is given)."""
+    path = Path(path)
+    uid = dataset.user_ids if dataset is not None else None
+    iid = dataset.item_ids if dataset is not None else None
+
+    def u(x):
+        return str(uid[x]) if uid is not None else int(x)
+
+    def items(a):
+        return [str(iid[i]) for i in a] if iid is not None else [int(i) for i in a]
+
+    records = []
+    for i in range(len(evalset)):
+        rec = {"user": u(evalset.users[i]), "targets": items(evalset.targets(i)), "items": items(topk[i]),
+               "scores": [float(s) for s in scores[i]] if scores is not None else None}
+        if evalset.is_new is not None:
+            rec["target_is_new"] = bool(evalset.is_new[i])
+        records.append(rec)
+    tmp, final = atomic_path(path)
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame.from_records(records).to_parquet(tmp, index=False)
+    elif path.suffix in (".jsonl", ".json"):
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+    else:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"--save-topk wants a .parquet or .jsonl file, got '{path}'")
+    os.replace(tmp, final)
+
+
+@dataclass
+class ProtocolResult:
+    """Valid and test results of one model under the standard protocol, with timings."""
+
+    model: str
+    valid: EvalResult
+    test: EvalResult
+    train_seconds: float
+    test_new: dict | None = None
+    test_warm: dict | None = None
+
+    def to_dict(self) -> dict:
+        out = {"model": self.model, "train_seconds": round(self.train_seconds, 3),
+               "valid": self.valid.to_dict(), "test": self.test.to_dict(),
+               "inference_users_per_s": round(self.test.users_per_second, 1)}
+        if self.test_new is not None:
+            out["test_new_items"] = self.test_new
+            out["test_warm_items"] = self.test_warm
+        return out
+
+
+def run_protocol(model: Recommender, split: Split, ks: Sequence[int] = DEFAULT_KS, progress: bool = True,
+                 save_topk: str | os.PathLike | None = None, batch_size: int = 512,
+                 sampled_negatives: int | None = None) -> ProtocolResult:
+    """Fit on train (valid for selection), then evaluate valid and test (valid appended, no refit)."""
+    view = TrainView.from_split(split, with_text=model.scores_new_items)
+    t0 = time.perf_counter()
+    model.fit(view, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    pop = split.item_popularity()
+    kw = dict(ks=ks, batch_size=batch_size, popularity=pop, sampled_negatives=sampled_negatives,
+              dataset=split.dataset)
+    valid = evaluate(model, split.valid, split.n_items, **kw)
+    test = evaluate(model, split.test, split.n_items, save_topk=save_topk, **kw)
+    res = ProtocolResult(model=model.name, valid=valid, test=test, train_seconds=train_seconds)
+    if split.test.is_new is not None:
+        is_new = split.test.is_new
+        res.test_new = {**test.subset(is_new), "n_rows": int(is_new.sum())}
+        res.test_warm = {**test.subset(~is_new), "n_rows": int((~is_new).sum())}
+    return res

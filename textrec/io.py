@@ -1,0 +1,47 @@
+"""Small file helpers: every artifact textrec writes goes through a temp file and a rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False,
+                                     encoding="utf-8") as tmp:
+        tmp.write(text)
+        tmp_name = tmp.name
+    os.replace(tmp_name, path)
+
+
+def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
+    """A (temporary, final) pair in the same folder: write to the first, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
+    os.close(fd)
+    return Path(tmp), path
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write pretty JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")

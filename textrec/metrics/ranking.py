@@ -1,0 +1,134 @@
+"""Full-catalog ranking metrics: HR, Recall, NDCG, MRR at K, plus coverage and popularity bias.
+
+Tie policy (documented, deterministic, and the same order the saved top-K lists use): items are
+ranked by score descending, and among equal scores by item index ascending. So a target tied
+with other items is placed after the tied items of lower index and before those of higher
+index — exactly the order of a stable sort of ``-scores``.
+
+Masked items (the user's history) get score ``-inf`` and can never be recommended. A target that
+is itself masked (a repeat of a history item) counts as a miss; ``evaluate`` reports how many.
+
+Definitions for a row with target set T (|T| >= 1) and 0-based ranks r(t):
+  HR@K     = 1 if any r(t) < K
+  Recall@K = |{t : r(t) < K}| / |T|
+  NDCG@K   = sum_{t: r(t)<K} 1/log2(r(t)+2)  /  sum_{j<min(|T|,K)} 1/log2(j+2)
+  MRR@K    = 1/(min_t r(t) + 1) if min_t r(t) < K else 0
+Each is averaged over rows (users).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+METRICS = ("hr", "recall", "ndcg", "mrr")
+
+
+def target_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of ``targets[j]`` in row ``rows[j]`` of ``scores`` under the tie policy.
+
+    Masked targets (score -inf) get rank ``n_items`` (never a hit).
+    """
+    row_scores = scores[rows]  # (P, N)
+    t_score = row_scores.gather(1, targets[:, None])  # (P, 1)
+    n = scores.shape[1]
+    idx = torch.arange(n, device=scores.device)
+    better = (row_scores > t_score).sum(1)
+    tied_before = ((row_scores == t_score) & (idx[None, :] < targets[:, None])).sum(1)
+    ranks = better + tied_before
+    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(ranks, n), ranks)
+
+
+def topk_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k item indexes and scores per row, ties broken by lower item index first."""
+    k = min(k, scores.shape[1])
+    # A stable descending sort keeps equal scores in index order; only the first k are kept.
+    vals, idx = torch.sort(scores, dim=1, descending=True, stable=True)
+    return idx[:, :k], vals[:, :k]
+
+
+def metrics_from_ranks(ranks: np.ndarray, row_of: np.ndarray, n_rows: int, ks: Sequence[int]
+                       ) -> dict[str, np.ndarray]:
+    """Per-row metric values from the ranks of every (row, target) pair."""
+    n_targets = np.bincount(row_of, minlength=n_rows)
+    best = np.full(n_rows, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(best, row_of, ranks)
+    out: dict[str, np.ndarray] = {}
+    gains = 1.0 / np.log2(ranks + 2.0)
+    for k in ks:
+        hit = ranks < k
+        hits = np.bincount(row_of, weights=hit, minlength=n_rows)
+        dcg = np.bincount(row_of, weights=np.where(hit, gains, 0.0), minlength=n_rows)
+        ideal_n = np.minimum(n_targets, k)
+        idcg_table = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
+        idcg = idcg_table[ideal_n]
+        out[f"hr@{k}"] = (hits > 0).astype(np.float64)
+        out[f"recall@{k}"] = np.divide(hits, n_targets, out=np.zeros(n_rows), where=n_targets > 0)
+        out[f"ndcg@{k}"] = np.divide(dcg, idcg, out=np.zeros(n_rows), where=idcg > 0)
+        out[f"mrr@{k}"] = np.where(best < k, 1.0 / (best + 1.0), 0.0)
+    return out
+
+
+def ranking_metrics(scores: torch.Tensor | np.ndarray, targets: Sequence[Sequence[int]],
+                    ks: Sequence[int] = (10,)) -> dict[str, float]:
+    """Mean HR/Recall/NDCG/MRR@K for a score matrix (already masked) and per-row target lists."""
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    rows = np.concatenate([[i] * len(t) for i, t in enumerate(targets)]).astype(np.int64)
+    tg = np.concatenate([np.asarray(t, dtype=np.int64) for t in targets])
+    ranks = target_ranks(scores, torch.from_numpy(rows), torch.from_numpy(tg)).numpy()
+    per_row = metrics_from_ranks(ranks, rows, len(targets), ks)
+    return {k: float(v.mean()) for k, v in per_row.items()}
+
+
+def popularity_percentiles(popularity: np.ndarray) -> np.ndarray:
+    """Per item, the share of catalog items strictly less popular (0 = least, ~1 = most popular)."""
+    order = np.sort(popularity)
+    return np.searchsorted(order, popularity, side="left") / max(len(popularity) - 1, 1)
+
+
+def tail_items(popularity: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Boolean mask of tail items: all but the ``head_share`` most popular (ties by index)."""
+    n = len(popularity)
+    n_head = int(np.ceil(n * head_share))
+    order = np.lexsort((np.arange(n), -popularity))
+    tail = np.ones(n, dtype=bool)
+    tail[order[:n_head]] = False
+    return tail
+
+
+def beyond_accuracy(topk: np.ndarray, popularity: np.ndarray, n_items: int, head_share: float = 0.2
+                    ) -> dict[str, float]:
+    """Catalog coverage, mean popularity percentile and tail share of the recommended lists.
+
+    ``topk`` is (users, K) item indexes; ``popularity`` the training event count per item.
+    """
+    flat = topk.reshape(-1)
+    flat = flat[flat >= 0]
+    pct = popularity_percentiles(popularity)
+    tail = tail_items(popularity, head_share)
+    return {
+        "coverage": float(len(np.unique(flat)) / n_items),
+        "mean_pop_percentile": float(pct[flat].mean()) if len(flat) else 0.0,
+        "tail_share": float(tail[flat].mean()) if len(flat) else 0.0,
+    }
+
+
+def sampled_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, n_negatives: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Rank of each target among itself and ``n_negatives`` uniformly sampled unmasked items.
+
+    Only behind an explicit flag: sampled metrics overstate quality and reorder models, so they
+    never appear in headline tables.
+    """
+    row_scores = scores[rows]
+    n = scores.shape[1]
+    allowed = ~torch.isneginf(row_scores)
+    allowed.scatter_(1, targets[:, None], False)
+    weights = allowed.float()
+    neg = torch.multinomial(weights.clamp_min(1e-12), n_negatives, replacement=True, generator=generator)
+    neg_scores = row_scores.gather(1, neg)
+    t_score = row_scores.gather(1, targets[:, None])
+    better = (neg_scores > t_score).sum(1) + ((neg_scores == t_score) & (neg < targets[:, None])).sum(1)
+    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(better, n), better)

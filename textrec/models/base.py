@@ -92,6 +92,8 @@ class Recommender(ABC):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``state_tensors`` returned."""
+        if tensors:
+            raise NotImplementedError(f"{type(self).__name__} has no tensors to load")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` atomically into ``path``."""

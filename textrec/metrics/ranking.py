@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 METRICS = ("hr", "recall", "ndcg", "mrr")
+MISS = 2**62  # rank given to a masked (unreachable) target
 
 
 def target_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of ``targets[j]`` in row ``rows[j]`` of ``scores`` under the tie policy.
 
-    Masked targets (score -inf) get rank ``n_items`` (never a hit).
+    Masked targets (score -inf) get rank ``MISS`` (never a hit, whatever K).
     """
     row_scores = scores[rows]  # (P, N)
     t_score = row_scores.gather(1, targets[:, None])  # (P, 1)
@@ -38,7 +39,7 @@ def target_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor
     better = (row_scores > t_score).sum(1)
     tied_before = ((row_scores == t_score) & (idx[None, :] < targets[:, None])).sum(1)
     ranks = better + tied_before
-    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(ranks, n), ranks)
+    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(ranks, MISS), ranks)
 
 
 def topk_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +124,6 @@ def sampled_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tenso
     never appear in headline tables.
     """
     row_scores = scores[rows]
-    n = scores.shape[1]
     allowed = ~torch.isneginf(row_scores)
     allowed.scatter_(1, targets[:, None], False)
     weights = allowed.float()
@@ -131,4 +131,4 @@ def sampled_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tenso
     neg_scores = row_scores.gather(1, neg)
     t_score = row_scores.gather(1, targets[:, None])
     better = (neg_scores > t_score).sum(1) + ((neg_scores == t_score) & (neg < targets[:, None])).sum(1)
-    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(better, n), better)
+    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(better, MISS), better)

@@ -1,0 +1,213 @@
+"""Benchmarks that write ``eval/results/<name>.json`` (+ a Markdown table) and the offline demo."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textrec.data.splits import Split, make_split
+from textrec.evaluation import DEFAULT_KS, evaluate, run_protocol
+from textrec.io import atomic_write_text, write_json
+from textrec.models.base import Recommender, TrainView
+
+TUNED = ("ItemKNN", "EASE", "MarkovChain")
+
+
+def git_commit() -> str:
+    """The current commit of the source checkout (``unknown`` outside git), with a dirty flag."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """A one-line description of where a benchmark ran."""
+    return (f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+            f"{platform.system()} {platform.release()}, python {platform.python_version()}, torch {torch.__version__}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_model(name: str, params: dict | None = None, seed: int = 0, max_epochs: int | None = None) -> Recommender:
+    """Build a core model by name with keyword parameters."""
+    from textrec.models import baselines
+
+    params = dict(params or {})
+    if name == "SASRec":
+        from textrec.models.sasrec import SASRec
+
+        return SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, **params)
+    if not hasattr(baselines, name):
+        raise ValueError(f"unknown model '{name}'")
+    return getattr(baselines, name)(**params)
+
+
+def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True, max_widen: int = 2
+         ) -> tuple[dict, list[dict]]:
+    """Grid search on valid; widen a numeric grid (up to ``max_widen`` times) when the best is at an edge."""
+    from textrec.models.tuning import DEFAULT_GRIDS
+
+    grid = {k: list(v) for k, v in DEFAULT_GRIDS[name].items()}
+    table: list[dict] = []
+    for _ in range(max_widen + 1):
+        best, rows, edge = _grid(name, grid, split, metric, progress)
+        table.extend(rows)
+        if not edge:
+            return best, table
+        grid = _widen(grid, best, edge)
+    return best, table
+
+
+def _grid(name, grid, split, metric, progress):
+    from textrec.models.tuning import grid_search
+
+    res = grid_search(lambda p: make_model(name, p), grid, split, metric=metric, progress=progress)
+    best, rows = res[0], res[1]
+    edge = [r for r in rows if r.get("best_at_edge")] if rows and isinstance(rows[0], dict) else []
+    edge_params = sorted({p for r in edge for p in (r.get("edge_params") or [])})
+    return best, rows, edge_params
+
+
+def _widen(grid: dict, best: dict, edge_params: list[str]) -> dict:
+    out = dict(grid)
+    for p in edge_params:
+        vals = sorted(grid[p])
+        b = best[p]
+        if not isinstance(b, (int, float)) or isinstance(b, bool):
+            continue
+        if b == vals[-1]:
+            new = [b * 2, b * 4] if not isinstance(b, int) else [int(b * 2), int(b * 4)]
+        else:
+            new = [b / 2, b / 4] if not isinstance(b, int) else [max(1, b // 2), max(1, b // 4)]
+        out[p] = sorted(set(vals) | set(new))
+    return out
+
+
+def _row(name: str, res, params: dict, extra: dict | None = None) -> dict:
+    d = res.to_dict()
+    d["model"] = name
+    d["params"] = params
+    d["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if extra:
+        d.update(extra)
+    return d
+
+
+def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = ("Popularity", "ItemKNN", "EASE",
+                    "MarkovChain", "SASRec"), out_dir: str = "eval/results", seed: int = 0,
+                    split_kind: str = "auto", sasrec_epochs: int | None = None, refit: bool = False,
+                    save_topk_dir: str | None = None, threads: int | None = None, data_root: str | None = None,
+                    sampled_negatives: int | None = None, ks: Sequence[int] = DEFAULT_KS,
+                    name: str | None = None, progress: bool = True) -> dict:
+    """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown."""
+    from textrec.data.registry import load_dataset
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    t_start = time.perf_counter()
+    ds = load_dataset(dataset, data_root=data_root)
+    split = make_split(ds, split_kind)
+    print(f"{ds!r}\nsplit: {split.describe()}")
+    rows: dict[str, dict] = {}
+    for m in models:
+        print(f"== {m}")
+        table: list[dict] = []
+        params: dict = {}
+        if m in TUNED:
+            params, table = tune(m, split, progress=progress)
+            print(f"   best on valid: {params}")
+        model = make_model(m, params, seed=seed, max_epochs=sasrec_epochs)
+        topk_file = Path(save_topk_dir) / f"{ds.name}_{m}_test_top{max(ks)}.parquet" if save_topk_dir else None
+        res = run_protocol(model, split, ks=ks, progress=progress, save_topk=topk_file)
+        extra: dict = {"tuning": table} if table else {}
+        if hasattr(model, "history"):
+            extra["training_history"] = model.history
+        if sampled_negatives:
+            extra["test_sampled"] = evaluate(model, split.test, split.n_items, ks=ks,
+                                             sampled_negatives=sampled_negatives, seed=seed).to_dict()
+        rows[m] = _row(m, res, params if m != "SASRec" else model.get_config(), extra)
+        print(f"   valid ndcg@10 {res.valid.metrics['ndcg@10']:.4f}  test hr@10 {res.test.metrics['hr@10']:.4f} "
+              f"ndcg@10 {res.test.metrics['ndcg@10']:.4f} mrr@10 {res.test.metrics['mrr@10']:.4f}  "
+              f"train {res.train_seconds:.1f}s  {res.test.users_per_second:.0f} users/s")
+        if refit and m != "SASRec":
+            rows[f"{m} (refit train+valid)"] = _refit_row(m, params, split, ks)
+    result = {
+        "benchmark": "baselines",
+        "dataset": ds.name,
+        "split": split.describe(),
+        "protocol": "fit on train, select on valid, test with valid appended and no refit; full ranking, "
+                    "history masked; ties broken by lower item index",
+        "seed": seed,
+        "git_commit": git_commit(),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "models": rows,
+    }
+    name = name or f"baselines_{ds.name}"
+    out = Path(out_dir)
+    write_json(out / f"{name}.json", result)
+    atomic_write_text(out / f"{name}.md", markdown_table(result))
+    print(markdown_table(result))
+    print(f"wrote {out / (name + '.json')}")
+    return result
+
+
+def _refit_row(name: str, params: dict, split: Split, ks: Sequence[int]) -> dict:
+    """The separately labelled variant: fit on train+valid with the chosen params, score test."""
+    model = make_model(name, params)
+    view = TrainView(train=split.train_plus_valid(), valid=split.valid, n_users=split.n_users,
+                     n_items=split.n_items, dataset_name=split.dataset.name)
+    t0 = time.perf_counter()
+    model.fit(view, progress=False)
+    secs = time.perf_counter() - t0
+    test = evaluate(model, split.test, split.n_items, ks=ks, popularity=split.item_popularity())
+    return {"model": f"{name} (refit train+valid)", "params": params, "train_seconds": round(secs, 3),
+            "test": test.to_dict(), "inference_users_per_s": round(test.users_per_second, 1),
+            "note": "refit on train+valid: not comparable to the headline protocol"}
+
+
+def markdown_table(result: dict, k: int = 10) -> str:
+    """README-ready table: HR/NDCG/MRR@k on test, valid NDCG, train time, inference users/s."""
+    lines = [f"| model | HR@{k} | NDCG@{k} | MRR@{k} | valid NDCG@{k} | train s | users/s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in result["models"].items():
+        t = r["test"]
+        v = r.get("valid", {}).get(f"ndcg@{k}")
+        lines.append(f"| {name} | {t[f'hr@{k}']:.4f} | {t[f'ndcg@{k}']:.4f} | {t[f'mrr@{k}']:.4f} | "
+                     f"{'' if v is None else f'{v:.4f}'} | {r['train_seconds']:.1f} | "
+                     f"{r['inference_users_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def demo(out_dir: str = "textrec-demo", threads: int | None = None) -> None:
+    """Offline end-to-end run: ML-100K diagnostics + plot, split, tuned baselines and SASRec."""
+    from textrec.data.registry import load_dataset
+    from textrec.data.stats import dataset_stats, format_stats, plot_long_tail
+
+    out = Path(out_dir)
+    ds = load_dataset("ml-100k")
+    print(format_stats(dataset_stats(ds)))
+    print(f"long-tail plot: {plot_long_tail(ds, out / 'ml-100k_long_tail.png')}")
+    bench_baselines("ml-100k", out_dir=str(out), threads=threads, sasrec_epochs=30, name="demo_ml-100k")

@@ -1,0 +1,313 @@
+"""One training loop for sequential next-item models over item representations.
+
+A model plugs in by being an ``nn.Module`` with two methods (:class:`SequentialModule`):
+
+* ``item_representations() -> (n_items, d)`` — the catalog side: input item vectors *and*
+  the output (scoring) vectors. SASRec returns its ID embedding table; VQ-Rec will return
+  sums of code embeddings. Computed once per training step and once per scoring batch.
+* ``encode(items, mask, item_reps) -> (B, L, d)`` — hidden states for left-padded item index
+  rows (``mask`` True at real items; see :mod:`textrec.models.backbone`).
+
+Optionally ``score_hidden(hidden, item_reps) -> logits`` (default ``hidden @ item_reps.T``)
+for models that scale or normalise scores, e.g. a temperature.
+
+Training examples (RecBole's "every prefix predicts its next item", computed efficiently):
+each user's training sequence is cut into windows of ``max_len + 1`` items taken from the
+end, ``[s[-L-1:], s[-2L-1:-L], ...]``; a window's first ``L`` items are the input and the
+last ``L`` the targets, and the loss is taken at *every* position. Because the encoder is
+causal and position ids start at each row's first real item, position ``t`` of a window
+computes exactly what scoring computes for the prefix ending there. So one forward pass
+trains up to ``L`` prefixes at the cost of one, every target of a sequence is predicted once
+per epoch, and the last window reproduces inference (last ``L`` items) exactly. The price:
+the first targets of the earlier windows of long sequences see a shorter context than
+RecBole's prefix copies give them. ``window_stride < max_len`` buys that context back
+(overlapping windows; only the last ``stride`` targets of each window count) at
+``max_len / stride`` times the compute.
+
+Loss: ``loss="ce"`` is softmax cross-entropy over the full catalog (the RecBole ``CE`` loss);
+``"inbatch"`` is softmax over the distinct targets of the batch. More can be added with
+:func:`register_loss` without touching the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from textrec.models.backbone import last_hidden, pad_left
+from textrec.models.base import Recommender, TrainView
+
+
+class SequentialModule(Protocol):
+    """What :class:`SeqTrainer` needs from a model (an ``nn.Module``)."""
+
+    def item_representations(self) -> torch.Tensor: ...
+
+    def encode(self, items: torch.Tensor, mask: torch.Tensor,
+               item_reps: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@dataclass
+class SeqTrainerConfig:
+    """Optimisation, example construction and model selection."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_len: int = 50                  # window length = the history length the model reads
+    window_stride: int | None = None   # None = max_len (non-overlapping windows)
+    patience: int = 10                 # evaluations without valid improvement before stopping
+    eval_every: int = 1                # epochs between valid evaluations
+    metric: str = "ndcg@10"            # valid metric for early stopping / best-weight selection
+    seed: int = 0
+    device: str = "cpu"                # "cpu", "cuda", "cuda:0", or "auto"
+    loss: str = "ce"                   # key into LOSSES
+    grad_clip: float | None = None
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1 or self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
+            raise ValueError("max_len, batch_size, eval_every must be >= 1 and epochs >= 0")
+        if self.window_stride is not None and not 1 <= self.window_stride <= self.max_len:
+            raise ValueError("window_stride must be in [1, max_len]")
+        name, _, k = self.metric.partition("@")
+        if name not in ("hr", "recall", "ndcg", "mrr") or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"metric must look like 'ndcg@10' (hr/recall/ndcg/mrr @K), got '{self.metric}'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | SeqTrainerConfig | None) -> SeqTrainerConfig:
+        if isinstance(d, cls):
+            return d
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown trainer option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# ---- losses --------------------------------------------------------------------------------
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
+LOSSES: dict[str, LossFn] = {}
+
+
+def register_loss(name: str) -> Callable[[LossFn], LossFn]:
+    """Decorator: ``fn(hidden (N, d), targets (N,), item_reps (n_items, d), module) -> scalar``."""
+    def deco(fn: LossFn) -> LossFn:
+        LOSSES[name] = fn
+        return fn
+    return deco
+
+
+def _logits(module: nn.Module, hidden: torch.Tensor, reps: torch.Tensor) -> torch.Tensor:
+    fn = getattr(module, "score_hidden", None)
+    return fn(hidden, reps) if fn is not None else hidden @ reps.T
+
+
+@register_loss("ce")
+def full_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, reps: torch.Tensor,
+                    module: nn.Module) -> torch.Tensor:
+    """Cross-entropy of the softmax over the whole catalog."""
+    return F.cross_entropy(_logits(module, hidden, reps), targets)
+
+
+@register_loss("inbatch")
+def inbatch_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, reps: torch.Tensor,
+                       module: nn.Module) -> torch.Tensor:
+    """Cross-entropy over the distinct targets of the batch (in-batch negatives)."""
+    uniq, inv = torch.unique(targets, return_inverse=True)
+    return F.cross_entropy(_logits(module, hidden, reps[uniq]), inv)
+
+
+# ---- examples ------------------------------------------------------------------------------
+def build_windows(sequences: list[np.ndarray], max_len: int, stride: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Training windows (N, max_len + 1), left-padded with -1, and per window how many of the
+    trailing targets count in the loss (all of them unless windows overlap)."""
+    stride = stride or max_len
+    rows: list[np.ndarray] = []
+    n_loss: list[int] = []
+    for seq in sequences:
+        n = len(seq)
+        end = n
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            rows.append(seq[start:end])
+            # the earliest window counts all its targets; later ones only the new `stride`
+            n_loss.append(end - start - 1 if start == 0 else stride)
+            if start == 0:
+                break
+            end -= stride
+    out = np.full((len(rows), max_len + 1), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, max_len + 1 - len(r):] = r
+    return out, np.asarray(n_loss, dtype=np.int64)
+
+
+# ---- scoring -------------------------------------------------------------------------------
+@torch.no_grad()
+def score_histories(module: nn.Module, histories: list[np.ndarray], max_len: int,
+                    batch_size: int = 512) -> torch.Tensor:
+    """(len(histories), n_items) scores on CPU: last hidden state against every item vector."""
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    try:
+        reps = module.item_representations()
+        out = []
+        for start in range(0, len(histories), batch_size):
+            items, mask = pad_left(histories[start:start + batch_size], max_len, device)
+            h = last_hidden(module.encode(items, mask, reps))
+            out.append(_logits(module, h, reps).float().cpu())
+        if not out:
+            return torch.zeros(0, reps.shape[0])
+        return torch.cat(out)
+    finally:
+        module.train(was_training)
+
+
+class _ModuleScorer(Recommender):
+    """Adapter so ``textrec.evaluation.evaluate`` can score a bare module during training."""
+
+    def __init__(self, module: nn.Module, max_len: int, name: str, batch_size: int) -> None:
+        self.module, self.max_len, self.name, self.batch_size = module, max_len, name, batch_size
+
+    def fit(self, data: TrainView, progress: bool = True) -> Recommender:  # pragma: no cover
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+        return score_histories(self.module, histories, self.max_len, self.batch_size)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block under ``torch.manual_seed(seed)`` without disturbing the caller's RNG state."""
+    dev = torch.device(device)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA when present; a CUDA request on a machine without one falls back to
+    CPU with a warning (so a model trained on a GPU loads anywhere)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device '{device}' requested but CUDA is unavailable; using CPU", stacklevel=2)
+        return torch.device("cpu")
+    return dev
+
+
+# ---- the loop ------------------------------------------------------------------------------
+class SeqTrainer:
+    """Seeded shuffling, AdamW, periodic valid evaluation, patience, best-weight restore."""
+
+    def __init__(self, config: SeqTrainerConfig | dict | None = None) -> None:
+        self.config = SeqTrainerConfig.from_dict(config)
+        if self.config.loss not in LOSSES:
+            raise ValueError(f"unknown loss '{self.config.loss}'; registered: {sorted(LOSSES)}")
+        self.history: list[dict[str, Any]] = []
+        self.best_epoch: int | None = None
+        self.best_metric: float | None = None
+
+    def fit(self, module: nn.Module, data: TrainView, progress: bool = True, name: str = "model"
+            ) -> list[dict[str, Any]]:
+        """Train ``module`` in place on ``data.sequences()``; return the per-epoch history."""
+        from textrec.evaluation import evaluate
+
+        cfg = self.config
+        device = next(module.parameters()).device
+        loss_fn = LOSSES[cfg.loss]
+        windows, n_loss = build_windows(data.sequences(), cfg.max_len, cfg.window_stride)
+        windows_t = torch.from_numpy(windows)
+        n_loss_t = torch.from_numpy(n_loss)
+        n = len(windows)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scorer = _ModuleScorer(module, cfg.max_len, name, cfg.eval_batch_size)
+        has_valid = len(data.valid) > 0
+        best_state: dict[str, torch.Tensor] | None = None
+        best, bad = -float("inf"), 0
+        self.history = []
+        pos = torch.arange(cfg.max_len)
+        ks = sorted({10, int(cfg.metric.partition("@")[2])})
+        bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", disable=not progress)
+        with seeded(cfg.seed, device):
+            for epoch in bar:
+                t0 = time.perf_counter()
+                module.train()
+                perm = torch.randperm(n, generator=gen)
+                total, count = 0.0, 0
+                for start in range(0, n, cfg.batch_size):
+                    idx = perm[start:start + cfg.batch_size]
+                    w = windows_t[idx]
+                    valid = w >= 0
+                    # drop leading columns that are padding in every row of the batch
+                    first = int(valid.any(0).long().argmax())
+                    first = min(first, cfg.max_len - 1)
+                    w, valid = w[:, first:], valid[:, first:]
+                    inp, tgt = w[:, :-1].clamp(min=0), w[:, 1:]
+                    in_mask = valid[:, :-1]
+                    counts = (pos[first:] >= cfg.max_len - n_loss_t[idx, None])
+                    loss_mask = in_mask & valid[:, 1:] & counts
+                    if not loss_mask.any():
+                        continue
+                    inp, in_mask = inp.to(device), in_mask.to(device)
+                    loss_mask, tgt = loss_mask.to(device), tgt.to(device)
+                    reps = module.item_representations()
+                    hidden = module.encode(inp, in_mask, reps)
+                    loss = loss_fn(hidden[loss_mask], tgt[loss_mask], reps, module)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                    opt.step()
+                    k = int(loss_mask.sum())
+                    total += float(loss.detach()) * k
+                    count += k
+                train_s = time.perf_counter() - t0
+                rec: dict[str, Any] = {"epoch": epoch, "loss": round(total / max(count, 1), 5),
+                                       "seconds": round(train_s, 3)}
+                if has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                    res = evaluate(scorer, data.valid, data.n_items, ks=ks, batch_size=cfg.eval_batch_size)
+                    m = res.metrics[cfg.metric]
+                    rec.update({"valid_ndcg@10": round(res.metrics["ndcg@10"], 5),
+                                "valid_hr@10": round(res.metrics["hr@10"], 5),
+                                "eval_seconds": round(res.seconds, 3)})
+                    rec[f"valid_{cfg.metric}"] = round(m, 5)
+                    if m > best:
+                        best, bad = m, 0
+                        self.best_epoch, self.best_metric = epoch, m
+                        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                    else:
+                        bad += 1
+                self.history.append(rec)
+                bar.set_postfix({k: rec[k] for k in ("loss", "valid_ndcg@10") if k in rec})
+                if has_valid and bad >= cfg.patience:
+                    break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        return self.history
+
+
+__all__ = ["SeqTrainerConfig", "SeqTrainer", "SequentialModule", "LOSSES", "register_loss",
+           "full_softmax_ce", "inbatch_softmax_ce", "build_windows", "score_histories", "seeded",
+           "resolve_device"]

@@ -107,6 +107,15 @@ class Recommender(ABC):
         tmp, final = atomic_path(path / "model.safetensors")
         save_file(tensors, str(tmp))
         os.replace(tmp, final)
+        self.save_extra(path)
+
+    def save_extra(self, path: Path) -> None:
+        """Hook for models with more than tensors to save (e.g. a quantizer, a tokenizer)."""
+        return None
+
+    def load_extra(self, path: Path) -> None:
+        """Counterpart of ``save_extra``, called after the tensors are loaded."""
+        return None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> Recommender:
@@ -119,6 +128,7 @@ class Recommender(ABC):
         target = cls if model_type == cls.__name__ else _model_class(model_type)
         model = target(**config)
         model.load_state_tensors(load_file(str(path / "model.safetensors")))
+        model.load_extra(path)
         return model
 
 

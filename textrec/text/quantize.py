@@ -53,6 +53,9 @@ CONFIG_FILE = "quantizer.json"
 FORMAT_VERSION = 1
 
 
+OPQ_MIN_CENTROIDS = 16
+
+
 class SmallCatalogWarning(UserWarning):
     """Fewer training vectors than the requested number of centroids wants."""
 
@@ -214,7 +217,16 @@ class ProductQuantizer:
         rotation = None
         xr = x
         t_opq = 0.0
-        if self.opq:
+        use_opq = self.opq
+        if use_opq and k_eff < OPQ_MIN_CENTROIDS:
+            # FAISS 1.15's OPQMatrix.train aborts the process (free(): invalid size) with tiny
+            # sub-codebooks; below 16 centroids fall back to plain PQ and say so.
+            use_opq = False
+            note = (f"OPQ skipped: K={k_eff} < {OPQ_MIN_CENTROIDS} (FAISS OPQ aborts on tiny codebooks); "
+                    f"plain PQ used")
+            notes.append(note)
+            warnings.warn(note, SmallCatalogWarning, stacklevel=2)
+        if use_opq:
             xo = x
             if n > OPQ_MAX_TRAIN_POINTS:  # FAISS would subsample with a fixed seed: do it ourselves
                 xo = x[np.sort(rng.choice(n, OPQ_MAX_TRAIN_POINTS, replace=False))]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -25,3 +26,18 @@ def load_recipe(name: str) -> dict[str, Any]:
                 raise ValueError(f"{c}: a recipe must be a YAML mapping")
             return data
     raise FileNotFoundError(f"recipe '{name}' not found in {[str(c) for c in candidates]}")
+
+
+C = TypeVar("C")
+
+
+def config_from_dict(cls: type[C], d: dict[str, Any] | C | None, what: str) -> C:
+    """Build a config dataclass from a dict (or pass an instance through); unknown keys raise."""
+    if isinstance(d, cls):
+        return d
+    d = dict(d or {})
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)

@@ -18,12 +18,14 @@ for that prefix (the property the all-position training loss relies on).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from textrec.recipes import config_from_dict
 
 
 @dataclass
@@ -55,14 +57,7 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | BackboneConfig | None) -> BackboneConfig:
-        if isinstance(d, cls):
-            return d
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown backbone option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "backbone")
 
 
 class FastDropout(nn.Module):

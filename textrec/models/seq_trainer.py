@@ -35,7 +35,7 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from textrec.models.backbone import last_hidden, pad_left
 from textrec.models.base import Recommender, TrainView
+from textrec.recipes import config_from_dict
 
 
 class SequentialModule(Protocol):
@@ -90,14 +91,7 @@ class SeqTrainerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | SeqTrainerConfig | None) -> SeqTrainerConfig:
-        if isinstance(d, cls):
-            return d
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown trainer option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "trainer")
 
 
 # ---- losses --------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+ENGINE_CLIS = ("p5", "query", "explain")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``textrec`` argument parser."""
     p = argparse.ArgumentParser(prog="textrec", description=__doc__)
@@ -106,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="textrec-demo")
     demo.add_argument("--threads", type=int, default=None)
     demo.set_defaults(func=cmd_demo)
+
+    # Each engine owns its sub-commands in ``textrec/<engine>/cli.py`` (``register(sub)``),
+    # importing its heavy modules only inside the command functions.
+    import importlib
+
+    for engine in ENGINE_CLIS:
+        try:
+            mod = importlib.import_module(f"textrec.{engine}.cli")
+        except ModuleNotFoundError as e:
+            if e.name != f"textrec.{engine}.cli":
+                raise
+            continue
+        mod.register(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""ERRA engine: explanations grounded in retrieved review sentences and user aspects."""

@@ -1,0 +1,1 @@
+"""Item identifiers for generative recommenders: random, sequential, collaborative and semantic indexing, and the trie."""

@@ -40,6 +40,36 @@ class TrainView:
                    dataset_name=split.dataset.name,
                    item_text=split.dataset.item_text() if with_text else None)
 
+    @classmethod
+    def concat(cls, views: list[TrainView], name: str | None = None) -> tuple[TrainView, np.ndarray]:
+        """Several domains as one view (users and items offset per domain), e.g. for pretraining.
+
+        Returns the merged view and the item offset of each domain (plus the total at the end).
+        """
+        if not views:
+            raise ValueError("concat needs at least one view")
+        u_off = np.concatenate([[0], np.cumsum([v.n_users for v in views])]).astype(np.int64)
+        i_off = np.concatenate([[0], np.cumsum([v.n_items for v in views])]).astype(np.int64)
+        frames, users, hists, tgts = [], [], [], []
+        for v, uo, io in zip(views, u_off, i_off):
+            f = v.train.copy()
+            f["user"] = f["user"].to_numpy() + uo
+            f["item"] = f["item"].to_numpy() + io
+            frames.append(f)
+            users.append(v.valid.users + uo)
+            hists += [h + io for h in v.valid.histories()]
+            tgts += [v.valid.targets(i) + io for i in range(len(v.valid))]
+        texts = None
+        if all(v.item_text is not None for v in views):
+            texts = [t for v in views for t in v.item_text]
+        valid = EvalSet.from_lists(np.concatenate(users), hists, tgts)
+        train = pd.concat(frames, ignore_index=True)
+        # sequences() needs rows grouped by user in time order; domains never share users
+        train = train.sort_values("user", kind="stable", ignore_index=True)
+        merged = cls(train=train, valid=valid, n_users=int(u_off[-1]), n_items=int(i_off[-1]),
+                     dataset_name=name or "+".join(v.dataset_name for v in views), item_text=texts)
+        return merged, i_off
+
     def sequences(self) -> list[np.ndarray]:
         """Per user, the ordered training items."""
         frame = self.train

@@ -9,6 +9,7 @@ padding row.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
 from typing import Any
 
@@ -96,12 +97,16 @@ class SASRec(Recommender):
         trainer = dict(data.pop("trainer", {}) or {})
         backbone.update(overrides.pop("backbone", {}) or {})
         trainer.update(overrides.pop("trainer", {}) or {})
+        options = dict(data.pop("options", {}) or {})  # model-specific constructor arguments
+        options.update(overrides)
         data.pop("description", None)
         if data:
             raise ValueError(f"unknown recipe section(s) {sorted(data)}")
         if seed is not None:
             trainer["seed"] = seed
-        return cls(backbone=backbone, trainer=trainer, max_epochs=max_epochs, **overrides)
+            if "seed" in inspect.signature(cls.__init__).parameters:
+                options.setdefault("seed", seed)
+        return cls(backbone=backbone, trainer=trainer, max_epochs=max_epochs, **options)
 
     # ---- fit / score ----------------------------------------------------------------------
     def _build(self, n_items: int) -> SASRecModule:

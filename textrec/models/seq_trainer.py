@@ -25,8 +25,14 @@ RecBole's prefix copies give them. ``window_stride < max_len`` buys that context
 ``max_len / stride`` times the compute.
 
 Loss: ``loss="ce"`` is softmax cross-entropy over the full catalog (the RecBole ``CE`` loss);
-``"inbatch"`` is softmax over the distinct targets of the batch. More can be added with
+``"inbatch"`` is softmax over the distinct targets of the batch (VQ-Rec's pretraining loss),
+optionally with semi-synthetic hard negatives: a module that has ``corrupt_representations``
+(VQ-Rec: replace each code of the positive with probability ``hard_negative_prob``) adds one
+near-copy of every positive as an extra negative column. More losses can be added with
 :func:`register_loss` without touching the loop.
+
+``catalog="train"`` restricts the softmax to items with at least one training event, so items
+held out for zero-shot evaluation are never seen, not even as negatives.
 """
 
 from __future__ import annotations
@@ -76,12 +82,18 @@ class SeqTrainerConfig:
     loss: str = "ce"                   # key into LOSSES
     grad_clip: float | None = None
     eval_batch_size: int = 512
+    hard_negative_prob: float = 0.0    # "inbatch": code-replacement probability of the fake negatives
+    catalog: str = "all"               # "all" items, or only items with "train" events, as negatives
 
     def __post_init__(self) -> None:
         if self.max_len < 1 or self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
             raise ValueError("max_len, batch_size, eval_every must be >= 1 and epochs >= 0")
         if self.window_stride is not None and not 1 <= self.window_stride <= self.max_len:
             raise ValueError("window_stride must be in [1, max_len]")
+        if self.catalog not in ("all", "train"):
+            raise ValueError(f"catalog must be 'all' or 'train', got '{self.catalog}'")
+        if not 0.0 <= self.hard_negative_prob < 1.0:
+            raise ValueError("hard_negative_prob must be in [0, 1)")
         name, _, k = self.metric.partition("@")
         if name not in ("hr", "recall", "ndcg", "mrr") or not k.isdigit() or int(k) < 1:
             raise ValueError(f"metric must look like 'ndcg@10' (hr/recall/ndcg/mrr @K), got '{self.metric}'")
@@ -95,12 +107,14 @@ class SeqTrainerConfig:
 
 
 # ---- losses --------------------------------------------------------------------------------
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module, "SeqTrainerConfig"], torch.Tensor]
 LOSSES: dict[str, LossFn] = {}
 
 
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    """Decorator: ``fn(hidden (N, d), targets (N,), item_reps (n_items, d), module) -> scalar``."""
+    """Decorator: ``fn(hidden (N, d), targets (N,), item_reps (n_items, d), module, config) -> scalar``.
+
+    ``targets`` index rows of ``item_reps`` (with ``catalog="train"`` that is the train catalog)."""
     def deco(fn: LossFn) -> LossFn:
         LOSSES[name] = fn
         return fn
@@ -114,17 +128,26 @@ def _logits(module: nn.Module, hidden: torch.Tensor, reps: torch.Tensor) -> torc
 
 @register_loss("ce")
 def full_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, reps: torch.Tensor,
-                    module: nn.Module) -> torch.Tensor:
+                    module: nn.Module, config: SeqTrainerConfig) -> torch.Tensor:
     """Cross-entropy of the softmax over the whole catalog."""
     return F.cross_entropy(_logits(module, hidden, reps), targets)
 
 
 @register_loss("inbatch")
 def inbatch_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, reps: torch.Tensor,
-                       module: nn.Module) -> torch.Tensor:
-    """Cross-entropy over the distinct targets of the batch (in-batch negatives)."""
+                       module: nn.Module, config: SeqTrainerConfig) -> torch.Tensor:
+    """Cross-entropy over the distinct targets of the batch (in-batch negatives), plus one
+    corrupted copy of each positive as a hard negative when the module supports it."""
     uniq, inv = torch.unique(targets, return_inverse=True)
-    return F.cross_entropy(_logits(module, hidden, reps[uniq]), inv)
+    logits = _logits(module, hidden, reps[uniq])
+    corrupt = getattr(module, "corrupt_representations", None)
+    if config.hard_negative_prob > 0 and corrupt is not None:
+        fake = corrupt(targets, config.hard_negative_prob)  # (N, d): row i is a near-copy of target i
+        logits = torch.cat([logits, _logits(module, hidden, fake)], dim=1)
+    return F.cross_entropy(logits, inv)
+
+
+inbatch_softmax_ce.in_batch = True  # negatives come from the batch: the catalog option is moot
 
 
 # ---- examples ------------------------------------------------------------------------------
@@ -230,6 +253,12 @@ class SeqTrainer:
         device = next(module.parameters()).device
         loss_fn = LOSSES[cfg.loss]
         windows, n_loss = build_windows(data.sequences(), cfg.max_len, cfg.window_stride)
+        # catalog="train": the loss sees train items only; targets are remapped into that list
+        catalog = remap = None
+        if cfg.catalog == "train":
+            catalog = torch.from_numpy(np.unique(data.train["item"].to_numpy())).to(device)
+            remap = torch.full((data.n_items,), -1, dtype=torch.long, device=device)
+            remap[catalog] = torch.arange(len(catalog), device=device)
         windows_t = torch.from_numpy(windows)
         n_loss_t = torch.from_numpy(n_loss)
         n = len(windows)
@@ -267,7 +296,11 @@ class SeqTrainer:
                     loss_mask, tgt = loss_mask.to(device), tgt.to(device)
                     reps = module.item_representations()
                     hidden = module.encode(inp, in_mask, reps)
-                    loss = loss_fn(hidden[loss_mask], tgt[loss_mask], reps, module)
+                    t = tgt[loss_mask]
+                    if catalog is not None and not getattr(loss_fn, "in_batch", False):
+                        loss = loss_fn(hidden[loss_mask], remap[t], reps[catalog], module, cfg)
+                    else:
+                        loss = loss_fn(hidden[loss_mask], t, reps, module, cfg)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip:

@@ -9,8 +9,19 @@ Because an item is its codes, an item never seen in training is scorable from it
 ``id_residual=True`` adds a per-item ID embedding (zero-initialised; zero for new items) on top
 of the codes for warm items — the "codes + light ID residual" variant.
 
-Status: the from-scratch recipe (full-softmax CE through the shared SeqTrainer). Pretraining
-with in-batch contrastive loss + hard negatives and code-table-only fine-tuning are not built yet.
+Three recipes, one loop (:class:`~textrec.models.seq_trainer.SeqTrainer`), configs in ``training/``:
+
+* ``vqrec_scratch`` — one domain, full-softmax CE (``fit``).
+* ``vqrec_pretrain`` — one or several domains (``pretrain``): catalogs concatenated, one
+  quantizer fit on all domains' training items, shuffled windows so batches mix domains,
+  in-batch contrastive loss over cosine / temperature, and semi-synthetic hard negatives (each
+  positive's codes replaced at random with probability ``hard_negative_prob``).
+* ``vqrec_finetune`` — a new domain (``transfer``): its items are coded with the *pretrained*
+  quantizer, and only the code-embedding tables are trained (``train="codes"``; option
+  ``"codes+transformer"``). Option ``permutation=True``: first learn, per sub-vector, a
+  differentiable permutation of the table rows (Gumbel-Sinkhorn, VQ-Rec's code-embedding
+  re-assignment) for ``permutation_epochs``, harden it (Hungarian assignment) and apply it,
+  then train the tables. ``transfer(view, train="none")`` is the zero-shot row.
 """
 
 from __future__ import annotations
@@ -20,18 +31,66 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
 from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
+
+
+class CodePermutation(nn.Module):
+    """A learnable, differentiable permutation of each sub-vector's code-table rows.
+
+    Gumbel-Sinkhorn (Mena et al., 2018): ``P = Sinkhorn((L + noise * G) / tau)`` is a soft
+    doubly-stochastic matrix per sub-vector; logits start at ``init_scale * I`` so training starts
+    from the identity (the pretrained assignment). ``hard()`` solves the assignment problem on the
+    logits (Hungarian) and gives the permutation that :meth:`VQRec.apply_permutation` bakes in.
+    The padding row is never permuted.
+    """
+
+    def __init__(self, n_sub: int, n_centroids: int, tau: float = 0.1, noise: float = 0.1,
+                 iters: int = 20, init_scale: float = 1.0) -> None:
+        super().__init__()
+        self.tau, self.noise, self.iters = tau, noise, iters
+        self.logits = nn.Parameter(torch.eye(n_centroids).repeat(n_sub, 1, 1) * init_scale)
+
+    def soft(self) -> torch.Tensor:
+        """(D, K, K) doubly-stochastic matrices (noisy while training, deterministic in eval)."""
+        x = self.logits
+        if self.training and self.noise > 0:
+            u = torch.rand_like(x).clamp_(1e-9, 1 - 1e-9)
+            x = x + self.noise * -torch.log(-torch.log(u))
+        x = x / self.tau
+        for _ in range(self.iters):  # Sinkhorn normalisation in log space
+            x = x - torch.logsumexp(x, dim=2, keepdim=True)
+            x = x - torch.logsumexp(x, dim=1, keepdim=True)
+        return x.exp()
+
+    def hard(self) -> np.ndarray:
+        """(D, K) permutation: new row k of table d is old row ``perm[d, k]``."""
+        from scipy.optimize import linear_sum_assignment
+
+        out = []
+        for lg in self.logits.detach().cpu().numpy():
+            rows, cols = linear_sum_assignment(-lg)
+            perm = np.empty_like(cols)
+            perm[rows] = cols
+            out.append(perm)
+        return np.stack(out)
+
+    def forward(self, tables: torch.Tensor) -> torch.Tensor:
+        k = self.logits.shape[-1]
+        mixed = torch.einsum("dij,djh->dih", self.soft(), tables[:, :k])
+        return torch.cat([mixed, tables[:, k:]], dim=1)
 
 
 class VQRecModule(nn.Module):
     """Code-embedding tables + causal encoder; implements the trainer's ``SequentialModule``."""
 
     def __init__(self, codes: torch.Tensor, n_centroids: int, cfg: BackboneConfig,
-                 id_residual: bool = False) -> None:
+                 id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0) -> None:
         super().__init__()
         n_items, n_sub = codes.shape
         self.n_centroids = int(n_centroids)
@@ -45,9 +104,35 @@ class VQRecModule(nn.Module):
         if self.id_residual is not None:
             nn.init.zeros_(self.id_residual.weight)
         self.encoder = CausalSequenceEncoder(cfg)
+        self.similarity, self.temperature = similarity, float(temperature)
+        self.permutation: CodePermutation | None = None
+
+    def tables(self) -> torch.Tensor:
+        """The (D, K+1, d) code tables, with the learned row permutation applied if one is active."""
+        if self.permutation is None:
+            return self.code_emb
+        return self.permutation(self.code_emb)
+
+    def score_hidden(self, hidden: torch.Tensor, reps: torch.Tensor) -> torch.Tensor:
+        """Dot product, or cosine / temperature (the pretraining similarity)."""
+        if self.similarity == "cos":
+            return F.normalize(hidden, dim=-1) @ F.normalize(reps, dim=-1).T / self.temperature
+        return hidden @ reps.T
+
+    def corrupt_representations(self, targets: torch.Tensor, prob: float) -> torch.Tensor:
+        """Semi-synthetic hard negatives: each target's codes, each replaced by a random code
+        with probability ``prob`` (at least one replaced, so a fake never equals its positive)."""
+        codes = self.codes[targets].clone()
+        replace = torch.rand(codes.shape, device=codes.device) < prob
+        none = ~replace.any(1)
+        if none.any():
+            replace[none, torch.randint(codes.shape[1], (int(none.sum()),), device=codes.device)] = True
+        shift = torch.randint(1, self.n_centroids, codes.shape, device=codes.device)
+        codes = torch.where(replace, (codes + shift) % self.n_centroids, codes)
+        return self.tables()[self.sub_index, codes].sum(1)
 
     def item_representations(self) -> torch.Tensor:
-        reps = self.code_emb[self.sub_index, self.codes].sum(1)  # (n_items, d)
+        reps = self.tables()[self.sub_index, self.codes].sum(1)  # (n_items, d)
         if self.id_residual is not None:
             n_warm = self.id_residual.num_embeddings
             reps = torch.cat([reps[:n_warm] + self.id_residual.weight, reps[n_warm:]])
@@ -74,8 +159,14 @@ class VQRec(Recommender):
     def __init__(self, backbone: BackboneConfig | dict | None = None,
                  trainer: SeqTrainerConfig | dict | None = None, n_subvectors: int = 32,
                  n_centroids: int = 256, opq: bool = True, encoder: str | None = None,
-                 id_residual: bool = False, n_items: int | None = None, n_warm: int | None = None,
+                 id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0,
+                 n_items: int | None = None, n_warm: int | None = None,
                  max_epochs: int | None = None, seed: int = 0) -> None:
+        if similarity not in ("dot", "cos"):
+            raise ValueError(f"similarity must be 'dot' or 'cos', got '{similarity}'")
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        self.similarity, self.temperature = similarity, float(temperature)
         self.backbone_config = BackboneConfig.from_dict(backbone)
         t = SeqTrainerConfig.from_dict(trainer).to_dict()
         if max_epochs is not None:
@@ -117,7 +208,8 @@ class VQRec(Recommender):
     def _build(self, codes: np.ndarray, n_warm: int) -> VQRecModule:
         with seeded(self.trainer_config.seed):
             module = VQRecModule(torch.from_numpy(codes), self.n_centroids, self.backbone_config,
-                                 id_residual=self.id_residual)
+                                 id_residual=self.id_residual, similarity=self.similarity,
+                                 temperature=self.temperature)
             if module.id_residual is not None and module.id_residual.num_embeddings != n_warm:
                 module.id_residual = nn.Embedding(n_warm, self.backbone_config.hidden)
                 nn.init.zeros_(module.id_residual.weight)
@@ -136,6 +228,108 @@ class VQRec(Recommender):
         trainer = SeqTrainer(self.trainer_config)
         self.history = trainer.fit(self.module, data, progress=progress, name=self.name)
         return self
+
+    from_recipe = classmethod(SASRec.from_recipe.__func__)
+
+    def pretrain(self, views: list[TrainView], progress: bool = True) -> VQRec:
+        """Pretrain on one or several domains at once (recipe ``vqrec_pretrain``).
+
+        Catalogs are concatenated; one quantizer is fit on every domain's training items; the
+        loop's shuffled windows mix domains in each batch; early stopping reads the merged valid
+        rows. Afterwards the model scores the merged catalog; ``transfer`` moves it to a domain.
+        """
+        merged, offsets = TrainView.concat(views)
+        if merged.item_text is None:
+            raise ValueError("pretraining needs item text for every domain")
+        train_items = np.unique(merged.train["item"].to_numpy())
+        self.codes = self.build_codes(merged.item_text, train_items, progress=progress)
+        self.n_centroids = self.quantizer.n_centroids_
+        self.n_items = self.n_warm = int(merged.n_items)
+        self.module = self._build(self.codes, self.n_warm)
+        self.history = SeqTrainer(self.trainer_config).fit(self.module, merged, progress=progress,
+                                                           name=f"{self.name}-pretrain")
+        self.pretrain_report = {"domains": [v.dataset_name for v in views],
+                                "item_offsets": offsets.tolist(), "epochs": len(self.history)}
+        return self
+
+    def transfer(self, view: TrainView, train: str = "codes", trainer: SeqTrainerConfig | dict | None = None,
+                 permutation: bool = False, permutation_epochs: int = 3, id_residual: bool | None = None,
+                 progress: bool = True) -> VQRec:
+        """A copy of this (pretrained) model for another domain, coded with this quantizer.
+
+        ``train``: ``"none"`` (zero-shot: no training on the domain), ``"codes"`` (only the
+        code-embedding tables, and the ID residual if enabled), ``"codes+transformer"``, or
+        ``"all"``. ``permutation``: first learn and apply a per-sub-vector row permutation of the
+        tables (Gumbel-Sinkhorn) for ``permutation_epochs``. The original model is unchanged.
+        """
+        import copy
+
+        if train not in ("none", "codes", "codes+transformer", "all"):
+            raise ValueError(f"train must be none|codes|codes+transformer|all, got '{train}'")
+        if self.module is None or self.quantizer is None:
+            raise RuntimeError("transfer needs a fitted model with its quantizer")
+        if view.item_text is None:
+            raise ValueError("the target domain needs item text (TrainView.item_text)")
+        new = copy.copy(self)
+        new.history, new.code_report = [], {}
+        new.id_residual = self.id_residual if id_residual is None else id_residual
+        if isinstance(trainer, SeqTrainerConfig):
+            new.trainer_config = trainer
+        elif trainer:  # a dict overrides the pretraining trainer options key by key
+            new.trainer_config = SeqTrainerConfig.from_dict({**self.trainer_config.to_dict(), **trainer})
+        emb = new._text_encoder().encode(view.item_text, progress=progress)
+        from textrec.text.quantize import code_stats
+
+        new.codes = self.quantizer.encode(emb)
+        new.code_report = {"quantizer": self.quantizer.report, "codes": code_stats(new.codes),
+                           "coded_with": "pretrained quantizer"}
+        new.n_items = new.n_warm = int(view.n_items)
+        new.module = new._build(new.codes, new.n_warm)
+        state = {k: v for k, v in self.module.state_dict().items()
+                 if k not in ("codes",) and not k.startswith("id_residual")}
+        new.module.load_state_dict(state, strict=False)
+        if train == "none":
+            new.module.eval()
+            return new
+        if permutation:
+            new.module.permutation = CodePermutation(new.codes.shape[1], new.n_centroids).to(
+                next(new.module.parameters()).device)
+            new._set_trainable(train="permutation")
+            cfg = {**new.trainer_config.to_dict(), "epochs": permutation_epochs, "patience": permutation_epochs}
+            new.history += [{**h, "stage": "permutation"} for h in SeqTrainer(cfg).fit(
+                new.module, view, progress=progress, name=f"{new.name}-permute")]
+            new.apply_permutation()
+        new._set_trainable(train)
+        new.history += [{**h, "stage": f"train:{train}"} for h in SeqTrainer(new.trainer_config).fit(
+            new.module, view, progress=progress, name=f"{new.name}-finetune")]
+        new._set_trainable("all")
+        return new
+
+    def _set_trainable(self, train: str) -> None:
+        for name, p in self.module.named_parameters():
+            if train == "all":
+                p.requires_grad_(True)
+            elif train == "permutation":
+                p.requires_grad_(name.startswith("permutation."))
+            elif train == "codes":
+                p.requires_grad_(name == "code_emb" or name.startswith("id_residual"))
+            elif train == "codes+transformer":
+                p.requires_grad_(not name.startswith("permutation."))
+
+    def apply_permutation(self) -> np.ndarray:
+        """Harden the learned permutation, bake it into the code tables, drop the soft one."""
+        if self.module is None or self.module.permutation is None:
+            raise RuntimeError("no permutation is being learned")
+        perm = self.module.permutation.hard()
+        with torch.no_grad():
+            k = perm.shape[1]
+            idx = torch.from_numpy(perm).to(self.module.code_emb.device)
+            table = self.module.code_emb.data
+            table[:, :k] = torch.stack([table[d, idx[d]] for d in range(len(idx))])
+        self.module.permutation = None
+        self.permutation_report = {"rows_moved": int((perm != np.arange(perm.shape[1])).sum()),
+                                   "rows_total": int(perm.size)}
+        return perm
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         if self.module is None:
@@ -171,7 +365,8 @@ class VQRec(Recommender):
     def get_config(self) -> dict[str, Any]:
         return {"backbone": self.backbone_config.to_dict(), "trainer": self.trainer_config.to_dict(),
                 "n_subvectors": self.n_subvectors, "n_centroids": self.n_centroids, "opq": self.opq,
-                "encoder": self.encoder_name, "id_residual": self.id_residual, "n_items": self.n_items,
+                "encoder": self.encoder_name, "id_residual": self.id_residual,
+                "similarity": self.similarity, "temperature": self.temperature, "n_items": self.n_items,
                 "n_warm": self.n_warm, "seed": self.seed}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -197,4 +392,4 @@ class VQRec(Recommender):
             self.quantizer = ProductQuantizer.load(qdir)
 
 
-__all__ = ["VQRec", "VQRecModule"]
+__all__ = ["VQRec", "VQRecModule", "CodePermutation"]

@@ -125,3 +125,19 @@ def test_catalog_train_never_touches_held_out_items():
     start = trained(0, "all")
     assert torch.equal(trained(2, "train"), start)  # never an input, never a negative: untouched
     assert not torch.equal(trained(2, "all"), start)  # full-catalog CE pushes it down as a negative
+
+
+def test_text_knn_ranks_textually_close_items_first(tmp_path):
+    from textrec.models.text_knn import TextKNN
+
+    texts = ["red electric guitar strings", "acoustic guitar strings set", "chocolate cake recipe book",
+             "baking cookbook for desserts"]
+    view = TrainView(train=pd.DataFrame({"user": [0], "item": [0], "timestamp": [0.0]}),
+                     valid=leave_one_out(_domain("e", ["q"], n_items=5, n_users=3)).valid,
+                     n_users=1, n_items=4, item_text=texts)
+    m = TextKNN().fit(view, progress=False)
+    s = m.score(np.zeros(2), [np.array([0]), np.array([2])])
+    assert s[0, 1] > s[0, 2] and s[0, 1] > s[0, 3]
+    assert s[1, 3] > s[1, 0] and s[1, 3] > s[1, 1]
+    m.save_pretrained(tmp_path / "tk")
+    assert torch.allclose(Recommender.from_pretrained(tmp_path / "tk").score(np.zeros(1), [np.array([0])]), s[:1])

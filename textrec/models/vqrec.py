@@ -253,14 +253,16 @@ class VQRec(Recommender):
         return self
 
     def transfer(self, view: TrainView, train: str = "codes", trainer: SeqTrainerConfig | dict | None = None,
-                 permutation: bool = False, permutation_epochs: int = 3, id_residual: bool | None = None,
+                 permutation: bool = False, permutation_epochs: int = 3, permutation_lr: float = 0.05,
+                 id_residual: bool | None = None,
                  progress: bool = True) -> VQRec:
         """A copy of this (pretrained) model for another domain, coded with this quantizer.
 
         ``train``: ``"none"`` (zero-shot: no training on the domain), ``"codes"`` (only the
         code-embedding tables, and the ID residual if enabled), ``"codes+transformer"``, or
         ``"all"``. ``permutation``: first learn and apply a per-sub-vector row permutation of the
-        tables (Gumbel-Sinkhorn) for ``permutation_epochs``. The original model is unchanged.
+        tables (Gumbel-Sinkhorn) for ``permutation_epochs`` at ``permutation_lr``. The original
+        model is unchanged.
         """
         import copy
 
@@ -295,7 +297,9 @@ class VQRec(Recommender):
             new.module.permutation = CodePermutation(new.codes.shape[1], new.n_centroids).to(
                 next(new.module.parameters()).device)
             new._set_trainable(train="permutation")
-            cfg = {**new.trainer_config.to_dict(), "epochs": permutation_epochs, "patience": permutation_epochs}
+            # the logits start at the identity and must travel O(1) to swap rows: a larger lr
+            cfg = {**new.trainer_config.to_dict(), "epochs": permutation_epochs,
+                   "patience": permutation_epochs, "lr": permutation_lr}
             new.history += [{**h, "stage": "permutation"} for h in SeqTrainer(cfg).fit(
                 new.module, view, progress=progress, name=f"{new.name}-permute")]
             new.apply_permutation()

@@ -1,0 +1,63 @@
+"""Text-kNN: the user is the mean of their history's text embeddings; items ranked by cosine.
+
+The zero-shot reference for text-based recommenders: it needs no training events at all, so it
+scores new items exactly as it scores warm ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from textrec.models.base import Recommender, TrainView, register_model
+
+
+@register_model
+class TextKNN(Recommender):
+    """Cosine between the mean history embedding and every item's text embedding."""
+
+    name = "TextKNN"
+    scores_new_items = True
+
+    def __init__(self, encoder: str | None = None, last_n: int | None = None) -> None:
+        self.encoder_name, self.last_n = encoder, last_n
+        self.item_emb: torch.Tensor | None = None
+
+    def fit(self, data: TrainView, progress: bool = True) -> TextKNN:
+        """Embed every item text (cached on disk); there is nothing else to learn."""
+        from textrec.text.encoder import TextEncoder
+
+        if data.item_text is None:
+            raise ValueError("TextKNN needs item text (TrainView.item_text)")
+        emb = TextEncoder(self.encoder_name).encode(list(data.item_text), progress=progress)
+        self.item_emb = F.normalize(torch.from_numpy(np.asarray(emb, dtype=np.float32)), dim=1)
+        return self
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+        if self.item_emb is None:
+            raise RuntimeError("TextKNN is not fitted")
+        out = torch.zeros(len(histories), self.item_emb.shape[1])
+        for i, h in enumerate(histories):
+            h = np.asarray(h, dtype=np.int64)
+            if self.last_n:
+                h = h[-self.last_n:]
+            if len(h):
+                out[i] = self.item_emb[torch.from_numpy(h)].mean(0)
+        return F.normalize(out, dim=1) @ self.item_emb.T
+
+    def get_config(self) -> dict[str, Any]:
+        return {"encoder": self.encoder_name, "last_n": self.last_n}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.item_emb is None:
+            raise RuntimeError("TextKNN is not fitted: nothing to save")
+        return {"item_emb": self.item_emb}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.item_emb = tensors["item_emb"]
+
+
+__all__ = ["TextKNN"]

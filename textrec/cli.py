@@ -63,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-ENGINE_CLIS = ("p5", "query", "explain")
+ENGINE_CLIS = ("textrec.models.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,15 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=None)
     demo.set_defaults(func=cmd_demo)
 
-    # Each engine owns its sub-commands in ``textrec/<engine>/cli.py`` (``register(sub)``),
+    # Each engine owns its sub-commands in its own module (``register(sub)``),
     # importing its heavy modules only inside the command functions.
     import importlib
 
-    for engine in ENGINE_CLIS:
+    for module in ENGINE_CLIS:
         try:
-            mod = importlib.import_module(f"textrec.{engine}.cli")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != f"textrec.{engine}.cli":
+            if e.name != module:
                 raise
             continue
         mod.register(sub)

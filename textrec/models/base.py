@@ -101,7 +101,7 @@ class Recommender(ABC):
 
     def recommend(self, history: np.ndarray | list[int], k: int = 10, user: int = -1,
                   exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indexes and scores for one history."""
+        """Top-k item indexes and scores for one history (fewer when k exceeds the unmasked items)."""
         from textrec.metrics.ranking import topk_items
 
         hist = np.asarray(history, dtype=np.int64)
@@ -109,7 +109,8 @@ class Recommender(ABC):
         if exclude_history and len(hist):
             s[0, torch.from_numpy(hist)] = float("-inf")
         idx, val = topk_items(s, k)
-        return idx[0].numpy(), val[0].numpy()
+        keep = torch.isfinite(val[0])  # masked items are never recommended, even when k is large
+        return idx[0][keep].numpy(), val[0][keep].numpy()
 
     # ---- persistence (config JSON + safetensors) --------------------------------------------
     def get_config(self) -> dict[str, Any]:

@@ -1,0 +1,159 @@
+"""``textrec vqrec train | add-items | recommend``: VQ-Rec from the command line.
+
+A model folder written here holds the model (``save_pretrained``) plus ``catalog.json``: the
+original item ids in index order, so the CLI speaks original ids while the model speaks indexes.
+``add-items`` appends new items from their text alone (JSONL lines ``{"item_id": ..., "text": ...}``)
+without retraining; they become recommendable at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from textrec.data.dataset import DataError
+
+
+def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
+    """(item ids, texts) from a JSONL file; bad lines raise a DataError naming line and field."""
+    path = Path(path)
+    ids: list[str] = []
+    texts: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 ({e.reason} at byte {e.start})", str(path)) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON: {e.msg}", str(path), n) from None
+        if not isinstance(rec, dict):
+            raise DataError("each line must be a JSON object", str(path), n)
+        for field in ("item_id", "text"):
+            if field not in rec or rec[field] is None or not str(rec[field]).strip():
+                raise DataError("missing or empty", str(path), n, field)
+        if str(rec["item_id"]) in ids:
+            raise DataError(f"item id '{rec['item_id']}' appears twice", str(path), n, "item_id")
+        ids.append(str(rec["item_id"]))
+        texts.append(str(rec["text"]))
+    if not ids:
+        raise DataError("no items in file", str(path))
+    return ids, texts
+
+
+def _write_catalog(folder: Path, ids: list[str]) -> None:
+    from textrec.io import atomic_write_text
+
+    atomic_write_text(folder / "catalog.json", json.dumps({"item_ids": ids}, indent=0))
+
+
+def _read_catalog(folder: Path) -> list[str]:
+    path = folder / "catalog.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (a model folder from `textrec vqrec train` has one)")
+    return [str(i) for i in json.loads(path.read_text(encoding="utf-8"))["item_ids"]]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train VQ-Rec on a dataset with a recipe, report valid/test metrics, save the model."""
+    import torch
+
+    from textrec.data.registry import load_dataset
+    from textrec.data.splits import make_split
+    from textrec.evaluation import run_protocol
+    from textrec.models.vqrec import VQRec
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds = load_dataset(args.dataset, data_root=args.data_root)
+    kw = {"frac": args.frac, "seed": args.seed} if args.split == "new_item" else {}
+    split = make_split(ds, args.split, **kw)
+    options = {"id_residual": True} if args.id_residual else {}
+    trainer = {"catalog": "train"} if args.split == "new_item" else {}
+    model = VQRec.from_recipe(args.recipe, seed=args.seed, max_epochs=args.epochs, trainer=trainer, **options)
+    res = run_protocol(model, split, progress=not args.quiet)
+    out = Path(args.out)
+    model.save_pretrained(out)
+    _write_catalog(out, [str(i) for i in ds.item_ids])
+    print(json.dumps({"valid": {k: round(v, 4) for k, v in res.valid.metrics.items() if "@10" in k},
+                      "test": {k: round(v, 4) for k, v in res.test.metrics.items() if "@10" in k},
+                      "saved": str(out)}, indent=2))
+    return 0
+
+
+def cmd_add_items(args: argparse.Namespace) -> int:
+    """Append items from text to a trained model's catalog and save it (no retraining)."""
+    from textrec.models.vqrec import VQRec
+
+    folder = Path(args.model)
+    catalog = _read_catalog(folder)
+    ids, texts = read_new_items(args.items)
+    known = set(catalog)
+    clash = [i for i in ids if i in known]
+    if clash:
+        raise ValueError(f"{args.items}: {len(clash)} item id(s) already in the catalog, e.g. '{clash[0]}'")
+    model = VQRec.from_pretrained(folder)
+    new = model.add_items(texts=texts)
+    out = Path(args.out or folder)
+    model.save_pretrained(out)
+    _write_catalog(out, catalog + ids)
+    print(f"added {len(new)} items (indexes {int(new[0])}..{int(new[-1])}); catalog now {model.n_items} items; "
+          f"saved to {out}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Top-k items (original ids, scores) for a history of original item ids."""
+    import numpy as np
+
+    from textrec.models.vqrec import VQRec
+
+    folder = Path(args.model)
+    catalog = _read_catalog(folder)
+    index = {item: i for i, item in enumerate(catalog)}
+    unknown = [h for h in args.history if h not in index]
+    if unknown:
+        raise ValueError(f"unknown item id(s) {unknown[:5]} (not in {folder / 'catalog.json'})")
+    model = VQRec.from_pretrained(folder)
+    items, scores = model.recommend(np.array([index[h] for h in args.history]), k=args.k)
+    rows = [{"item_id": catalog[int(i)], "score": round(float(s), 4)} for i, s in zip(items, scores)]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['item_id']}\t{r['score']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``textrec vqrec ...`` to the top-level parser."""
+    p = sub.add_parser("vqrec", help="VQ-Rec: train, add new items from text, recommend")
+    vsub = p.add_subparsers(dest="vqrec_command", required=True)
+    t = vsub.add_parser("train", help="train on a dataset with a recipe and save the model")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--recipe", default="vqrec_scratch")
+    t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "new_item"])
+    t.add_argument("--frac", type=float, default=0.2)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--id-residual", action="store_true")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--data-root")
+    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--out", required=True, help="model folder to write")
+    t.set_defaults(func=cmd_train)
+    a = vsub.add_parser("add-items", help="add items to a trained model's catalog from their text")
+    a.add_argument("--model", required=True)
+    a.add_argument("--items", required=True, help='JSONL: {"item_id": ..., "text": ...} per line')
+    a.add_argument("--out", help="write the grown model here (default: in place)")
+    a.set_defaults(func=cmd_add_items)
+    r = vsub.add_parser("recommend", help="top-k for a history of item ids")
+    r.add_argument("--model", required=True)
+    r.add_argument("--history", nargs="+", required=True, help="original item ids, oldest first")
+    r.add_argument("--k", type=int, default=10)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_recommend)

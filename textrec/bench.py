@@ -60,12 +60,16 @@ def make_model(name: str, params: dict | None = None, seed: int = 0, max_epochs:
     return getattr(baselines, name)(**params)
 
 
-def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True, max_widen: int = 2
-         ) -> tuple[dict, list[dict]]:
-    """Grid search on valid; widen a numeric grid (up to ``max_widen`` times) when the best is at an edge."""
+def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True, max_widen: int = 2,
+         grid: dict[str, list] | None = None) -> tuple[dict, list[dict]]:
+    """Grid search on valid; widen a numeric grid (up to ``max_widen`` times) when the best is at an edge.
+
+    ``grid`` replaces some or all of the default grid's parameters (e.g. a coarser EASE grid on a
+    large catalog); the edge widening applies to it all the same.
+    """
     from textrec.models.tuning import DEFAULT_GRIDS
 
-    grid = {k: list(v) for k, v in DEFAULT_GRIDS[name].items()}
+    grid = {**{k: list(v) for k, v in DEFAULT_GRIDS[name].items()}, **(grid or {})}
     table: list[dict] = []
     for _ in range(max_widen + 1):
         best, rows, edge = _grid(name, grid, split, metric, progress)
@@ -116,8 +120,12 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = ("Populari
                     split_kind: str = "auto", sasrec_epochs: int | None = None, refit: bool = False,
                     save_topk_dir: str | None = None, threads: int | None = None, data_root: str | None = None,
                     sampled_negatives: int | None = None, ks: Sequence[int] = DEFAULT_KS,
-                    name: str | None = None, progress: bool = True) -> dict:
-    """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown."""
+                    name: str | None = None, progress: bool = True,
+                    grids: dict[str, dict[str, list]] | None = None) -> dict:
+    """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown.
+
+    ``grids``: per model, parameter lists that replace the default grid's (recorded in the JSON).
+    """
     from textrec.data.registry import load_dataset
 
     if threads:
@@ -134,7 +142,7 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = ("Populari
         table: list[dict] = []
         params: dict = {}
         if m in TUNED:
-            params, table = tune(m, split, progress=progress)
+            params, table = tune(m, split, progress=progress, grid=(grids or {}).get(m))
             print(f"   best on valid: {params}")
         model = make_model(m, params, seed=seed, max_epochs=sasrec_epochs)
         topk_file = Path(save_topk_dir) / f"{ds.name}_{m}_test_top{max(ks)}.parquet" if save_topk_dir else None
@@ -157,6 +165,7 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = ("Populari
         "split": split.describe(),
         "protocol": "fit on train, select on valid, test with valid appended and no refit; full ranking, "
                     "history masked; ties broken by lower item index",
+        "grid_overrides": grids or {},
         "seed": seed,
         "git_commit": git_commit(),
         "date": date.today().isoformat(),

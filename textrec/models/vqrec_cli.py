@@ -129,6 +129,31 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_codes(args: argparse.Namespace) -> int:
+    """Encode a dataset's item texts, fit OPQ/PQ on training items, report collisions and usage."""
+    import numpy as np
+
+    from textrec.data.registry import load_dataset
+    from textrec.data.splits import make_split
+    from textrec.text.encoder import TextEncoder, item_texts
+    from textrec.text.quantize import ProductQuantizer, code_stats, plot_code_usage
+
+    ds = load_dataset(args.dataset, data_root=args.data_root)
+    split = make_split(ds, "auto")
+    texts = item_texts(ds, args.fields)
+    emb = TextEncoder(args.encoder).encode(list(texts.texts), progress=not args.quiet)
+    train_items = np.unique(split.train["item"].to_numpy())
+    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed).fit(emb[train_items])
+    codes = q.encode(emb)
+    stats = code_stats(codes, q.n_centroids_)
+    report = {"dataset": ds.name, "items": ds.n_items, "quantizer_trained_on": int(len(train_items)),
+              "quantizer": q.report, "codes": {k: v for k, v in stats.items() if k != "per_subvector"}}
+    print(json.dumps(report, indent=2, default=str))
+    if args.plot:
+        print(f"code-usage plot written to {plot_code_usage(codes, args.plot, q.n_centroids_, title=ds.name)}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``textrec vqrec ...`` to the top-level parser."""
     p = sub.add_parser("vqrec", help="VQ-Rec: train, add new items from text, recommend")
@@ -157,3 +182,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--k", type=int, default=10)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_recommend)
+    c = vsub.add_parser("codes", help="item text -> OPQ/PQ codes: collisions, code usage, PNG")
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--fields", nargs="*", default=None, help="item text fields (default: all, title first)")
+    c.add_argument("--encoder", default=None, help="sentence-transformers id or path (default: bundled MiniLM)")
+    c.add_argument("--subvectors", type=int, default=32)
+    c.add_argument("--centroids", type=int, default=256)
+    c.add_argument("--no-opq", action="store_true")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--plot", metavar="PNG")
+    c.add_argument("--data-root")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_codes)

@@ -79,6 +79,16 @@ def _random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
     return q.astype(np.float32)
 
 
+def torch_threads() -> int:
+    """torch's intra-op thread count (the process-wide thread budget textrec follows)."""
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 1
+
+
 def choose_n_centroids(n_train: int, n_centroids: int,
                        min_points_per_centroid: int = MIN_POINTS_PER_CENTROID) -> int:
     """Largest power of two ``K' <= n_centroids`` with ``n_train >= min_points_per_centroid * K'``.
@@ -205,6 +215,17 @@ class ProductQuantizer:
             warnings.warn(note, SmallCatalogWarning, stacklevel=2)
         nbits = int(round(math.log2(k_eff)))
         rng = np.random.default_rng(self.seed)
+        # FAISS's OpenMP pool defaults to every core; on a shared CPU (torch training beside it)
+        # its spinning threads slowed OPQ 10-40x, so follow torch's thread setting instead
+        threads_before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(max(1, torch_threads()))
+        try:
+            return self._fit(faiss, x, n_items, n_extra, d, D, K, k_eff, nbits, rng, notes)
+        finally:
+            faiss.omp_set_num_threads(threads_before)
+
+    def _fit(self, faiss, x, n_items, n_extra, d, D, K, k_eff, nbits, rng, notes) -> ProductQuantizer:
+        n = len(x)
         t0 = time.perf_counter()
 
         def new_pq() -> faiss.ProductQuantizer:

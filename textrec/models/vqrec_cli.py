@@ -138,6 +138,10 @@ def cmd_codes(args: argparse.Namespace) -> int:
     from textrec.text.encoder import TextEncoder, item_texts
     from textrec.text.quantize import ProductQuantizer, code_stats, plot_code_usage
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # FAISS follows torch's thread count
     ds = load_dataset(args.dataset, data_root=args.data_root)
     split = make_split(ds, "auto")
     texts = item_texts(ds, args.fields)
@@ -147,7 +151,7 @@ def cmd_codes(args: argparse.Namespace) -> int:
     codes = q.encode(emb)
     stats = code_stats(codes, q.n_centroids_)
     report = {"dataset": ds.name, "items": ds.n_items, "quantizer_trained_on": int(len(train_items)),
-              "quantizer": q.report, "codes": {k: v for k, v in stats.items() if k != "per_subvector"}}
+              "quantizer": q.report, "codes": {k: v for k, v in stats.items() if not isinstance(v, (list, dict))}}
     print(json.dumps(report, indent=2, default=str))
     if args.plot:
         print(f"code-usage plot written to {plot_code_usage(codes, args.plot, q.n_centroids_, title=ds.name)}")
@@ -191,6 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-opq", action="store_true")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--plot", metavar="PNG")
+    c.add_argument("--threads", type=int, default=None, help="torch and FAISS threads")
     c.add_argument("--data-root")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_codes)

@@ -1,1 +1,40 @@
-"""Item identifiers for generative recommenders: random, sequential, collaborative and semantic indexing, and the trie."""
+"""Item identifiers for generative recommenders: random, sequential, collaborative and semantic indexing, and the trie.
+
+``build_index(scheme, train_sequences, n_items, texts=...)`` builds any scheme from *training*
+data only; every index saves/loads as one JSON file (:class:`ItemIndex`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from textrec.indexing.base import ItemIndex
+from textrec.indexing.collaborative import collaborative_index, cooccurrence
+from textrec.indexing.numeric import random_index, sequential_index
+from textrec.indexing.semantic import codes_to_index, semantic_index
+from textrec.indexing.trie import Banned, ItemTrie, TrieLogitsProcessor
+
+SCHEMES = ("random", "sequential", "collaborative", "semantic")
+
+
+def build_index(scheme: str, train_sequences: Sequence[np.ndarray], n_items: int,
+                texts: Sequence[str] | None = None, seed: int = 0, **kw) -> ItemIndex:
+    """Build an item index by scheme name from training sequences (and item texts for semantic)."""
+    if scheme == "random":
+        return random_index(n_items, seed=seed, **kw)
+    if scheme == "sequential":
+        return sequential_index(train_sequences, n_items, **kw)
+    if scheme == "collaborative":
+        return collaborative_index(train_sequences, n_items, seed=seed, **kw)
+    if scheme == "semantic":
+        if texts is None and "embeddings" not in kw:
+            raise ValueError("semantic indexing needs the item texts (or embeddings=...)")
+        return semantic_index(texts or [""] * n_items, seed=seed, **kw)[0]
+    raise ValueError(f"unknown indexing scheme '{scheme}'; choose from {SCHEMES}")
+
+
+__all__ = ["SCHEMES", "Banned", "ItemIndex", "ItemTrie", "TrieLogitsProcessor", "build_index",
+           "codes_to_index", "collaborative_index", "cooccurrence", "random_index", "semantic_index",
+           "sequential_index"]

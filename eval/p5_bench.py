@@ -1,0 +1,203 @@
+"""P5 sequential benchmark: every item indexing, constrained beams, side by side with the core baselines.
+
+python eval/p5_bench.py --dataset ml-100k --recipe p5_ml100k --threads 1
+    [--indexings random sequential collaborative semantic] [--max-minutes M] [--save-models DIR]
+    [--split new_item]   (held-out items: test rows with new vs warm targets reported apart)
+
+Per indexing: build the ids from TRAIN data only, train a T5 from scratch on the sequential
+task (seen templates), early-stop on valid NDCG@10, then evaluate valid and test (valid event
+appended, no refit) with trie-constrained beams over the full catalogue, consumed items removed
+from the trie (= history masked). Also: test metrics per seen and per unseen (held-out, zero-shot)
+template, inference users/s, and for the sequential indexing how often the test target's number
+is "last history number + 1" (its leak). Writes eval/results/p5_<dataset>_<indexing>.json as each
+indexing finishes, then eval/results/p5_<dataset>.json and .md with the baselines' rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textrec.bench import git_commit, machine, peak_rss_mb
+from textrec.data.registry import load_dataset
+from textrec.data.splits import Split, make_split
+from textrec.evaluation import evaluate
+from textrec.indexing import build_index
+from textrec.io import atomic_write_text, write_json
+from textrec.p5.model import P5Config, P5Model
+from textrec.p5.recommender import P5Recommender, tokenizer_corpus
+from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
+from textrec.p5.trainer import P5TrainConfig, train_p5
+from textrec.recipes import config_from_dict, load_recipe
+
+KS = (5, 10)
+
+
+def item_titles(ds) -> list[str]:
+    """Short item names for prompts: title (+ year) when the catalog has them, else all text."""
+    fields = [f for f in ("title", "year") if f in ds.text_fields]
+    return ds.item_text(fields or None, sep=" ")
+
+
+def sequential_leak(index, evalset) -> float:
+    """Share of rows whose target's number equals the last history item's number + 1."""
+    num = np.array([int("".join(t[3:-1] for t in toks)) for toks in index.tokens])
+    hits = [num[evalset.targets(i)[0]] == num[evalset.history(i)[-1]] + 1
+            for i in range(len(evalset)) if len(evalset.history(i))]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes: float | None,
+                 save_models: str | None, progress: bool) -> dict:
+    """Train and evaluate P5 with one indexing scheme; returns its result record."""
+    ds = split.dataset
+    t_all = time.perf_counter()
+    titles = item_titles(ds)
+    from textrec.text.encoder import item_texts
+
+    t0 = time.perf_counter()
+    index = build_index(scheme, split.train_sequences(), split.n_items,
+                        texts=item_texts(ds, verbose=False).texts if scheme == "semantic" else None,
+                        seed=seed, **(recipe.get("indexing", {}).get(scheme) or {}))
+    index_seconds = time.perf_counter() - t0
+    scfg = config_from_dict(SerializerConfig, {**recipe.get("serializer", {}), "seed": seed}, "P5 serializer")
+    ser = P5Serializer(index, titles, scfg)
+    data = TrainData.from_frame(split.train, split.n_users, split.n_items)
+    mcfg = config_from_dict(P5Config, recipe.get("model", {}), "P5 model")
+    model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids))
+    tr = {**recipe.get("trainer", {}), "seed": seed}
+    if max_minutes is not None:
+        tr["max_minutes"] = max_minutes
+    ecfg = recipe.get("eval", {})
+    seen = list(ecfg.get("seen_templates", ["seq-1"]))
+    unseen = list(ecfg.get("unseen_templates", ["seq-unseen-1"]))
+    tr.setdefault("eval_template", seen[0])
+    tcfg = config_from_dict(P5TrainConfig, tr, "P5 trainer")
+    t0 = time.perf_counter()
+    history = train_p5(model, ser, data, split.valid, tcfg, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    beams = int(ecfg.get("beams", 10))
+    rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
+    pop = split.item_popularity()
+    valid = evaluate(rec, split.valid, split.n_items, ks=KS, popularity=pop)
+    test = evaluate(rec, split.test, split.n_items, ks=KS, popularity=pop)
+    n_t = min(int(ecfg.get("template_users", len(split.test))), len(split.test))
+    rows = np.sort(np.random.default_rng(seed).choice(len(split.test), size=n_t, replace=False))
+    sub = split.test.select(rows)
+    per_template = {}
+    for tid in seen + unseen:
+        r = P5Recommender(model=model, serializer=ser, template_id=tid, k=beams)
+        res = test if (tid == seen[0] and n_t == len(split.test)) else evaluate(r, sub, split.n_items, ks=KS)
+        per_template[tid] = {"unseen": tid in unseen, "hr@10": round(res.metrics["hr@10"], 6),
+                             "ndcg@10": round(res.metrics["ndcg@10"], 6), "mrr@10": round(res.metrics["mrr@10"], 6),
+                             "users_per_s": round(res.users_per_second, 1)}
+
+    def mean_over(flag: bool) -> dict:
+        vals = [v for v in per_template.values() if v["unseen"] == flag]
+        return {k: round(float(np.mean([v[k] for v in vals])), 6) for k in ("hr@10", "ndcg@10", "mrr@10")}
+
+    out = {"indexing": scheme, "leaky": index.leaky, "index": repr(index), "index_report": index.report,
+           "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
+           "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
+           "training_history": history, "beams": beams,
+           "valid": valid.to_dict(), "test": test.to_dict(),
+           "inference_users_per_s": round(test.users_per_second, 1),
+           "templates": {"headline": seen[0], "rows_per_template": n_t, "per_template": per_template,
+                         "seen_mean": mean_over(False), "unseen_mean": mean_over(True)},
+           "wall_seconds": round(time.perf_counter() - t_all, 1)}
+    if split.test.is_new is not None:  # new-item split: only semantic ids carry signal for unseen items
+        out["test_new_items"] = {**test.subset(split.test.is_new), "n_rows": int(split.test.is_new.sum())}
+        out["test_warm_items"] = {**test.subset(~split.test.is_new), "n_rows": int((~split.test.is_new).sum())}
+    if scheme == "sequential":
+        out["leak_target_is_last_plus_one"] = {"valid": sequential_leak(index, split.valid),
+                                               "test": sequential_leak(index, split.test)}
+    if save_models:
+        rec.save_pretrained(Path(save_models) / f"p5_{ds.name}_{scheme}")
+    return out
+
+
+def baseline_rows(dataset: str, out_dir: Path) -> dict:
+    """Test HR/NDCG/MRR@10 of the core baselines from their result JSON (empty if absent)."""
+    path = out_dir / f"baselines_{dataset}.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    # refit rows (trained on train+valid) have no valid metrics and another protocol: left out
+    return {name: {k: m["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr@10")} | {"valid_ndcg@10": m["valid"].get("ndcg@10")}
+            for name, m in data.get("models", {}).items() if "valid" in m and "test" in m}
+
+
+def markdown(res: dict) -> str:
+    """The README table: P5 per indexing next to the baselines."""
+    lines = [f"### P5 on {res['dataset']} ({res['split']['kind']}), full catalogue, history masked", "",
+             "| model | leaky | valid NDCG@10 | test HR@10 | test NDCG@10 | test MRR@10 | seen-tpl NDCG@10 "
+             "| unseen-tpl NDCG@10 | train s | users/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in res["p5"].items():
+        t = r["test"]
+        lines.append(f"| P5-{name} | {'yes' if r['leaky'] else 'no'} | {r['valid']['ndcg@10']:.4f} | {t['hr@10']:.4f} "
+                     f"| {t['ndcg@10']:.4f} | {t['mrr@10']:.4f} | {r['templates']['seen_mean']['ndcg@10']:.4f} "
+                     f"| {r['templates']['unseen_mean']['ndcg@10']:.4f} | {r['train_seconds']:.0f} "
+                     f"| {r['inference_users_per_s']:.1f} |")
+    for name, b in res["baselines"].items():
+        lines.append(f"| {name} (core) | no | {b['valid_ndcg@10']:.4f} | {b['hr@10']:.4f} | {b['ndcg@10']:.4f} "
+                     f"| {b['mrr@10']:.4f} | | | | |")
+    lines += ["", f"Machine: {res['machine']} (contended: shared by other jobs). Recipe: `training/{res['recipe']}.yaml`."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Parse arguments, run every requested indexing, write the JSON/Markdown results."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--recipe", default="p5_ml100k")
+    ap.add_argument("--indexings", nargs="+", default=["random", "sequential", "collaborative", "semantic"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-minutes", type=float, default=None, help="training cap per indexing (default: recipe)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="auto", help="auto (leave-one-out here) or new_item (held-out items)")
+    ap.add_argument("--out-dir", default="eval/results")
+    ap.add_argument("--save-models", default=None, help="also save each trained model under this folder")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    ds = load_dataset(args.dataset)
+    split = make_split(ds, args.split)
+    recipe = load_recipe(args.recipe)
+    out_dir = Path(args.out_dir)
+    tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
+    if args.recipe != "p5_ml100k":  # other recipes never overwrite the default run's files
+        tag += "_" + Path(args.recipe).stem.removeprefix("p5_")
+    combined_path = out_dir / f"p5_{tag}.json"
+    res = {"benchmark": "p5_sequential", "dataset": ds.name, "split": split.describe(), "recipe": args.recipe,
+           "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (subset of valid rows), "
+           "test with valid appended and no refit; trie-constrained beam search over the full catalogue, consumed "
+           "items removed from the trie; items outside the beams score -inf (never hits), so HR/NDCG/MRR@K are "
+           "exact for K <= beams", "seed": args.seed, "git_commit": git_commit(), "date": date.today().isoformat(),
+           "machine": machine(), "p5": {}, "baselines": baseline_rows(ds.name, out_dir)}
+    if combined_path.is_file():  # keep indexings finished by earlier runs of the same recipe
+        old = json.loads(combined_path.read_text())
+        if old.get("recipe") == args.recipe:
+            res["p5"] = old.get("p5", {})
+    for scheme in args.indexings:
+        r = run_indexing(scheme, split, recipe, args.seed, args.max_minutes, args.save_models, not args.no_progress)
+        res["p5"][scheme] = r
+        write_json(out_dir / f"p5_{tag}_{scheme}.json", {**{k: v for k, v in res.items() if k != "p5"}, **r})
+        t = r["test"]
+        print(f"P5-{scheme}: test hr@10 {t['hr@10']:.4f} ndcg@10 {t['ndcg@10']:.4f} mrr@10 {t['mrr@10']:.4f} "
+              f"valid ndcg@10 {r['valid']['ndcg@10']:.4f} unseen-tpl ndcg@10 "
+              f"{r['templates']['unseen_mean']['ndcg@10']:.4f} train {r['train_seconds']:.0f}s", flush=True)
+        res["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        res["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        write_json(combined_path, res)
+        atomic_write_text(out_dir / f"p5_{tag}.md", markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""P5 engine: templates, serializer (no leaks), tokenizer, tiny-model training, generation, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from textrec.indexing import build_index, random_index
+from textrec.p5.generation import generate_items, parse_rating, predict_ratings, rank_candidates
+from textrec.p5.model import P5Config, P5Model
+from textrec.p5.recommender import P5Recommender, tokenizer_corpus
+from textrec.p5.serializer import FAMILIES, P5Serializer, SerializerConfig, TrainData, load_family_templates
+from textrec.p5.trainer import P5TrainConfig, train_p5
+from textrec.prompts import Template, TemplateError, load_templates, select
+
+torch.set_num_threads(1)
+N_ITEMS = 12
+SHORT = {"sequential": [Template(id="t-short", family="sequential", source="user {user} : {history}",
+                                 target="{target}")]}
+
+
+def planted_sequences(n_users: int = 36, length: int = 6, seed: int = 0) -> list[np.ndarray]:
+    """Every user walks the catalog in order: the next item is always (last + 1) mod N."""
+    rng = np.random.default_rng(seed)
+    return [np.array([(s + j) % N_ITEMS for j in range(length)]) for s in rng.integers(N_ITEMS, size=n_users)]
+
+
+def tiny_model(index, serializer, data) -> P5Model:
+    torch.manual_seed(0)
+    return P5Model.build(P5Config(preset="tiny", vocab_size=300, dropout=0.0), index,
+                         tokenizer_corpus(serializer, data, None))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny P5 trained on the planted pattern (shared by the generation tests)."""
+    seqs = planted_sequences()
+    index = build_index("collaborative", seqs, N_ITEMS, n_clusters=3, leaf_size=4)
+    ser = P5Serializer(index, None, SerializerConfig(max_history=3), templates=SHORT)
+    data = TrainData(seqs, N_ITEMS)
+    model = tiny_model(index, ser, data)
+    hist = train_p5(model, ser, data, None, P5TrainConfig(epochs=12, batch_size=32, lr=5e-3, warmup_steps=5),
+                    progress=False)
+    return model, ser, hist
+
+
+# ---- templates --------------------------------------------------------------------------
+def test_every_family_has_seen_and_unseen_templates():
+    for fam in FAMILIES:
+        ts = load_templates(f"p5/{fam}")
+        assert select(ts, unseen=False) and select(ts, unseen=True), fam
+        assert all(t.family == fam for t in ts)
+        if fam in ("explanation", "review"):
+            assert all("reviews" in t.requires for t in ts)
+            assert select(ts, capabilities=set()) == []
+    seq = load_templates("p5/sequential")
+    with_titles = [t for t in seq if "history_titles" in t.fields]
+    assert with_titles and len(seq) - len(with_titles) >= 3
+
+
+def test_templates_render_with_serializer_fields():
+    index = random_index(30)
+    ser = P5Serializer(index, [f"title {i}" for i in range(30)])
+    tpl = ser.template("sequential", "seq-title-1")
+    src = ser.sequential_source(7, [3, 4, 5], tpl)
+    assert "user_7" in src.lower() and index.item_text(5) in src and "(title 5)" in src
+    assert ser.template("sequential", unseen=True).unseen
+
+
+def test_bad_template_names_the_template(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("family: sequential\ntemplates:\n  - id: seq-bad\n    source: 'user {user} likes {favourite_colour}'\n"
+                   "    target: '{target}'\n")
+    tpls = {"sequential": load_templates(bad)}
+    ser = P5Serializer(random_index(10), None, templates=tpls)
+    with pytest.raises(TemplateError, match=r"broken\.yaml.*seq-bad.*favourite_colour"):
+        ser.examples(TrainData([np.array([0, 1, 2])], 10))
+
+
+# ---- serializer ---------------------------------------------------------------------------
+def test_serializer_never_leaks_target_or_future_events():
+    rng = np.random.default_rng(0)
+    n_items = 200
+    seqs = [rng.choice(n_items, size=int(rng.integers(2, 30)), replace=False) for _ in range(25)]
+    index = random_index(n_items, seed=1)
+    ser = P5Serializer(index, [f"t{i}" for i in range(n_items)],
+                       SerializerConfig(families=["sequential", "direct"], max_history=8, n_candidates=5))
+    cols = ser.examples(TrainData(seqs, n_items))
+    assert set(cols["task"]) == {"sequential", "direct"}
+    for src, tgt, task, u, it, hist in zip(cols["source"], cols["target"], cols["task"], cols["user"],
+                                           cols["target_item"], cols["history"]):
+        seq = list(seqs[u])
+        if task == "sequential":
+            t = seq.index(it)
+            assert index.parse(tgt) == it
+            found = index.find_items(src)
+            assert found == hist == seq[t - len(hist):t]  # exactly the truncated past, in order
+            assert len(hist) in (min(t, 8), min(t, 5))  # ids-only or with-titles templates
+            assert not set(found) & set(seq[t:])  # neither the target nor any later event
+        else:
+            # the history part of a direct prompt holds only past events
+            if it in seq:
+                t = seq.index(it)
+                assert hist == seq[t - len(hist):t] and len(hist) in (0, min(t, 8))
+
+
+def test_serializer_is_deterministic_and_samples_positions():
+    seqs = [np.arange(i, i + 20) % 50 for i in range(10)]
+    cfg = SerializerConfig(families=["sequential", "direct"], positions_per_user=4, n_candidates=6, seed=3)
+    ser = P5Serializer(random_index(50), None, cfg)
+    data = TrainData(seqs, 50)
+    a, b = ser.examples(data, epoch=0), ser.examples(data, epoch=0)
+    assert a == b
+    assert ser.examples(data, epoch=1)["source"] != a["source"]
+    assert sum(t == "sequential" for t in a["task"]) == 10 * 4
+    ds = ser.dataset(data)
+    assert {"source", "target", "task", "template_id"} <= set(ds.column_names) and len(ds) == len(a["source"])
+
+
+def test_direct_candidates_hold_target_and_unconsumed_negatives():
+    seqs = [np.arange(0, 10), np.arange(10, 20)]
+    ix = random_index(40)
+    tpl = [t for t in load_templates("p5/direct") if t.extra.get("kind") == "choose" and not t.unseen]
+    ser = P5Serializer(ix, None, SerializerConfig(families=["direct"], n_candidates=8), templates={"direct": tpl})
+    cols = ser.examples(TrainData(seqs, 40))
+    for src, tgt, u in zip(cols["source"], cols["target"], cols["user"]):
+        cands = ix.find_items(src.split("andidates")[-1].split(":", 1)[-1])
+        cands = cands[-8:]
+        target = ix.parse(tgt)
+        assert target in cands and len(set(cands)) == 8
+        assert not (set(cands) - {target}) & set(seqs[u].tolist())
+
+
+def test_review_families_enabled_only_with_reviews():
+    train = pd.DataFrame({"user": [0, 0, 0, 1, 1], "item": [0, 1, 2, 1, 3], "timestamp": [1., 2, 3, 1, 2],
+                          "row": range(5), "rating": [5., 4, 3, 2, 1]})
+    reviews = pd.DataFrame({"user": [0, 1, 1], "item": [0, 3, 4], "rating": [5., 1, 2],
+                            "text": ["great fun movie", "boring", "held-out review"], "summary": ["fun", "meh", "x"]})
+    ser = P5Serializer(random_index(5), [f"t{i}" for i in range(5)],
+                       SerializerConfig(families=list(FAMILIES), rating_per_user=1))
+    with_rev = ser.examples(TrainData.from_frame(train, 2, 5, reviews=reviews))
+    assert {"sequential", "direct", "rating", "explanation", "review"} == set(with_rev["task"])
+    assert not any("held-out" in s for s in with_rev["source"] + with_rev["target"])  # (1, 4) is no training pair
+    without = ser.examples(TrainData.from_frame(train, 2, 5))
+    assert "explanation" not in without["task"] and "explanation" in ser.skipped_families
+
+
+# ---- model, training, generation --------------------------------------------------------
+def test_whole_word_ids_tie_the_pieces_of_each_item():
+    index = random_index(120, seed=0)
+    ser = P5Serializer(index, None, templates=SHORT)
+    data = TrainData([np.array([0, 1, 2])], 120)
+    model = tiny_model(index, ser, data)
+    enc = model.tokenize_sources([ser.sequential_source(0, [101, 7, 55], SHORT["sequential"][0])])
+    ids, ww = enc["input_ids"][0], model.whole_word_ids(enc["input_ids"])[0]
+    toks = model.tokenizer.convert_ids_to_tokens(ids.tolist())
+    spans = {}
+    for t, w in zip(toks, ww.tolist()):
+        assert (w > 0) == t.startswith("<n_")
+        if w:
+            spans.setdefault(w, []).append(t)
+    assert ["".join(spans[k]) for k in sorted(spans)] == [index.item_text(i) for i in (101, 7, 55)]
+
+
+def test_tiny_model_learns_planted_next_item(trained):
+    model, ser, hist = trained
+    assert hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"]
+    histories = [np.array([(s + j) % N_ITEMS for j in range(3)]) for s in range(N_ITEMS)]
+    src = [ser.sequential_source(0, h, SHORT["sequential"][0]) for h in histories]
+    items, scores = generate_items(model, src, consumed=histories, k=3)
+    expected = np.array([(h[-1] + 1) % N_ITEMS for h in histories])
+    assert (items[:, 0] == expected).mean() >= 0.9
+    for h, row, sc in zip(histories, items, scores):
+        assert not set(row.tolist()) & set(h.tolist())  # consumed items never come out
+        assert len(set(row.tolist())) == 3 and np.all(np.diff(sc) <= 0)
+
+
+def test_recommender_scores_are_minus_inf_outside_beams(trained):
+    from textrec.data.splits import EvalSet
+    from textrec.evaluation import evaluate
+
+    model, ser, _ = trained
+    rec = P5Recommender(model=model, serializer=ser, template_id="t-short", k=3)
+    histories = [np.array([0, 1, 2]), np.array([5, 6, 7])]
+    s = rec.score(np.array([0, 1]), histories)
+    assert s.shape == (2, N_ITEMS) and (torch.isfinite(s).sum(1) == 3).all()
+    assert torch.isneginf(s[0, [0, 1, 2]]).all()
+    ev = EvalSet.from_lists([0, 1], histories, [np.array([3]), np.array([8])])
+    res = evaluate(rec, ev, N_ITEMS, ks=(1, 3))
+    assert res.metrics["hr@1"] == 1.0
+
+
+def test_save_load_round_trip_gives_identical_generations(trained, tmp_path):
+    model, ser, _ = trained
+    rec = P5Recommender(model=model, serializer=ser, template_id="t-short", k=4)
+    histories = [np.array([3, 4, 5]), np.array([9, 10])]
+    src = rec.sources(np.array([0, 1]), histories)
+    before = generate_items(model, src, consumed=histories, k=4)
+    rec.save_pretrained(tmp_path / "p5")
+    loaded = P5Model.from_pretrained(tmp_path / "p5")
+    after = generate_items(loaded, src, consumed=histories, k=4)
+    assert np.array_equal(before[0], after[0])
+    np.testing.assert_allclose(before[1], after[1], rtol=1e-5)
+    assert loaded.index.tokens == model.index.tokens
+    back = P5Recommender.from_pretrained(tmp_path / "p5")
+    assert back.k == 4 and back.indexing == "collaborative"
+
+
+def test_candidate_ranking_and_free_text(trained):
+    model, ser, _ = trained
+    src = ser.sequential_source(0, [2, 3, 4], SHORT["sequential"][0])
+    order, lp = rank_candidates(model, src, [9, 5, 0, 7])
+    assert order[0] == 5 and sorted(order.tolist()) == [0, 5, 7, 9] and np.all(np.diff(lp) <= 0)
+    preds = predict_ratings(model, [src, src], fallback=3.5)
+    assert len(preds.ratings) == 2 and all(1 <= r <= 5 for r in preds.ratings)
+    assert preds.n_fallback == sum(parse_rating(t) is None for t in preds.texts)
+
+
+def test_parse_rating():
+    assert parse_rating("4") == 4.0 and parse_rating("about 3.5 stars") == 3.5
+    assert parse_rating("9") == 5.0 and parse_rating("great") is None
+
+
+def test_lora_option_trains_and_merges(tmp_path):
+    index = random_index(20)
+    ser = P5Serializer(index, None, templates=SHORT)
+    data = TrainData(planted_sequences()[:6], 20)
+    torch.manual_seed(0)
+    model = P5Model.build(P5Config(preset="tiny", vocab_size=300, lora=True, lora_r=4), index,
+                          tokenizer_corpus(ser, data, None))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora" in n for n in trainable)
+    train_p5(model, ser, data, None, P5TrainConfig(epochs=1, batch_size=16), progress=False)
+    model.save_pretrained(tmp_path / "m")  # merges the adapters into plain T5 weights
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    P5Model.from_pretrained(tmp_path / "m")
+
+
+def test_cli_registers_p5_commands():
+    from textrec.cli import build_parser
+
+    args = build_parser().parse_args(["p5", "train", "--out", "x", "--indexing", "semantic"])
+    assert args.indexing == "semantic" and args.func.__name__ == "cmd_train"
+    args = build_parser().parse_args(["p5", "recommend", "--model", "m", "--history", "1", "2"])
+    assert args.func.__name__ == "cmd_recommend"
+
+
+def test_family_templates_load():
+    t = load_family_templates(["rating"])
+    assert t["rating"][0].render(user=1, item="<n_1>", item_title="x", rating="4")[1] == "4"
+    with pytest.raises(ValueError, match="unknown P5 task family"):
+        load_family_templates(["nope"])
+
+
+def test_cli_train_and_recommend_end_to_end(tmp_path, capsys):
+    """``textrec p5 train`` then ``p5 recommend`` on a small P5-format dataset (tiny recipe, 1 epoch)."""
+    import json
+
+    from textrec.cli import main
+
+    data = tmp_path / "seq"
+    data.mkdir()
+    lines = [" ".join(str(x) for x in [u] + [(u + j) % 12 + 1 for j in range(6)]) for u in range(1, 31)]
+    (data / "sequential_data.txt").write_text("\n".join(lines) + "\n")
+    (data / "datamaps.json").write_text(json.dumps({
+        "user2id": {f"U{i}": str(i) for i in range(1, 31)}, "item2id": {f"I{i}": str(i) for i in range(1, 13)},
+        "id2user": {str(i): f"U{i}" for i in range(1, 31)}, "id2item": {str(i): f"I{i}" for i in range(1, 13)}}))
+    out = tmp_path / "model"
+    assert main(["p5", "train", "--dataset", str(data), "--recipe", "p5_tiny", "--out", str(out), "--epochs", "1",
+                 "--no-progress", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == "P5-collaborative" and 0 <= res["test"]["ndcg@5"] <= 1
+    assert main(["p5", "recommend", "--model", str(out), "--history", "I3", "I4", "--k", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and not {"I3", "I4"} & {r["item_id"] for r in rows}
+    assert main(["p5", "recommend", "--model", str(out), "--history", "NOPE"]) == 2  # clear error, no traceback
+
+
+def test_fine_tune_saved_model_on_a_new_domain(trained, tmp_path):
+    """A saved P5 model as checkpoint with another item index: new tokens added, old weights kept."""
+    model, ser, _ = trained
+    model.save_pretrained(tmp_path / "src")
+    new_index = random_index(15, seed=2)
+    new = P5Model.build(P5Config(preset="tiny", checkpoint=str(tmp_path / "src")), new_index)
+    assert new.index is new_index and {"<n_1>", "<c0_0>"} <= set(new.tokenizer.get_vocab())
+    old_id = model.tokenizer.convert_tokens_to_ids("<c0_0>")
+    assert torch.equal(new.t5.get_input_embeddings().weight[old_id], model.t5.get_input_embeddings().weight[old_id])
+    seqs = [np.arange(i, i + 5) % 15 for i in range(8)]
+    new_ser = P5Serializer(new_index, None, SerializerConfig(max_history=3), templates=SHORT)
+    train_p5(new, new_ser, TrainData(seqs, 15), None, P5TrainConfig(epochs=1, batch_size=16), progress=False)
+    items, _ = generate_items(new, [new_ser.sequential_source(0, [1, 2], SHORT["sequential"][0])], consumed=[[1, 2]], k=3)
+    assert set(items[0].tolist()) <= set(range(15)) - {1, 2}

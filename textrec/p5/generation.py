@@ -1,0 +1,139 @@
+"""Generation with a trained P5 model: items (trie-constrained beams), candidates, ratings, text.
+
+* ``generate_items`` – beam search where every step may only take a token the item trie allows
+  (``prefix_allowed_tokens_fn``), with the user's consumed items removed from the trie, so the
+  output is always real, not-yet-consumed items. Score = the sum of the item's token
+  log-probabilities (``length_penalty=0``, so ids of different lengths compare fairly).
+* ``rank_candidates`` – the direct task: each candidate's id log-likelihood, teacher-forced.
+* ``predict_ratings`` – greedy text parsed as a number; unparsable outputs get a fallback
+  value and are counted (``n_fallback``), never silently dropped.
+* ``generate_text`` – free text (explanation, review summary).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from textrec.p5.model import P5Model
+
+
+@torch.no_grad()
+def generate_items(model: P5Model, sources: list[str], consumed: Sequence[Sequence[int]] | None = None,
+                   k: int = 10, num_beams: int | None = None, batch_size: int = 32
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items and scores per source (items ``-1`` / score ``-inf`` if fewer exist)."""
+    model.eval()
+    beams = max(num_beams or k, k)
+    trie = model.trie
+    max_len = max(len(t) for t in model.index.tokens) + 1  # + EOS
+    pad = model.tokenizer.pad_token_id
+    eos = model.tokenizer.eos_token_id
+    n = len(sources)
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=np.float32)
+    for s in range(0, n, batch_size):
+        chunk = sources[s:s + batch_size]
+        enc = model.tokenize_sources(chunk)
+        banned = [trie.banned(consumed[s + j]) if consumed is not None else None for j in range(len(chunk))]
+        out = model.t5.generate(
+            encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+            attention_mask=enc["attention_mask"], num_beams=beams, num_return_sequences=beams,
+            max_new_tokens=max_len, min_new_tokens=0, length_penalty=0.0, early_stopping=True,
+            do_sample=False, prefix_allowed_tokens_fn=trie.prefix_fn(banned, n_skip=1, pad_id=pad),
+            output_scores=True, return_dict_in_generate=True, decoder_start_token_id=pad,
+            eos_token_id=model.tokenizer.eos_token_id, pad_token_id=pad)
+        seqs = out.sequences.view(len(chunk), beams, -1).cpu()
+        seq_scores = out.sequences_scores.view(len(chunk), beams).cpu().numpy()
+        for j in range(len(chunk)):
+            got: list[tuple[int, float]] = []
+            for b in range(beams):
+                ids = seqs[j, b, 1:].tolist()
+                if eos in ids:  # finished beams are filled with EOS or pad after the first EOS
+                    ids = ids[:ids.index(eos) + 1]
+                it = trie.item_of([t for t in ids if t != pad])
+                if it is not None and np.isfinite(seq_scores[j, b]):
+                    got.append((it, float(seq_scores[j, b])))
+            got.sort(key=lambda x: -x[1])
+            for r, (it, sc) in enumerate(got[:k]):
+                items[s + j, r] = it
+                scores[s + j, r] = sc
+    return items, scores
+
+
+@torch.no_grad()
+def sequence_logprobs(model: P5Model, sources: list[str], targets: list[str], batch_size: int = 64) -> np.ndarray:
+    """Sum of target token log-probabilities given each source (teacher forcing)."""
+    model.eval()
+    out = np.zeros(len(sources), dtype=np.float64)
+    for s in range(0, len(sources), batch_size):
+        enc = model.tokenize_sources(sources[s:s + batch_size])
+        labels = model.tokenize_targets(targets[s:s + batch_size])
+        logits = model.t5(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+                          attention_mask=enc["attention_mask"], labels=labels).logits
+        logp = torch.log_softmax(logits.float(), -1)
+        mask = labels != -100
+        tok = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        out[s:s + len(labels)] = (tok * mask).sum(1).cpu().numpy()
+    return out
+
+
+def rank_candidates(model: P5Model, source: str, candidates: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Direct task: candidates sorted by the log-likelihood of their id after ``source``."""
+    targets = [model.index.item_text(c) for c in candidates]
+    lp = sequence_logprobs(model, [source] * len(candidates), targets)
+    order = np.argsort(-lp, kind="stable")
+    return np.asarray(candidates)[order], lp[order]
+
+
+@torch.no_grad()
+def generate_text(model: P5Model, sources: list[str], max_new_tokens: int = 40, num_beams: int = 1,
+                  batch_size: int = 32) -> list[str]:
+    """Free text (explanations, summaries, ratings as text); item tokens are stripped."""
+    model.eval()
+    out: list[str] = []
+    pad = model.tokenizer.pad_token_id
+    for s in range(0, len(sources), batch_size):
+        enc = model.tokenize_sources(sources[s:s + batch_size])
+        ids = model.t5.generate(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+                                attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
+                                num_beams=num_beams, do_sample=False, decoder_start_token_id=pad,
+                                eos_token_id=model.tokenizer.eos_token_id, pad_token_id=pad)
+        out.extend(t.strip() for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True))
+    return out
+
+
+_NUM = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+@dataclass
+class RatingPredictions:
+    """Parsed ratings, the raw texts, and how many needed the fallback value."""
+
+    ratings: np.ndarray
+    texts: list[str]
+    n_fallback: int
+
+
+def parse_rating(text: str, lo: float = 1.0, hi: float = 5.0) -> float | None:
+    """The first number in ``text`` clipped to ``[lo, hi]``, or None if there is none."""
+    m = _NUM.search(text)
+    return None if m is None else float(min(max(float(m.group()), lo), hi))
+
+
+def predict_ratings(model: P5Model, sources: list[str], fallback: float = 3.0, lo: float = 1.0,
+                    hi: float = 5.0) -> RatingPredictions:
+    """Ratings generated as text and parsed; unparsable ones get ``fallback`` (counted)."""
+    texts = generate_text(model, sources, max_new_tokens=4)
+    vals, n_fb = [], 0
+    for t in texts:
+        v = parse_rating(t, lo, hi)
+        if v is None:
+            n_fb += 1
+            v = fallback
+        vals.append(v)
+    return RatingPredictions(np.asarray(vals, dtype=np.float64), texts, n_fb)

@@ -1,0 +1,280 @@
+"""The P5 model: a T5 encoder-decoder + whole-word (item-span) embeddings + tokenizer + item index.
+
+T5 comes from a size preset (``tiny`` .. ``t5-small``) built from a config with the tokenizer
+trained on the data, or from any local / hub checkpoint (``checkpoint=...``; its tokenizer is
+extended with the item tokens and the embeddings resized). Whole-word embeddings as in P5: an
+extra embedding table is added to the encoder's input embeddings; every token of the ``m``-th
+item id in a prompt gets row ``m`` (1-based, wrapping at ``max_item_spans``), other tokens row
+0, so the pieces of one item id are tied together and told apart from the next item's pieces.
+
+LoRA (peft) is an option for checkpoints: the adapters train, and ``merge_lora`` folds them
+back so the saved model is a plain T5.
+
+Files (``save_pretrained``): ``p5_config.json``, ``t5/`` (HF config + safetensors),
+``whole_word.safetensors``, ``tokenizer/`` and ``item_index.json`` (+ ``item_ids.json``, the
+original ids, when known). Nothing is unpickled on load and no remote code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from textrec.indexing.base import ItemIndex
+from textrec.indexing.trie import ItemTrie
+from textrec.io import atomic_path, atomic_write_text
+
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"d_model": 64, "d_ff": 256, "num_layers": 2, "num_heads": 2},
+    "mini": {"d_model": 128, "d_ff": 512, "num_layers": 2, "num_heads": 4},
+    "small": {"d_model": 256, "d_ff": 1024, "num_layers": 4, "num_heads": 4},
+    "t5-small": {"d_model": 512, "d_ff": 2048, "num_layers": 6, "num_heads": 8},
+}
+
+
+@dataclass
+class P5Config:
+    """Model settings. Explicit sizes override the preset's; ``checkpoint`` overrides both."""
+
+    preset: str = "mini"
+    d_model: int | None = None
+    d_ff: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    dropout: float = 0.1
+    feed_forward_proj: str = "gated-gelu"
+    vocab_size: int = 4000  # BPE vocabulary learned on the data (item tokens come on top)
+    whole_word: bool = True
+    max_item_spans: int = 64
+    max_source_len: int = 160
+    max_target_len: int = 64
+    checkpoint: str | None = None
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])
+
+    def sizes(self) -> dict[str, int]:
+        """The effective T5 sizes (preset + overrides)."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown P5 preset '{self.preset}'; choose from {sorted(PRESETS)}")
+        out = dict(PRESETS[self.preset])
+        for k in out:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = int(v)
+        return out
+
+
+class P5Model(nn.Module):
+    """T5 + whole-word embeddings, with its tokenizer and item index (see module doc)."""
+
+    def __init__(self, config: P5Config, tokenizer, index: ItemIndex, t5=None,
+                 item_ids: list[str] | None = None):
+        super().__init__()
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        from textrec.p5.tokenizer import add_item_tokens, item_token_ids
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.index = index
+        self.item_ids = item_ids
+        add_item_tokens(tokenizer, index.vocab())
+        if t5 is None:
+            s = config.sizes()
+            tcfg = T5Config(vocab_size=len(tokenizer), d_model=s["d_model"], d_ff=s["d_ff"],
+                            d_kv=s["d_model"] // s["num_heads"], num_layers=s["num_layers"],
+                            num_decoder_layers=s["num_layers"], num_heads=s["num_heads"],
+                            dropout_rate=config.dropout, feed_forward_proj=config.feed_forward_proj,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                            decoder_start_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+            t5 = T5ForConditionalGeneration(tcfg)
+        elif t5.get_input_embeddings().num_embeddings < len(tokenizer):
+            t5.resize_token_embeddings(len(tokenizer))
+        self.t5 = t5
+        d = t5.config.d_model
+        self.whole_word = nn.Embedding(config.max_item_spans + 1, d, padding_idx=0)
+        nn.init.normal_(self.whole_word.weight, std=0.02)
+        with torch.no_grad():
+            self.whole_word.weight[0].zero_()
+        vocab_n = max(len(tokenizer), t5.get_input_embeddings().num_embeddings)
+        is_item = torch.zeros(vocab_n, dtype=torch.bool)
+        is_item[item_token_ids(tokenizer, index.vocab())] = True
+        self.register_buffer("is_item_token", is_item, persistent=False)
+        self._trie: ItemTrie | None = None
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: P5Config, index: ItemIndex, corpus: list[str] | None = None,
+              item_ids: list[str] | None = None) -> P5Model:
+        """A fresh model: train a tokenizer on ``corpus`` (or load the checkpoint's) and build T5."""
+        if config.checkpoint and (Path(config.checkpoint) / "p5_config.json").is_file():
+            # A saved P5 model (e.g. another domain): keep its weights and tokenizer, swap the index.
+            model = cls.from_pretrained(config.checkpoint)
+            model.config = config
+            model.replace_index(index, item_ids=item_ids)
+        elif config.checkpoint:
+            from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+            tok = AutoTokenizer.from_pretrained(config.checkpoint)
+            t5 = T5ForConditionalGeneration.from_pretrained(config.checkpoint)
+            model = cls(config, tok, index, t5=t5, item_ids=item_ids)
+        else:
+            from textrec.p5.tokenizer import train_tokenizer
+
+            if not corpus:
+                raise ValueError("a P5 model from scratch needs a text corpus to train its tokenizer")
+            tok = train_tokenizer(corpus, index.vocab(), vocab_size=config.vocab_size)
+            model = cls(config, tok, index, item_ids=item_ids)
+        if config.lora:
+            model.add_lora()
+        return model
+
+    def replace_index(self, index: ItemIndex, item_ids: list[str] | None = None) -> int:
+        """Switch to another item index (new domain / new items): add its tokens, resize embeddings.
+
+        Tokens the model already knows (e.g. semantic code tokens shared across domains) keep
+        their trained embeddings; new ones start from the T5 initialisation. Returns how many
+        tokens were added.
+        """
+        from textrec.p5.tokenizer import add_item_tokens, item_token_ids
+
+        added = add_item_tokens(self.tokenizer, index.vocab())
+        if self.t5.get_input_embeddings().num_embeddings < len(self.tokenizer):
+            self.t5.resize_token_embeddings(len(self.tokenizer))
+        self.index = index
+        self.item_ids = item_ids
+        is_item = torch.zeros(max(len(self.tokenizer), self.t5.get_input_embeddings().num_embeddings),
+                              dtype=torch.bool, device=self.device)
+        is_item[item_token_ids(self.tokenizer, index.vocab())] = True
+        self.is_item_token = is_item
+        self._trie = None
+        return added
+
+    def add_lora(self) -> None:
+        """Wrap T5 with LoRA adapters (peft); embeddings and whole-word table stay trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+                         target_modules=list(self.config.lora_targets), lora_dropout=0.05,
+                         task_type="SEQ_2_SEQ_LM")
+        self.t5 = get_peft_model(self.t5, cfg)
+        # New item tokens have no pretrained rows: their embeddings must learn too.
+        self.t5.get_input_embeddings().weight.requires_grad_(True)
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the base weights (no-op without LoRA)."""
+        if hasattr(self.t5, "merge_and_unload"):
+            self.t5 = self.t5.merge_and_unload()
+
+    # ---- forward ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.whole_word.weight.device
+
+    @property
+    def trie(self) -> ItemTrie:
+        """The prefix trie of every item's token ids (built once)."""
+        if self._trie is None:
+            seqs = [self.tokenizer.convert_tokens_to_ids(t) for t in self.index.tokens]
+            self._trie = ItemTrie(seqs, eos_id=self.tokenizer.eos_token_id)
+        return self._trie
+
+    def whole_word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Per token: 1-based number of the item-id span it belongs to, 0 outside item ids."""
+        is_item = self.is_item_token[input_ids]
+        prev = torch.zeros_like(is_item)
+        prev[:, 1:] = is_item[:, :-1]
+        span = torch.cumsum(is_item & ~prev, dim=1)
+        span = (span - 1) % self.config.max_item_spans + 1
+        return torch.where(is_item, span, torch.zeros_like(span))
+
+    def input_embeds(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings plus whole-word embeddings."""
+        emb = self.t5.get_input_embeddings()(input_ids)
+        if self.config.whole_word:
+            emb = emb + self.whole_word(self.whole_word_ids(input_ids))
+        return emb
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encoder outputs for a batch (used by training and every generation mode)."""
+        return self.t5.get_encoder()(inputs_embeds=self.input_embeds(input_ids), attention_mask=attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+        """Seq2seq loss (labels padded with -100)."""
+        return self.t5(encoder_outputs=self.encode(input_ids, attention_mask), attention_mask=attention_mask,
+                       labels=labels)
+
+    def tokenize_sources(self, sources: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenize prompts (truncated on the *left* so the most recent history is kept)."""
+        tok = self.tokenizer
+        side = tok.truncation_side
+        tok.truncation_side = "left"
+        try:
+            enc = tok(sources, max_length=self.config.max_source_len, truncation=True, padding=True,
+                      return_tensors="pt")
+        finally:
+            tok.truncation_side = side
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def tokenize_targets(self, targets: list[str]) -> torch.Tensor:
+        """Target ids padded with -100 (ignored by the loss)."""
+        enc = self.tokenizer(targets, max_length=self.config.max_target_len, truncation=True, padding=True,
+                             return_tensors="pt")
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return labels.to(self.device)
+
+    def n_parameters(self) -> int:
+        """Trainable + frozen parameter count."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write config, T5 weights, whole-word table, tokenizer and item index into ``path``."""
+        from safetensors.torch import save_file
+
+        self.merge_lora()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.t5.save_pretrained(path / "t5", safe_serialization=True)
+        tmp, final = atomic_path(path / "whole_word.safetensors")
+        save_file({"weight": self.whole_word.weight.detach().cpu().contiguous()}, str(tmp))
+        os.replace(tmp, final)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.index.save(path / "item_index.json")
+        if self.item_ids is not None:
+            atomic_write_text(path / "item_ids.json", json.dumps([str(i) for i in self.item_ids]))
+        cfg = {**asdict(self.config), "lora": False}  # adapters are merged before saving
+        atomic_write_text(path / "p5_config.json", json.dumps({"model_type": "P5Model", **cfg}, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> P5Model:
+        """Load a folder written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+        from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
+
+        path = Path(path)
+        if not (path / "p5_config.json").is_file():
+            raise FileNotFoundError(f"{path}: no p5_config.json (not a saved P5 model)")
+        cfg: dict[str, Any] = json.loads((path / "p5_config.json").read_text())
+        if cfg.pop("model_type", None) != "P5Model":
+            raise ValueError(f"{path}/p5_config.json is not a P5Model config")
+        from textrec.recipes import config_from_dict
+
+        config = config_from_dict(P5Config, cfg, "P5 model")
+        tok = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
+        t5 = T5ForConditionalGeneration.from_pretrained(path / "t5")
+        index = ItemIndex.load(path / "item_index.json")
+        ids = json.loads((path / "item_ids.json").read_text()) if (path / "item_ids.json").is_file() else None
+        model = cls(config, tok, index, t5=t5, item_ids=ids)
+        model.whole_word.load_state_dict(load_file(str(path / "whole_word.safetensors")))
+        model.eval()
+        return model

@@ -1,0 +1,143 @@
+"""``P5Recommender``: the P5 model behind the core ``Recommender`` interface.
+
+``score(users, histories)`` renders each history with a sequential template, runs
+trie-constrained beam search with the history removed from the trie, and returns a
+``(rows, n_items)`` matrix holding the beam scores (sum of token log-probabilities) of the
+``k`` generated items and ``-inf`` everywhere else. ``textrec.evaluation.evaluate`` therefore
+computes exact full-catalogue HR/NDCG/MRR at every cut-off ``<= k`` (items outside the beams are
+never hits: a target scored ``-inf`` gets rank MISS); HR/NDCG@10 need only the top-10 beams,
+metrics at larger cut-offs need ``k`` at least that large.
+
+``fit(view)`` builds the index (training data only), the tokenizer (item texts + rendered
+seen prompts), the T5 model and trains it with :func:`textrec.p5.trainer.train_p5`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textrec.models.base import Recommender, TrainView
+from textrec.p5.model import P5Config, P5Model
+from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
+from textrec.p5.trainer import P5TrainConfig, train_p5
+from textrec.recipes import config_from_dict
+
+
+def tokenizer_corpus(serializer: P5Serializer, data: TrainData, item_texts: list[str] | None,
+                     max_examples: int = 20000, seed: int = 0) -> list[str]:
+    """Texts the BPE vocabulary is learned from: item texts + a sample of seen training prompts."""
+    cols = serializer.examples(data, epoch=0)
+    n = len(cols["source"])
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(n, size=min(n, max_examples), replace=False) if n else []
+    texts = list(item_texts or [])
+    texts += [cols["source"][i] for i in pick] + [cols["target"][i] for i in pick]
+    return texts
+
+
+class P5Recommender(Recommender):
+    """P5 (T5 + item index + constrained beams) as a full-catalogue recommender."""
+
+    name = "P5"
+
+    def __init__(self, model: P5Model | None = None, serializer: P5Serializer | None = None,
+                 template_id: str | None = None, k: int = 10, num_beams: int | None = None,
+                 batch_size: int = 32, indexing: str = "collaborative", index_kw: dict | None = None,
+                 model_config: dict | P5Config | None = None, serializer_config: dict | SerializerConfig | None = None,
+                 train_config: dict | P5TrainConfig | None = None, item_titles: list[str] | None = None,
+                 seed: int = 0):
+        self.model = model
+        self.serializer = serializer
+        self.template_id = template_id
+        self.k = int(k)
+        self.num_beams = num_beams
+        self.batch_size = batch_size
+        self.indexing = indexing if model is None else model.index.scheme
+        self.index_kw = dict(index_kw or {})
+        self.model_config = config_from_dict(P5Config, model_config, "P5 model")
+        self.serializer_config = config_from_dict(SerializerConfig, serializer_config, "P5 serializer")
+        self.train_config = config_from_dict(P5TrainConfig, train_config, "P5 trainer")
+        self.item_titles = item_titles
+        self.seed = seed
+        self.history: dict = {}
+        if model is not None and serializer is None:
+            self.serializer = P5Serializer(model.index, item_titles, self.serializer_config)
+        self.name = f"P5-{self.indexing}"
+
+    @property
+    def scores_new_items(self) -> bool:  # type: ignore[override]
+        """Semantic ids exist for items never seen in training; the other schemes' ids carry no signal."""
+        return self.indexing == "semantic"
+
+    def fit(self, data: TrainView, progress: bool = True) -> P5Recommender:
+        """Build index, tokenizer and T5 from the training view, then train (valid = early stopping)."""
+        from textrec.indexing import build_index
+
+        seqs = data.sequences()
+        titles = self.item_titles or data.item_text
+        if self.model is None:
+            index = build_index(self.indexing, seqs, data.n_items, texts=data.item_text, seed=self.seed,
+                                **self.index_kw)
+            self.serializer = P5Serializer(index, titles, self.serializer_config)
+            tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
+            corpus = tokenizer_corpus(self.serializer, tdata, titles, seed=self.seed)
+            self.model = P5Model.build(self.model_config, index, corpus)
+        assert self.serializer is not None
+        tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
+        self.history = train_p5(self.model, self.serializer, tdata, data.valid, self.train_config, progress)
+        self.model.merge_lora()
+        return self
+
+    def sources(self, users: np.ndarray, histories: list[np.ndarray]) -> list[str]:
+        """Sequential prompts for each (user, history) row."""
+        assert self.serializer is not None
+        tpl = self.serializer.template("sequential", self.template_id)
+        return [self.serializer.sequential_source(u, h, tpl) for u, h in zip(users, histories)]
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+        """Beam scores for the top-``k`` generated items, ``-inf`` for every other item."""
+        from textrec.p5.generation import generate_items
+
+        if self.model is None:
+            raise RuntimeError("P5Recommender is not fitted")
+        items, scores = generate_items(self.model, self.sources(users, histories), consumed=histories,
+                                       k=self.k, num_beams=self.num_beams, batch_size=self.batch_size)
+        out = torch.full((len(users), self.model.index.n_items), float("-inf"))
+        rows, cols = np.nonzero(items >= 0)
+        out[torch.from_numpy(rows), torch.from_numpy(items[rows, cols])] = torch.from_numpy(scores[rows, cols])
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        """Adapter settings (the model has its own files)."""
+        return {"template_id": self.template_id, "k": self.k, "num_beams": self.num_beams,
+                "batch_size": self.batch_size, "indexing": self.indexing,
+                "serializer_config": asdict(self.serializer_config), "seed": self.seed}
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Model folder (see :class:`P5Model`) plus ``p5_recommender.json`` and the item titles."""
+        from textrec.io import atomic_write_text
+
+        if self.model is None:
+            raise RuntimeError("nothing to save: P5Recommender is not fitted")
+        path = Path(path)
+        self.model.save_pretrained(path)
+        atomic_write_text(path / "p5_recommender.json", json.dumps(self.get_config(), indent=2))
+        if self.serializer is not None and self.serializer.item_titles is not None:
+            atomic_write_text(path / "item_titles.json", json.dumps(self.serializer.item_titles))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> P5Recommender:
+        """Load what :meth:`save_pretrained` wrote."""
+        path = Path(path)
+        model = P5Model.from_pretrained(path)
+        cfg = json.loads((path / "p5_recommender.json").read_text()) if (path / "p5_recommender.json").is_file() else {}
+        titles = json.loads((path / "item_titles.json").read_text()) if (path / "item_titles.json").is_file() else None
+        cfg.pop("indexing", None)
+        return cls(model=model, item_titles=titles, **cfg)

@@ -1,0 +1,287 @@
+"""Serializer: training events + item ids + prompt templates -> (source, target) text pairs.
+
+Every example is built from the *training* part of a split only. A sequential example for
+position ``t`` of a user's training sequence ``s`` has ``s[t]`` as target and (at most
+``max_history`` of) ``s[:t]`` as history, so no target or later event can appear in its
+source (tested). Evaluation sources use the evaluation set's history (train, or train + valid
+for test), never its target.
+
+Families (templates in ``prompts/p5/<family>.yaml``):
+
+* ``sequential`` – next item from the history (with or without item titles);
+* ``direct`` – yes/no on one item (positive = the true next item, negative = a sampled item
+  the user never consumed in training) or choose the next item from ``n_candidates`` ids;
+* ``rating`` – the star rating of a training event (needs a ``rating`` column);
+* ``explanation`` / ``review`` – review text / summary of training-pair reviews (need reviews).
+
+Families whose templates ``require`` a capability the data lacks are skipped and listed in
+``skipped_families``; nothing is dropped silently. Output is deterministic for ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from textrec.indexing.base import ItemIndex
+from textrec.prompts import Template, TemplateError, load_templates, select
+
+FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
+ITEM_SEP = ","  # one token between item ids, so whole-word spans stay separate
+
+
+@dataclass
+class SerializerConfig:
+    """How many examples of which family to render per epoch."""
+
+    families: list[str] = field(default_factory=lambda: ["sequential"])
+    max_history: int = 20
+    max_history_titles: int = 5
+    title_words: int = 8
+    positions_per_user: int | None = None  # sequential: sampled target positions per user per epoch (None = all)
+    min_history: int = 1
+    direct_per_user: int = 1
+    n_candidates: int = 20
+    rating_per_user: int = 2
+    review_words: int = 60
+    summary_words: int = 12
+    seed: int = 0
+
+
+def load_family_templates(families: Sequence[str]) -> dict[str, list[Template]]:
+    """Templates of each family from ``prompts/p5/<family>.yaml``."""
+    out = {}
+    for fam in families:
+        if fam not in FAMILIES:
+            raise ValueError(f"unknown P5 task family '{fam}'; choose from {FAMILIES}")
+        out[fam] = load_templates(f"p5/{fam}")
+    return out
+
+
+@dataclass
+class TrainData:
+    """What the serializer reads: per-user ordered training items (+ ratings, reviews)."""
+
+    sequences: list[np.ndarray]
+    n_items: int
+    ratings: list[np.ndarray] | None = None  # aligned with sequences
+    reviews: pd.DataFrame | None = None  # user, item, text, summary, rating (training pairs only)
+
+    @classmethod
+    def from_frame(cls, train: pd.DataFrame, n_users: int, n_items: int,
+                   reviews: pd.DataFrame | None = None) -> TrainData:
+        """From a split's train frame (sorted by user, time, row); reviews kept for training pairs only."""
+        train = train.sort_values(["user", "timestamp", "row"], kind="stable")
+        users = train["user"].to_numpy()
+        counts = np.bincount(users, minlength=n_users)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        items = train["item"].to_numpy()
+        seqs = [items[bounds[u]:bounds[u + 1]] for u in range(n_users)]
+        ratings = None
+        if "rating" in train.columns:
+            r = train["rating"].to_numpy()
+            ratings = [r[bounds[u]:bounds[u + 1]] for u in range(n_users)]
+        if reviews is not None and len(reviews):
+            pairs = pd.MultiIndex.from_arrays([train["user"], train["item"]])
+            keep = pd.MultiIndex.from_arrays([reviews["user"], reviews["item"]]).isin(pairs)
+            reviews = reviews[keep].reset_index(drop=True)
+        return cls(seqs, n_items, ratings, reviews if reviews is not None and len(reviews) else None)
+
+    def capabilities(self) -> set[str]:
+        """Dataset capabilities templates may require (``ratings``, ``reviews``)."""
+        caps = set()
+        if self.ratings is not None:
+            caps.add("ratings")
+        if self.reviews is not None and "text" in self.reviews.columns:
+            caps.add("reviews")
+        return caps
+
+
+def _words(text: str, n: int) -> str:
+    parts = str(text).split()
+    return " ".join(parts[:n]) + (" ..." if len(parts) > n else "")
+
+
+def _fmt_rating(r: float) -> str:
+    return str(int(r)) if float(r).is_integer() else f"{r:.1f}"
+
+
+class P5Serializer:
+    """Render P5 examples from training data with the given item index and templates."""
+
+    def __init__(self, index: ItemIndex, item_titles: Sequence[str] | None = None,
+                 config: SerializerConfig | None = None,
+                 templates: dict[str, list[Template]] | None = None):
+        self.index = index
+        self.config = config or SerializerConfig()
+        self.item_titles = list(item_titles) if item_titles is not None else None
+        if self.item_titles is not None and len(self.item_titles) != index.n_items:
+            raise ValueError(f"{len(self.item_titles)} item titles for {index.n_items} indexed items")
+        self.templates = templates if templates is not None else load_family_templates(self.config.families)
+        self._id_text = [index.item_text(i) for i in range(index.n_items)]
+
+    # ---- field rendering -----------------------------------------------------------------
+    def item(self, i: int) -> str:
+        """An item's id text."""
+        return self._id_text[int(i)]
+
+    def title(self, i: int) -> str:
+        """An item's title, truncated to ``title_words`` words ('unknown' without titles)."""
+        if self.item_titles is None:
+            return "unknown"
+        return _words(self.item_titles[int(i)], self.config.title_words) or "unknown"
+
+    def history_fields(self, history: Sequence[int]) -> dict[str, str]:
+        """``history`` (last ``max_history`` ids) and ``history_titles`` (last few, with titles)."""
+        c = self.config
+        h = list(history)[-c.max_history:] if c.max_history > 0 else []
+        ht = list(history)[-c.max_history_titles:] if c.max_history_titles > 0 else []
+        return {"history": ITEM_SEP.join(self.item(i) for i in h),
+                "history_titles": ITEM_SEP.join(f"{self.item(i)} ({self.title(i)})" for i in ht)}
+
+    def sequential_source(self, user: int, history: Sequence[int], template: Template) -> str:
+        """The source text of one sequential prompt (inference: no target needed)."""
+        return template.render_source(user=int(user), **self.history_fields(history))
+
+    def template(self, family: str, template_id: str | None = None, unseen: bool = False) -> Template:
+        """One template by id, or the family's first seen/unseen one."""
+        ts = self.templates.get(family) or load_templates(f"p5/{family}")
+        if template_id is not None:
+            for t in ts:
+                if t.id == template_id:
+                    return t
+            raise TemplateError(f"family '{family}' has no template '{template_id}' "
+                                f"(have {[t.id for t in ts]})")
+        pick = select(ts, unseen=unseen)
+        if not pick:
+            raise TemplateError(f"family '{family}' has no {'unseen' if unseen else 'seen'} template")
+        return pick[0]
+
+    # ---- training examples ---------------------------------------------------------------
+    def examples(self, data: TrainData, epoch: int = 0, unseen: bool = False) -> dict[str, list]:
+        """All examples of the configured families for one epoch, as column lists."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, epoch])
+        caps = data.capabilities()
+        cols: dict[str, list] = {k: [] for k in ("source", "target", "task", "template_id", "user",
+                                                 "target_item", "history")}
+        self.skipped_families: dict[str, str] = {}
+        for fam in c.families:
+            usable = select(self.templates[fam], unseen=unseen, capabilities=caps)
+            if not usable:
+                need = sorted({r for t in self.templates[fam] for r in t.requires} - caps)
+                self.skipped_families[fam] = f"no usable template (data lacks {need or 'nothing'})"
+                continue
+            getattr(self, f"_{fam}")(data, usable, rng, cols)
+        return cols
+
+    def dataset(self, data: TrainData, epoch: int = 0, unseen: bool = False):
+        """The examples as a ``datasets.Dataset`` (source, target, task, template_id, ...)."""
+        import datasets
+
+        return datasets.Dataset.from_dict(self.examples(data, epoch, unseen))
+
+    @staticmethod
+    def _add(cols, tpl: Template, values: dict, user: int, target_item: int, history) -> None:
+        src, tgt = tpl.render(**values)
+        cols["source"].append(src)
+        cols["target"].append(tgt)
+        cols["task"].append(tpl.family)
+        cols["template_id"].append(tpl.id)
+        cols["user"].append(int(user))
+        cols["target_item"].append(int(target_item))
+        cols["history"].append([int(i) for i in history])
+
+    def shown_history(self, history: Sequence[int], template: Template) -> list[int]:
+        """The history items a template's source actually shows (for leak checks and records)."""
+        c = self.config
+        n = max(c.max_history if "history" in template.fields else 0,
+                c.max_history_titles if "history_titles" in template.fields else 0)
+        return [int(i) for i in history][-n:] if n > 0 else []
+
+    def _positions(self, n: int, rng: np.random.Generator, k: int | None) -> np.ndarray:
+        pos = np.arange(max(self.config.min_history, 1), n)
+        if k is not None and len(pos) > k:
+            pos = np.sort(rng.choice(pos, size=k, replace=False))
+        return pos
+
+    def _sequential(self, data: TrainData, tpls, rng, cols) -> None:
+        for u, seq in enumerate(data.sequences):
+            for t in self._positions(len(seq), rng, self.config.positions_per_user):
+                hist = seq[:t]
+                tpl = tpls[rng.integers(len(tpls))]
+                shown = self.shown_history(hist, tpl)
+                self._add(cols, tpl, {"user": u, "target": self.item(seq[t]), **self.history_fields(hist)},
+                          u, seq[t], shown)
+
+    def _negatives(self, consumed: set[int], n_items: int, k: int, rng) -> list[int]:
+        out: list[int] = []
+        if n_items - len(consumed) < k:
+            raise ValueError(f"cannot sample {k} unconsumed items from {n_items} (user consumed {len(consumed)})")
+        while len(out) < k:
+            j = int(rng.integers(n_items))
+            if j not in consumed and j not in out:
+                out.append(j)
+        return out
+
+    def _direct(self, data: TrainData, tpls, rng, cols) -> None:
+        c = self.config
+        for u, seq in enumerate(data.sequences):
+            consumed = {int(i) for i in seq}
+            for t in self._positions(len(seq), rng, c.direct_per_user):
+                hist = seq[:t]
+                tpl = tpls[rng.integers(len(tpls))]
+                kind = tpl.extra.get("kind", "yes_no")
+                vals = {"user": u, **self.history_fields(hist)}
+                shown = self.shown_history(hist, tpl)
+                if kind == "choose":
+                    cands = [int(seq[t])] + self._negatives(consumed, data.n_items, c.n_candidates - 1, rng)
+                    rng.shuffle(cands)
+                    vals.update(candidates=ITEM_SEP.join(self.item(i) for i in cands), target=self.item(seq[t]))
+                    self._add(cols, tpl, vals, u, seq[t], shown)
+                else:
+                    positive = bool(rng.random() < 0.5)
+                    it = int(seq[t]) if positive else self._negatives(consumed, data.n_items, 1, rng)[0]
+                    vals.update(item=self.item(it), item_title=self.title(it), answer="yes" if positive else "no")
+                    self._add(cols, tpl, vals, u, it, shown)
+
+    def _rating(self, data: TrainData, tpls, rng, cols) -> None:
+        assert data.ratings is not None
+        for u, seq in enumerate(data.sequences):
+            if not len(seq):
+                continue
+            k = min(self.config.rating_per_user, len(seq))
+            for j in rng.choice(len(seq), size=k, replace=False):
+                it = int(seq[j])
+                tpl = tpls[rng.integers(len(tpls))]
+                self._add(cols, tpl, {"user": u, "item": self.item(it), "item_title": self.title(it),
+                                      "rating": _fmt_rating(data.ratings[u][j])}, u, it, [])
+
+    def _review_rows(self, data: TrainData):
+        rev = data.reviews
+        assert rev is not None
+        return zip(rev["user"].to_numpy(), rev["item"].to_numpy(), rev["text"].astype(str).to_numpy(),
+                   rev["summary"].astype(str).to_numpy() if "summary" in rev.columns else [""] * len(rev),
+                   rev["rating"].to_numpy() if "rating" in rev.columns else [np.nan] * len(rev))
+
+    def _explanation(self, data: TrainData, tpls, rng, cols) -> None:
+        for u, it, text, _summary, rating in self._review_rows(data):
+            if not text.strip():
+                continue
+            tpl = tpls[rng.integers(len(tpls))]
+            r = "unknown" if pd.isna(rating) else _fmt_rating(rating)
+            self._add(cols, tpl, {"user": int(u), "item": self.item(it), "item_title": self.title(it), "rating": r,
+                                  "explanation": _words(text, self.config.review_words)}, u, it, [])
+
+    def _review(self, data: TrainData, tpls, rng, cols) -> None:
+        for u, it, text, summary, rating in self._review_rows(data):
+            if not text.strip() or not summary.strip():
+                continue
+            tpl = tpls[rng.integers(len(tpls))]
+            r = "unknown" if pd.isna(rating) else _fmt_rating(rating)
+            self._add(cols, tpl, {"user": int(u), "review": _words(text, self.config.review_words),
+                                  "summary": _words(summary, self.config.summary_words), "rating": r},
+                      u, it, [])

@@ -11,6 +11,13 @@ from typing import Any
 import numpy as np
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0o666 minus the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file via a temporary file and rename, so readers never see half a file."""
     path = Path(path)
@@ -19,6 +26,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
                                      encoding="utf-8") as tmp:
         tmp.write(text)
         tmp_name = tmp.name
+    os.chmod(tmp_name, _umask_mode())  # mkstemp files are 0600; artifacts should be readable
     os.replace(tmp_name, path)
 
 
@@ -28,6 +36,7 @@ def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
     os.close(fd)
+    os.chmod(tmp, _umask_mode())  # mkstemp files are 0600; artifacts should be readable
     return Path(tmp), path
 
 

@@ -1,0 +1,195 @@
+"""From data to numbers and back: build/train the models, evaluate them, cite sentences, explain pairs.
+
+* ``train_variant(data, name, recipe)``: ``erra`` | ``erra_no_retrieval`` | ``erra_no_aspects`` |
+  ``peter`` | ``erra_t5`` | ``erra_t5_no_retrieval`` — one tokenizer (trained on training reviews),
+  one trainer.
+* ``copy_baseline(examples)``: the most similar retrieved sentence, verbatim (no generation).
+* ``evaluate_predictions``: every metric of :mod:`textrec.metrics.text` on one split.
+* ``Explainer``: a trained model + its data, answering ``explain(user, item)`` with the explanation,
+  the aspects used and the sentences it cites.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textrec.explain.aspects import AspectConfig
+from textrec.explain.base import ExplainModel
+from textrec.explain.data import DataConfig, Example, ExplainData
+from textrec.explain.generator import ERRAConfig, ERRADecoder, ERRAGenerator, GeneratorConfig
+from textrec.explain.peter import PeterConfig, PeterModel
+from textrec.explain.sentences import Retrieved, content_words, words
+from textrec.explain.tokenizer import WordTokenizer
+from textrec.explain.trainer import TrainConfig, train_model
+from textrec.metrics.text import explanation_metrics, grounding_score
+from textrec.recipes import config_from_dict
+
+# variant name -> (model kind, overrides of that kind's recipe section)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "erra": ("erra", {}),
+    "erra_no_retrieval": ("erra", {"use_retrieval": False}),
+    "erra_no_aspects": ("erra", {"use_aspects": False}),
+    "erra_t5": ("erra_t5", {}),
+    "erra_t5_no_retrieval": ("erra_t5", {"use_retrieval": False}),
+    "peter": ("peter", {}),
+}
+
+
+def default_model_dir(dataset: str) -> Path:
+    """Where the CLI looks for the trained ERRA model of a dataset (``$TEXTREC_CACHE/erra/<dataset>``)."""
+    root = os.environ.get("TEXTREC_CACHE")
+    base = Path(root).expanduser() if root else Path("~/.cache/textrec").expanduser()
+    return base / "erra" / dataset
+
+
+def build_data(dataset, recipe: dict | None = None, encoder=None, progress: bool = True,
+               with_examples: bool = True) -> ExplainData:
+    """``ExplainData.build`` with the recipe's ``data`` and ``aspects`` sections."""
+    recipe = recipe or {}
+    return ExplainData.build(dataset, config_from_dict(DataConfig, recipe.get("data"), "data"),
+                             config_from_dict(AspectConfig, recipe.get("aspects"), "aspects"),
+                             encoder=encoder, progress=progress, with_examples=with_examples)
+
+
+def train_tokenizer(data: ExplainData, recipe: dict | None = None) -> WordTokenizer:
+    """The word tokenizer of the training reviews (``tokenizer`` recipe section)."""
+    tcfg = dict((recipe or {}).get("tokenizer") or {})
+    return WordTokenizer.train(data.train_texts(), data.n_users, data.n_items,
+                               vocab_size=int(tcfg.get("vocab_size", 8000)),
+                               min_frequency=int(tcfg.get("min_frequency", 2)))
+
+
+def make_model(variant: str, tokenizer: WordTokenizer, recipe: dict | None = None,
+               rating_mean: float = 4.0) -> ExplainModel:
+    """A fresh model for a variant name (see ``VARIANTS``)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    recipe = recipe or {}
+    kind, over = VARIANTS[variant]
+    if kind == "peter":
+        return PeterModel(config_from_dict(PeterConfig, recipe.get("peter"), "peter"), tokenizer, rating_mean)
+    if kind == "erra":
+        cfg = {**(recipe.get("erra") or {}), **over}
+        return ERRADecoder(config_from_dict(ERRAConfig, cfg, "erra"), tokenizer, rating_mean)
+    cfg = {**(recipe.get("t5") or {}), **over}
+    return ERRAGenerator(config_from_dict(GeneratorConfig, cfg, "t5"), tokenizer, rating_mean)
+
+
+def train_variant(data: ExplainData, variant: str, recipe: dict | None = None,
+                  tokenizer: WordTokenizer | None = None, progress: bool = True,
+                  trainer_overrides: dict | None = None) -> tuple[ExplainModel, dict]:
+    """Train one variant on ``data.examples['train']`` with early stopping on valid; (model, history)."""
+    import torch
+
+    recipe = recipe or {}
+    tcfg = config_from_dict(TrainConfig, {**(recipe.get("trainer") or {}), **(trainer_overrides or {})}, "trainer")
+    torch.manual_seed(tcfg.seed)
+    tok = tokenizer or train_tokenizer(data, recipe)
+    train = data.examples["train"]
+    mean = float(np.mean([e.rating for e in train])) if train else 4.0
+    model = make_model(variant, tok, recipe, rating_mean=mean)
+    history = train_model(model, train, data.examples.get("valid", []), tcfg, progress=progress, name=variant)
+    return model, history
+
+
+def copy_baseline(examples: Sequence[Example], reviews=None) -> tuple[list[str], list[float]]:
+    """The top retrieved sentence as the explanation; rating = mean rating of the retrieved reviews."""
+    texts, ratings = [], []
+    for e in examples:
+        texts.append(" ".join(words(e.retrieved[0].text)) if e.retrieved else "")
+        if reviews is not None and e.retrieved:
+            ratings.append(float(np.mean([reviews["rating"].iat[r.review] for r in e.retrieved])))
+        else:
+            ratings.append(float("nan"))
+    return texts, ratings
+
+
+def cite(explanation: str, retrieved: Sequence[Retrieved], max_cited: int = 3) -> list[Retrieved]:
+    """The retrieved sentences sharing content words with the explanation, most overlap first."""
+    cw = content_words(words(explanation))
+    scored = [(len(cw & content_words(words(r.text))), k, r) for k, r in enumerate(retrieved)]
+    return [r for n, _, r in sorted(scored, key=lambda x: (-x[0], x[1])) if n > 0][:max_cited]
+
+
+def evaluate_predictions(data: ExplainData, examples: Sequence[Example], texts: Sequence[str],
+                         ratings: Sequence[float]) -> dict[str, float]:
+    """BLEU, ROUGE, USR, DIV, FCR, FMR, RMSE/MAE and grounding of predictions for ``examples``."""
+    feats = [data.vocab.find(t.split()) for t in texts]
+    ground = [grounding_score(t, [r.text for r in cite(t, e.retrieved)]) for t, e in zip(texts, examples)]
+    ok = [i for i, r in enumerate(ratings) if not math.isnan(r)]
+    m = explanation_metrics([e.target for e in examples], list(texts), feats, [e.feature for e in examples],
+                            len(data.vocab), grounding=ground)
+    if ok:
+        m.update(_rmse_mae([examples[i].rating for i in ok], [ratings[i] for i in ok]))
+    return m
+
+
+def _rmse_mae(t, p):
+    from textrec.metrics.text import rmse_mae
+
+    return rmse_mae(t, p)
+
+
+class Explainer:
+    """A trained explanation model with the data it retrieves from."""
+
+    def __init__(self, data: ExplainData, model: ExplainModel):
+        self.data, self.model = data, model
+
+    def explain_example(self, ex: Example, num_beams: int | None = None) -> dict[str, Any]:
+        """Explanation, predicted rating, aspects used and cited sentences for a prepared example."""
+        texts, ratings = self.model.predict([ex], num_beams=num_beams)
+        uses_ctx = getattr(self.model.config, "use_retrieval", False)
+        uses_asp = getattr(self.model.config, "use_aspects", False)
+        d = self.data
+        cited = cite(texts[0], ex.retrieved) if uses_ctx else []
+        return {"user": str(d.user_ids[ex.user]), "item": str(d.item_ids[ex.item]),
+                "explanation": texts[0], "rating": round(float(ratings[0]), 3),
+                "aspects": list(ex.aspects) if uses_asp else [],
+                "cited": [{"text": r.text, "review_user": str(d.user_ids[d.reviews['user'].iat[r.review]]),
+                           "review_item": str(d.item_ids[d.reviews['item'].iat[r.review]]),
+                           "score": round(r.score, 4)} for r in cited],
+                "grounding": grounding_score(texts[0], [r.text for r in cited]) if cited else None}
+
+    def explain(self, user_id: str, item_id: str, num_beams: int | None = None) -> dict[str, Any]:
+        """Explain an (original user id, original item id) pair."""
+        ex = self.data.pair_example(self.data.user_index(user_id), self.data.item_index(item_id))
+        return self.explain_example(ex, num_beams)
+
+    def save(self, folder: str | Path, recipe: dict | None = None) -> None:
+        """Save the model and how to rebuild its data (dataset name, data/aspect configs)."""
+        from textrec.io import write_json
+
+        self.model.save_pretrained(folder)
+        write_json(Path(folder) / "explain_data.json",
+                   {"dataset": self.data.name, "data": asdict(self.data.config),
+                    "aspects": asdict(self.data.prefs.cfg), "recipe": recipe or {}})
+
+    @classmethod
+    def load(cls, folder: str | Path, dataset=None, data_root: str | None = None, encoder=None,
+             progress: bool = True) -> Explainer:
+        """Load a saved explainer; the data is rebuilt (deterministically) from its dataset.
+
+        ``dataset``: a ``RecDataset``, a dataset name or path, or None for the one it was trained on.
+        """
+        folder = Path(folder)
+        meta_path = folder / "explain_data.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no trained explainer in {folder} (missing explain_data.json); train one with "
+                                    "`python eval/erra_bench.py --save-model DIR` first")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if dataset is None or isinstance(dataset, (str, Path)):
+            from textrec.data.registry import load_dataset
+
+            dataset = load_dataset(str(dataset or meta["dataset"]), data_root=data_root)
+        data = build_data(dataset, {"data": meta["data"], "aspects": meta["aspects"]}, encoder=encoder,
+                          progress=progress, with_examples=False)
+        return cls(data, ExplainModel.from_pretrained(folder))

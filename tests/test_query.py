@@ -1,0 +1,251 @@
+"""Rec-R1 engine: reward math, tolerant parsing, retrieval determinism and ranks, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import requires_shared_data
+
+from textrec.query.catalog import Catalog, short_title
+from textrec.query.parsing import parse_query
+from textrec.query.retrieval import BM25Retriever, load_retriever, rank_in_row, tokenize, topk_row
+from textrec.query.rewards import FormatReward, RetrievalReward, ndcg_at_k, recall_at_k
+
+DOCS = [
+    "Red apple juice. Drinks Juice. FruitCo.",
+    "Green apple pie. Bakery Pies. BakeHouse.",
+    "Orange juice fresh squeezed. Drinks Juice. FruitCo.",
+    "Chocolate cake with cherries. Bakery Cakes. BakeHouse.",
+    "Digital caliper stainless steel 150mm. Measuring Tools. ToolMax.",
+    "Laboratory glass beaker 250ml set. Lab Supplies Glassware. LabPro.",
+    "Apple cider vinegar. Pantry Vinegar. FruitCo.",
+    "Soldering iron kit with stand. Tools Electronics. ToolMax.",
+]
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.from_texts(DOCS, name="toy")
+
+
+@pytest.fixture(scope="module")
+def bm25(catalog) -> BM25Retriever:
+    return BM25Retriever(catalog)
+
+
+# ---- reward math on hand-computed cases ---------------------------------------------------
+
+def test_ndcg_and_recall_hand_cases():
+    assert ndcg_at_k([0], 10)[0] == pytest.approx(1.0)
+    assert ndcg_at_k([1], 10)[0] == pytest.approx(1 / math.log2(3))  # 0.6309
+    assert ndcg_at_k([9], 10)[0] == pytest.approx(1 / math.log2(11))
+    assert ndcg_at_k([10], 10)[0] == 0.0  # rank 11 is outside the top 10
+    assert ndcg_at_k([50], 100)[0] == pytest.approx(1 / math.log2(52))
+    assert recall_at_k([0, 9, 10, 99], 10).tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_retrieval_reward_matches_hand_rank(bm25):
+    # "orange juice": item 2 has both terms, item 0 only "juice" -> item 0 at rank 1 (0-based).
+    r = RetrievalReward(bm25, k=10, metric="ndcg")
+    out = r(None, ["orange juice", "orange juice", "", "zzz unknown words"], target=[2, 0, 0, 0])
+    assert out[0] == pytest.approx(1.0)
+    assert out[1] == pytest.approx(1 / math.log2(3))
+    assert out[2] == 0.0 and out[3] == 0.0  # nothing parsed / nothing matched = not retrieved
+    rec = RetrievalReward(bm25, k=1, metric="recall")
+    assert rec(None, ["orange juice", "orange juice"], target=[2, 0]) == [1.0, 0.0]
+    # The history is masked: with item 2 excluded, item 0 moves up to rank 0.
+    assert r(None, ["orange juice"], target=[0], history=[[2]])[0] == pytest.approx(1.0)
+    # A target inside the masked history can never be hit.
+    assert r(None, ["orange juice"], target=[2], history=[[2]])[0] == 0.0
+
+
+def test_retrieval_reward_conversational_and_json(bm25):
+    r = RetrievalReward(bm25, k=10)
+    conv = [[{"role": "assistant", "content": 'The user likes baking. {"query": "chocolate cake"}'}]]
+    assert r(["p"], conv, target=[3])[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="target"):
+        r(None, ["x"])
+
+
+# ---- parsing / format reward ----------------------------------------------------------
+
+@pytest.mark.parametrize("completion,query,shape", [
+    ("apple juice", "apple juice", "plain"),
+    ('  "apple juice"  \nmore text', "apple juice", "plain"),
+    ('User likes fruit drinks. {"query": "apple juice"}', "apple juice", "json"),
+    ('{"query": "a"} then {"query": "apple juice"}', "apple juice", "json"),
+    ('reasoning... {"query": "apple jui', "apple jui", "json"),  # cut at the token limit
+    ("Thinking first.\nQuery: apple juice", "apple juice", "label"),
+    ("<answer>apple juice</answer>", "apple juice", "tag"),
+    ("**apple juice**", "apple juice", "plain"),
+    ("Here's a search query:\n\n1. apple juice\n2. pie", "apple juice", "plain"),
+])
+def test_parse_shapes(completion, query, shape):
+    p = parse_query(completion)
+    assert (p.query, p.shape, p.well_formed) == (query, shape, True)
+
+
+MALFORMED = ["", "   \n\t ", None, {"role": "assistant"}, [], [{"role": "assistant", "content": ""}],
+             '{"query": ""}', "Query:", "<answer></answer>", "word " * 40, "{" * 500, "Here's a query to find the next item:", "\x00\x01 ..."]
+ODD = [17, object(), b"bytes?", '{"query": {"nested": 1}}', [{"role": "user", "content": "hi"}], float("nan")]
+
+
+@pytest.mark.parametrize("completion", MALFORMED)
+def test_malformed_completions_get_the_penalty_and_never_raise(completion, bm25):
+    fmt = FormatReward(min_words=1, max_words=24, penalty=1.0)
+    assert not parse_query(completion, 1, 24).well_formed
+    assert fmt(None, [completion]) == [-1.0]
+    # The retrieval reward survives them too: a number in [0, 1], no exception.
+    assert 0.0 <= RetrievalReward(bm25, k=10, max_words=24)(None, [completion], target=[0])[0] <= 1.0
+
+
+@pytest.mark.parametrize("completion", ODD)
+def test_odd_completions_never_raise(completion, bm25):
+    p = parse_query(completion)
+    assert isinstance(p.query, str)
+    assert FormatReward()(None, [completion])[0] in (0.0, -1.0)
+    assert 0.0 <= RetrievalReward(bm25, k=10)(None, [completion], target=[0])[0] <= 1.0
+
+
+def test_format_reward_bounds():
+    fmt = FormatReward(min_words=2, max_words=4, penalty=0.5)
+    assert fmt(None, ["one", "one two", "one two three four", "a b c d e"]) == [-0.5, 0.0, 0.0, -0.5]
+    with pytest.raises(ValueError):
+        FormatReward(min_words=5, max_words=2)
+
+
+# ---- retrieval --------------------------------------------------------------------------
+
+def test_tokenize_and_short_title():
+    assert tokenize("The Red APPLE, juice!") == ["red", "apple", "juice"]
+    assert short_title("eSUN PLA 1.75mm Filament. Industrial & Scientific. eSUN.") == "eSUN PLA 1.75mm Filament"
+    assert short_title("a b c d e f", max_words=3) == "a b c"
+
+
+def test_bm25_search_is_deterministic_and_tie_ordered(bm25):
+    q = ["apple", "juice drinks", "toolmax", "nothing matches this"]
+    a = bm25.search(q, k=3)
+    b = bm25.search(q, k=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert set(a[0][0]) == {0, 1, 6}  # the three apple items
+    assert set(a[0][2][:2]) == {4, 7}  # the two ToolMax items
+    # Ties: lower item index first, also at the top-k boundary.
+    assert topk_row(np.array([1.0, 3.0, 3.0, 0.0, 3.0], np.float32), 2)[0].tolist() == [1, 2]
+    assert rank_in_row(np.array([1.0, 3.0, 3.0, 0.0, 3.0]), 4) == 2
+    assert np.all(np.diff(a[1], axis=1) <= 0)
+    # Same ranking as a full stable sort, and ranks agree with the search order.
+    s = bm25.score_matrix(["apple juice"])[0]
+    full = np.lexsort((np.arange(len(s)), -s))
+    idx, _ = topk_row(s, 5)
+    assert idx.tolist() == full[:5].tolist()
+    for pos, item in enumerate(full[:3]):
+        assert rank_in_row(s, int(item)) == pos
+        assert bm25.target_rank("apple juice", int(item)) == pos
+
+
+def test_search_excludes_history(bm25):
+    items, _ = bm25.search(["apple"], k=8, exclude=[[0, 6]])
+    assert 0 not in items[0] and 6 not in items[0]
+    assert items[0][0] == 1
+    assert (items[0] == -1).sum() == 2  # two excluded items leave two pad slots at k = n_items
+
+
+def test_bm25_save_load_round_trip(bm25, tmp_path):
+    bm25.save(tmp_path / "idx")
+    again = load_retriever(tmp_path / "idx")
+    assert isinstance(again, BM25Retriever) and (again.k1, again.b) == (1.2, 0.75)
+    q = ["apple juice", "glass beaker", "cake"]
+    np.testing.assert_allclose(again.score_matrix(q), bm25.score_matrix(q), rtol=1e-6)
+    assert again.catalog.titles == bm25.catalog.titles
+
+
+class HashEncoder:
+    """A fast stand-in for MiniLM: normalized bag of hashed tokens (the real model is tested in test_text)."""
+
+    def encode(self, texts, progress=False):
+        import zlib
+
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in tokenize(t):
+                out[i, zlib.crc32(w.encode()) % 64] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_dense_retriever_round_trip_and_ranks(catalog, tmp_path):
+    from textrec.query.retrieval import DenseRetriever
+
+    flat = DenseRetriever(catalog, encoder=HashEncoder())
+    q = ["fruit juice drinks", "measuring tools"]
+    items, scores = flat.search(q, k=3)
+    assert items[0][0] in (0, 2) and items[1][0] == 4
+    # Exact rank = position in the full ranking.
+    s = flat.score_matrix(q[:1])[0]
+    full = np.lexsort((np.arange(len(s)), -s))
+    assert [flat.target_rank(q[0], int(i)) for i in full[:4]] == [0, 1, 2, 3]
+    hnsw = DenseRetriever(catalog, index_type="hnsw", hnsw_m=8, encoder=HashEncoder(), _embeddings=flat.embeddings)
+    assert hnsw.search(q, k=3)[0].tolist() == items.tolist()  # 8 items: HNSW is exact here
+    hnsw.save(tmp_path / "dense")
+    again = load_retriever(tmp_path / "dense", encoder=HashEncoder())
+    assert again.index_type == "hnsw"
+    np.testing.assert_array_equal(again.search(q, k=3)[0], items)
+    np.testing.assert_allclose(again.search(q, k=3)[1], scores, rtol=1e-5)
+
+
+def test_catalog_round_trip_and_errors(catalog, tmp_path):
+    catalog.save(tmp_path)
+    assert Catalog.load(tmp_path) == catalog
+    (tmp_path / "catalog.json").write_text("{not json")
+    with pytest.raises(ValueError, match="catalog.json"):
+        Catalog.load(tmp_path)
+    with pytest.raises(ValueError, match="differ in length"):
+        Catalog("x", ["a"], ["a", "b"], ["0"])
+
+
+# ---- tasks on a real dataset ----------------------------------------------------------
+
+@requires_shared_data
+def test_tasks_transductive_and_inductive_on_scientific():
+    from textrec.data.registry import load_dataset
+    from textrec.query.tasks import make_tasks, split_for
+
+    ds = load_dataset("scientific")
+    cat = Catalog.from_dataset(ds, verbose=False)
+    assert "Industrial & Scientific" not in cat.titles[0]
+    split = split_for(ds, "inductive")
+    ind = make_tasks(ds, "inductive", "test", cat, max_history=5, split=split)
+    new = set(split.new_items.tolist())
+    assert ind and all(t.target in new and t.is_new for t in ind)
+    train = make_tasks(ds, "inductive", "train", cat, max_history=5, split=split)
+    # Training tasks never see a held-out item, neither as target nor in the context.
+    assert all(t.target not in new and not (set(t.history.tolist()) & new) for t in train)
+    assert all(len(t.context) <= 5 for t in train) and train[0].raw_query()
+
+
+def test_cli_registers_query_commands():
+    from textrec.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["query", "search", "apple juice", "--dataset", "scientific", "--k", "3"])
+    assert args.text == "apple juice" and args.k == 3 and args.retriever == "bm25"
+    args = p.parse_args(["query", "generate", "--dataset", "ml-100k", "--user", "196"])
+    assert args.user == "196" and args.setting == "transductive"
+    args = p.parse_args(["query", "train", "--dataset", "ml-100k", "--max-steps", "5", "--resume"])
+    assert args.max_steps == 5 and args.resume and args.recipe == "recr1_cpu"
+
+
+@requires_shared_data
+def test_cli_search_on_scientific(tmp_path, capsys):
+    import json
+
+    from textrec.cli import main
+
+    rc = main(["query", "search", "PLA filament 1.75mm", "--dataset", "scientific", "--k", "3", "--json",
+               "--index-dir", str(tmp_path)])
+    assert rc == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3 and all("filament" in h["title"].lower() for h in hits)
+    assert (tmp_path / "scientific-bm25" / "retriever.json").is_file()  # the index was cached

@@ -1,0 +1,114 @@
+"""Configuration of a Rec-R1 GRPO run (policy, LoRA, group, KL, sampling, reward); YAML in ``training/``.
+
+``QueryGRPOConfig`` is plain data; :meth:`QueryGRPOConfig.to_trl` turns it into TRL's
+``GRPOConfig``. Recipes live in ``training/recr1*.yaml`` (flat mappings of these fields) and
+load with :func:`load_grpo_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from textrec.recipes import config_from_dict, load_recipe
+
+
+@dataclass
+class QueryGRPOConfig:
+    """Everything a query-policy GRPO run needs besides the data and the retriever."""
+
+    # policy
+    model: str = "smollm2-135m"  # the bundled default, or any HF causal-LM id / folder
+    use_lora: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_top_layers: int | None = None  # adapt only the top N decoder layers (None = all)
+    # task / prompt
+    template_family: str = "query/recr1"
+    template_id: str = "query-plain"
+    max_history: int = 8
+    max_train_tasks: int | None = None  # seeded subsample of the training users
+    # GRPO (Rec-R1 ran group 5, KL 1e-3; TRL names in brackets)
+    num_generations: int = 4  # group size G [num_generations]
+    prompts_per_step: int = 1  # [per_device_train_batch_size = G * prompts_per_step]
+    gradient_accumulation_steps: int = 1
+    max_completion_length: int = 24
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.001  # KL weight to the reference (the base model with adapters disabled)
+    epsilon: float = 0.2
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    max_steps: int = 200
+    max_minutes: float | None = None  # wall-clock budget: stop (and save) once it is spent
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    seed: int = 0
+    # reward
+    reward_retrievers: list[str] = field(default_factory=lambda: ["bm25"])
+    reward_metric: str = "ndcg"
+    reward_k: int = 100  # large in training for a dense signal; evaluation uses 10
+    reward_weight: float = 1.0  # per retriever
+    format_weight: float = 0.5
+    format_penalty: float = 1.0
+    min_words: int = 1
+    max_words: int = 24
+    # evaluation generation
+    eval_max_new_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError("num_generations (group size) must be >= 2: GRPO compares completions")
+        if self.prompts_per_step < 1:
+            raise ValueError("prompts_per_step must be >= 1")
+        if not self.reward_retrievers:
+            raise ValueError("reward_retrievers must name at least one retriever (bm25 | dense)")
+        bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense")]
+        if bad:
+            raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON result files and checkpoints)."""
+        return asdict(self)
+
+    def reward_weights(self) -> list[float]:
+        """Weights in the order the trainer passes reward functions: retrievers, then format."""
+        return [self.reward_weight] * len(self.reward_retrievers) + [self.format_weight]
+
+    def to_trl(self, output_dir: str, use_cpu: bool | None = None, report_to: str = "none"):
+        """TRL ``GRPOConfig`` for this run."""
+        import torch
+        from trl import GRPOConfig
+
+        cpu = (not torch.cuda.is_available()) if use_cpu is None else use_cpu
+        return GRPOConfig(
+            output_dir=output_dir, use_cpu=cpu, bf16=(not cpu and torch.cuda.is_bf16_supported()),
+            num_generations=self.num_generations,
+            per_device_train_batch_size=self.num_generations * self.prompts_per_step,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_completion_length=self.max_completion_length, temperature=self.temperature,
+            top_p=self.top_p, beta=self.beta, epsilon=self.epsilon, loss_type=self.loss_type,
+            scale_rewards=self.scale_rewards, learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler_type, warmup_steps=self.warmup_steps,
+            max_grad_norm=self.max_grad_norm, max_steps=self.max_steps, save_steps=self.save_steps,
+            # TRL turns checkpointing on to save GPU memory; for a small policy it only recomputes.
+            gradient_checkpointing=False,
+            save_strategy="steps", save_total_limit=self.save_total_limit,
+            logging_steps=self.logging_steps, seed=self.seed, data_seed=self.seed,
+            reward_weights=self.reward_weights(), report_to=report_to, remove_unused_columns=False,
+            dataloader_num_workers=0, disable_tqdm=False, save_only_model=False,
+        )
+
+
+def load_grpo_config(recipe: str | dict[str, Any] | None = "recr1_cpu", **overrides: Any) -> QueryGRPOConfig:
+    """Config from a recipe name/path (``training/<name>.yaml``) or dict, then keyword overrides."""
+    d = dict(load_recipe(recipe) if isinstance(recipe, str) else (recipe or {}))
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(QueryGRPOConfig, d, "Rec-R1 GRPO")

@@ -1,0 +1,191 @@
+"""GRPO training of the query writer with TRL (the Rec-R1 loop on PyPI-only parts).
+
+Each step: a prompt (a user's recent items) -> ``num_generations`` sampled queries -> each is
+run through the retriever(s) -> reward = NDCG@k of the user's true next item (+ a format
+reward) -> group-relative advantages -> policy update (LoRA by default). No labelled queries.
+
+Checkpoints (``checkpoint-N`` under the output folder, TRL/Trainer layout) make a run
+resumable with ``train(resume=True)``. The mean reward per step is logged to
+``reward_curve.json`` and plotted to ``reward_curve.png`` in the output folder; both are
+rebuilt from the trainer's log history, so a resumed run continues the same curve.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from textrec.io import write_json
+from textrec.query.grpo_config import QueryGRPOConfig
+from textrec.query.policy import QueryWriter, load_policy, lora_config
+from textrec.query.rewards import FormatReward, RetrievalReward
+from textrec.query.tasks import QueryTask, load_template, subsample, to_hf_dataset
+
+CURVE_JSON = "reward_curve.json"
+CURVE_PNG = "reward_curve.png"
+CURVE_KEYS = ("reward", "reward_std", "kl", "completions/mean_length", "frac_reward_zero_std", "loss")
+
+
+def reward_curve(log_history: Sequence[dict[str, Any]]) -> dict[str, list]:
+    """Per logged step: mean reward (and its parts, KL, completion length) from a log history."""
+    rows = [r for r in log_history if "reward" in r and "step" in r]
+    curve: dict[str, list] = {"step": [int(r["step"]) for r in rows]}
+    keys = list(CURVE_KEYS) + sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+    for k in keys:
+        curve[k] = [r.get(k) for r in rows]
+    return curve
+
+
+def plot_reward_curve(curve: dict[str, list], path: str | os.PathLike, title: str = "GRPO mean reward",
+                      window: int = 20) -> Path:
+    """PNG of the mean reward per step (raw and a moving average) and each reward part."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from textrec.io import atomic_path
+
+    steps = np.asarray(curve.get("step", []))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(steps):
+        parts = [k for k in curve if k.startswith("rewards/")]
+        series = [("reward", "total reward")] + [(k, k.split("/")[1]) for k in parts]
+        for key, label in series:
+            y = np.nan_to_num(np.asarray([np.nan if v is None else v for v in curve[key]], dtype=float))
+            # Trailing mean over up to w steps (shorter at the start), w ~ a fifth of the run.
+            w = max(1, min(window, len(y) // 5))
+            c = np.concatenate([[0.0], np.cumsum(y)])
+            lo = np.maximum(np.arange(1, len(y) + 1) - w, 0)
+            smooth = (c[1:] - c[lo]) / (np.arange(1, len(y) + 1) - lo)
+            line, = ax.plot(steps, y, alpha=0.25, lw=0.8)
+            ax.plot(steps, smooth, color=line.get_color(), lw=1.8, label=f"{label} (trailing avg {w})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward over the group")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp, final = atomic_path(path)
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, final)
+    return final
+
+
+def _callback_class():
+    from transformers import TrainerCallback
+
+    class RewardCurveCallback(TrainerCallback):
+        """Rewrites ``reward_curve.json`` at each log and the PNG at each save and at the end."""
+
+        def __init__(self, folder: Path, title: str, max_minutes: float | None = None):
+            self.folder, self.title, self.max_minutes = folder, title, max_minutes
+            self.t0 = time.perf_counter()
+            self.stopped_early_at: int | None = None
+
+        def on_step_end(self, args, state, control, **kw):
+            # A wall-clock budget (CPU runs): stop after this step and save a checkpoint.
+            if self.max_minutes is not None and time.perf_counter() - self.t0 > 60 * self.max_minutes:
+                control.should_training_stop = True
+                control.should_save = True
+                self.stopped_early_at = state.global_step
+
+        def _write(self, state, plot: bool) -> None:
+            curve = reward_curve(state.log_history)
+            curve["seconds_since_start_of_this_process"] = round(time.perf_counter() - self.t0, 1)
+            write_json(self.folder / CURVE_JSON, curve)
+            if plot:
+                plot_reward_curve(curve, self.folder / CURVE_PNG, title=self.title)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            self._write(state, plot=False)
+
+        def on_save(self, args, state, control, **kw):
+            self._write(state, plot=True)
+
+        def on_train_end(self, args, state, control, **kw):
+            self._write(state, plot=True)
+
+    return RewardCurveCallback
+
+
+class QueryGRPOTrainer:
+    """Wraps TRL's ``GRPOTrainer`` for the query writer: data, rewards, LoRA, curve, resume."""
+
+    def __init__(self, config: QueryGRPOConfig, retrievers: dict[str, Any], train_tasks: Sequence[QueryTask],
+                 output_dir: str | os.PathLike, dataset_name: str = "", model=None, tokenizer=None):
+        from trl import GRPOTrainer
+
+        missing = [r for r in config.reward_retrievers if r not in retrievers]
+        if missing:
+            raise ValueError(f"reward retriever(s) {missing} not given (have {sorted(retrievers)})")
+        if not train_tasks:
+            raise ValueError("no training tasks: every user needs at least two training items")
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.dataset_name = dataset_name
+        if model is None:
+            model, tokenizer = load_policy(config.model)
+        elif tokenizer is None:
+            raise ValueError("pass the tokenizer together with the model")
+        self.tokenizer = tokenizer
+        self.template = load_template(config.template_id, config.template_family)
+        tasks = subsample(list(train_tasks), config.max_train_tasks, config.seed)
+        self.train_dataset = to_hf_dataset(tasks, self.template, tokenizer, dataset_name)
+        self.reward_funcs = [
+            RetrievalReward(retrievers[r], k=config.reward_k, metric=config.reward_metric,
+                            min_words=config.min_words, max_words=config.max_words,
+                            name=f"{config.reward_metric}@{config.reward_k}_{r}")
+            for r in config.reward_retrievers
+        ] + [FormatReward(config.min_words, config.max_words, config.format_penalty)]
+        peft = None
+        if config.use_lora:
+            layers = None
+            if config.lora_top_layers:
+                n = int(model.config.num_hidden_layers)
+                layers = list(range(max(0, n - config.lora_top_layers), n))
+            peft = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets, layers)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.output_dir / "query_grpo_config.json",
+                   {"config": config.to_dict(), "dataset": dataset_name, "n_train_tasks": len(tasks)})
+        cb = _callback_class()(self.output_dir, f"Rec-R1 GRPO on {dataset_name or 'data'}: mean reward",
+                               config.max_minutes)
+        self.curve_callback = cb
+        self.trainer = GRPOTrainer(model=model, reward_funcs=self.reward_funcs,
+                                   args=config.to_trl(str(self.output_dir)), train_dataset=self.train_dataset,
+                                   processing_class=tokenizer, peft_config=peft, callbacks=[cb])
+        self.train_seconds = 0.0
+
+    def train(self, resume: bool | str = False) -> dict[str, list]:
+        """Run GRPO (from the last checkpoint when ``resume``); returns the reward curve."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        ckpt = None
+        if resume is True:
+            ckpt = get_last_checkpoint(str(self.output_dir)) if self.output_dir.is_dir() else None
+        elif isinstance(resume, str):
+            ckpt = resume
+        t0 = time.perf_counter()
+        self.trainer.train(resume_from_checkpoint=ckpt)
+        self.train_seconds = time.perf_counter() - t0
+        curve = reward_curve(self.trainer.state.log_history)
+        write_json(self.output_dir / CURVE_JSON, curve)
+        plot_reward_curve(curve, self.output_dir / CURVE_PNG,
+                          title=f"Rec-R1 GRPO on {self.dataset_name or 'data'}: mean reward")
+        return curve
+
+    def writer(self) -> QueryWriter:
+        """The trained policy as a :class:`QueryWriter` (shares the trainer's model)."""
+        return QueryWriter(self.trainer.model, self.tokenizer, template_id=self.config.template_id,
+                           template_family=self.config.template_family, max_history=self.config.max_history,
+                           max_new_tokens=self.config.eval_max_new_tokens, base_model=self.config.model,
+                           dataset_name=self.dataset_name)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Save the trained writer (adapter + ``querywriter.json``)."""
+        self.writer().save_pretrained(folder)

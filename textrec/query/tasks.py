@@ -1,0 +1,186 @@
+"""Sequential recommendation as search: user context -> prompt; the next item is the target.
+
+Settings:
+
+* ``transductive``: the core split (``make_split(ds, "auto")``); targets are catalog items the
+  training data has seen;
+* ``inductive``: the core's new-item split (``make_split(ds, "new_item", frac=0.2, seed=0)``);
+  its held-out items never appear in training, and the valid/test tasks keep only rows whose
+  target is such a new item. The retriever indexes the whole catalog (new items included):
+  text search is what makes them reachable at all.
+
+Training tasks never look past the training data: each user's last *training* item is the
+target and the items before it are the context (Rec-R1 trains on the same kind of prompt it
+is tested on). Evaluation tasks use the split's valid/test rows (history = the split's).
+
+The context shows the ``max_history`` most recent items as short titles (plus a review
+snippet where the dataset has reviews for that user and item).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from textrec.query.catalog import Catalog
+
+if TYPE_CHECKING:  # pragma: no cover
+    from textrec.data.dataset import RecDataset
+    from textrec.data.splits import Split
+    from textrec.prompts import Template
+
+SETTINGS = ("transductive", "inductive")
+DEFAULT_TEMPLATES = "query/recr1"
+DEFAULT_TEMPLATE_ID = "query-plain"
+# How a dataset's items read in a prompt: (domain noun, verb).
+DOMAIN_WORDS = {"ml-100k": ("movies", "watched")}
+DEFAULT_DOMAIN = ("products", "bought")
+
+
+@dataclass
+class QueryTask:
+    """One user context and the item that followed it."""
+
+    user: int
+    history: np.ndarray  # every item the user had before the target (masked in ranking)
+    target: int
+    is_new: bool = False
+    context: list[str] = field(default_factory=list)  # the recent items as shown in the prompt
+
+    def raw_query(self) -> str:
+        """The raw-history baseline query: the context titles concatenated."""
+        return " ".join(self.context)
+
+
+def split_for(ds: RecDataset, setting: str) -> Split:
+    """The core split a setting uses (transductive = ``auto``, inductive = ``new_item`` 0.2/seed 0)."""
+    from textrec.data.splits import make_split
+
+    if setting == "transductive":
+        return make_split(ds, "auto")
+    if setting == "inductive":
+        return make_split(ds, "new_item", frac=0.2, seed=0)
+    raise ValueError(f"unknown setting '{setting}'; choose from {SETTINGS}")
+
+
+class ContextBuilder:
+    """Turns a history into the list of lines a prompt shows (titles + optional review snippets)."""
+
+    def __init__(self, catalog: Catalog, ds: RecDataset | None = None, max_history: int = 8,
+                 review_words: int = 12):
+        self.catalog = catalog
+        self.max_history = int(max_history)
+        self.review_words = int(review_words)
+        self._reviews: dict[tuple[int, int], str] = {}
+        if ds is not None and ds.reviews is not None and len(ds.reviews) and "text" in ds.reviews.columns:
+            r = ds.reviews
+            for u, i, t in zip(r["user"].to_numpy(), r["item"].to_numpy(), r["text"].astype(str)):
+                if t.strip():
+                    self._reviews[(int(u), int(i))] = " ".join(t.split()[: self.review_words])
+
+    def __call__(self, user: int, history: Sequence[int]) -> list[str]:
+        recent = list(history)[-self.max_history:] if self.max_history > 0 else []
+        lines = []
+        for i in recent:
+            title = self.catalog.titles[int(i)]
+            snippet = self._reviews.get((int(user), int(i)))
+            lines.append(f'{title} (review: "{snippet}")' if snippet else title)
+        return lines
+
+
+def training_tasks(split: Split, builder: ContextBuilder, min_history: int = 1) -> list[QueryTask]:
+    """One task per user: target = last training item, context = the training items before it."""
+    out = []
+    for u, seq in enumerate(split.train_sequences()):
+        if len(seq) < min_history + 1:
+            continue
+        hist = np.asarray(seq[:-1], dtype=np.int64)
+        out.append(QueryTask(user=u, history=hist, target=int(seq[-1]), context=builder(u, hist)))
+    return out
+
+
+def eval_tasks(split: Split, builder: ContextBuilder, part: str = "test", only_new: bool | None = None
+               ) -> list[QueryTask]:
+    """Tasks from the split's valid or test rows (first target of each row).
+
+    ``only_new=True`` keeps rows whose target is a held-out item (inductive), ``False`` the
+    others, ``None`` all.
+    """
+    es = {"valid": split.valid, "test": split.test}.get(part)
+    if es is None:
+        raise ValueError(f"part must be 'valid' or 'test', not {part!r}")
+    out = []
+    for r in range(len(es)):
+        new = bool(es.is_new[r]) if es.is_new is not None else False
+        if only_new is not None and new != only_new:
+            continue
+        u = int(es.users[r])
+        hist = np.asarray(es.history(r), dtype=np.int64)
+        out.append(QueryTask(user=u, history=hist, target=int(es.targets(r)[0]), is_new=new,
+                             context=builder(u, hist)))
+    return out
+
+
+def make_tasks(ds: RecDataset, setting: str, part: str, catalog: Catalog | None = None,
+               max_history: int = 8, split: Split | None = None) -> list[QueryTask]:
+    """Tasks for a dataset, setting (transductive | inductive) and part (train | valid | test)."""
+    split = split if split is not None else split_for(ds, setting)
+    builder = ContextBuilder(catalog or Catalog.from_dataset(ds, verbose=False), ds, max_history=max_history)
+    if part == "train":
+        return training_tasks(split, builder)
+    return eval_tasks(split, builder, part, only_new=True if setting == "inductive" else None)
+
+
+def subsample(tasks: list[QueryTask], n: int | None, seed: int = 0) -> list[QueryTask]:
+    """A fixed seeded subsample (in original order); all tasks when ``n`` is None or larger."""
+    if n is None or n >= len(tasks):
+        return list(tasks)
+    rows = np.sort(np.random.default_rng(seed).choice(len(tasks), size=n, replace=False))
+    return [tasks[i] for i in rows]
+
+
+def load_template(template_id: str = DEFAULT_TEMPLATE_ID, family: str = DEFAULT_TEMPLATES) -> Template:
+    """One query template by id from ``prompts/<family>.yaml``."""
+    from textrec.prompts import load_templates
+
+    templates = load_templates(family)
+    for t in templates:
+        if t.id == template_id:
+            return t
+    raise ValueError(f"template '{template_id}' not in family '{family}' (have {[t.id for t in templates]})")
+
+
+def prompt_messages(task: QueryTask, template: Template, dataset_name: str = "") -> list[dict[str, str]]:
+    """Chat messages (system + user) asking for a query for this task."""
+    domain, action = DOMAIN_WORDS.get(dataset_name, DEFAULT_DOMAIN)
+    history = "\n".join(f"{i + 1}. {line}" for i, line in enumerate(task.context)) or "(nothing yet)"
+    user = template.render_source(history=history, n=len(task.context), domain=domain, action=action)
+    msgs = []
+    system = template.extra.get("system")
+    if system:
+        msgs.append({"role": "system", "content": str(system)})
+    msgs.append({"role": "user", "content": user})
+    return msgs
+
+
+def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
+    """The prompt string: the tokenizer's chat template when it has one, else a plain layout."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    parts = [f"{m['role']}: {m['content']}" for m in messages]
+    return "\n".join(parts) + "\nassistant:"
+
+
+def to_hf_dataset(tasks: Sequence[QueryTask], template: Template, tokenizer: Any, dataset_name: str = ""):
+    """A ``datasets.Dataset`` for TRL: ``prompt`` (string) plus ``target``, ``history``, ``user``."""
+    import datasets
+
+    return datasets.Dataset.from_dict({
+        "prompt": [render_prompt(prompt_messages(t, template, dataset_name), tokenizer) for t in tasks],
+        "target": [int(t.target) for t in tasks],
+        "history": [[int(i) for i in t.history] for t in tasks],
+        "user": [int(t.user) for t in tasks],
+    })

@@ -13,7 +13,7 @@ from textrec.data.dataset import DataError
 from textrec.data.splits import leave_one_out
 from textrec.models.base import TrainView
 from textrec.models.vqrec import VQRec
-from textrec.models.vqrec_cli import _write_catalog, read_new_items
+from textrec.vqrec_cli import _write_catalog, read_new_items
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Command line: ``textrec data|bench|demo|recommend``."""
+"""Command line: ``textrec data|bench|demo|vqrec|p5|query|explain``."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-ENGINE_CLIS = ("textrec.models.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
+ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,11 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
-from textrec.data.dataset import DataError
-
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     """(item ids, texts) from a JSONL file; bad lines raise a DataError naming line and field."""
+    from textrec.data.dataset import DataError
+
     path = Path(path)
     ids: list[str] = []
     texts: list[str] = []

@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,8 @@ RECORDED_KEYS = (
 )
 LOG = logging.getLogger("recbole_side_by_side")
 
+from textrec.bench import git_commit  # noqa: E402  (after the sys.path insert above)
+from textrec.io import write_json  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
@@ -92,26 +93,6 @@ def jsonable(v):
     if isinstance(v, np.generic):
         return v.item()
     return str(v)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def git_commit() -> str | None:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                               text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except Exception:  # noqa: BLE001 - no git is fine
-        return None
 
 
 def machine(threads: int) -> str:
@@ -555,7 +536,7 @@ def main(argv=None) -> int:
             if out:
                 result["models"][name] = out
             result["date"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-            write_json_atomic(args.out, result)
+            write_json(args.out, result)
             LOG.info("wrote %s (%s)", args.out, ", ".join(result["models"]) or "agreement only")
             if args.agreement_only:
                 break

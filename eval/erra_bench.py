@@ -73,7 +73,8 @@ def markdown(result: dict) -> str:
         for k, ex in enumerate(result["examples"], 1):
             lines.append(f"{k}. user `{ex['user']}`, item `{ex['item']}`, aspects {ex['aspects']}  ")
             lines.append(f"   ERRA: *{ex['erra']}*  ")
-            lines.append(f"   PETER-style: *{ex.get('peter', '')}*  ")
+            if ex.get("peter") is not None:
+                lines.append(f"   PETER-style: *{ex['peter']}*  ")
             lines.append(f"   reference: {ex['reference']}  ")
             for c in ex["cited"]:
                 lines.append(f"   - cites: “{c}”")

@@ -176,6 +176,21 @@ def test_preferences_exclude_the_explained_review():
     assert prefs.select(0, 1, exclude_review=0) == ["sound"]
 
 
+def test_idf_weighting_prefers_the_aspect_this_item_is_about():
+    from textrec.explain.aspects import AspectVocab
+
+    vocab = AspectVocab(["guitar", "capo"], {"guitar": "guitar", "capo": "capo"})
+    # "guitar" is in every review; item 1's reviews mention the capo once, the guitar twice
+    aspects = [["guitar"], ["guitar"], ["guitar"], ["guitar", "capo"], ["guitar"]]
+    users, items = np.array([0, 1, 2, 3, 4]), np.array([0, 0, 1, 1, 2])
+    times = np.zeros(5)
+    flat = AspectPreferences(vocab, users, items, times, aspects, range(5), AspectConfig(top_n=1, idf_power=0.0))
+    idf = AspectPreferences(vocab, users, items, times, aspects, range(5), AspectConfig(top_n=1, idf_power=0.5))
+    assert flat.select(9, 1) == ["guitar"]
+    assert idf.select(9, 1) == ["capo"]
+    assert idf.idf["guitar"] > 0  # floored, never zero or negative
+
+
 # ---- split / bad rows ----------------------------------------------------------------------------
 def test_split_8_1_1_seen_users_items_and_counts():
     rv = make_dataset().reviews

@@ -16,6 +16,7 @@ alphabetical).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +53,12 @@ class AspectConfig:
     merge_threshold: float = 0.85  # cosine above which two aspect strings are one aspect
     top_n: int = 2  # aspects selected per (user, item), as in ERRA
     half_life_days: float = 365.0  # recency weight of a user's older reviews
-    item_weight: float = 1.0  # weight of the item's aspect distribution vs the user's
+    item_weight: float = 4.0  # weight of the item's aspect distribution vs the user's
+    # Scores are multiplied by idf(aspect) ** idf_power (idf over training reviews), so that an
+    # aspect every review mentions ("guitar") does not crowd out the ones this item is about.
+    # 4.0 / 0.5 were chosen on valid by how often the target's feature is among the top 2
+    # (0.42 vs 0.37 at 1.0 / 0.0) — a choice that needs no generator.
+    idf_power: float = 0.5
 
 
 @dataclass
@@ -200,9 +206,16 @@ class AspectPreferences:
         self.review_aspects = [list(a) for a in review_aspects]
         self.by_user: dict[int, list[int]] = {}
         self.by_item: dict[int, list[int]] = {}
-        for r in sorted(int(x) for x in train_rows):
+        df: Counter[str] = Counter()
+        rows = sorted(int(x) for x in train_rows)
+        for r in rows:
             self.by_user.setdefault(int(users[r]), []).append(r)
             self.by_item.setdefault(int(items[r]), []).append(r)
+            df.update(set(self.review_aspects[r]))
+        n = max(len(rows), 1)
+        # the floor keeps a weight > 0 for an aspect that every training review mentions
+        self.idf = {a: max(math.log(n / c), 1e-3) for a, c in df.items()}
+        self._idf_default = math.log(max(n, 2))
 
     def user_scores(self, user: int, at_time: float | None = None, exclude_review: int | None = None) -> Counter:
         """Recency-weighted count of each aspect over the user's other training reviews."""
@@ -227,12 +240,14 @@ class AspectPreferences:
 
     def select(self, user: int, item: int, at_time: float | None = None, exclude_review: int | None = None,
                n: int | None = None) -> list[str]:
-        """Top-``n`` aspects for (user, item): normalised user preference + item_weight x item profile."""
+        """Top-``n`` aspects for (user, item): (user preference + item_weight x item profile) x idf^idf_power."""
         n = self.cfg.top_n if n is None else n
         pu = self.user_scores(user, at_time, exclude_review)
         pi = self.item_scores(item, exclude_review)
         su, si = sum(pu.values()) or 1.0, sum(pi.values()) or 1.0
-        score = {a: pu.get(a, 0.0) / su + self.cfg.item_weight * pi.get(a, 0.0) / si for a in set(pu) | set(pi)}
+        g = self.cfg.idf_power
+        score = {a: (pu.get(a, 0.0) / su + self.cfg.item_weight * pi.get(a, 0.0) / si)
+                 * (self.idf.get(a, self._idf_default) ** g if g else 1.0) for a in set(pu) | set(pi)}
         rank = self.vocab.rank
         chosen = sorted(score, key=lambda a: (-score[a], rank.get(a, 1 << 30), a))[:n]
         for a in self.vocab.aspects:  # cold pair: pad with the most frequent aspects

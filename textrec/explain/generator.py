@@ -64,9 +64,17 @@ class ERRADecoder(PeterModel):
     def __init__(self, config: ERRAConfig, tokenizer: WordTokenizer, rating_mean: float = 4.0):
         super().__init__(config, tokenizer, rating_mean)
         self.sent_proj = nn.Linear(config.sentence_dim, config.d_model) if config.use_retrieval else None
+        self._kw_cache: dict[tuple[str, ...], list[int]] = {}
 
     def keywords(self, sentences: Sequence[str]) -> list[int]:
         """Word ids of the content words of the retrieved sentences, in order, known words only."""
+        key = tuple(sentences)
+        hit = self._kw_cache.get(key)
+        if hit is None:
+            hit = self._kw_cache[key] = self._keywords(sentences)
+        return list(hit)
+
+    def _keywords(self, sentences: Sequence[str]) -> list[int]:
         out: list[int] = []
         for s in sentences:
             for w in words(s):

@@ -72,7 +72,7 @@ def run_scratch(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_dataset(args.dataset)
     split = make_split(ds, "auto")
     model = _vqrec("vqrec_scratch", args, id_residual=args.id_residual, n_subvectors=args.subvectors,
-                   n_centroids=args.centroids)
+                   n_centroids=args.centroids, code_dropout=args.code_dropout)
     res = run_protocol(model, split)
     name = f"vqrec_{ds.name}" + ("_idres" if args.id_residual else "")
     base = _baselines_of(ds.name, Path(args.out_dir))
@@ -100,7 +100,7 @@ def run_new_items(args: argparse.Namespace) -> dict[str, Any]:
     models: list[tuple[str, Any]] = [
         ("Popularity", Popularity()),
         ("TextKNN", TextKNN()),
-        ("VQRec", _vqrec("vqrec_scratch", args, catalog="train")),
+        ("VQRec", _vqrec("vqrec_scratch", args, catalog="train", code_dropout=args.code_dropout)),
         ("VQRec+IDres", _vqrec("vqrec_scratch", args, catalog="train", id_residual=True)),
         ("SASRec", SASRec.from_recipe("sasrec", seed=args.seed, max_epochs=args.epochs,
                                       trainer={"catalog": "train"})),
@@ -110,7 +110,11 @@ def run_new_items(args: argparse.Namespace) -> dict[str, Any]:
     rows = {}
     for name, model in models:
         res = run_protocol(model, split)
-        row = {"valid": _short(res.valid.metrics), "test_all": _short(res.test.metrics),
+        row = {"valid": _short(res.valid.metrics),
+               **({"valid_new": {**_short(res.valid_new), "n_rows": res.valid_new["n_rows"]},
+                   "valid_warm": {**_short(res.valid_warm), "n_rows": res.valid_warm["n_rows"]}}
+                  if res.valid_new is not None else {}),
+               "test_all": _short(res.test.metrics),
                "test_new": {**_short(res.test_new), "n_rows": res.test_new["n_rows"]},
                "test_warm": {**_short(res.test_warm), "n_rows": res.test_warm["n_rows"]},
                "train_seconds": res.train_seconds, "inference_users_per_s": res.to_dict().get(
@@ -223,7 +227,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     view_text = TrainView.from_split(split, with_text=True)
     fixed = {"epochs": args.speed_epochs, "patience": args.speed_epochs + 1}
     out: dict[str, Any] = {}
-    for name, model in [("SASRec", SASRec.from_recipe("sasrec", seed=args.seed, trainer=fixed)),
+    ratio: dict[str, Any] = {}
+    for name, model in [] if args.codes_only else [("SASRec", SASRec.from_recipe("sasrec", seed=args.seed, trainer=fixed)),
                         ("VQRec", VQRec.from_recipe("vqrec_scratch", seed=args.seed, trainer=fixed))]:
         if isinstance(model, VQRec):
             # codes are built outside the timed epochs (their cost is measured separately below)
@@ -236,10 +241,11 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         out[name] = {"seconds_per_epoch": round(float(np.median(ep)), 2), "epochs_timed": len(ep),
                      "inference_users_per_s": round(res.users_per_second, 1)}
         print(name, out[name])
-    ratio = {"vqrec_over_sasrec_seconds_per_epoch": round(
-        out["VQRec"]["seconds_per_epoch"] / out["SASRec"]["seconds_per_epoch"], 3),
-        "vqrec_over_sasrec_inference_users_per_s": round(
-            out["VQRec"]["inference_users_per_s"] / out["SASRec"]["inference_users_per_s"], 3)}
+    if out:
+        ratio = {"vqrec_over_sasrec_seconds_per_epoch": round(
+            out["VQRec"]["seconds_per_epoch"] / out["SASRec"]["seconds_per_epoch"], 3),
+            "vqrec_over_sasrec_inference_users_per_s": round(
+                out["VQRec"]["inference_users_per_s"] / out["SASRec"]["inference_users_per_s"], 3)}
     texts = synthetic_texts(args.n_synthetic, args.seed)
     enc = TextEncoder(cache_dir=False)
     enc.encode(["warm-up: load the model before timing"], progress=False)
@@ -276,6 +282,11 @@ def main() -> None:
     ap.add_argument("--subvectors", type=int, default=32)
     ap.add_argument("--centroids", type=int, default=256)
     ap.add_argument("--id-residual", action="store_true")
+    ap.add_argument("--code-dropout", type=float, default=0.0,
+                    help="VQ-Rec code dropout while training (scratch and new-items rows)")
+    ap.add_argument("--name", default=None, help="result file stem (default: per mode)")
+    ap.add_argument("--codes-only", action="store_true",
+                    help="speed: only time building codes for --n-synthetic texts (no model epochs)")
     ap.add_argument("--frac", type=float, default=0.2)
     ap.add_argument("--models", nargs="*", help="new-items: only these rows")
     ap.add_argument("--n-synthetic", type=int, default=100_000)
@@ -289,7 +300,8 @@ def main() -> None:
     run = {"scratch": run_scratch, "new-items": run_new_items, "transfer": run_transfer,
            "speed": run_speed}[args.mode]
     out = run(args)
-    name = out.pop("name")
+    name = args.name or out.pop("name")
+    out.pop("name", None)
     out.update(_meta(args, t0))
     out["command"] = "python eval/vqrec_bench.py " + " ".join(sys.argv[1:])
     path = Path(args.out_dir) / f"{name}.json"

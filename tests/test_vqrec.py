@@ -84,3 +84,23 @@ def test_fit_from_text_builds_codes_on_train_items():
     assert model.codes[new[0]].shape == (4,)
     with pytest.raises(ValueError, match="non-empty text"):
         model.add_items(texts=[""])
+
+
+def test_code_dropout_only_while_training_and_saved_in_config(tmp_path):
+    from textrec.models.backbone import BackboneConfig
+    from textrec.models.vqrec import VQRecModule
+
+    torch.manual_seed(0)
+    codes = torch.from_numpy(_codes(20))
+    m = VQRecModule(codes, 8, BackboneConfig(hidden=16, layers=1, heads=1, ff=32, max_len=5), code_dropout=0.5)
+    m.eval()
+    full = m.item_representations()
+    assert torch.equal(full, m.item_representations())  # eval: every code, deterministic
+    m.train()
+    dropped = m.item_representations()
+    assert dropped.shape == full.shape and not torch.allclose(dropped, full)
+    # each item keeps at least one code, so no representation collapses to zero
+    assert (dropped.abs().sum(1) > 0).all()
+    with pytest.raises(ValueError, match="code_dropout"):
+        VQRec(code_dropout=1.0)
+    assert VQRec(code_dropout=0.3).get_config()["code_dropout"] == 0.3

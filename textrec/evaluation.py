@@ -179,6 +179,8 @@ class ProtocolResult:
     train_seconds: float
     test_new: dict | None = None
     test_warm: dict | None = None
+    valid_new: dict | None = None
+    valid_warm: dict | None = None
 
     def to_dict(self) -> dict:
         out = {"model": self.model, "train_seconds": round(self.train_seconds, 3),
@@ -187,6 +189,9 @@ class ProtocolResult:
         if self.test_new is not None:
             out["test_new_items"] = self.test_new
             out["test_warm_items"] = self.test_warm
+        if self.valid_new is not None:
+            out["valid_new_items"] = self.valid_new
+            out["valid_warm_items"] = self.valid_warm
         return out
 
 
@@ -208,4 +213,10 @@ def run_protocol(model: Recommender, split: Split, ks: Sequence[int] = DEFAULT_K
         is_new = split.test.is_new
         res.test_new = {**test.subset(is_new), "n_rows": int(is_new.sum())}
         res.test_warm = {**test.subset(~is_new), "n_rows": int((~is_new).sum())}
+    if split.valid.is_new is not None:
+        # valid's new-item rows are a legitimate selection signal for new-item settings:
+        # those items have no training events either
+        is_new = split.valid.is_new
+        res.valid_new = {**valid.subset(is_new), "n_rows": int(is_new.sum())}
+        res.valid_warm = {**valid.subset(~is_new), "n_rows": int((~is_new).sum())}
     return res

@@ -90,8 +90,10 @@ class VQRecModule(nn.Module):
     """Code-embedding tables + causal encoder; implements the trainer's ``SequentialModule``."""
 
     def __init__(self, codes: torch.Tensor, n_centroids: int, cfg: BackboneConfig,
-                 id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0) -> None:
+                 id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0,
+                 code_dropout: float = 0.0) -> None:
         super().__init__()
+        self.code_dropout = float(code_dropout)
         n_items, n_sub = codes.shape
         self.n_centroids = int(n_centroids)
         self.register_buffer("codes", codes.long().clone())
@@ -132,7 +134,17 @@ class VQRecModule(nn.Module):
         return self.tables()[self.sub_index, codes].sum(1)
 
     def item_representations(self) -> torch.Tensor:
-        reps = self.tables()[self.sub_index, self.codes].sum(1)  # (n_items, d)
+        per_code = self.tables()[self.sub_index, self.codes]  # (n_items, D, d)
+        if self.training and self.code_dropout > 0:
+            # Code dropout: each item's sum is taken over a random subset of its codes (rescaled),
+            # so the model cannot lean on one exact code tuple; a new item is, to the model, an
+            # unseen combination of codes it has seen.
+            keep = torch.rand(per_code.shape[:2], device=per_code.device) >= self.code_dropout
+            keep[torch.arange(keep.shape[0]), torch.randint(keep.shape[1], (keep.shape[0],))] = True
+            scale = keep.shape[1] / keep.sum(1, keepdim=True).float()
+            reps = (per_code * keep[..., None]).sum(1) * scale
+        else:
+            reps = per_code.sum(1)  # (n_items, d)
         if self.id_residual is not None:
             n_warm = self.id_residual.num_embeddings
             reps = torch.cat([reps[:n_warm] + self.id_residual.weight, reps[n_warm:]])
@@ -160,13 +172,16 @@ class VQRec(Recommender):
                  trainer: SeqTrainerConfig | dict | None = None, n_subvectors: int = 32,
                  n_centroids: int = 256, opq: bool = True, encoder: str | None = None,
                  id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0,
-                 n_items: int | None = None, n_warm: int | None = None,
+                 code_dropout: float = 0.0, n_items: int | None = None, n_warm: int | None = None,
                  max_epochs: int | None = None, seed: int = 0) -> None:
         if similarity not in ("dot", "cos"):
             raise ValueError(f"similarity must be 'dot' or 'cos', got '{similarity}'")
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
+        if not 0.0 <= code_dropout < 1.0:
+            raise ValueError(f"code_dropout must be in [0, 1), got {code_dropout}")
         self.similarity, self.temperature = similarity, float(temperature)
+        self.code_dropout = float(code_dropout)
         self.backbone_config = BackboneConfig.from_dict(backbone)
         t = SeqTrainerConfig.from_dict(trainer).to_dict()
         if max_epochs is not None:
@@ -209,7 +224,7 @@ class VQRec(Recommender):
         with seeded(self.trainer_config.seed):
             module = VQRecModule(torch.from_numpy(codes), self.n_centroids, self.backbone_config,
                                  id_residual=self.id_residual, similarity=self.similarity,
-                                 temperature=self.temperature)
+                                 temperature=self.temperature, code_dropout=self.code_dropout)
             if module.id_residual is not None and module.id_residual.num_embeddings != n_warm:
                 module.id_residual = nn.Embedding(n_warm, self.backbone_config.hidden)
                 nn.init.zeros_(module.id_residual.weight)
@@ -370,7 +385,8 @@ class VQRec(Recommender):
         return {"backbone": self.backbone_config.to_dict(), "trainer": self.trainer_config.to_dict(),
                 "n_subvectors": self.n_subvectors, "n_centroids": self.n_centroids, "opq": self.opq,
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
-                "similarity": self.similarity, "temperature": self.temperature, "n_items": self.n_items,
+                "similarity": self.similarity, "temperature": self.temperature,
+                "code_dropout": self.code_dropout, "n_items": self.n_items,
                 "n_warm": self.n_warm, "seed": self.seed}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

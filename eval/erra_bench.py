@@ -37,6 +37,7 @@ from textrec.recipes import load_recipe
 
 METRICS = ["bleu1", "bleu4", "rouge1", "rouge2", "rougeL", "usr", "div", "fcr", "fmr", "rmse", "mae", "grounding"]
 LABELS = {"peter": "PETER-style (user/item → text)", "copy": "copy top retrieved sentence",
+          "erra_lm": "ERRA, SmolLM2-135M + LoRA (PEPLER-style prompts)", "pepler": "PEPLER-style (SmolLM2 + LoRA, IDs only)",
           "erra": "ERRA (aspects + retrieval)", "erra_no_retrieval": "ERRA w/o retrieval",
           "erra_no_aspects": "ERRA w/o aspects"}
 GOAL = {"bleu4": "higher", "rougeL": "higher", "usr": "higher", "fcr": "higher", "div": "lower_or_equal"}
@@ -46,7 +47,8 @@ def markdown(result: dict) -> str:
     """README-ready tables (test, then valid), the goal check and the example explanations."""
     lines = []
     for part in ("test", "valid"):
-        lines += [f"**{result['dataset']} — {part}** ({result['split']['examples'][part]} explanations; "
+        n_eval = result.get("evaluated", {}).get(part, result["split"]["examples"][part])
+        lines += [f"**{result['dataset']} — {part}** ({n_eval} explanations; "
                   "BLEU/ROUGE ×100; DIV lower is better)", "",
                   "| model | " + " | ".join(m if m != "grounding" else "grounding*" for m in METRICS) + " |",
                   "|---|" + "---:|" * len(METRICS)]
@@ -90,6 +92,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override trainer.epochs")
     ap.add_argument("--max-minutes", type=float, default=None, help="override trainer.max_minutes (per variant)")
     ap.add_argument("--limit-train", type=int, default=None, help="smoke runs: train on the first N examples only")
+    ap.add_argument("--limit-eval", type=int, default=None,
+                    help="evaluate every model on a seeded sample of N valid and N test examples (slow LM option)")
     ap.add_argument("--beams", type=int, default=None, help="decoding beams (default: recipe, 1 = greedy)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default="eval/results")
@@ -116,6 +120,12 @@ def main() -> None:
     tok = train_tokenizer(data, recipe)
     if args.limit_train:
         data.examples["train"] = data.examples["train"][: args.limit_train]
+    if args.limit_eval:
+        pick = np.random.default_rng(0)
+        for part in ("valid", "test"):
+            ex = data.examples[part]
+            keep = sorted(pick.choice(len(ex), size=min(args.limit_eval, len(ex)), replace=False).tolist())
+            data.examples[part] = [ex[k] for k in keep]
     name = args.name or f"erra_{ds.name}"
     out_dir = Path(args.out_dir)
     result = {"benchmark": "erra_explanations", "dataset": ds.name, "split": {**data.report},
@@ -124,7 +134,9 @@ def main() -> None:
               "retrieval": "MiniLM sentence embeddings + FAISS IndexFlatIP over training-review sentences; "
                            "candidates = the item's and the user's other training reviews",
               "config": {**recipe, "trainer_overrides": over, "limit_train": args.limit_train,
+                         "limit_eval": args.limit_eval,
                          "beams": args.beams, "vocab_size": len(tok)},
+              "evaluated": {p: len(data.examples[p]) for p in ("valid", "test")},
               "n_aspects": len(data.vocab), "aspect_sample": data.vocab.aspects[:40],
               "seed": recipe.get("trainer", {}).get("seed", 0), "git_commit": git_commit(),
               "date": date.today().isoformat(), "machine": machine() + " (contended: shared by 4 agents)",

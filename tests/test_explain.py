@@ -319,3 +319,53 @@ def test_cli_single_and_batch(data: ExplainData, tmp_path, capsys, monkeypatch):
     assert main(["explain", "--dataset", str(path), "--model", str(tmp_path / "m"), "--batch", str(batch),
                  "--quiet"]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+# ---- causal-LM option (PEPLER-style) -------------------------------------------------------------
+def _tiny_lm(folder):
+    """A 2-layer random Llama with a word-level tokenizer over the fixture's words and the prompt words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab_words = sorted({w for t in synthetic_reviews()["text"] for w in words(t)}
+                         | set(words("Aspects: none, x. Others said: | Explanation:")))
+    vocab = {t: i for i, t in enumerate(["<unk>", "<pad>", "<eos>"] + vocab_words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=1, eos_token_id=2, bos_token_id=2, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("variant", ["erra_lm", "pepler"])
+def test_causal_lm_option_trains_generates_and_round_trips(data: ExplainData, variant, tmp_path):
+    recipe = {**RECIPE, "lm": {"model": _tiny_lm(tmp_path / "lm"), "max_words": 12, "lora_top_layers": 1,
+                               "k_sentences": 2},
+              "lm_trainer": {"epochs": 3, "batch_size": 8, "lr": 1e-2}}
+    model, hist = train_variant(data, variant, recipe, progress=False)
+    assert hist["epochs"][-1]["train"]["text"] < hist["epochs"][0]["train"]["text"]
+    # only the adapters of the top layer, the ID vectors and the rating head learn
+    trained = {k for k, v in model.named_parameters() if v.requires_grad}
+    assert any("lora" in k and "layers.1." in k for k in trained)
+    assert not any("lora" in k and "layers.0." in k for k in trained)
+    assert {"user_emb.weight", "item_emb.weight"} <= trained
+    prompt = model.prompt_text(data.examples["test"][0])
+    assert ("Others said" in prompt) == (variant == "erra_lm") and ("Aspects" in prompt) == (variant == "erra_lm")
+    test = data.examples["test"][:6]
+    texts, ratings = model.predict(test, batch_size=4)
+    assert len(texts) == 6 and all(len(t.split()) <= 12 for t in texts) and all(1 <= r <= 5 for r in ratings)
+    # left padding must not change a row's output: batched == one at a time
+    solo = [model.predict([e])[0][0] for e in test]
+    assert solo == texts
+    model.save_pretrained(tmp_path / "m")
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(tmp_path / "m" / "model.safetensors"))) == trained  # no frozen LM weights
+    back = ExplainModel.from_pretrained(tmp_path / "m")
+    t2, r2 = back.predict(test, batch_size=4)
+    assert t2 == texts and np.allclose(r2, ratings, atol=1e-5)

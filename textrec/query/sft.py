@@ -1,0 +1,151 @@
+"""SFT warm start for the query writer: imitate the best of a few heuristic queries.
+
+Rec-R1 starts GRPO from an instruction-tuned model and reports an SFT baseline trained on
+queries written by a stronger LLM. No stronger LLM is reachable offline, so the teacher here
+is retrieval itself: for each *training* task a handful of heuristic queries built from the
+context (the last title, the last two, all of them, the distinct content words most recent
+first) are scored with the reward retriever against that task's training target, and the best
+one becomes the SFT completion. GRPO then explores around a policy that already writes useful
+queries instead of copying a truncated title. Only training tasks are used.
+
+Training reuses TRL's ``SFTTrainer`` (prompt-completion data, loss on the completion only)
+with LoRA; the adapter is merged afterwards so GRPO can add its own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textrec.query.retrieval import MISS
+from textrec.query.rewards import METRIC_FNS
+from textrec.query.tasks import QueryTask, prompt_messages, render_prompt
+
+CANDIDATES = ("last_title", "last_two_titles", "all_titles", "keywords")
+
+
+@dataclass
+class QuerySFTConfig:
+    """SFT warm-start settings (``sft_*`` keys of a Rec-R1 recipe, without the prefix)."""
+
+    steps: int = 100
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+    max_query_words: int = 16
+    max_tasks: int | None = 2000  # seeded subsample of training tasks used as SFT data
+    reward_k: int = 1000
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_top_layers: int | None = 8
+    seed: int = 0
+
+
+def _content(text: str) -> list[str]:
+    from textrec.query.retrieval import tokenize
+
+    return tokenize(text)
+
+
+def candidate_queries(task: QueryTask, max_words: int = 16) -> dict[str, str]:
+    """Heuristic queries from the context, by kind (see ``CANDIDATES``), each at most ``max_words``."""
+    ctx = [c for c in task.context if c.strip()]
+
+    def cut(s: str) -> str:
+        return " ".join(s.split()[:max_words])
+
+    out = {"last_title": cut(ctx[-1]) if ctx else "", "last_two_titles": cut(" ".join(ctx[-2:])),
+           "all_titles": cut(" ".join(ctx))}
+    seen: list[str] = []
+    for c in reversed(ctx):  # most recent first, each content word once
+        for w in _content(c):
+            if w not in seen:
+                seen.append(w)
+    out["keywords"] = " ".join(seen[:max_words])
+    return out
+
+
+def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
+                ) -> tuple[list[str], dict[str, Any]]:
+    """The best heuristic query per task under ``retriever`` (NDCG@reward_k), and a report."""
+    cfg = config or QuerySFTConfig()
+    cands = [candidate_queries(t, cfg.max_query_words) for t in tasks]
+    score = {}
+    for kind in CANDIDATES:
+        qs = [c[kind] for c in cands]
+        rows = [i for i, q in enumerate(qs) if q]
+        ranks = np.full(len(tasks), MISS, dtype=np.int64)
+        if rows:
+            ranks[rows] = retriever.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
+                                                 [tasks[i].history for i in rows])
+        score[kind] = METRIC_FNS["ndcg"](ranks, cfg.reward_k)
+    mat = np.stack([score[k] for k in CANDIDATES], axis=1)
+    best = mat.argmax(1)  # ties -> the earlier (shorter) kind
+    targets = [cands[i][CANDIDATES[b]] for i, b in enumerate(best)]
+    won = Counter(CANDIDATES[b] for b in best)
+    report = {"n_tasks": len(tasks), "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
+              f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
+              f"mean_ndcg@{cfg.reward_k}_best": round(float(mat.max(1).mean()), 4),
+              "empty_targets": int(sum(1 for t in targets if not t))}
+    return targets, report
+
+
+def sft_dataset(tasks: Sequence[QueryTask], targets: Sequence[str], template, tokenizer, dataset_name: str = ""):
+    """Prompt-completion ``datasets.Dataset`` for TRL's SFTTrainer (empty targets dropped).
+
+    Prompts are rendered exactly as GRPO and evaluation render them (the chat template with the
+    generation prompt, or the plain layout), so SFT, GRPO and generation see one format.
+    """
+    import datasets
+
+    keep = [i for i, q in enumerate(targets) if q]
+    return datasets.Dataset.from_dict({
+        "prompt": [render_prompt(prompt_messages(tasks[i], template, dataset_name), tokenizer) for i in keep],
+        "completion": [targets[i] for i in keep],
+    })
+
+
+def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retriever,
+                   config: QuerySFTConfig | None = None, output_dir: str | os.PathLike = "runs/query_sft",
+                   dataset_name: str = "", progress: bool = True):
+    """Fine-tune ``model`` (LoRA, then merged) on the best heuristic queries; (model, report)."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from textrec.query.policy import lora_config
+    from textrec.query.tasks import subsample
+
+    cfg = config or QuerySFTConfig()
+    tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
+    t0 = time.perf_counter()
+    targets, report = sft_targets(tasks, retriever, cfg)
+    data = sft_dataset(tasks, targets, template, tokenizer, dataset_name)
+    layers = None
+    if cfg.lora_top_layers:
+        n = int(model.config.num_hidden_layers)
+        layers = list(range(max(0, n - cfg.lora_top_layers), n))
+    args = SFTConfig(output_dir=str(output_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+                     learning_rate=cfg.learning_rate, lr_scheduler_type="constant", logging_steps=1,
+                     save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+                     use_cpu=not torch.cuda.is_available(), completion_only_loss=True,
+                     gradient_checkpointing=False, disable_tqdm=not progress, dataloader_num_workers=0)
+    peft = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, layers=layers)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft)
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    merged = trainer.model.merge_and_unload()
+    merged.eval()
+    report.update({"config": asdict(cfg), "sft_examples": len(data), "steps": int(trainer.state.global_step),
+                   "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                   "seconds": round(time.perf_counter() - t0, 1), "output_dir": str(Path(output_dir))})
+    return merged, report
+
+
+__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_dataset", "sft_warm_start", "CANDIDATES"]

@@ -86,10 +86,12 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
             ranks[rows] = retriever.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
                                                  [tasks[i].history for i in rows])
         score[kind] = METRIC_FNS["ndcg"](ranks, cfg.reward_k)
-    mat = np.stack([score[k] for k in CANDIDATES], axis=1)
-    best = mat.argmax(1)  # ties -> the earlier (shorter) kind
-    targets = [cands[i][CANDIDATES[b]] for i, b in enumerate(best)]
-    won = Counter(CANDIDATES[b] for b in best)
+    # ties (often: no candidate retrieves the target) go to the kind that is best on average
+    order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
+    mat = np.stack([score[k] for k in order], axis=1)
+    best = mat.argmax(1)
+    targets = [cands[i][order[b]] for i, b in enumerate(best)]
+    won = Counter(order[b] for b in best)
     report = {"n_tasks": len(tasks), "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}_best": round(float(mat.max(1).mean()), 4),

@@ -3,7 +3,8 @@
 Modules: ``sentences`` (splitting, FAISS sentence index, leakage-safe retrieval), ``aspects``
 (vocabulary, preferences, per-pair selection), ``split`` (8:1:1 review split), ``data``
 (``ExplainData``: everything the models read), ``tokenizer`` (word level, ``tokenizers``),
-``peter`` (PETER-style baseline), ``generator`` (ERRA decoder, T5 option), ``trainer``,
+``peter`` (PETER-style baseline), ``generator`` (ERRA decoder, T5 option), ``lm`` (pretrained
+causal LM + LoRA option, PEPLER-style), ``trainer``,
 ``pipeline`` (train/evaluate/cite/``Explainer``), ``cli`` (``textrec explain``).
 
 Names are imported lazily so ``textrec --help`` does not load torch.
@@ -22,6 +23,7 @@ _EXPORTS = {
     "PeterModel": "textrec.explain.peter", "PeterConfig": "textrec.explain.peter",
     "ERRADecoder": "textrec.explain.generator", "ERRAConfig": "textrec.explain.generator",
     "ERRAGenerator": "textrec.explain.generator", "GeneratorConfig": "textrec.explain.generator",
+    "LMExplainer": "textrec.explain.lm", "LMExplainerConfig": "textrec.explain.lm",
     "ExplainModel": "textrec.explain.base", "TrainConfig": "textrec.explain.trainer",
     "train_model": "textrec.explain.trainer", "Explainer": "textrec.explain.pipeline",
     "build_data": "textrec.explain.pipeline", "train_variant": "textrec.explain.pipeline",

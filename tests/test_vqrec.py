@@ -104,3 +104,34 @@ def test_code_dropout_only_while_training_and_saved_in_config(tmp_path):
     with pytest.raises(ValueError, match="code_dropout"):
         VQRec(code_dropout=1.0)
     assert VQRec(code_dropout=0.3).get_config()["code_dropout"] == 0.3
+
+
+def test_cold_start_offset_lifts_only_cold_items_and_round_trips(trained, tmp_path):
+    ds, split, model, _ = trained
+    h = split.test.histories()[:3]
+    assert model.cold_items is not None and not model.cold_items[: ds.n_items].any()  # all warm here
+    n0 = model.n_items  # an earlier test may have added items already
+    base = model.score(np.zeros(3), h).clone()
+    new = model.add_items(codes=np.array([[1, 2, 3, 4]]))
+    assert model.cold_items[new].all()
+    model.cold_start_offset = 2.5
+    lifted = model.score(np.zeros(3), h)
+    warm = ~model.cold_items[:n0]
+    assert torch.allclose(lifted[:, :n0][:, warm], base[:, warm])
+    model.cold_start_offset = 0.0
+    plain = model.score(np.zeros(3), h)
+    assert torch.allclose(lifted[:, new[0]], plain[:, new[0]] + 2.5)
+    model.cold_start_offset = 1.0
+    model.save_pretrained(tmp_path / "m")
+    back = Recommender.from_pretrained(tmp_path / "m")
+    assert back.cold_start_offset == 1.0 and np.array_equal(back.cold_items, model.cold_items)
+    assert torch.equal(back.score(np.zeros(3), h), model.score(np.zeros(3), h))
+    model.cold_start_offset = 0.0
+
+
+def test_tune_cold_start_offset_picks_the_best_valid_value(trained):
+    _, split, model, _ = trained
+    best, table = model.tune_cold_start_offset(split.valid, model.n_items, grid=(0.0, 1.0))
+    assert best in {r["offset"] for r in table} and len(table) >= 2
+    assert max(r["ndcg@10"] for r in table) == [r for r in table if r["offset"] == best][0]["ndcg@10"]
+    model.cold_start_offset = 0.0

@@ -26,6 +26,7 @@ Three recipes, one loop (:class:`~textrec.models.seq_trainer.SeqTrainer`), confi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ class VQRec(Recommender):
                  trainer: SeqTrainerConfig | dict | None = None, n_subvectors: int = 32,
                  n_centroids: int = 256, opq: bool = True, encoder: str | None = None,
                  id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0,
-                 code_dropout: float = 0.0, n_items: int | None = None, n_warm: int | None = None,
+                 code_dropout: float = 0.0, cold_start_offset: float = 0.0, n_items: int | None = None, n_warm: int | None = None,
                  max_epochs: int | None = None, seed: int = 0) -> None:
         if similarity not in ("dot", "cos"):
             raise ValueError(f"similarity must be 'dot' or 'cos', got '{similarity}'")
@@ -182,6 +183,12 @@ class VQRec(Recommender):
             raise ValueError(f"code_dropout must be in [0, 1), got {code_dropout}")
         self.similarity, self.temperature = similarity, float(temperature)
         self.code_dropout = float(code_dropout)
+        # Added to the scores of items that had no training event when the model was fitted
+        # (and of items added later). Such items never took part in the softmax, so they carry
+        # none of the popularity the warm items' scores absorbed; the offset, chosen on valid
+        # (``tune_cold_start_offset``), sets how much exposure they get. 0 = scores as trained.
+        self.cold_start_offset = float(cold_start_offset)
+        self.cold_items: np.ndarray | None = None
         self.backbone_config = BackboneConfig.from_dict(backbone)
         t = SeqTrainerConfig.from_dict(trainer).to_dict()
         if max_epochs is not None:
@@ -239,6 +246,8 @@ class VQRec(Recommender):
             if self.quantizer is not None:
                 self.n_centroids = self.quantizer.n_centroids_
         self.n_items = self.n_warm = int(data.n_items)
+        self.cold_items = np.ones(self.n_items, dtype=bool)
+        self.cold_items[np.unique(data.train["item"].to_numpy())] = False
         self.module = self._build(self.codes, self.n_warm)
         trainer = SeqTrainer(self.trainer_config)
         self.history = trainer.fit(self.module, data, progress=progress, name=self.name)
@@ -353,8 +362,39 @@ class VQRec(Recommender):
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         if self.module is None:
             raise RuntimeError("VQRec is not fitted; call fit() or from_pretrained() first")
-        return score_histories(self.module, histories, self.trainer_config.max_len,
-                               self.trainer_config.eval_batch_size)
+        scores = score_histories(self.module, histories, self.trainer_config.max_len,
+                                 self.trainer_config.eval_batch_size)
+        if self.cold_start_offset and self.cold_items is not None and self.cold_items.any():
+            cold = torch.from_numpy(self.cold_items[: scores.shape[1]]).to(scores.device)
+            scores[:, cold] += self.cold_start_offset
+        return scores
+
+    def tune_cold_start_offset(self, valid, n_items: int, grid: Sequence[float] = (0, 0.5, 1, 2, 3, 4, 6, 8),
+                               metric: str = "ndcg@10", max_widen: int = 3) -> tuple[float, list[dict]]:
+        """Choose ``cold_start_offset`` on valid rows (all rows, warm and cold targets together).
+
+        The grid is doubled upwards while the best value is its largest. Sets the chosen value
+        and returns it with the per-value table.
+        """
+        from textrec.evaluation import evaluate
+
+        grid = sorted(float(g) for g in grid)
+        table: list[dict] = []
+        tried: dict[float, float] = {}
+        for _ in range(max_widen + 1):
+            for g in grid:
+                if g in tried:
+                    continue
+                self.cold_start_offset = g
+                m = evaluate(self, valid, n_items, progress=False).metrics
+                tried[g] = float(m[metric])
+                table.append({"offset": g, metric: round(tried[g], 5)})
+            best = max(tried, key=lambda g: (tried[g], -g))
+            if best < max(grid):
+                break
+            grid = grid + [max(grid) * 2]
+        self.cold_start_offset = best
+        return best, table
 
     def add_items(self, texts: list[str] | None = None, codes: np.ndarray | None = None) -> np.ndarray:
         """Append new items (from text, or from codes) to the catalog without retraining.
@@ -378,6 +418,8 @@ class VQRec(Recommender):
         self.module.codes = torch.cat([self.module.codes, torch.from_numpy(codes).to(self.module.codes.device)])
         self.codes = self.module.codes.cpu().numpy()
         self.n_items = int(self.module.codes.shape[0])
+        if self.cold_items is not None:
+            self.cold_items = np.concatenate([self.cold_items, np.ones(len(codes), dtype=bool)])
         return np.arange(start, self.n_items)
 
     # ---- persistence ----------------------------------------------------------------------
@@ -386,18 +428,23 @@ class VQRec(Recommender):
                 "n_subvectors": self.n_subvectors, "n_centroids": self.n_centroids, "opq": self.opq,
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "similarity": self.similarity, "temperature": self.temperature,
-                "code_dropout": self.code_dropout, "n_items": self.n_items,
+                "code_dropout": self.code_dropout, "cold_start_offset": self.cold_start_offset, "n_items": self.n_items,
                 "n_warm": self.n_warm, "seed": self.seed}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
             raise RuntimeError("VQRec is not fitted: nothing to save")
-        return {k: v for k, v in self.module.state_dict().items() if k != "sub_index"}
+        out = {k: v for k, v in self.module.state_dict().items() if k != "sub_index"}
+        if self.cold_items is not None:
+            out["cold_items"] = torch.from_numpy(self.cold_items.astype(np.uint8))
+        return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.codes = tensors["codes"].numpy()
+        cold = tensors.get("cold_items")
+        self.cold_items = cold.numpy().astype(bool) if cold is not None else None
         self.module = self._build(self.codes, int(self.n_warm or self.codes.shape[0]))
-        self.module.load_state_dict(tensors, strict=False)
+        self.module.load_state_dict({k: v for k, v in tensors.items() if k != "cold_items"}, strict=False)
         self.module.eval()
 
     def save_extra(self, path: Path) -> None:

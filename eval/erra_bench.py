@@ -37,7 +37,8 @@ from textrec.recipes import load_recipe
 
 METRICS = ["bleu1", "bleu4", "rouge1", "rouge2", "rougeL", "usr", "div", "fcr", "fmr", "rmse", "mae", "grounding"]
 LABELS = {"peter": "PETER-style (user/item → text)", "copy": "copy top retrieved sentence",
-          "erra_lm": "ERRA, SmolLM2-135M + LoRA (PEPLER-style prompts)", "pepler": "PEPLER-style (SmolLM2 + LoRA, IDs only)",
+          "erra_lm": "ERRA, SmolLM2-135M + LoRA (PEPLER-style prompts)",
+          "saved_erra": "ERRA decoder (saved full-data model)", "saved_peter": "PETER-style (saved model)", "pepler": "PEPLER-style (SmolLM2 + LoRA, IDs only)",
           "erra": "ERRA (aspects + retrieval)", "erra_no_retrieval": "ERRA w/o retrieval",
           "erra_no_aspects": "ERRA w/o aspects"}
 GOAL = {"bleu4": "higher", "rougeL": "higher", "usr": "higher", "fcr": "higher", "div": "lower_or_equal"}
@@ -88,12 +89,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="instruments")
     ap.add_argument("--recipe", default="erra")
-    ap.add_argument("--variants", nargs="+", default=["peter", "erra", "erra_no_retrieval", "erra_no_aspects"])
+    ap.add_argument("--variants", nargs="*", default=["peter", "erra", "erra_no_retrieval", "erra_no_aspects"])
     ap.add_argument("--epochs", type=int, default=None, help="override trainer.epochs")
     ap.add_argument("--max-minutes", type=float, default=None, help="override trainer.max_minutes (per variant)")
     ap.add_argument("--limit-train", type=int, default=None, help="smoke runs: train on the first N examples only")
     ap.add_argument("--limit-eval", type=int, default=None,
                     help="evaluate every model on a seeded sample of N valid and N test examples (slow LM option)")
+    ap.add_argument("--eval-saved", metavar="DIR", action="append", default=[],
+                    help="also evaluate a saved explanation model (no training) on the same examples")
     ap.add_argument("--beams", type=int, default=None, help="decoding beams (default: recipe, 1 = greedy)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default="eval/results")
@@ -162,6 +165,16 @@ def main() -> None:
     for part in ("valid", "test"):
         texts[part], ratings[part] = copy_baseline(data.examples[part], data.reviews)
     record("copy", texts, ratings, {"train_seconds": 0.0})
+
+    for folder in args.eval_saved:
+        from textrec.explain.base import ExplainModel
+
+        saved = ExplainModel.from_pretrained(folder)
+        texts, ratings = {}, {}
+        for part in ("valid", "test"):
+            texts[part], ratings[part] = saved.predict(data.examples[part], num_beams=args.beams, progress=progress)
+        record(f"saved_{saved.kind}", texts, ratings, {"train_seconds": None, "model_dir": str(folder),
+                                                       "note": "a saved model, evaluated without training"})
 
     for variant in args.variants:
         model, hist = train_variant(data, variant, recipe, tokenizer=tok, progress=progress, trainer_overrides=over)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_llama
 
 from textrec.data.dataset import DataError, RecDataset
 from textrec.explain.aspects import AspectConfig, AspectPreferences, extract_aspects
@@ -324,22 +325,8 @@ def test_cli_single_and_batch(data: ExplainData, tmp_path, capsys, monkeypatch):
 # ---- causal-LM option (PEPLER-style) -------------------------------------------------------------
 def _tiny_lm(folder):
     """A 2-layer random Llama with a word-level tokenizer over the fixture's words and the prompt words."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab_words = sorted({w for t in synthetic_reviews()["text"] for w in words(t)}
-                         | set(words("Aspects: none, x. Others said: | Explanation:")))
-    vocab = {t: i for i, t in enumerate(["<unk>", "<pad>", "<eos>"] + vocab_words)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=1, eos_token_id=2, bos_token_id=2, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return tiny_llama(folder, {w for t in synthetic_reviews()["text"] for w in words(t)}
+                      | set(words("Aspects: none, x. Others said: | Explanation:")))
 
 
 @pytest.mark.parametrize("variant", ["erra_lm", "pepler"])

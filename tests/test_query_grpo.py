@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_llama
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
@@ -31,26 +32,9 @@ PROMPT_WORDS = ("system user assistant you write short search queries for a reco
 
 
 def _tiny_policy(folder):
-    """A 2-layer random LlamaForCausalLM with a word-level tokenizer over the toy vocabulary."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    words = sorted({w for d in DOCS for w in d.lower().replace(".", " ").split()} | set(PROMPT_WORDS))
-    vocab = {t: i for i, t in enumerate(["<unk>", "<pad>", "<eos>"] + words + [str(i) for i in range(10)])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.normalizer = None
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=1, eos_token_id=2, bos_token_id=2, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.pad_token_id = 1
-    model.generation_config.eos_token_id = 2
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    """A 2-layer random Llama with a word-level tokenizer over the toy vocabulary."""
+    words = {w for d in DOCS for w in d.lower().replace(".", " ").split()} | set(PROMPT_WORDS)
+    return tiny_llama(folder, words | {str(i) for i in range(10)})
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from torch import nn
 from textrec.explain.base import ExplainModel
 from textrec.explain.sentences import words
 from textrec.explain.tokenizer import WordTokenizer
+from textrec.query.policy import completion_batch
 
 
 @dataclass
@@ -110,16 +111,9 @@ class LMExplainer(ExplainModel):
             t = (self._ids(self.template.target.format(explanation=tgt)) if tgt else []) + [self.eos_id]
             rows.append((p, t))
             plen.append(len(p))
-        n = max(len(p) + len(t) for p, t in rows)
-        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), n), dtype=torch.long)
-        for k, (p, t) in enumerate(rows):
-            ids[k, :len(p) + len(t)] = torch.tensor(p + t)
-            labels[k, len(p):len(p) + len(t)] = torch.tensor(t)
-            mask[k, :len(p) + len(t)] = 1
+        batch = completion_batch(rows, self.pad_id)
         return {"user": torch.tensor([e.user for e in examples]), "item": torch.tensor([e.item for e in examples]),
-                "input_ids": ids, "labels": labels, "attention_mask": mask, "prompt_len": torch.tensor(plen),
+                **batch, "prompt_len": torch.tensor(plen),
                 "rating": torch.tensor([e.rating for e in examples], dtype=torch.float32)}
 
     def _embed(self, batch: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,22 @@ def prepare_tokenizer(tok) -> None:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+
+
+def completion_batch(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-padded ``input_ids`` / ``attention_mask`` and ``labels`` (-100 outside each completion)
+    for ``(prompt ids, completion ids)`` pairs: a causal-LM loss on the completions only."""
+    import torch
+
+    n = max(len(p) + len(c) for p, c in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for k, (p, c) in enumerate(rows):
+        ids[k, : len(p) + len(c)] = torch.tensor(p + c)
+        labels[k, len(p): len(p) + len(c)] = torch.tensor(c)
+        mask[k, : len(p) + len(c)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05,

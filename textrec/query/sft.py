@@ -100,19 +100,20 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     return targets, report
 
 
-def sft_dataset(tasks: Sequence[QueryTask], targets: Sequence[str], template, tokenizer, dataset_name: str = ""):
-    """Prompt-completion ``datasets.Dataset`` (TRL's layout; empty targets dropped).
+def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str], template, tokenizer, dataset_name: str = ""
+              ) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids + EOS) per task with a non-empty target.
 
     Prompts are rendered exactly as GRPO and evaluation render them (the chat template with the
     generation prompt, or the plain layout), so SFT, GRPO and generation see one format.
     """
-    import datasets
-
-    keep = [i for i, q in enumerate(targets) if q]
-    return datasets.Dataset.from_dict({
-        "prompt": [render_prompt(prompt_messages(tasks[i], template, dataset_name), tokenizer) for i in keep],
-        "completion": [targets[i] for i in keep],
-    })
+    out = []
+    for t, q in zip(tasks, targets):
+        if q:
+            prompt = render_prompt(prompt_messages(t, template, dataset_name), tokenizer)
+            out.append((tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                        tokenizer(q, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]))
+    return out
 
 
 def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retriever,
@@ -124,14 +125,14 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     from tqdm.auto import tqdm
 
     from textrec.io import write_json
-    from textrec.query.policy import lora_config
+    from textrec.query.policy import completion_batch, lora_config
     from textrec.query.tasks import subsample
 
     cfg = config or QuerySFTConfig()
     tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
     t0 = time.perf_counter()
     targets, report = sft_targets(tasks, retriever, cfg)
-    data = sft_dataset(tasks, targets, template, tokenizer, dataset_name)
+    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name)
     layers = None
     if cfg.lora_top_layers:
         n = int(model.config.num_hidden_layers)
@@ -139,13 +140,7 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     peft_model = get_peft_model(model, lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, layers=layers))
     # A plain loop rather than TRL's SFTTrainer: on CPU its fused chunked log-prob head made a step
     # of 8 examples take 170 s against 14 s for this forward/backward (py-spy, Scientific prompts).
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    rows = []
-    for prompt, completion in zip(data["prompt"], data["completion"]):
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [eos]
-        rows.append((p, c))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [q for q in peft_model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     rng = np.random.default_rng(cfg.seed)
@@ -157,15 +152,7 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
         if len(order) < cfg.batch_size:
             order += rng.permutation(len(rows)).tolist()
         batch, order = [rows[i] for i in order[: cfg.batch_size]], order[cfg.batch_size:]
-        n = max(len(p) + len(c) for p, c in batch)
-        ids = torch.full((len(batch), n), pad, dtype=torch.long)
-        labels = torch.full((len(batch), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), n), dtype=torch.long)
-        for k, (p, c) in enumerate(batch):  # right padding; loss on the completion only
-            ids[k, : len(p) + len(c)] = torch.tensor(p + c)
-            labels[k, len(p): len(p) + len(c)] = torch.tensor(c)
-            mask[k, : len(p) + len(c)] = 1
-        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = peft_model(**completion_batch(batch, pad)).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -182,4 +169,4 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     return merged, report
 
 
-__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_dataset", "sft_warm_start", "CANDIDATES"]
+__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_pairs", "sft_warm_start", "CANDIDATES"]

@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from textrec.bench import git_commit, machine, peak_rss_mb
@@ -30,6 +31,8 @@ from textrec.data.splits import Split, make_split
 from textrec.evaluation import evaluate
 from textrec.indexing import build_index
 from textrec.io import atomic_write_text, write_json
+from textrec.metrics.text import bleu, rmse_mae, rouge, rouge_tokens
+from textrec.p5.generation import generate_text, predict_ratings
 from textrec.p5.model import P5Config, P5Model
 from textrec.p5.recommender import P5Recommender, tokenizer_corpus
 from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
@@ -53,6 +56,71 @@ def sequential_leak(index, evalset) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def test_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) of every test row's target event."""
+    users = np.asarray(split.test.users)
+    items = np.array([split.test.targets(i)[0] for i in range(len(split.test))])
+    return users, items
+
+
+def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: TrainData, ecfg: dict,
+                    seed: int) -> dict:
+    """Rating RMSE/MAE and explanation BLEU/ROUGE on the test events (families the model was trained on).
+
+    Rating: the test target event's star rating, predicted as text and parsed (unparsable
+    outputs get the training mean and are counted); the training mean rating is the reference
+    row. Explanation: test target events that have a review; the reference is the review text
+    cut as in training (``review_words``), the prompt carries the true rating as in P5.
+    """
+    ds = split.dataset
+    out: dict = {}
+    users, items = test_pairs(split)
+    fams = ser.config.families
+    rng = np.random.default_rng(seed)
+    n_max = int(ecfg.get("secondary_rows", len(users)))
+    if "rating" in fams and data.ratings is not None:
+        inter = ds.interactions.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])["rating"]
+        true = inter.reindex(pd.MultiIndex.from_arrays([users, items])).to_numpy(dtype=float)
+        ok = np.flatnonzero(~np.isnan(true))
+        ok = np.sort(rng.choice(ok, size=min(n_max, len(ok)), replace=False))
+        train_mean = float(np.mean(np.concatenate([r for r in data.ratings if len(r)])))
+        res = {"n_rows": int(len(ok)), "train_mean_rating": round(train_mean, 4),
+               "train_mean_baseline": rmse_mae(true[ok], np.full(len(ok), train_mean)), "per_template": {}}
+        for tpl in ser.templates["rating"]:
+            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]))
+                   for i in ok]
+            pred = predict_ratings(model, src, fallback=train_mean)
+            res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
+                                           "n_fallback": pred.n_fallback,
+                                           "examples": [[src[j], pred.texts[j], float(true[ok][j])] for j in range(min(3, len(ok)))]}
+        out["rating"] = res
+    if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
+        rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
+        key = pd.MultiIndex.from_arrays([users, items])
+        has = np.flatnonzero(key.isin(rev.index))
+        has = np.array([i for i in has if str(rev.loc[(users[i], items[i]), "text"]).strip()], dtype=np.int64)
+        pick = np.sort(rng.choice(has, size=min(n_max, len(has)), replace=False))
+        res = {"n_rows": int(len(pick)), "rows_without_review": int(len(users) - len(has)), "per_template": {}}
+        refs = [" ".join(str(rev.loc[(users[i], items[i]), "text"]).split()[:ser.config.review_words]) for i in pick]
+        for tpl in ser.templates["explanation"]:
+            src = []
+            for i in pick:
+                r = rev.loc[(users[i], items[i]), "rating"]
+                src.append(tpl.render_source(user=int(users[i]), item=ser.item(items[i]),
+                                             item_title=ser.title(items[i]),
+                                             rating="unknown" if pd.isna(r) else f"{float(r):g}"))
+            hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
+                                 num_beams=int(ecfg.get("explanation_beams", 1)))
+            rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
+            res["per_template"][tpl.id] = {
+                "unseen": tpl.unseen, "bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
+                **rouge([" ".join(t) for t in rt], [" ".join(t) for t in ht]),
+                "distinct_outputs": round(len(set(hyps)) / max(len(hyps), 1), 4),
+                "examples": [[src[j], hyps[j], refs[j]] for j in range(min(3, len(pick)))]}
+        out["explanation"] = res
+    return out
+
+
 def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes: float | None,
                  save_models: str | None, progress: bool) -> dict:
     """Train and evaluate P5 with one indexing scheme; returns its result record."""
@@ -68,7 +136,7 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     index_seconds = time.perf_counter() - t0
     scfg = config_from_dict(SerializerConfig, {**recipe.get("serializer", {}), "seed": seed}, "P5 serializer")
     ser = P5Serializer(index, titles, scfg)
-    data = TrainData.from_frame(split.train, split.n_users, split.n_items)
+    data = TrainData.from_frame(split.train, split.n_users, split.n_items, reviews=ds.reviews)
     mcfg = config_from_dict(P5Config, recipe.get("model", {}), "P5 model")
     model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids))
     tr = {**recipe.get("trainer", {}), "seed": seed}
@@ -111,6 +179,10 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
            "templates": {"headline": seen[0], "rows_per_template": n_t, "per_template": per_template,
                          "seen_mean": mean_over(False), "unseen_mean": mean_over(True)},
            "wall_seconds": round(time.perf_counter() - t_all, 1)}
+    t0 = time.perf_counter()
+    extra = secondary_tasks(model, ser, split, data, ecfg, seed)
+    if extra:
+        out["secondary_tasks"] = {**extra, "seconds": round(time.perf_counter() - t0, 1)}
     if split.test.is_new is not None:  # new-item split: only semantic ids carry signal for unseen items
         out["test_new_items"] = {**test.subset(split.test.is_new), "n_rows": int(split.test.is_new.sum())}
         out["test_warm_items"] = {**test.subset(~split.test.is_new), "n_rows": int((~split.test.is_new).sum())}
@@ -147,6 +219,19 @@ def markdown(res: dict) -> str:
     for name, b in res["baselines"].items():
         lines.append(f"| {name} (core) | no | {b['valid_ndcg@10']:.4f} | {b['hr@10']:.4f} | {b['ndcg@10']:.4f} "
                      f"| {b['mrr@10']:.4f} | | | | |")
+    for name, r in res["p5"].items():
+        sec = r.get("secondary_tasks", {})
+        if "rating" in sec:
+            rt = sec["rating"]
+            lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
+                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
+                      + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
+                                  f" [{v['n_fallback']} fallback]" for t, v in rt["per_template"].items())]
+        if "explanation" in sec:
+            ex = sec["explanation"]
+            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L): "
+                      + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['bleu1']:.2f} / {v['bleu4']:.2f} / "
+                                  f"{v['rougeL']:.2f}" for t, v in ex["per_template"].items())]
     lines += ["", f"Machine: {res['machine']} (contended: shared by other jobs). Recipe: `training/{res['recipe']}.yaml`."]
     return "\n".join(lines) + "\n"
 

@@ -158,3 +158,18 @@ def test_trie_prefix_fn_and_logits_processor():
     assert torch.isfinite(scores[0]).nonzero().ravel().tolist() == [5]
     with pytest.raises(ValueError):
         ItemTrie([[3], [3]], eos_id=EOS)
+
+
+def test_semantic_build_fits_quantizer_on_training_items_only():
+    """Items without training events do not shape the codebook, yet still get codes from their text."""
+    rng = np.random.default_rng(0)
+    train_centers = rng.normal(size=(4, 32)) * 5
+    emb = np.concatenate([c + 0.05 * rng.normal(size=(40, 32)) for c in train_centers]).astype(np.float32)
+    outliers = (rng.normal(size=(40, 32)) * 50).astype(np.float32)  # a far-away cloud of new items
+    all_emb = np.concatenate([emb, outliers])
+    seqs = [np.arange(s, s + 10) for s in range(0, 160, 10)]  # items 0-159 are the training items
+    ix = build_index("semantic", seqs, 200, embeddings=all_emb, n_subvectors=2, n_centroids=4, opq=False)
+    assert ix.report["fit_items"] == 160 and ix.n_items == 200
+    first = [ix.tokens[i][0] for i in range(160)]
+    assert len(set(first[::40])) == 4  # the 4 training clusters keep one centroid each
+    assert all(len(set(first[g * 40:(g + 1) * 40])) == 1 for g in range(4))

@@ -164,6 +164,32 @@ def test_whole_word_ids_tie_the_pieces_of_each_item():
     assert ["".join(spans[k]) for k in sorted(spans)] == [index.item_text(i) for i in (101, 7, 55)]
 
 
+def test_item_embeddings_map_each_id_span_to_its_item(tmp_path):
+    index = random_index(120, seed=0)
+    ser = P5Serializer(index, None, templates=SHORT)
+    data = TrainData([np.array([0, 1, 2])], 120)
+    torch.manual_seed(0)
+    model = P5Model.build(P5Config(preset="tiny", vocab_size=300, dropout=0.0, item_embeddings=True), index,
+                          tokenizer_corpus(ser, data, None))
+    enc = model.tokenize_sources([ser.sequential_source(0, [101, 7, 55], SHORT["sequential"][0])])
+    items = model.span_items(enc["input_ids"])[0].tolist()
+    ww = model.whole_word_ids(enc["input_ids"])[0].tolist()
+    by_span = {w: it for w, it in zip(ww, items) if w}
+    assert [by_span[k] for k in sorted(by_span)] == [101, 7, 55]
+    assert all(it == 120 for w, it in zip(ww, items) if not w)  # text tokens get the "no item" row
+    # a trained item row changes the encoding of prompts that name the item, and survives save/load
+    with torch.no_grad():
+        model.item_embedding.weight[7] = 1.0
+    model.eval()
+    before = model.encode(enc["input_ids"], enc["attention_mask"]).last_hidden_state
+    model.save_pretrained(tmp_path / "p5")
+    loaded = P5Model.from_pretrained(tmp_path / "p5")
+    assert loaded.item_embedding is not None and loaded.item_embedding.weight[7].eq(1.0).all()
+    torch.testing.assert_close(loaded.encode(enc["input_ids"], enc["attention_mask"]).last_hidden_state, before)
+    loaded.item_embedding = None
+    assert not torch.allclose(loaded.encode(enc["input_ids"], enc["attention_mask"]).last_hidden_state, before)
+
+
 def test_tiny_model_learns_planted_next_item(trained):
     model, ser, hist = trained
     assert hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"]
@@ -292,3 +318,36 @@ def test_fine_tune_saved_model_on_a_new_domain(trained, tmp_path):
     train_p5(new, new_ser, TrainData(seqs, 15), None, P5TrainConfig(epochs=1, batch_size=16), progress=False)
     items, _ = generate_items(new, [new_ser.sequential_source(0, [1, 2], SHORT["sequential"][0])], consumed=[[1, 2]], k=3)
     assert set(items[0].tolist()) <= set(range(15)) - {1, 2}
+
+
+def test_bench_secondary_tasks_score_rating_and_explanation():
+    """The P5 benchmark's rating and explanation evaluation on a tiny multitask model."""
+    from eval.p5_bench import secondary_tasks
+    from textrec.data.dataset import RecDataset
+    from textrec.data.splits import make_split
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{(u + j) % N_ITEMS}", float(j), float(1 + (u + j) % 5)) for u in range(20) for j in range(5)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
+    reviews = inter.assign(text=[f"solid item number {i} works" for i in range(len(inter))], summary="ok")
+    reviews = reviews.drop(index=rng.choice(len(reviews), size=10, replace=False))  # some events lack a review
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)], "title": [f"thing {i}" for i in range(N_ITEMS)]})
+    ds = RecDataset.from_frames("tiny", inter, items, reviews, text_fields=["title"])
+    split = make_split(ds, "leave_one_out")
+    index = build_index("collaborative", split.train_sequences(), split.n_items, n_clusters=3, leaf_size=4)
+    ser = P5Serializer(index, list(ds.items["title"]),
+                       SerializerConfig(families=["sequential", "rating", "explanation"], review_words=5))
+    data = TrainData.from_frame(split.train, split.n_users, split.n_items, reviews=ds.reviews)
+    model = tiny_model(index, ser, data)
+    train_p5(model, ser, data, None, P5TrainConfig(epochs=2, batch_size=32, lr=5e-3, warmup_steps=2), progress=False)
+    out = secondary_tasks(model, ser, split, data, {"explanation_tokens": 6}, seed=0)
+    rt, ex = out["rating"], out["explanation"]
+    assert rt["n_rows"] == 20 and set(rt["per_template"]) == {t.id for t in ser.templates["rating"]}
+    for v in rt["per_template"].values():
+        assert 0 <= v["mae"] <= v["rmse"] <= 4 and 0 <= v["n_fallback"] <= 20
+    test_has_review = sum(
+        ((ds.reviews["user"] == u) & (ds.reviews["item"] == split.test.targets(i)[0])).any()
+        for i, u in enumerate(split.test.users))
+    assert ex["n_rows"] == test_has_review and ex["rows_without_review"] == 20 - test_has_review
+    for v in ex["per_template"].values():
+        assert 0 <= v["bleu4"] <= v["bleu1"] <= 100 and len(v["examples"]) == 3

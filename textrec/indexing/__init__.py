@@ -21,7 +21,11 @@ SCHEMES = ("random", "sequential", "collaborative", "semantic")
 
 def build_index(scheme: str, train_sequences: Sequence[np.ndarray], n_items: int,
                 texts: Sequence[str] | None = None, seed: int = 0, **kw) -> ItemIndex:
-    """Build an item index by scheme name from training sequences (and item texts for semantic)."""
+    """Build an item index by scheme name from training sequences (and item texts for semantic).
+
+    Semantic codes come from a quantizer fitted on the texts of items seen in training only;
+    items without training events (new items) are then encoded with it.
+    """
     if scheme == "random":
         return random_index(n_items, seed=seed, **kw)
     if scheme == "sequential":
@@ -31,6 +35,8 @@ def build_index(scheme: str, train_sequences: Sequence[np.ndarray], n_items: int
     if scheme == "semantic":
         if texts is None and "embeddings" not in kw:
             raise ValueError("semantic indexing needs the item texts (or embeddings=...)")
+        seen = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in train_sequences] or [[]]))
+        kw.setdefault("fit_items", seen.astype(np.int64) if len(seen) else None)
         return semantic_index(texts or [""] * n_items, seed=seed, **kw)[0]
     raise ValueError(f"unknown indexing scheme '{scheme}'; choose from {SCHEMES}")
 

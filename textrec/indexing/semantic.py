@@ -52,9 +52,12 @@ def codes_to_index(codes: np.ndarray, report: dict | None = None) -> ItemIndex:
 
 def semantic_index(texts: Sequence[str], n_subvectors: int = 4, n_centroids: int = 64, opq: bool = False,
                    seed: int = 0, encoder=None, embeddings: np.ndarray | None = None,
-                   small_catalog: str = "keep", progress: bool = False) -> tuple[ItemIndex, object]:
+                   small_catalog: str = "keep", progress: bool = False,
+                   fit_items: Sequence[int] | np.ndarray | None = None) -> tuple[ItemIndex, object]:
     """Embed item texts, fit a ProductQuantizer, return (index, fitted quantizer).
 
+    ``fit_items`` restricts the quantizer fit to those items (the ones with training events, as
+    VQ-Rec does), after which every item, new ones included, is encoded with it.
     ``embeddings`` skips the encoder (tests, or vectors computed elsewhere). ``small_catalog``
     is the quantizer's rule when the catalog has fewer than 39 x K texts ("keep" trains the
     requested K anyway; see :mod:`textrec.text.quantize`).
@@ -73,8 +76,9 @@ def semantic_index(texts: Sequence[str], n_subvectors: int = 4, n_centroids: int
                           small_catalog=small_catalog)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the quantizer records the small-catalog decision in its report
-        pq.fit(emb)
+        pq.fit(emb if fit_items is None else emb[np.asarray(fit_items, dtype=np.int64)])
     codes = pq.encode(emb)
-    index = codes_to_index(codes, report={"quantizer": pq.config(), "n_centroids_effective": pq.n_centroids_,
+    index = codes_to_index(codes, report={"fit_items": len(emb) if fit_items is None else int(len(fit_items)),
+                                          "quantizer": pq.config(), "n_centroids_effective": pq.n_centroids_,
                                           "quantizer_notes": pq.report.get("notes", [])})
     return index, pq

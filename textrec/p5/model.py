@@ -7,6 +7,13 @@ extra embedding table is added to the encoder's input embeddings; every token of
 item id in a prompt gets row ``m`` (1-based, wrapping at ``max_item_spans``), other tokens row
 0, so the pieces of one item id are tied together and told apart from the next item's pieces.
 
+Optional item embeddings (``item_embeddings=True``, a textrec extension): every token of an item
+id in the *source* also gets that item's own embedding row (zero-initialised). Id pieces such as
+``<c0_3>`` are shared by hundreds of items, so without it the encoder must learn which item a
+3-token conjunction names before it can learn item-to-item transitions; with it the identity is
+there from the first step. Items that never occur in a training source (new items) keep a zero
+row, so they are represented by their id tokens alone (semantic codes carry their meaning).
+
 LoRA (peft) is an option for checkpoints: the adapters train, and ``merge_lora`` folds them
 back so the saved model is a plain T5.
 
@@ -52,6 +59,7 @@ class P5Config:
     vocab_size: int = 4000  # BPE vocabulary learned on the data (item tokens come on top)
     whole_word: bool = True
     max_item_spans: int = 64
+    item_embeddings: bool = False  # add a per-item input embedding on each history id's tokens (see module doc)
     max_source_len: int = 160
     max_target_len: int = 64
     checkpoint: str | None = None
@@ -104,6 +112,11 @@ class P5Model(nn.Module):
         nn.init.normal_(self.whole_word.weight, std=0.02)
         with torch.no_grad():
             self.whole_word.weight[0].zero_()
+        self.item_embedding: nn.Embedding | None = None
+        if config.item_embeddings:  # row n_items = "not an item"; zero init (see module doc)
+            self.item_embedding = nn.Embedding(index.n_items + 1, d)
+            nn.init.zeros_(self.item_embedding.weight)
+        self._span_lookup: dict[tuple[int, ...], int] | None = None
         vocab_n = max(len(tokenizer), t5.get_input_embeddings().num_embeddings)
         is_item = torch.zeros(vocab_n, dtype=torch.bool)
         is_item[item_token_ids(tokenizer, index.vocab())] = True
@@ -120,6 +133,11 @@ class P5Model(nn.Module):
             model = cls.from_pretrained(config.checkpoint)
             model.config = config
             model.replace_index(index, item_ids=item_ids)
+            if config.item_embeddings and model.item_embedding is None:
+                model.item_embedding = nn.Embedding(index.n_items + 1, model.t5.config.d_model)
+                nn.init.zeros_(model.item_embedding.weight)
+            elif not config.item_embeddings:
+                model.item_embedding = None
         elif config.checkpoint:
             from transformers import AutoTokenizer, T5ForConditionalGeneration
 
@@ -156,6 +174,12 @@ class P5Model(nn.Module):
         is_item[item_token_ids(self.tokenizer, index.vocab())] = True
         self.is_item_token = is_item
         self._trie = None
+        self._span_lookup = None
+        if self.item_embedding is not None and self.item_embedding.num_embeddings != index.n_items + 1:
+            # item rows are tied to item indexes, which another index renumbers: start them at zero
+            self.item_embedding = nn.Embedding(index.n_items + 1, self.item_embedding.embedding_dim,
+                                               device=self.device)
+            nn.init.zeros_(self.item_embedding.weight)
         return added
 
     def add_lora(self) -> None:
@@ -196,11 +220,39 @@ class P5Model(nn.Module):
         span = (span - 1) % self.config.max_item_spans + 1
         return torch.where(is_item, span, torch.zeros_like(span))
 
+    def span_items(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Per token: the item whose whole id the token's span spells, ``n_items`` elsewhere.
+
+        A span cut by left truncation, or one that spells no item, maps to ``n_items``.
+        """
+        if self._span_lookup is None:
+            self._span_lookup = {tuple(self.tokenizer.convert_tokens_to_ids(t)): i
+                                 for i, t in enumerate(self.index.tokens)}
+        lookup, none = self._span_lookup, self.index.n_items
+        is_item = self.is_item_token[input_ids].tolist()
+        ids = input_ids.tolist()
+        out = [[none] * len(row) for row in ids]
+        for r, (row, flags) in enumerate(zip(ids, is_item)):
+            j = 0
+            while j < len(row):
+                if not flags[j]:
+                    j += 1
+                    continue
+                e = j
+                while e < len(row) and flags[e]:
+                    e += 1
+                it = lookup.get(tuple(row[j:e]), none)
+                out[r][j:e] = [it] * (e - j)
+                j = e
+        return torch.tensor(out, dtype=torch.long, device=input_ids.device)
+
     def input_embeds(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings plus whole-word embeddings."""
+        """Token embeddings plus whole-word (and, if enabled, per-item) embeddings."""
         emb = self.t5.get_input_embeddings()(input_ids)
         if self.config.whole_word:
             emb = emb + self.whole_word(self.whole_word_ids(input_ids))
+        if self.item_embedding is not None:
+            emb = emb + self.item_embedding(self.span_items(input_ids))
         return emb
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -245,7 +297,10 @@ class P5Model(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         self.t5.save_pretrained(path / "t5", safe_serialization=True)
         tmp, final = atomic_path(path / "whole_word.safetensors")
-        save_file({"weight": self.whole_word.weight.detach().cpu().contiguous()}, str(tmp))
+        tensors = {"weight": self.whole_word.weight.detach().cpu().contiguous()}
+        if self.item_embedding is not None:
+            tensors["item_weight"] = self.item_embedding.weight.detach().cpu().contiguous()
+        save_file(tensors, str(tmp))
         os.replace(tmp, final)
         self.tokenizer.save_pretrained(path / "tokenizer")
         self.index.save(path / "item_index.json")
@@ -275,6 +330,13 @@ class P5Model(nn.Module):
         index = ItemIndex.load(path / "item_index.json")
         ids = json.loads((path / "item_ids.json").read_text()) if (path / "item_ids.json").is_file() else None
         model = cls(config, tok, index, t5=t5, item_ids=ids)
-        model.whole_word.load_state_dict(load_file(str(path / "whole_word.safetensors")))
+        extra = load_file(str(path / "whole_word.safetensors"))
+        item_weight = extra.pop("item_weight", None)
+        if (item_weight is None) != (model.item_embedding is None):
+            raise ValueError(f"{path}: item_embeddings={config.item_embeddings} but whole_word.safetensors "
+                             f"{'lacks' if item_weight is None else 'has'} 'item_weight'")
+        model.whole_word.load_state_dict(extra)
+        if item_weight is not None:
+            model.item_embedding.load_state_dict({"weight": item_weight})
         model.eval()
         return model

@@ -144,6 +144,30 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def heuristics_only(args, ds, tasks: dict, retrievers: dict, cfg) -> None:
+    """Score the SFT teacher's four heuristic queries (no LLM) on the same test rows as the LLM rows.
+
+    Shows what the SFT warm start imitates: each heuristic alone, next to the raw-history row.
+    Writes ``<stem>_heuristics.json``.
+    """
+    from textrec.query.sft import CANDIDATES, candidate_queries
+
+    results: dict = {}
+    for s, ts in tasks.items():
+        cands = [candidate_queries(t, cfg.sft_max_query_words) for t in ts]
+        rows = {"raw_history": [t.raw_query() for t in ts], **{k: [c[k] for c in cands] for k in CANDIDATES}}
+        results[s] = {r: {row: {"test": metrics(ret, qs, ts)} for row, qs in rows.items()}
+                      for r, ret in retrievers.items()}
+    res = {"benchmark": "query_recr1_heuristics", "dataset": ds.name, "subsample": {"n_users": args.n_users,
+           "seed": args.seed, "is_subsample": True}, "max_query_words": cfg.sft_max_query_words,
+           "results": results, "git_commit": git_commit(), "date": date.today().isoformat(), "machine": machine()}
+    stem = args.name or f"query_{ds.name}"
+    write_json(Path(args.out_dir) / f"{stem}_heuristics.json", res)
+    for s, by_r in results.items():
+        for r, rows in by_r.items():
+            print(f"{s}/{r}: " + ", ".join(f"{row} {m['test']['ndcg@10']:.4f}" for row, m in rows.items()))
+
+
 def main() -> None:
     """Parse arguments, run the three query rows, train GRPO, write JSON/Markdown/PNG."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +185,8 @@ def main() -> None:
     ap.add_argument("--run-dir", default=None, help="GRPO checkpoints (default runs/query_bench/<dataset>)")
     ap.add_argument("--resume", action="store_true", help="resume GRPO from the run dir's last checkpoint")
     ap.add_argument("--out-dir", default="eval/results")
+    ap.add_argument("--heuristics-only", action="store_true",
+                    help="only score the SFT teacher's heuristic queries on the same rows (no LLM)")
     ap.add_argument("--annotate", metavar="JSON", help="only re-annotate an existing result JSON (and its .md)")
     args = ap.parse_args()
     if args.annotate:
@@ -197,6 +223,9 @@ def main() -> None:
     gen_stats: dict[str, dict] = {}
     for s in tasks:
         queries[s]["raw_history"] = [t.raw_query() for t in tasks[s]]
+    if args.heuristics_only:
+        heuristics_only(args, ds, tasks, retrievers, cfg)
+        return
 
     writer = QueryWriter.from_base(cfg.model, template_id=cfg.template_id, template_family=cfg.template_family,
                                    max_history=cfg.max_history, max_new_tokens=cfg.eval_max_new_tokens,

@@ -257,8 +257,9 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     out_dir = Path(args.out_dir)
     tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
-    if args.recipe != "p5_ml100k":  # other recipes never overwrite the default run's files
-        tag += "_" + Path(args.recipe).stem.removeprefix("p5_")
+    stem = Path(args.recipe).stem.removeprefix("p5_")
+    if args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files
+        tag += "_" + stem
     combined_path = out_dir / f"p5_{tag}.json"
     res = {"benchmark": "p5_sequential", "dataset": ds.name, "split": split.describe(), "recipe": args.recipe,
            "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (subset of valid rows), "

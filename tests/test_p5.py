@@ -351,3 +351,12 @@ def test_bench_secondary_tasks_score_rating_and_explanation():
     assert ex["n_rows"] == test_has_review and ex["rows_without_review"] == 20 - test_has_review
     for v in ex["per_template"].values():
         assert 0 <= v["bleu4"] <= v["bleu1"] <= 100 and len(v["examples"]) == 3
+
+
+def test_items_without_titles_are_named_by_their_id():
+    index = random_index(4, seed=0)
+    ser = P5Serializer(index, ["red guitar strings", "", "amp", "capo"], SerializerConfig(max_history_titles=2))
+    assert ser.title(0) == "red guitar strings" and ser.title(1) == index.item_text(1)
+    assert ser.history_fields([0, 1])["history_titles"] == f"{index.item_text(0)} (red guitar strings),{index.item_text(1)}"
+    no_titles = P5Serializer(index, None)
+    assert no_titles.title(3) == index.item_text(3)

@@ -129,10 +129,14 @@ class P5Serializer:
         return self._id_text[int(i)]
 
     def title(self, i: int) -> str:
-        """An item's title, truncated to ``title_words`` words ('unknown' without titles)."""
-        if self.item_titles is None:
-            return "unknown"
-        return _words(self.item_titles[int(i)], self.config.title_words) or "unknown"
+        """An item's title, truncated to ``title_words`` words.
+
+        An item without a title (or a catalog without titles, e.g. Instruments) is named by its
+        id instead: a constant such as "unknown" would leave title-only prompts (explanation,
+        some rating templates) with nothing that tells the items apart.
+        """
+        title = _words(self.item_titles[int(i)], self.config.title_words) if self.item_titles is not None else ""
+        return title or self.item(i)
 
     def history_fields(self, history: Sequence[int]) -> dict[str, str]:
         """``history`` (last ``max_history`` ids) and ``history_titles`` (last few, with titles)."""
@@ -140,7 +144,11 @@ class P5Serializer:
         h = list(history)[-c.max_history:] if c.max_history > 0 else []
         ht = list(history)[-c.max_history_titles:] if c.max_history_titles > 0 else []
         return {"history": ITEM_SEP.join(self.item(i) for i in h),
-                "history_titles": ITEM_SEP.join(f"{self.item(i)} ({self.title(i)})" for i in ht)}
+                "history_titles": ITEM_SEP.join(self._with_title(i) for i in ht)}
+
+    def _with_title(self, i: int) -> str:
+        title = self.title(i)
+        return self.item(i) if title == self.item(i) else f"{self.item(i)} ({title})"
 
     def sequential_source(self, user: int, history: Sequence[int], template: Template) -> str:
         """The source text of one sequential prompt (inference: no target needed)."""

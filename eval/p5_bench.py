@@ -153,7 +153,12 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     beams = int(ecfg.get("beams", 10))
     rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
     pop = split.item_popularity()
-    valid = evaluate(rec, split.valid, split.n_items, ks=KS, popularity=pop)
+    valid_set, valid_note = split.valid, "all valid rows"
+    n_v = ecfg.get("valid_rows")  # large catalogs: valid on a seeded subset of users (labelled), test on all
+    if n_v is not None and int(n_v) < len(split.valid):
+        keep = np.sort(np.random.default_rng(seed + 1).choice(len(split.valid), size=int(n_v), replace=False))
+        valid_set, valid_note = split.valid.select(keep), f"seeded subset of {int(n_v)} of {len(split.valid)} valid rows"
+    valid = evaluate(rec, valid_set, split.n_items, ks=KS, popularity=pop)
     test = evaluate(rec, split.test, split.n_items, ks=KS, popularity=pop)
     n_t = min(int(ecfg.get("template_users", len(split.test))), len(split.test))
     rows = np.sort(np.random.default_rng(seed).choice(len(split.test), size=n_t, replace=False))
@@ -174,7 +179,7 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
            "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
            "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
            "training_history": history, "beams": beams,
-           "valid": valid.to_dict(), "test": test.to_dict(),
+           "valid": valid.to_dict(), "valid_rows": valid_note, "test": test.to_dict(),
            "inference_users_per_s": round(test.users_per_second, 1),
            "templates": {"headline": seen[0], "rows_per_template": n_t, "per_template": per_template,
                          "seen_mean": mean_over(False), "unseen_mean": mean_over(True)},

@@ -138,7 +138,8 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     ser = P5Serializer(index, titles, scfg)
     data = TrainData.from_frame(split.train, split.n_users, split.n_items, reviews=ds.reviews)
     mcfg = config_from_dict(P5Config, recipe.get("model", {}), "P5 model")
-    model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids))
+    model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids),
+                          seed=seed)
     tr = {**recipe.get("trainer", {}), "seed": seed}
     if max_minutes is not None:
         tr["max_minutes"] = max_minutes

@@ -360,3 +360,12 @@ def test_items_without_titles_are_named_by_their_id():
     assert ser.history_fields([0, 1])["history_titles"] == f"{index.item_text(0)} (red guitar strings),{index.item_text(1)}"
     no_titles = P5Serializer(index, None)
     assert no_titles.title(3) == index.item_text(3)
+
+
+def test_build_is_seeded():
+    index = random_index(20, seed=0)
+    ser = P5Serializer(index, None, templates=SHORT)
+    corpus = tokenizer_corpus(ser, TrainData([np.arange(5)], 20), None)
+    a, b, c = (P5Model.build(P5Config(preset="tiny", vocab_size=300), index, corpus, seed=s) for s in (1, 1, 2))
+    wa, wb, wc = (m.t5.get_input_embeddings().weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)

@@ -126,8 +126,13 @@ class P5Model(nn.Module):
     # ---- construction --------------------------------------------------------------------
     @classmethod
     def build(cls, config: P5Config, index: ItemIndex, corpus: list[str] | None = None,
-              item_ids: list[str] | None = None) -> P5Model:
-        """A fresh model: train a tokenizer on ``corpus`` (or load the checkpoint's) and build T5."""
+              item_ids: list[str] | None = None, seed: int | None = 0) -> P5Model:
+        """A fresh model: train a tokenizer on ``corpus`` (or load the checkpoint's) and build T5.
+
+        ``seed`` fixes the random initialisation (None leaves torch's global generator alone).
+        """
+        if seed is not None:
+            torch.manual_seed(seed)
         if config.checkpoint and (Path(config.checkpoint) / "p5_config.json").is_file():
             # A saved P5 model (e.g. another domain): keep its weights and tokenizer, swap the index.
             model = cls.from_pretrained(config.checkpoint)

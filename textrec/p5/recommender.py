@@ -88,7 +88,7 @@ class P5Recommender(Recommender):
             self.serializer = P5Serializer(index, titles, self.serializer_config)
             tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
             corpus = tokenizer_corpus(self.serializer, tdata, titles, seed=self.seed)
-            self.model = P5Model.build(self.model_config, index, corpus)
+            self.model = P5Model.build(self.model_config, index, corpus, seed=self.seed)
         assert self.serializer is not None
         tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
         self.history = train_p5(self.model, self.serializer, tdata, data.valid, self.train_config, progress)

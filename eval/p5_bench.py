@@ -279,6 +279,10 @@ def main() -> None:
             res["p5"] = old.get("p5", {})
     for scheme in args.indexings:
         r = run_indexing(scheme, split, recipe, args.seed, args.max_minutes, args.save_models, not args.no_progress)
+        if combined_path.is_file():  # another run of the same recipe may have finished an indexing meanwhile
+            old = json.loads(combined_path.read_text())
+            if old.get("recipe") == args.recipe:
+                res["p5"] = {**old.get("p5", {}), **res["p5"]}
         res["p5"][scheme] = r
         write_json(out_dir / f"p5_{tag}_{scheme}.json", {**{k: v for k, v in res.items() if k != "p5"}, **r})
         t = r["test"]

@@ -96,19 +96,17 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
         out["rating"] = res
     if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
         rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
-        key = pd.MultiIndex.from_arrays([users, items])
-        has = np.flatnonzero(key.isin(rev.index))
-        has = np.array([i for i in has if str(rev.loc[(users[i], items[i]), "text"]).strip()], dtype=np.int64)
+        per_row = rev.reindex(pd.MultiIndex.from_arrays([users, items]))  # one review (or NaN) per test row
+        text = per_row["text"].fillna("").astype(str).to_numpy()
+        stars = per_row["rating"].to_numpy() if "rating" in per_row.columns else np.full(len(users), np.nan)
+        has = np.flatnonzero([bool(t.strip()) for t in text])
         pick = np.sort(rng.choice(has, size=min(n_max, len(has)), replace=False))
         res = {"n_rows": int(len(pick)), "rows_without_review": int(len(users) - len(has)), "per_template": {}}
-        refs = [" ".join(str(rev.loc[(users[i], items[i]), "text"]).split()[:ser.config.review_words]) for i in pick]
+        refs = [" ".join(text[i].split()[:ser.config.review_words]) for i in pick]
         for tpl in ser.templates["explanation"]:
-            src = []
-            for i in pick:
-                r = rev.loc[(users[i], items[i]), "rating"]
-                src.append(tpl.render_source(user=int(users[i]), item=ser.item(items[i]),
-                                             item_title=ser.title(items[i]),
-                                             rating="unknown" if pd.isna(r) else f"{float(r):g}"))
+            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
+                                     rating="unknown" if pd.isna(stars[i]) else f"{float(stars[i]):g}")
+                   for i in pick]
             hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
                                  num_beams=int(ecfg.get("explanation_beams", 1)))
             rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]

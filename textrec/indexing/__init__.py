@@ -36,7 +36,7 @@ def build_index(scheme: str, train_sequences: Sequence[np.ndarray], n_items: int
         if texts is None and "embeddings" not in kw:
             raise ValueError("semantic indexing needs the item texts (or embeddings=...)")
         seen = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in train_sequences] or [[]]))
-        kw.setdefault("fit_items", seen.astype(np.int64) if len(seen) else None)
+        kw.setdefault("fit_items", seen if len(seen) else None)
         return semantic_index(texts or [""] * n_items, seed=seed, **kw)[0]
     raise ValueError(f"unknown indexing scheme '{scheme}'; choose from {SCHEMES}")
 

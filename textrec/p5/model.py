@@ -80,6 +80,13 @@ class P5Config:
         return out
 
 
+def _zero_item_embedding(n_items: int, dim: int) -> nn.Embedding:
+    """Per-item input rows, zero-initialised; row ``n_items`` means "not an item" (see module doc)."""
+    emb = nn.Embedding(n_items + 1, dim)
+    nn.init.zeros_(emb.weight)
+    return emb
+
+
 class P5Model(nn.Module):
     """T5 + whole-word embeddings, with its tokenizer and item index (see module doc)."""
 
@@ -112,10 +119,7 @@ class P5Model(nn.Module):
         nn.init.normal_(self.whole_word.weight, std=0.02)
         with torch.no_grad():
             self.whole_word.weight[0].zero_()
-        self.item_embedding: nn.Embedding | None = None
-        if config.item_embeddings:  # row n_items = "not an item"; zero init (see module doc)
-            self.item_embedding = nn.Embedding(index.n_items + 1, d)
-            nn.init.zeros_(self.item_embedding.weight)
+        self.item_embedding = _zero_item_embedding(index.n_items, d) if config.item_embeddings else None
         self._span_lookup: dict[tuple[int, ...], int] | None = None
         vocab_n = max(len(tokenizer), t5.get_input_embeddings().num_embeddings)
         is_item = torch.zeros(vocab_n, dtype=torch.bool)
@@ -139,8 +143,7 @@ class P5Model(nn.Module):
             model.config = config
             model.replace_index(index, item_ids=item_ids)
             if config.item_embeddings and model.item_embedding is None:
-                model.item_embedding = nn.Embedding(index.n_items + 1, model.t5.config.d_model)
-                nn.init.zeros_(model.item_embedding.weight)
+                model.item_embedding = _zero_item_embedding(index.n_items, model.t5.config.d_model)
             elif not config.item_embeddings:
                 model.item_embedding = None
         elif config.checkpoint:
@@ -182,9 +185,7 @@ class P5Model(nn.Module):
         self._span_lookup = None
         if self.item_embedding is not None and self.item_embedding.num_embeddings != index.n_items + 1:
             # item rows are tied to item indexes, which another index renumbers: start them at zero
-            self.item_embedding = nn.Embedding(index.n_items + 1, self.item_embedding.embedding_dim,
-                                               device=self.device)
-            nn.init.zeros_(self.item_embedding.weight)
+            self.item_embedding = _zero_item_embedding(index.n_items, self.item_embedding.embedding_dim).to(self.device)
         return added
 
     def add_lora(self) -> None:

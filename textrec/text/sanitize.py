@@ -33,10 +33,18 @@ _CONTROL_RANGES = [
     (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x13438),
     (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
 ]
-CONTROL_RE = re.compile("[" + "".join(
-    re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in _CONTROL_RANGES) + "]")
+
+
+def _char_class(ranges: list[tuple[int, int]]) -> re.Pattern[str]:
+    return re.compile("[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                                    for a, b in ranges) + "]")
+
+
+CONTROL_RE = _char_class(_CONTROL_RANGES)
+_CONTROL_NOT_NEWLINE = _char_class([(0x0, 0x9), (0xB, 0x1F)] + _CONTROL_RANGES[1:])
 # Whitespace-like controls become a space so words on either side stay apart.
 _SPACE_LIKE = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")
+_NEWLINES = frozenset("\n\r\x85\u2028\u2029")
 
 _OPEN, _CLOSE = "\u2039", "\u203a"  # single angle quotation marks: look like < >, are not < >
 _LT, _GT, _BAR = "<\uff1c\ufe64", ">\uff1e\ufe65", "|\uff5c"
@@ -79,10 +87,17 @@ def find_control(text: str) -> str | None:
     return m.group(0) if m else None
 
 
-def strip_control(text: str) -> tuple[str, bool]:
-    """``text`` without control/format characters (tabs and line breaks -> spaces); and whether it changed."""
+def strip_control(text: str, keep_newlines: bool = False) -> tuple[str, bool]:
+    """``text`` without control/format characters; and whether it changed.
+
+    Tabs and line breaks become spaces, or with ``keep_newlines`` line breaks (``\r\n``,
+    U+2028...) become ``"\n"`` (for text whose lines mean something, e.g. sentence splitting).
+    """
     if not CONTROL_RE.search(text):
         return text, False
+    if keep_newlines:
+        text = _SPACE_LIKE.sub(lambda m: "\n" if m.group(0) in _NEWLINES else " ", text.replace("\r\n", "\n"))
+        return _CONTROL_NOT_NEWLINE.sub("", text), True
     return CONTROL_RE.sub("", _SPACE_LIKE.sub(" ", text)), True
 
 

@@ -310,3 +310,13 @@ def test_fuzz_helpers_run_quickly():
         for _ in range(20):
             mutate(t, rng)
     assert time.process_time() - t0 < 10
+
+
+def test_over_long_line_is_a_counted_bad_row(tmp_path, monkeypatch):
+    from textrec.data.loaders import _validate
+
+    monkeypatch.setattr(_validate, "MAX_LINE_BYTES", 1000)
+    f = amazon_file(tmp_path, review(user="x" * 5000))
+    rejected(lambda: load_amazon_reviews(f), 2, None, "line longer than")
+    ds = load_amazon_reviews(f, on_error="skip")
+    assert ds.n_interactions == 2 and ds.skipped.counts == {"line too long": 1}

@@ -148,6 +148,22 @@ def test_p5_one_megabyte_title_is_cut(p5_parts):
     assert len(src) < 2_000 and ser.sanitize_stats.truncated == index.n_items
 
 
+def test_p5_review_families_cap_megabyte_reviews(p5_parts):
+    import pandas as pd
+
+    from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData, load_family_templates
+
+    index, _tok, _ = p5_parts
+    reviews = pd.DataFrame({"user": [0, 1], "item": [1, 2], "rating": [5.0, 4.0],
+                            "text": ["x" * 1_000_000, "good " * 200_000], "summary": ["<n_4>" * 100_000, "ok"]})
+    data = TrainData([np.array([1]), np.array([2])], index.n_items, reviews=reviews)
+    ser = P5Serializer(index, None, SerializerConfig(families=["explanation", "review"]),
+                       templates=load_family_templates(["explanation", "review"]))
+    cols = ser.examples(data)
+    assert len(cols["source"]) == 4
+    assert max(len(t) for t in cols["source"] + cols["target"]) < 2_500  # was 1 MB per example
+
+
 @FUZZ
 @given(st.lists(hostile_text, min_size=3, max_size=3))
 def test_p5_fuzzed_titles_never_add_item_tokens(p5_parts, titles):

@@ -320,3 +320,19 @@ def test_over_long_line_is_a_counted_bad_row(tmp_path, monkeypatch):
     rejected(lambda: load_amazon_reviews(f), 2, None, "line longer than")
     ds = load_amazon_reviews(f, on_error="skip")
     assert ds.n_interactions == 2 and ds.skipped.counts == {"line too long": 1}
+
+
+def test_parquet_native_types_still_load(tmp_path):
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"uid": pa.array([1, 2], pa.int64()), "item": ["i1", "i2"],
+                      "stars": pa.array([Decimal("4.5"), Decimal("3.0")], pa.decimal128(3, 1)),
+                      "ts": pa.array([pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02")], pa.timestamp("s"))})
+    f = tmp_path / "r.parquet"
+    pq.write_table(table, f)
+    ds = load_table(f, COLUMNS)
+    assert list(ds.user_ids) == ["1", "2"] and ds.interactions["rating"].tolist() == [4.5, 3.0]
+    assert ds.interactions["timestamp"].tolist() == [1577836800.0, 1577923200.0]

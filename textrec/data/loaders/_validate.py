@@ -36,6 +36,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -317,7 +318,7 @@ def strict_number(value: Any) -> float:
         if not _NUMBER.fullmatch(text):
             raise ValueError(f"not a plain decimal number: {text[:40]!r}")
         value = text
-    elif not isinstance(value, (int, float, np.integer, np.floating)):
+    elif not isinstance(value, (int, float, np.integer, np.floating, Decimal)):  # Decimal: parquet decimals
         raise ValueError(f"not a number: {str(value)[:40]!r}")
     try:
         out = float(value)
@@ -347,7 +348,7 @@ def to_seconds(value: Any, scale: float = 1.0) -> float:
         secs = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
     elif isinstance(value, date):
         secs = datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
-    elif isinstance(value, (int, float, np.integer, np.floating)):
+    elif isinstance(value, (int, float, np.integer, np.floating, Decimal)):
         secs = strict_number(value) * scale
     elif isinstance(value, str):
         text = value.strip()

@@ -83,6 +83,8 @@ def test_deeply_nested_json_is_a_data_error_and_skippable(tmp_path):
     assert ds.n_interactions == 2 and ds.skipped.counts == {"malformed JSON line": 1}
     f.write_text(review(rating="@" + "[" * 200 + "]" * 200) + "\n")  # parses, but too deep to trust
     rejected(lambda: load_amazon_reviews(f), 1, None, "nested deeper")
+    f.write_bytes(b'{"reviewerID": "\xff", "overall": ' + b"[" * DEEP + b"]" * DEEP + b"}\n")
+    rejected(lambda: load_amazon_reviews(f), 1, None, "not valid utf-8")  # too deep to locate the field: no crash
 
 
 @pytest.mark.parametrize("where", ["reviewerID", "reviewText", "summary"])

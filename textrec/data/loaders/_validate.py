@@ -153,7 +153,7 @@ def json_locator(raw: bytes) -> str | None:
     """A ``locate`` function for JSON lines: the first key whose value holds undecodable bytes."""
     try:
         obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None

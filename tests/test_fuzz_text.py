@@ -260,3 +260,15 @@ def test_recr1_fuzzed_titles_keep_the_turn_structure(chat_tokenizer, titles):
 def test_tokenizer_special_tokens_lists_added_tokens(chat_tokenizer, erra_tok):
     assert {"<|im_start|>", "<|im_end|>", "<unk>"} <= set(tokenizer_special_tokens(chat_tokenizer))
     assert "<u_3>" in tokenizer_special_tokens(erra_tok)
+
+
+def test_erra_review_texts_lose_controls_keep_lines_and_are_capped():
+    import pandas as pd
+
+    from textrec.explain.data import clean_reviews
+
+    reviews = pd.DataFrame({"text": ["Great.\r\nLoud\x00 \u202eamp.", "x" * 50_000, None, "fine"]})
+    out, counts = clean_reviews(reviews, max_chars=1000)
+    assert out["text"].tolist()[:2] == ["Great.\nLoud amp.", "x" * 999 + "\u2026"] and pd.isna(out["text"].iat[2])
+    assert split_sentences(out["text"].iat[0]) == ["Great.", "Loud amp."]
+    assert counts == {"control_removed": 1, "truncated": 1} and reviews["text"].iat[1] == "x" * 50_000

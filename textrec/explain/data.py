@@ -160,7 +160,8 @@ class ExplainData:
         report["examples"] = {k: len(v) for k, v in data.examples.items()}
         if progress:
             print(f"textrec: explain data {data.name}: {report['examples']} examples; {split.skipped.summary()}; "
-                  f"moved to train {split.moved_to_train}; no target {no_target.summary()}", file=sys.stderr)
+                  f"moved to train {split.moved_to_train}; no target {no_target.summary()}"
+                  + (f"; review texts cleaned {cleaned}" if any(cleaned.values()) else ""), file=sys.stderr)
         return data
 
     def make_example(self, row: int, target: str = "", feature: str = "") -> Example:

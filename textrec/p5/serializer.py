@@ -25,6 +25,7 @@ one-word title is cut). ``sanitize_stats`` counts what was changed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from textrec.indexing.base import ItemIndex
 from textrec.prompts import Template, TemplateError, load_templates, select
 from textrec.text.sanitize import SanitizeStats, TextSanitizer
 
+logger = logging.getLogger("textrec.p5")
 FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
 ITEM_SEP = ","  # one token between item ids, so whole-word spans stay separate
 
@@ -132,6 +134,8 @@ class P5Serializer:
                             if item_titles is not None else None)
         if self.item_titles is not None and len(self.item_titles) != index.n_items:
             raise ValueError(f"{len(self.item_titles)} item titles for {index.n_items} indexed items")
+        if self.sanitizer.stats:
+            logger.warning("P5 item titles: %s", self.sanitizer.stats)
         self.templates = templates if templates is not None else load_family_templates(self.config.families)
         self._id_text = [index.item_text(i) for i in range(index.n_items)]
 
@@ -204,7 +208,11 @@ class P5Serializer:
                 need = sorted({r for t in self.templates[fam] for r in t.requires} - caps)
                 self.skipped_families[fam] = f"no usable template (data lacks {need or 'nothing'})"
                 continue
+            before = self.sanitizer.stats.special_neutralized + self.sanitizer.stats.control_removed
             getattr(self, f"_{fam}")(data, usable, rng, cols)
+            changed = self.sanitizer.stats.special_neutralized + self.sanitizer.stats.control_removed - before
+            if changed and epoch == 0:
+                logger.warning("P5 %s examples: review text cleaned %d times (%s)", fam, changed, self.sanitizer.stats)
         return cols
 
     def dataset(self, data: TrainData, epoch: int = 0, unseen: bool = False):

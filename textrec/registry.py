@@ -41,6 +41,16 @@ def model_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
+def registered_name(cls: type) -> str:
+    """The registry name of a class (what ``config.json`` records as ``model_type``)."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for name, where in MODELS.items():
+        if where == target:
+            return name
+    raise ValueError(f"{cls.__module__}.{cls.__qualname__} is not registered in textrec.registry.MODELS; "
+                     "add a line there to save it")
+
+
 def load(path: Any) -> Any:
     """Open any artifact folder written by a textrec model's ``save_pretrained``."""
     from textrec.artifact import load_artifact

@@ -158,28 +158,38 @@ def _umask() -> int:
     return 0o022
 
 
-def save_model(path: str | os.PathLike, model_type: str, config: dict[str, Any],
+def fill_model(folder: Path, model_type: str, config: dict[str, Any],
                tensors: dict[str, torch.Tensor] | None = None, catalog=None, users=None,
-               extra: Callable[[Path], None] | None = None) -> Path:
-    """Write one artifact: config, weights, catalog, users, engine files, manifest (in that order)."""
+               extra: Callable[[Path], None] | None = None) -> None:
+    """Write an artifact's files into an existing folder (no manifest; see :func:`save_model`).
+
+    ``tensors=None`` means ``extra`` writes ``model.safetensors`` itself (e.g. tied weights).
+    """
     from safetensors.torch import save_file
 
     from textrec.io import json_default
 
-    def fill(tmp: Path) -> None:
-        body = {"model_type": model_type, "textrec_version": _version(), "format_version": FORMAT_VERSION,
-                "config": config}
-        (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=2, default=json_default), encoding="utf-8")
-        save_file({k: v.detach().contiguous().cpu() for k, v in (tensors or {}).items()}, str(tmp / WEIGHTS_FILE))
-        if catalog is not None:
-            catalog.save(tmp)
-        if users is not None:
-            users.save(tmp)
-        if extra is not None:
-            extra(tmp)
+    folder = Path(folder)
+    body = {"model_type": model_type, "textrec_version": _version(), "format_version": FORMAT_VERSION,
+            "config": config}
+    (folder / CONFIG_FILE).write_text(json.dumps(body, indent=2, default=json_default), encoding="utf-8")
+    if tensors is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
+    if catalog is not None:
+        catalog.save(folder)
+    if users is not None:
+        users.save(folder)
+    if extra is not None:
+        extra(folder)
 
+
+def save_model(path: str | os.PathLike, model_type: str, config: dict[str, Any],
+               tensors: dict[str, torch.Tensor] | None = None, catalog=None, users=None,
+               extra: Callable[[Path], None] | None = None) -> Path:
+    """Write one artifact as a unit: config, weights, catalog, users, engine files, then the manifest."""
     n_items = len(catalog) if catalog is not None else None
-    return write_folder(path, fill, n_items, catalog.sha256() if catalog is not None else None)
+    return write_folder(path, lambda tmp: fill_model(tmp, model_type, config, tensors, catalog, users, extra),
+                        n_items, catalog.sha256() if catalog is not None else None)
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -263,4 +273,4 @@ def load_artifact(path: str | os.PathLike) -> Any:
 
 
 __all__ = ["ArtifactError", "LegacyArtifactWarning", "FORMAT_VERSION", "save_model", "read_config", "read_tensors",
-           "verify", "write_manifest", "write_folder", "detect_format", "load_artifact", "file_sha256"]
+           "verify", "write_manifest", "write_folder", "fill_model", "detect_format", "load_artifact", "file_sha256"]

@@ -21,6 +21,12 @@ MODELS: dict[str, str] = {
     # engines
     "VQRec": "textrec.models.vqrec:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",
+    # explanation models (ERRA engine) and the explainer that pairs one with its review data
+    "PETER": "textrec.explain.peter:PeterModel",
+    "ERRA": "textrec.explain.generator:ERRADecoder",
+    "ERRA-T5": "textrec.explain.generator:ERRAGenerator",
+    "ERRA-LM": "textrec.explain.lm:LMExplainer",
+    "Explainer": "textrec.explain.pipeline:Explainer",
 }
 
 #: names written by earlier versions -> current names

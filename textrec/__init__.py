@@ -1,6 +1,6 @@
 """textrec: recommendation as language — P5, VQ-Rec, Rec-R1 and ERRA over one data and evaluation core."""
 
-__version__ = "0.2.0"
+from textrec._version import __version__
 
 
 def load(path):

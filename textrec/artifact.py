@@ -45,7 +45,7 @@ class LegacyArtifactWarning(UserWarning):
 
 
 def _version() -> str:
-    from textrec import __version__
+    from textrec._version import __version__
 
     return __version__
 

@@ -1,13 +1,12 @@
-"""Model names -> classes, imported lazily; ``load(dir)`` opens any saved artifact.
+"""Model names -> classes, imported lazily.
 
-The map holds ``"module:Class"`` strings, so importing this module imports no engine and
+``textrec.load(dir)`` opens any saved artifact through this map. The map holds ``"module:Class"`` strings, so importing this module imports no engine and
 registering a model is one line here (no import side effects, no decorators to run first).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 #: every model a user can build by name or load from a folder; kind says which job it does
 MODELS: dict[str, str] = {
@@ -55,10 +54,3 @@ def registered_name(cls: type) -> str:
             return name
     raise ValueError(f"{cls.__module__}.{cls.__qualname__} is not registered in textrec.registry.MODELS; "
                      "add a line there to save it")
-
-
-def load(path: Any) -> Any:
-    """Open any artifact folder written by a textrec model's ``save_pretrained``."""
-    from textrec.artifact import load_artifact
-
-    return load_artifact(path)

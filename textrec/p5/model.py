@@ -338,22 +338,29 @@ class P5Model(nn.Module):
         return model
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Save as a P5 recommender artifact with default adapter settings (see ``P5Recommender``)."""
-        from textrec.p5.recommender import P5Recommender
+        """Save as a P5 artifact with default recommender settings (``textrec.load`` gives a P5Recommender)."""
+        from textrec.artifact import save_model
+        from textrec.catalog import Catalog
 
-        return P5Recommender(model=self).save_pretrained(path)
+        self.merge_lora()
+        catalog = Catalog(self.item_ids) if self.item_ids is not None else None
+        return save_model(path, "P5", {"indexing": self.index.scheme, "model_config": self.config_dict()},
+                          self.extra_tensors(), catalog=catalog, extra=self.write_parts)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> P5Model:
         """Load the model of a P5 artifact (current format, or a textrec 0.1 ``p5_config.json`` folder)."""
+        from textrec.artifact import ArtifactError, read_config, read_tensors
+        from textrec.catalog import Catalog
+
         path = Path(path)
         if (path / "p5_config.json").is_file():
             return cls._from_legacy(path)
-        from textrec.p5.recommender import P5Recommender
-
-        rec = P5Recommender.from_pretrained(path)
-        assert rec.model is not None
-        return rec.model
+        body = read_config(path)
+        if body["model_type"] != "P5":
+            raise ArtifactError(f"{path}: a {body['model_type']} artifact, not P5")
+        ids = Catalog.load(path).ids if (path / "catalog.json").is_file() else None
+        return cls.read_parts(path, body["config"]["model_config"], read_tensors(path), item_ids=ids)
 
     @classmethod
     def _from_legacy(cls, path: Path) -> P5Model:

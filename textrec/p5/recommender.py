@@ -103,16 +103,12 @@ class P5Recommender(Recommender):
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         """Beam scores for the top-``k`` generated items, ``-inf`` for every other item."""
-        from textrec.p5.generation import generate_items
+        from textrec.p5.generation import beam_score_matrix
 
         if self.model is None:
             raise RuntimeError("P5Recommender is not fitted")
-        items, scores = generate_items(self.model, self.sources(users, histories), consumed=histories,
-                                       k=self.k, num_beams=self.num_beams, batch_size=self.batch_size)
-        out = torch.full((len(users), self.model.index.n_items), float("-inf"))
-        rows, cols = np.nonzero(items >= 0)
-        out[torch.from_numpy(rows), torch.from_numpy(items[rows, cols])] = torch.from_numpy(scores[rows, cols])
-        return out
+        return beam_score_matrix(self.model, self.sources(users, histories), histories, self.model.index.n_items,
+                                 k=self.k, num_beams=self.num_beams, batch_size=self.batch_size)
 
     def get_config(self) -> dict[str, Any]:
         """Adapter settings and the model config (the T5 has its own folder)."""

@@ -121,12 +121,14 @@ def write_folder(path: str | os.PathLike, fill: Callable[[Path], None], n_items:
 
     On failure the temporary folder is removed and an existing artifact at ``path`` is untouched.
     """
+    from textrec.io import current_umask
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     old: Path | None = None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders
         fill(tmp)
         write_manifest(tmp, n_items, catalog_sha256)
         _fsync_tree(tmp)
@@ -145,17 +147,6 @@ def write_folder(path: str | os.PathLike, fill: Callable[[Path], None], n_items:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
-
-
-def _umask() -> int:
-    # read without changing it for other threads: /proc has it on Linux; fall back to the usual 022
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 def fill_model(folder: Path, model_type: str, config: dict[str, Any],

@@ -201,15 +201,14 @@ class UserTable:
         """``users.json`` (ids) + ``users.safetensors`` (flattened histories and offsets)."""
         from safetensors.numpy import save_file
 
-        from textrec.io import atomic_path, atomic_write_text
+        from textrec.io import atomic_file, atomic_write_text
 
         folder = Path(folder)
         atomic_write_text(folder / USERS_FILE, json.dumps({"ids": self.ids}, ensure_ascii=False))
         lens = np.array([len(h) for h in self.histories], dtype=np.int64)
         flat = np.concatenate(self.histories) if self.histories else np.zeros(0, np.int64)
-        tmp, final = atomic_path(folder / USERS_TENSORS)
-        save_file({"items": flat.astype(np.int64), "offsets": np.concatenate([[0], np.cumsum(lens)])}, str(tmp))
-        tmp.replace(final)
+        with atomic_file(folder / USERS_TENSORS) as tmp:
+            save_file({"items": flat.astype(np.int64), "offsets": np.concatenate([[0], np.cumsum(lens)])}, str(tmp))
 
     @classmethod
     def load(cls, folder: str | Path) -> UserTable | None:

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 from textrec.models.memory import (
     ITEMKNN_BYTES_PER_PAIR,
     cooccurrence_pairs,
@@ -88,7 +88,6 @@ def _check_fitted(model: Recommender, attr: str) -> None:
 
 
 # ---- Popularity ----------------------------------------------------------------------------
-@register_model
 class Popularity(Recommender):
     """Every user gets the same ranking: training event counts (ties: lower item index)."""
 
@@ -114,7 +113,6 @@ class Popularity(Recommender):
 
 
 # ---- ItemKNN -------------------------------------------------------------------------------
-@register_model
 class ItemKNN(Recommender):
     """Item-based k-nearest neighbours with cosine similarity over binary user vectors.
 
@@ -175,7 +173,6 @@ class ItemKNN(Recommender):
 
 
 # ---- EASE ----------------------------------------------------------------------------------
-@register_model
 class EASE(Recommender):
     """EASE (Steck 2019): closed-form shallow autoencoder with a zero-diagonal item weight matrix.
 
@@ -243,7 +240,6 @@ class EASE(Recommender):
 
 
 # ---- Markov chain --------------------------------------------------------------------------
-@register_model
 class MarkovChain(Recommender):
     """First-order Markov chain over each user's ordered training sequence.
 

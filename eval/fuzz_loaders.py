@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
            "python": platform.python_version(), "loaders": result}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.only and args.out.exists():  # a partial rerun updates those loaders in the file
+            old = json.loads(args.out.read_text())
+            old["loaders"].update(result)
+            old.setdefault("reruns", []).append({k: doc[k] for k in ("command", "commit", "date")})
+            doc = old
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.out}")
 

@@ -42,6 +42,7 @@ class Hostile:
     bad_id: bool  # implausible as a user/item id
     bad_number: bool = True  # implausible as a rating or timestamp
     bad_id_text: bool | None = None  # implausible as an id spelled in a text file (default: bad_id)
+    ok_as_ms: bool = False  # plausible in a milliseconds field (253402300799 ms is 1978)
 
 
 HOSTILE: list[Hostile] = [
@@ -52,7 +53,7 @@ HOSTILE: list[Hostile] = [
     Hostile("underscore digits", '"1_000"', "1_000", False),
     Hostile("full-width digits", '"\uff11\uff12\uff13"', "\uff11\uff12\uff13", False),
     Hostile("full-width one", '"\uff11"', "\uff11", False),
-    Hostile("year 9999 (s)", "253402300799", "253402300799", False),
+    Hostile("year 9999 (s)", "253402300799", "253402300799", False, ok_as_ms=True),
     Hostile("year 9999 (ms)", "253402300799000", "253402300799000", False),
     Hostile("year 9999 (date)", '"9999-12-31"', "9999-12-31", False),
     Hostile("nan", "NaN", "nan", False),
@@ -79,7 +80,7 @@ class Target:
     files: dict[str, bytes]
     load: Callable[[Path, str], object]  # (folder, on_error) -> RecDataset
     layout: dict[str, str]  # file -> "jsonl" | "pylit" | "delim:<sep>" | "json" | "parquet" | "p5seq"
-    critical: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {field: "id" | "number"}
+    critical: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {field: "id" | "number" | "ms"}
     header: dict[str, bool] = field(default_factory=dict)  # delimited file has a header line
 
     def write(self, folder: Path, files: dict[str, bytes] | None = None) -> Path:
@@ -136,7 +137,7 @@ def targets() -> list[Target]:
                                "meta.jsonl": (amazon / "meta_2023.jsonl").read_bytes()},
                lambda d, e: load_amazon_reviews(d / "reviews.jsonl", meta_path=d / "meta.jsonl", on_error=e),
                {"reviews.jsonl": "jsonl", "meta.jsonl": "jsonl"},
-               {"reviews.jsonl": {"user_id": "id", "parent_asin": "id", "rating": "number", "timestamp": "number"},
+               {"reviews.jsonl": {"user_id": "id", "parent_asin": "id", "rating": "number", "timestamp": "ms"},
                 "meta.jsonl": {"parent_asin": "id"}}),
         Target("atomic", files["ml-mini"], lambda d, e: load_atomic(d, on_error=e),
                {"ml-mini.inter": "delim:\t", "ml-mini.item": "delim:\t"},
@@ -207,7 +208,8 @@ def _byte_mutation(data: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 def _must_reject(kind: str | None, value: Hostile, text: bool = False) -> bool:
     bad_id = value.bad_id if not text or value.bad_id_text is None else value.bad_id_text
-    return (kind == "id" and bad_id) or (kind == "number" and value.bad_number)
+    return (kind == "id" and bad_id) or (kind == "number" and value.bad_number) or \
+        (kind == "ms" and value.bad_number and not value.ok_as_ms)
 
 
 def _field_mutation(target: Target, name: str, data: bytes, value: Hostile, rng: random.Random

@@ -17,12 +17,14 @@ class FakeModel:
     def __init__(self, scale: float = 1.0):
         self.calls = 0
         self.scale = scale
+        self.seen: list[str] = []
 
     def get_sentence_embedding_dimension(self) -> int:
         return 4
 
     def encode(self, texts, **kw):
         self.calls += 1
+        self.seen.extend(texts)
         return np.stack([np.frombuffer(hashlib.sha256(t.encode()).digest()[:4], np.uint8).astype(np.float32)
                          * self.scale for t in texts])
 
@@ -96,3 +98,13 @@ def test_model_json_of_another_identity_disables_the_folder(model_dir, tmp_path,
     fresh = encoder(model_dir, tmp_path / "c")
     fresh.encode(["red pen"], progress=False)
     assert fresh.last_stats.hits == 0 and "bad model.json" in capsys.readouterr().err
+
+
+def test_the_model_sees_sanitized_text_but_the_key_is_the_text(model_dir, tmp_path):
+    enc = encoder(model_dir, tmp_path / "c")
+    raw = "Pen [SEP] red\x00 \u202e" + "x" * 50_000
+    enc.encode([raw], progress=False)
+    (seen,) = enc._model.seen
+    assert "[SEP]" not in seen and "\x00" not in seen and "\u202e" not in seen and len(seen) <= 20_000
+    enc.encode([raw], progress=False)
+    assert enc.last_stats.hits == 1

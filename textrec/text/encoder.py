@@ -17,6 +17,10 @@ place with ``os.replace`` (atomic), and checked when read: file hash against the
 arrays only (``allow_pickle=False``), shapes, dtypes, finite values and the dimension recorded in
 ``model.json`` (which must name the same identity). A shard that fails any check is ignored
 with a warning and its texts are encoded again; shards are merged once there are many.
+
+What reaches the model is sanitized (:mod:`textrec.text.sanitize`: no control characters, no
+``[SEP]``-like special tokens, at most ``MAX_ENCODE_CHARS`` characters, far beyond what the
+encoder's token limit reads); the cache key stays the sha1 of the text as given.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from textrec.text.sanitize import TextSanitizer
+
 if TYPE_CHECKING:  # pragma: no cover
     from textrec.data.dataset import RecDataset
 
@@ -46,6 +52,7 @@ BUNDLED_NAME = "all-MiniLM-L6-v2"
 # Preferred order of item text fields; the dataset's other text fields follow.
 DEFAULT_FIELDS = ("title", "category", "brand", "description")
 MAX_SHARDS = 16  # merge the shards of one model folder beyond this many
+MAX_ENCODE_CHARS = 20_000  # MiniLM reads 256 tokens (~1,500 characters); the rest only costs time
 CACHE_FORMAT = 2  # bump when the shard layout or the key changes: old folders are then not read
 _SHARD_NAME = re.compile(r"shard-([0-9a-f]{32})\.npz")
 _SMALL_FILE = 1 << 20  # files below 1 MiB are hashed by content, larger ones by size
@@ -188,6 +195,7 @@ class TextEncoder:
         self._shards: list[np.ndarray] = []
         self._shard_paths: list[Path] = []
         self.n_model_calls = 0
+        self.sanitizer = TextSanitizer(max_chars=MAX_ENCODE_CHARS)
         self.last_stats = CacheStats()
         self.stats = CacheStats()
 
@@ -330,7 +338,7 @@ class TextEncoder:
                    disable=not progress, leave=False)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            vecs = self.model.encode([texts[i] for i in idx], batch_size=self.batch_size,
+            vecs = self.model.encode([self.sanitizer(texts[i]) for i in idx], batch_size=self.batch_size,
                                      show_progress_bar=False, convert_to_numpy=True,
                                      normalize_embeddings=self.normalize)
             self.n_model_calls += 1

@@ -186,7 +186,10 @@ def make_accelerator(mixed_precision: str = "no", device: torch.device | str | N
         if AcceleratorState._shared_state:
             AcceleratorState._reset_state(reset_partial_state=PartialState().device.type != target.type)
     else:
-        mixed_precision = resolve_mixed_precision(mixed_precision, PartialState().device)
+        # accelerate runs several CPU processes (gloo) only when told cpu=True; a launcher
+        # started them, so without a GPU that is what was asked for
+        cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        mixed_precision = resolve_mixed_precision(mixed_precision, torch.device("cpu" if cpu else "cuda"))
     # engines may leave parameters unused in a configuration (e.g. an ablated input)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu, kwargs_handlers=[ddp])
@@ -388,6 +391,8 @@ class Trainer:
         self.state = TrainState()
         self.accelerator = None
         self.epoch_info: dict[str, Any] = {}  # engine notes for the current epoch's record ("info")
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _shard(self, batches: Sequence[Any]) -> Sequence[Any]:
@@ -507,6 +512,7 @@ class Trainer:
         params = self.params if self.params is not None else [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         wrapped, opt = acc.prepare(_LossModule(self.model, self.loss_fn), opt)
+        self.optimizer = opt
         self.state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         ck = self._find_resume()
@@ -550,6 +556,7 @@ class Trainer:
                 if st.total_steps is None:
                     st.total_steps = max(math.ceil(n / cfg.grad_accumulation) * cfg.epochs, 1)
                     sched = self._build_scheduler(opt)
+                self.scheduler = sched
                 if bar is None:
                     bar = tqdm(total=n * cfg.epochs, initial=min(epoch * n + st.step_in_epoch, n * cfg.epochs),
                                desc=f"train {self.name}", disable=not (self.progress and acc.is_main_process),
@@ -617,9 +624,10 @@ class Trainer:
                         if out_of_time:
                             break
                 run["train_seconds"] += time.perf_counter() - t0
+                loss_sum, weight, steps, parts = self._epoch_totals(run)
                 record: dict[str, Any] = {"epoch": epoch + 1, "steps": run["steps"],
-                                          "loss": run["loss_sum"] / run["weight"] if run["weight"] else float("nan"),
-                                          "parts": {k: v / max(run["steps"], 1) for k, v in run["parts"].items()},
+                                          "loss": loss_sum / weight if weight else float("nan"),
+                                          "parts": {k: v / max(steps, 1) for k, v in parts.items()},
                                           "train_seconds": run["train_seconds"]}
                 if self.epoch_info:
                     record["info"] = dict(self.epoch_info)
@@ -672,6 +680,17 @@ class Trainer:
         return TrainResult(history=st.history, best_epoch=st.best_epoch, best_metric=st.best_metric,
                            stopped=st.stopped, global_step=st.global_step, train_seconds=st.elapsed,
                            resumed_from=str(ck) if ck is not None else None)
+
+    def _epoch_totals(self, run: dict[str, Any]) -> tuple[float, float, int, dict[str, float]]:
+        """(loss sum, weight, batches, part sums) of the epoch over every process."""
+        acc = self.accelerator
+        keys = list(run["parts"])  # the same order on every process: the same model wrote them
+        if acc.num_processes == 1:
+            return run["loss_sum"], run["weight"], run["steps"], dict(run["parts"])
+        t = torch.tensor([run["loss_sum"], run["weight"], run["steps"]] + [run["parts"][k] for k in keys],
+                         dtype=torch.float64, device=acc.device)
+        t = acc.reduce(t, reduction="sum").tolist()
+        return t[0], t[1], int(t[2]), dict(zip(keys, t[3:]))
 
     def _agree(self, flag: bool) -> bool:
         """The main process's decision, on every process (wall clocks differ across processes)."""

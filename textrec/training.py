@@ -653,7 +653,7 @@ class Trainer:
                 if bar is not None:
                     post = {"epoch": epoch + 1, "loss": f"{record['loss']:.4f}"}
                     if "valid" in record:
-                        post[cfg.metric] = f"{record['valid'][cfg.metric]:.4f}"
+                        post[f"valid_{cfg.metric}"] = f"{record['valid'][cfg.metric]:.4f}"
                     bar.set_postfix(post)
                 if out_of_time:
                     st.stopped = "max_minutes"

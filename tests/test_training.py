@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -346,3 +347,68 @@ def test_engine_configs_share_the_training_options():
         assert issubclass(cls, TrainingConfig) and shared <= {f for f in cls.__dataclass_fields__}
     assert P5TrainConfig().schedule == "linear" and TrainConfig().metric == "loss"
     assert seq_trainer.SeqTrainerConfig().metric == "ndcg@10"
+
+
+def test_every_recipe_trainer_section_still_loads():
+    """Recipe YAML keys kept their names: each trainer section builds its engine's config."""
+    from textrec.explain.trainer import TrainConfig
+    from textrec.p5.trainer import P5TrainConfig
+    from textrec.recipes import config_from_dict, load_recipe, recipe_dirs
+
+    seen = 0
+    for path in sorted(recipe_dirs()[0].glob("*.yaml")):
+        recipe = load_recipe(str(path))
+        if path.stem.startswith(("sasrec", "vqrec")):
+            seq_trainer.SeqTrainerConfig.from_dict(recipe.get("trainer"))
+        elif path.stem.startswith("p5"):
+            config_from_dict(P5TrainConfig, recipe.get("trainer"), "P5 trainer")
+        elif path.stem == "erra":
+            config_from_dict(TrainConfig, {**recipe["trainer"], **recipe.get("lm_trainer", {})}, "trainer")
+        else:
+            continue
+        seen += 1
+    assert seen >= 10
+
+
+def test_accelerate_state_is_left_clean_for_the_next_accelerator():
+    from accelerate.state import AcceleratorState
+
+    trainer, _ = _toy_trainer(TrainingConfig(epochs=1, batch_size=16, mixed_precision="bf16"))
+    trainer.fit()
+    assert not AcceleratorState._shared_state  # a later Accelerator (e.g. TRL's) picks its own settings
+
+
+def test_p5_interrupted_and_resumed_matches_one_run(tmp_path, monkeypatch):
+    """P5: tied T5 weights, a numpy shuffling generator, warm-up + linear decay, clipping."""
+    from test_p5 import N_ITEMS, SHORT, planted_sequences, tiny_model
+
+    from textrec.indexing import build_index
+    from textrec.p5 import trainer as p5_trainer
+    from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
+
+    seqs = planted_sequences(n_users=16)
+    index = build_index("collaborative", seqs, N_ITEMS, n_clusters=3, leaf_size=4)
+    ser = P5Serializer(index, None, SerializerConfig(max_history=3), templates=SHORT)
+    data = TrainData(seqs, N_ITEMS)
+
+    def run(interrupt_after=None, **kw):
+        model = tiny_model(index, ser, data)
+        cfg = p5_trainer.P5TrainConfig(epochs=2, batch_size=16, lr=5e-3, warmup_steps=3, output_dir=str(tmp_path),
+                                       checkpoint_every=2, **kw)
+        if interrupt_after is not None:
+            monkeypatch.setattr(p5_trainer, "Trainer", _interrupting_trainer(interrupt_after))
+        try:
+            hist = p5_trainer.train_p5(model, ser, data, None, cfg, progress=False)
+        finally:
+            monkeypatch.undo()
+        return model, hist
+
+    ref, ref_hist = run()
+    shutil.rmtree(tmp_path / "checkpoints")
+    with pytest.raises(_Interrupt):
+        run(interrupt_after=3)
+    resumed, hist = run(resume=True)
+    strip = [{k: v for k, v in e.items() if "seconds" not in k} for e in hist["epochs"]]
+    assert strip == [{k: v for k, v in e.items() if "seconds" not in k} for e in ref_hist["epochs"]]
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k

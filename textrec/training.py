@@ -166,25 +166,36 @@ def _distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """False on every process but the first under ``accelerate launch``: only it should write
+    artifacts and results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def make_accelerator(mixed_precision: str = "no", device: torch.device | str | None = None):
-    """An ``accelerate.Accelerator`` for one fit.
+    """``(accelerator, owned)``: an ``accelerate.Accelerator`` for one fit.
 
     ``device`` pins a single-process run to a device ("cpu" keeps it off the GPU); under
     ``accelerate launch`` with several processes the launcher decides. Accelerate keeps its state
-    process-wide, so a single-process run resets it when an earlier fit used other settings.
+    process-wide: a single-process fit reuses a compatible state, replaces an incompatible one,
+    and ``owned`` says the state is this fit's to clear afterwards (:func:`release_accelerator`),
+    so a later Accelerator (TRL's, say) starts from its own settings.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedDataParallelKwargs
 
-    cpu = False
+    cpu, owned = False, False
     if not _distributed():
         dev = torch.device(device) if device is not None else None
         cpu = dev is not None and dev.type == "cpu"
         target = dev or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         mixed_precision = resolve_mixed_precision(mixed_precision, target)
         if AcceleratorState._shared_state:
-            AcceleratorState._reset_state(reset_partial_state=PartialState().device.type != target.type)
+            state = AcceleratorState()
+            if state.device.type != target.type or state.mixed_precision != mixed_precision:
+                AcceleratorState._reset_state(reset_partial_state=PartialState().device.type != target.type)
+        owned = not AcceleratorState._shared_state
     else:
         # accelerate runs several CPU processes (gloo) only when told cpu=True; a launcher
         # started them, so without a GPU that is what was asked for
@@ -192,7 +203,15 @@ def make_accelerator(mixed_precision: str = "no", device: torch.device | str | N
         mixed_precision = resolve_mixed_precision(mixed_precision, torch.device("cpu" if cpu else "cuda"))
     # engines may leave parameters unused in a configuration (e.g. an ablated input)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu, kwargs_handlers=[ddp])
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu, kwargs_handlers=[ddp]), owned
+
+
+def release_accelerator() -> None:
+    """Clear accelerate's process-wide state (single process only)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 class _LossModule(nn.Module):
@@ -445,7 +464,9 @@ class Trainer:
                 _save_tensors(best_state, tmp / "best.safetensors")
             torch.save(opt.state_dict(), tmp / "optimizer.pt")
             _fsync(tmp / "optimizer.pt")
-            _write_json(sched.state_dict() if sched is not None else {}, tmp / "scheduler.json")
+            scaler = getattr(acc, "scaler", None)
+            _write_json({"scheduler": sched.state_dict() if sched is not None else None,
+                         "scaler": scaler.state_dict() if scaler is not None else None}, tmp / "scheduler.json")
             # the state file is written last: its presence marks the checkpoint complete
             _write_json({"state": asdict(self.state), "config": _jsonable(asdict(cfg)),
                          "world_size": acc.num_processes, "has_best": best_state is not None},
@@ -506,7 +527,16 @@ class Trainer:
         dev = self.device
         if dev is None:
             dev = next(self.model.parameters()).device
-        acc = self.accelerator = make_accelerator(cfg.mixed_precision, dev)
+        acc, owned = make_accelerator(cfg.mixed_precision, dev)
+        self.accelerator = acc
+        try:
+            return self._fit(acc)
+        finally:
+            if owned:
+                release_accelerator()
+
+    def _fit(self, acc) -> TrainResult:
+        cfg = self.config
         torch.manual_seed(cfg.seed)
         self.model.to(acc.device)
         params = self.params if self.params is not None else [p for p in self.model.parameters() if p.requires_grad]
@@ -520,9 +550,14 @@ class Trainer:
         sched = None
         if ck is not None:
             best_state, rng_payload = self._load_checkpoint(ck, opt)
+            saved = rng_payload["scheduler"]
             if self.state.total_steps is not None:
-                sched = self._build_scheduler(opt)
-                sched.load_state_dict(rng_payload["scheduler"])
+                sched = self._build_scheduler(opt)  # (building it sets the lr of step 0 ...)
+                sched.load_state_dict(saved["scheduler"])
+                for group, lr in zip(opt.param_groups, sched.get_last_lr()):  # (... put the saved one back)
+                    group["lr"] = lr
+            if saved.get("scaler") is not None and getattr(acc, "scaler", None) is not None:
+                acc.scaler.load_state_dict(saved["scaler"])
             if acc.is_main_process and self.progress:
                 tqdm.write(f"{self.name}: resuming from {ck} (epoch {self.state.epoch + 1}, "
                            f"step {self.state.global_step})", file=sys.stderr)
@@ -739,4 +774,5 @@ def send_to_device(batch: Any, device: torch.device) -> Any:
 
 
 __all__ = ["TrainingConfig", "Trainer", "TrainState", "TrainResult", "lr_factor", "make_accelerator",
+           "release_accelerator", "is_main_process",
            "resolve_mixed_precision", "checkpoint_dirs", "last_checkpoint", "send_to_device"]

@@ -412,3 +412,20 @@ def test_p5_interrupted_and_resumed_matches_one_run(tmp_path, monkeypatch):
     assert strip == [{k: v for k, v in e.items() if "seconds" not in k} for e in ref_hist["epochs"]]
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_engine_config_defaults_are_the_former_ones():
+    from textrec.explain.trainer import TrainConfig
+    from textrec.p5.trainer import P5TrainConfig
+
+    former = {
+        seq_trainer.SeqTrainerConfig: dict(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10,
+                                           eval_every=1, metric="ndcg@10", seed=0, grad_clip=None, warmup_steps=0),
+        P5TrainConfig: dict(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.01, warmup_steps=100, grad_clip=1.0,
+                            eval_every=1, patience=3, max_minutes=None, seed=0, schedule="linear", min_lr_ratio=0.05),
+        TrainConfig: dict(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.01, warmup_steps=100, grad_clip=1.0,
+                          patience=2, max_minutes=None, seed=0, eval_batch_size=256, metric="loss", min_delta=1e-4),
+    }
+    for cls, values in former.items():
+        cfg = cls()
+        assert {k: getattr(cfg, k) for k in values} == values, cls.__name__

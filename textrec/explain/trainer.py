@@ -22,17 +22,12 @@ class TrainConfig(TrainingConfig):
     """The shared loop options with the explainers' defaults (early stopping on valid loss)
     (``trainer`` section of ``training/erra.yaml``)."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float | None = 1.0
     patience: int = 2  # epochs without valid improvement before stopping
     metric: str = "loss"
     min_delta: float = 1e-4
-    max_minutes: float | None = None  # wall-clock budget
-    seed: int = 0
     eval_batch_size: int = 256
 
 

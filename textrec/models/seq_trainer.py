@@ -70,13 +70,7 @@ class SeqTrainerConfig(TrainingConfig):
 
     epochs: int = 200
     batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10                 # evaluations without valid improvement before stopping
-    eval_every: int = 1                # epochs between valid evaluations
     metric: str = "ndcg@10"            # valid metric for early stopping / best-weight selection
-    seed: int = 0
-    grad_clip: float | None = None
     max_len: int = 50                  # window length = the history length the model reads
     window_stride: int | None = None   # None = max_len (non-overlapping windows)
     device: str = "cpu"                # "cpu", "cuda", "cuda:0", or "auto"

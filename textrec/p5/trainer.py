@@ -28,19 +28,13 @@ class P5TrainConfig(TrainingConfig):
     """The shared loop options with P5's defaults (linear decay after warm-up, early stopping on
     valid NDCG@10), plus the valid-evaluation settings."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
     schedule: str = "linear"
     min_lr_ratio: float = 0.05
     grad_clip: float | None = 1.0
-    eval_every: int = 1
     patience: int = 3
     metric: str = "ndcg@10"
-    max_minutes: float | None = None
-    seed: int = 0
     eval_users: int | None = None  # valid rows used for early stopping (None = all)
     eval_beams: int = 10
     eval_template: str | None = None  # default: the first seen sequential template

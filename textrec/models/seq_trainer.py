@@ -1,4 +1,7 @@
-"""One training loop for sequential next-item models over item representations.
+"""Sequential next-item training over item representations, on the one loop (:mod:`textrec.training`).
+
+This module supplies what is specific to next-item models (training windows, losses, scoring);
+optimisation, early stopping, checkpoints and devices are :class:`textrec.training.Trainer`'s.
 
 A model plugs in by being an ``nn.Module`` with two methods (:class:`SequentialModule`):
 

@@ -1,13 +1,14 @@
-"""Multitask P5 training: one simple loop, fresh examples each epoch, early stopping on valid NDCG@10.
+"""Multitask P5 training on the one loop (:mod:`textrec.training`): fresh examples each epoch,
+early stopping on valid NDCG@10.
 
 Each epoch the serializer renders a new sample of examples (seeded by ``(seed, epoch)``: new
-target positions, template choices and negatives), mixed across the configured task families.
-After every ``eval_every`` epochs the sequential task is evaluated on the valid set with
-trie-constrained beams and full-catalogue NDCG@10 (history masked); the best weights are kept
-and restored at the end, and training stops after ``patience`` evaluations without gain or
-when ``max_minutes`` is spent. A plain loop rather than ``Seq2SeqTrainer``: the model adds
-whole-word embeddings to the encoder input and early stopping needs constrained generation,
-both simpler to keep in one visible loop.
+target positions, template choices and negatives), mixed across the configured task families,
+in length-grouped shuffled batches. After every ``eval_every`` epochs the sequential task is
+evaluated on the valid set with trie-constrained beams and full-catalogue NDCG@10 (history
+masked); the loop keeps and restores the best weights and stops after ``patience`` evaluations
+without gain or when ``max_minutes`` is spent. Not ``Seq2SeqTrainer``: the model adds whole-word
+embeddings to the encoder input and early stopping needs constrained generation, so P5 supplies
+only its batches, its loss and that evaluation.
 """
 
 from __future__ import annotations

@@ -192,7 +192,8 @@ def test_sigkilled_subprocess_resumes_to_the_same_result(tmp_path):
 
 # ---- (a) two processes under accelerate launch -----------------------------------------------
 def test_two_cpu_processes_under_accelerate_launch(tmp_path):
-    """The tiny SASRec recipe trains as 2 CPU processes (DDP over gloo) and learns the pattern.
+    """The tiny SASRec recipe trains as 2 CPU processes (DDP over gloo), learns the pattern, and a
+    second launch resumed from a checkpoint in the middle of the run ends where the first did.
 
     ``accelerate launch --cpu --num_processes 2`` starts a single process unless an MPI hostfile
     is configured (accelerate #2741), so the two processes come from its torchrun launcher with
@@ -200,18 +201,29 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "ACCELERATE_USE_CPU": "true"}
-    out = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(29500 + os.getpid() % 1000),
-           str(WORKER), str(out), str(tmp_path / "run"), "--epochs", "6", "--checkpoint-every", "5"]
-    proc = subprocess.run(cmd, env=env, timeout=150, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+
+    def launch(out: Path, *extra: str) -> dict:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(29500 + (os.getpid() + len(extra)) % 1000),
+               str(WORKER), str(out), str(tmp_path / "run"), "--epochs", "4", "--checkpoint-every", "3",
+               "--keep", "10", *extra]
+        proc = subprocess.run(cmd, env=env, timeout=150, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    res = launch(tmp_path / "ddp.json")
     assert res["world_size"] == 2
     assert res["history"][-1]["loss"] < res["history"][0]["loss"]
     assert res["valid"]["hr@10"] >= 0.9 and res["test"]["ndcg@10"] >= 0.6
-    assert json.loads((last_checkpoint(tmp_path / "run") / "trainer_state.json").read_text())["world_size"] == 2
+    # 48 windows -> 24 per process -> 2 steps per epoch, 8 in all: resume from step 3 (mid-epoch 2)
+    mid = tmp_path / "run" / "checkpoints" / "step-000000003"
+    assert json.loads((mid / "trainer_state.json").read_text())["world_size"] == 2
+    assert (mid / "rng-1.safetensors").is_file()
+    again = launch(tmp_path / "resumed.json", "--resume", str(mid))
+    assert again["history"] == res["history"]
+    assert abs(again["checksum"] - res["checksum"]) < 1e-6
+    assert again["test"] == pytest.approx(res["test"], abs=1e-6)
 
 
 # ---- the loop on a toy model -----------------------------------------------------------------

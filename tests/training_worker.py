@@ -1,6 +1,7 @@
 """A tiny SASRec run for the training-loop tests: run directly or under ``accelerate launch``.
 
-``python tests/training_worker.py OUT.json OUTPUT_DIR [--resume] [--checkpoint-every N] [--epochs E]``
+``python tests/training_worker.py OUT.json OUTPUT_DIR [--resume [CHECKPOINT]] [--checkpoint-every N]
+[--keep K] [--epochs E]``
 trains on a planted-sequence dataset and (main process only) writes the history, the valid/test
 metrics and a checksum of the weights to OUT.json.
 """
@@ -46,11 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("output_dir")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--checkpoint-every", type=int, default=None)
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", nargs="?", const="auto", default=False, help="'auto' or a checkpoint folder")
+    ap.add_argument("--keep", type=int, default=2, help="checkpoints kept")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = SASRec(**TINY, epochs=args.epochs, output_dir=args.output_dir,
-                   checkpoint_every=args.checkpoint_every, resume="auto" if args.resume else False)
+                   checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep, resume=args.resume)
     res = run_protocol(model, leave_one_out(planted()), ks=(10,), progress=False)
     if int(os.environ.get("RANK", "0")) == 0:
         out = {"history": [{k: v for k, v in h.items() if "seconds" not in k} for h in model.history],

@@ -456,7 +456,9 @@ class Trainer:
         e_t, e_js = _rng_snapshot(self.rngs)
         _save_tensors({**{f"global.{k}": v for k, v in g_t.items()}, **{f"engine.{k}": v for k, v in e_t.items()},
                        **{f"epoch.{k}": v for k, v in epoch_rngs[0].items()}}, tmp / f"rng-{r}.safetensors")
-        _write_json({"global": g_js, "engine": e_js, "epoch": epoch_rngs[1]}, tmp / f"rng-{r}.json")
+        # the epoch's partial sums are this process's own (the main process's are in the state file)
+        _write_json({"global": g_js, "engine": e_js, "epoch": epoch_rngs[1], "running": self.state.running},
+                    tmp / f"rng-{r}.json")
         acc.wait_for_everyone()
         if acc.is_main_process:
             _save_tensors(self.model.state_dict(), tmp / "model.safetensors")
@@ -512,11 +514,13 @@ class Trainer:
                              f"resumed with {acc.num_processes}")
         self.state = TrainState(**meta["state"])
         self.model.load_state_dict(_load_tensors(ck / "model.safetensors"))
-        opt.load_state_dict(torch.load(ck / "optimizer.pt", map_location=acc.device, weights_only=True))
+        # loaded on the CPU; the optimizer moves each state to its parameter's device
+        opt.load_state_dict(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True))
         best = _load_tensors(ck / "best.safetensors") if meta.get("has_best") else None
         r = acc.process_index
         rng_t = _load_tensors(ck / f"rng-{r}.safetensors")
         rng_js = json.loads((ck / f"rng-{r}.json").read_text(encoding="utf-8"))
+        self.state.running = rng_js.get("running", self.state.running)
         return best, {"tensors": rng_t, "json": rng_js,
                       "scheduler": json.loads((ck / "scheduler.json").read_text(encoding="utf-8"))}
 

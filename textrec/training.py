@@ -82,7 +82,8 @@ class TrainingConfig:
     metric: str = "loss"               # validation metric for early stopping / best weights
     greater_is_better: bool | None = None  # None: False for metrics named "loss", else True
     min_delta: float = 0.0             # an improvement must beat the best by more than this
-    max_minutes: float | None = None   # wall-clock cap on training (resumed runs included)
+    max_minutes: float | None = None   # wall-clock cap on training (resumed runs included); it can
+                                       # stop inside an accumulation group, whose batches then count for nothing
     seed: int = 0
     checkpoint_every: int | None = None  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2          # newest complete checkpoints kept on disk

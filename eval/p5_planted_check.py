@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textrec.bench import git_commit, machine
+from textrec.results import git_commit, machine
 from textrec.data.splits import EvalSet
 from textrec.indexing import build_index
 from textrec.io import write_json

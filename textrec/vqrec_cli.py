@@ -45,40 +45,65 @@ def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
-def _write_catalog(folder: Path, ids: list[str]) -> None:
+def _write_catalog(folder: Path, ids: list[str], titles: list[str] | None = None) -> None:
     from textrec.io import atomic_write_text
 
-    atomic_write_text(folder / "catalog.json", json.dumps({"item_ids": ids}, indent=0))
+    atomic_write_text(folder / "catalog.json", json.dumps(
+        {"item_ids": ids, **({"titles": titles} if titles is not None else {})}, indent=0))
 
 
-def _read_catalog(folder: Path) -> list[str]:
+def _read_catalog(folder: Path) -> tuple[list[str], list[str] | None]:
     path = folder / "catalog.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (a model folder from `textrec vqrec train` has one)")
-    return [str(i) for i in json.loads(path.read_text(encoding="utf-8"))["item_ids"]]
+        raise FileNotFoundError(f"{path}: not found (a model folder from `textrec train vqrec` has one)")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    ids = data.get("item_ids", data.get("ids"))
+    return [str(i) for i in ids], data.get("titles")
+
+
+TRAIN_HELP = "VQ-Rec: item text -> OPQ codes behind a causal transformer"
+
+
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """Arguments of ``textrec train vqrec`` (= ``textrec vqrec train``)."""
+    from textrec.options import (
+        add_dataset_options,
+        add_recipe_options,
+        add_run_options,
+        fraction,
+        positive_int,
+    )
+
+    add_dataset_options(t, default=None)
+    add_recipe_options(t, "vqrec_scratch")
+    t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "new_item"])
+    t.add_argument("--frac", type=fraction, default=0.2, help="new-item split: held-out share of items")
+    t.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: recipe)")
+    t.add_argument("--id-residual", action="store_true", help="codes + a per-item ID embedding for warm items")
+    add_run_options(t)
+    t.add_argument("--out", required=True, help="model folder to write")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train VQ-Rec on a dataset with a recipe, report valid/test metrics, save the model."""
-    import torch
-
-    from textrec.data.registry import load_dataset
+    from textrec.cli import dataset_titles
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
     from textrec.models.vqrec import VQRec
+    from textrec.options import load_dataset_from_args, recipe_from_args, setup_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ds = load_dataset(args.dataset, data_root=args.data_root)
+    setup_run(args)
+    recipe = recipe_from_args(args)
+    ds = load_dataset_from_args(args)
     kw = {"frac": args.frac, "seed": args.seed} if args.split == "new_item" else {}
     split = make_split(ds, args.split, **kw)
     options = {"id_residual": True} if args.id_residual else {}
     trainer = {"catalog": "train"} if args.split == "new_item" else {}
-    model = VQRec.from_recipe(args.recipe, seed=args.seed, max_epochs=args.epochs, trainer=trainer, **options)
+    model = VQRec.from_recipe(recipe, seed=args.seed, max_epochs=args.epochs, trainer=trainer, **options)
     res = run_protocol(model, split, progress=not args.quiet)
     out = Path(args.out)
     model.save_pretrained(out)
-    _write_catalog(out, [str(i) for i in ds.item_ids])
+    _write_catalog(out, [str(i) for i in ds.item_ids], dataset_titles(ds))
     print(json.dumps({"valid": {k: round(v, 4) for k, v in res.valid.metrics.items() if "@10" in k},
                       "test": {k: round(v, 4) for k, v in res.test.metrics.items() if "@10" in k},
                       "saved": str(out)}, indent=2))
@@ -90,7 +115,7 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     from textrec.models.vqrec import VQRec
 
     folder = Path(args.model)
-    catalog = _read_catalog(folder)
+    catalog, titles = _read_catalog(folder)
     ids, texts = read_new_items(args.items)
     known = set(catalog)
     clash = [i for i in ids if i in known]
@@ -100,32 +125,42 @@ def cmd_add_items(args: argparse.Namespace) -> int:
     new = model.add_items(texts=texts)
     out = Path(args.out or folder)
     model.save_pretrained(out)
-    _write_catalog(out, catalog + ids)
+    _write_catalog(out, catalog + ids, titles + [" ".join(t.split()[:12]) for t in texts] if titles else None)
     print(f"added {len(new)} items (indexes {int(new[0])}..{int(new[-1])}); catalog now {model.n_items} items; "
           f"saved to {out}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k items (original ids, scores) for a history of original item ids."""
-    import numpy as np
-
+    """Top-k items (original ids, titles, scores) for a dataset user or a history of original item ids."""
+    from textrec.cli import (
+        dataset_titles,
+        history_from_ids,
+        print_recommendations,
+        recommend_rows,
+        user_history,
+    )
     from textrec.models.vqrec import VQRec
+    from textrec.options import load_dataset_from_args, setup_run
 
+    setup_run(args)
     folder = Path(args.model)
-    catalog = _read_catalog(folder)
-    index = {item: i for i, item in enumerate(catalog)}
-    unknown = [h for h in args.history if h not in index]
-    if unknown:
-        raise ValueError(f"unknown item id(s) {unknown[:5]} (not in {folder / 'catalog.json'})")
-    model = VQRec.from_pretrained(folder)
-    items, scores = model.recommend(np.array([index[h] for h in args.history]), k=args.k)
-    rows = [{"item_id": catalog[int(i)], "score": round(float(s), 4)} for i, s in zip(items, scores)]
-    if args.json:
-        print(json.dumps(rows))
+    catalog, titles = _read_catalog(folder)
+    user = -1
+    if args.user is not None:
+        if not args.dataset:
+            raise ValueError("--user needs --dataset (the data the user's history comes from)")
+        ds = load_dataset_from_args(args)
+        titles = titles or dataset_titles(ds)
+        user, history = user_history(ds, args.user)
+        if [str(i) for i in ds.item_ids] != catalog[: ds.n_items]:
+            raise ValueError(f"dataset '{ds.name}' is not the one {folder} was trained on (item catalogs differ)")
+    elif args.history:
+        history = history_from_ids(args.history, catalog, folder / "catalog.json")
     else:
-        for r in rows:
-            print(f"{r['item_id']}\t{r['score']}")
+        raise ValueError("give --dataset D --user USER_ID, or --history ITEM_ID ...")
+    model = VQRec.from_pretrained(folder)
+    print_recommendations(recommend_rows(model, history, args.k, user, catalog, titles), args.json)
     return 0
 
 
@@ -133,21 +168,19 @@ def cmd_codes(args: argparse.Namespace) -> int:
     """Encode a dataset's item texts, fit OPQ/PQ on training items, report collisions and usage."""
     import numpy as np
 
-    from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
+    from textrec.options import load_dataset_from_args, setup_run
     from textrec.text.encoder import TextEncoder, item_texts
     from textrec.text.quantize import ProductQuantizer, code_stats, plot_code_usage
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # FAISS follows torch's thread count
-    ds = load_dataset(args.dataset, data_root=args.data_root)
+    setup_run(args)
+    ds = load_dataset_from_args(args)
     split = make_split(ds, "auto")
     texts = item_texts(ds, args.fields)
     emb = TextEncoder(args.encoder).encode(list(texts.texts), progress=not args.quiet)
     train_items = np.unique(split.train["item"].to_numpy())
-    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed).fit(emb[train_items])
+    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed).fit(emb[train_items],
+                                                                                     progress=not args.quiet)
     codes = q.encode(emb)
     stats = code_stats(codes, q.n_centroids_)
     report = {"dataset": ds.name, "items": ds.n_items, "quantizer_trained_on": int(len(train_items)),
@@ -160,42 +193,32 @@ def cmd_codes(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``textrec vqrec ...`` to the top-level parser."""
+    from textrec.cli import add_recommend_arguments
+    from textrec.options import add_dataset_options, add_run_options, positive_int
+
     p = sub.add_parser("vqrec", help="VQ-Rec: train, add new items from text, recommend")
     vsub = p.add_subparsers(dest="vqrec_command", required=True)
-    t = vsub.add_parser("train", help="train on a dataset with a recipe and save the model")
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--recipe", default="vqrec_scratch")
-    t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "new_item"])
-    t.add_argument("--frac", type=float, default=0.2)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--id-residual", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--data-root")
-    t.add_argument("--quiet", action="store_true")
-    t.add_argument("--out", required=True, help="model folder to write")
+    t = vsub.add_parser("train", help="train on a dataset with a recipe and save the model (= textrec train vqrec)")
+    add_train_arguments(t)
     t.set_defaults(func=cmd_train)
     a = vsub.add_parser("add-items", help="add items to a trained model's catalog from their text")
     a.add_argument("--model", required=True)
     a.add_argument("--items", required=True, help='JSONL: {"item_id": ..., "text": ...} per line')
     a.add_argument("--out", help="write the grown model here (default: in place)")
     a.set_defaults(func=cmd_add_items)
-    r = vsub.add_parser("recommend", help="top-k for a history of item ids")
+    r = vsub.add_parser("recommend", help="top-k with titles for a dataset user or a history of item ids")
     r.add_argument("--model", required=True)
-    r.add_argument("--history", nargs="+", required=True, help="original item ids, oldest first")
-    r.add_argument("--k", type=int, default=10)
-    r.add_argument("--json", action="store_true")
+    add_dataset_options(r, default="")
+    add_recommend_arguments(r)
+    r.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
     r.set_defaults(func=cmd_recommend)
     c = vsub.add_parser("codes", help="item text -> OPQ/PQ codes: collisions, code usage, PNG")
-    c.add_argument("--dataset", required=True)
+    add_dataset_options(c, default=None)
     c.add_argument("--fields", nargs="*", default=None, help="item text fields (default: all, title first)")
     c.add_argument("--encoder", default=None, help="sentence-transformers id or path (default: bundled MiniLM)")
-    c.add_argument("--subvectors", type=int, default=32)
-    c.add_argument("--centroids", type=int, default=256)
+    c.add_argument("--subvectors", type=positive_int, default=32)
+    c.add_argument("--centroids", type=positive_int, default=256)
     c.add_argument("--no-opq", action="store_true")
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--plot", metavar="PNG")
-    c.add_argument("--threads", type=int, default=None, help="torch and FAISS threads")
-    c.add_argument("--data-root")
-    c.add_argument("--quiet", action="store_true")
+    add_run_options(c)
     c.set_defaults(func=cmd_codes)

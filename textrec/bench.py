@@ -13,7 +13,15 @@ import torch
 from textrec.data.splits import Split, make_split
 from textrec.evaluation import DEFAULT_KS, evaluate, run_protocol
 from textrec.models.base import Recommender, TrainView
-from textrec.options import add_dataset_options, non_negative_int, parse_grids, positive_int, set_threads
+from textrec.options import (
+    add_dataset_options,
+    add_progress_option,
+    add_seed_option,
+    add_threads_option,
+    parse_grids,
+    positive_int,
+    set_threads,
+)
 from textrec.results import ResultWriter, add_output_options, metadata_line, peak_rss_mb
 from textrec.results import markdown_table as _table
 
@@ -190,9 +198,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_options(p)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     p.add_argument("--split", default="auto", help="auto = the published split if shipped, else leave-one-out")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
-    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+    add_seed_option(p)
+    add_threads_option(p)
+    add_progress_option(p)
     p.add_argument("--sasrec-epochs", type=positive_int, default=None, help="cap SASRec epochs (default: recipe)")
     p.add_argument("--refit", action="store_true", help="also report the refit-on-train+valid rows (labelled)")
     p.add_argument("--save-topk-dir", help="write each model's test top-K lists (Parquet) here")

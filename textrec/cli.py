@@ -22,6 +22,8 @@ from textrec.options import (
     add_dataset_options,
     add_recipe_options,
     add_run_options,
+    add_seed_option,
+    add_threads_option,
     fraction,
     load_dataset_from_args,
     positive_int,
@@ -351,7 +353,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_dataset_options(spl, positional=True)
     spl.add_argument("--kind", default="auto", choices=["auto", "leave_one_out", "temporal", "new_item", "published"])
     spl.add_argument("--frac", type=fraction, default=0.2, help="new-item split: held-out share of items")
-    spl.add_argument("--seed", type=int, default=0)
+    add_seed_option(spl)
     spl.set_defaults(func=cmd_data_split)
 
     _add_train_parsers(sub)
@@ -360,7 +362,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rec.add_argument("--model", required=True, help="a folder written by `textrec train`")
     add_dataset_options(rec, default="")
     add_recommend_arguments(rec)
-    rec.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(rec)
     rec.set_defaults(func=cmd_recommend)
 
     _add_bench_parsers(sub, argv)
@@ -374,7 +376,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="offline end-to-end run on ML-100K: stats, split, baselines, SASRec")
     demo.add_argument("--out-dir", default="textrec-demo")
-    demo.add_argument("--threads", type=positive_int, default=None)
+    add_threads_option(demo)
     demo.set_defaults(func=cmd_demo)
 
     # Each engine owns its sub-commands in its own module (``register(sub)``),
@@ -401,6 +403,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     for category in (FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
+    # torch's note on read-only NumPy views (textrec only reads them) is noise to a CLI user
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     CURRENT_ARGV = argv
     try:
         return args.func(args)
+    except BrokenPipeError:  # `textrec ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError, KeyError) as e:
         if type(e) is KeyError:  # a bare KeyError is a bug; subclasses (unknown id) are user errors
             raise

@@ -181,19 +181,60 @@ def load_dataset_from_args(args: argparse.Namespace, name: str | None = None):
     target = name if name is not None else args.dataset
     if columns and not Path(target).is_file():
         raise ValueError(f"--columns applies to a CSV/TSV/Parquet file; '{target}' is not a file")
+    if not columns and Path(target).is_file():
+        from textrec.data.registry import detect_format
+
+        if detect_format(target) == "tabular":
+            raise ValueError(f"{target} is a table: name its columns with --columns user=COL,item=COL"
+                             f"[,time=COL,rating=COL] (its columns: {table_columns(target)})")
     return load_dataset(target, data_root=getattr(args, "data_root", None), **kw)
 
 
+def table_columns(path: str | Path) -> str:
+    """The header of a CSV/TSV/Parquet file, for error messages (``?`` if unreadable)."""
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return ", ".join(pq.read_schema(path).names)
+        import csv
+        import gzip
+
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            head = fh.readline()
+        delim = "\t" if ".tsv" in path.name.lower() or ".tab" in path.name.lower() else None
+        row = next(csv.reader([head], delimiter=delim or (csv.Sniffer().sniff(head).delimiter if head else ",")))
+        return ", ".join(c.strip() for c in row)
+    except Exception:  # a best-effort hint only: the loader reports the real problem
+        return "?"
+
+
 # ---- run options -------------------------------------------------------------------------------
-def add_run_options(p: argparse.ArgumentParser, seed: int | None = 0, progress: bool = True) -> None:
-    """``--seed``, ``--threads`` and (with ``progress``) ``--quiet`` / ``--no-progress``."""
-    p.add_argument("--seed", type=non_negative_int, default=seed,
-                   help=f"random seed (default {seed if seed is not None else 'the recipe'})")
+def add_seed_option(p: argparse.ArgumentParser, default: int | None = 0) -> None:
+    """``--seed`` (an integer >= 0; ``None`` default = the recipe's)."""
+    p.add_argument("--seed", type=non_negative_int, default=default,
+                   help=f"random seed (default {default if default is not None else 'the recipe'})")
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads`` (one pool size for torch and FAISS; see the module docstring)."""
     p.add_argument("--threads", type=positive_int, default=None,
                    help=f"torch and FAISS threads (default ${THREADS_ENV}, else the CPUs this process may use)")
+
+
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` (alias ``--no-progress``): no progress bars."""
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+
+
+def add_run_options(p: argparse.ArgumentParser, seed: int | None = 0, progress: bool = True) -> None:
+    """``--seed``, ``--threads`` and (with ``progress``) ``--quiet`` / ``--no-progress``."""
+    add_seed_option(p, seed)
+    add_threads_option(p)
     if progress:
-        p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
-                       help="no progress bars")
+        add_progress_option(p)
 
 
 def setup_run(args: argparse.Namespace) -> None:

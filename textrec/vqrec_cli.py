@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from textrec.options import add_threads_option
+
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     """(item ids, texts) from a JSONL file; bad lines raise a DataError naming line and field."""
@@ -210,7 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model", required=True)
     add_dataset_options(r, default="")
     add_recommend_arguments(r)
-    r.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(r)
     r.set_defaults(func=cmd_recommend)
     c = vsub.add_parser("codes", help="item text -> OPQ/PQ codes: collisions, code usage, PNG")
     add_dataset_options(c, default=None)

@@ -31,7 +31,9 @@ from textrec.explain.pipeline import (
 from textrec.io import atomic_write_text
 from textrec.options import (
     add_dataset_options,
+    add_progress_option,
     add_recipe_options,
+    add_threads_option,
     load_dataset_from_args,
     positive_float,
     positive_int,
@@ -107,7 +109,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--eval-saved", metavar="DIR", action="append", default=[],
                     help="also evaluate a saved explanation model (no training) on the same examples")
     ap.add_argument("--beams", type=positive_int, default=None, help="decoding beams (default: recipe, 1 = greedy)")
-    ap.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(ap)
     ap.add_argument("--name", default=None, help="result file stem (default erra_<dataset>)")
     ap.add_argument("--save-model", default=None,
                     help="where to save ERRA-full (default $TEXTREC_CACHE/erra/<dataset>)")
@@ -115,7 +117,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     "(same dataset, split and recipe), e.g. to rerun one variant with more epochs")
     ap.add_argument("--save-predictions", metavar="JSONL",
                     help="also write every test prediction of every model here")
-    ap.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+    add_progress_option(ap)
     add_output_options(ap, "erra")
 
 

@@ -30,11 +30,12 @@ from textrec.indexing import build_index
 from textrec.metrics.text import bleu, rmse_mae, rouge, rouge_tokens
 from textrec.options import (
     add_dataset_options,
+    add_progress_option,
     add_recipe_options,
+    add_seed_option,
+    add_threads_option,
     load_dataset_from_args,
-    non_negative_int,
     positive_float,
-    positive_int,
     recipe_from_args,
 )
 from textrec.p5.generation import generate_text, predict_ratings
@@ -253,13 +254,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     add_recipe_options(ap, "p5_ml100k")
     ap.add_argument("--indexings", nargs="+", default=["random", "sequential", "collaborative", "semantic"],
                     choices=["random", "sequential", "collaborative", "semantic"])
-    ap.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(ap)
     ap.add_argument("--max-minutes", type=positive_float, default=None,
                     help="training cap per indexing (default: recipe)")
-    ap.add_argument("--seed", type=non_negative_int, default=0)
+    add_seed_option(ap)
     ap.add_argument("--split", default="auto", help="auto (leave-one-out here) or new_item (held-out items)")
     ap.add_argument("--save-models", default=None, help="also save each trained model under this folder")
-    ap.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+    add_progress_option(ap)
     add_output_options(ap, "p5")
 
 

@@ -33,6 +33,8 @@ from textrec.io import atomic_write_text, write_json
 from textrec.metrics.ranking import MISS, metrics_from_ranks
 from textrec.options import (
     add_dataset_options,
+    add_seed_option,
+    add_threads_option,
     load_dataset_from_args,
     non_negative_int,
     positive_float,
@@ -185,8 +187,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="SFT warm start on the best heuristic queries before GRPO (default: the recipe's, 0)")
     ap.add_argument("--name", default=None, help="result file stem (default query_<dataset>)")
     ap.add_argument("--reward-retrievers", nargs="+", default=None, choices=["bm25", "dense"])
-    ap.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
-    ap.add_argument("--seed", type=non_negative_int, default=0)
+    add_threads_option(ap)
+    add_seed_option(ap)
     ap.add_argument("--run-dir", default=None, help="GRPO checkpoints (default runs/query_bench/<dataset>)")
     ap.add_argument("--resume", action="store_true", help="resume GRPO from the run dir's last checkpoint")
     ap.add_argument("--heuristics-only", action="store_true",

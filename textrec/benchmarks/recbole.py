@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textrec.options import non_negative_int, positive_int
+from textrec.options import add_seed_option, add_threads_option, positive_int
 from textrec.results import add_output_options, writer_from_args
 
 METRIC_NAMES = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "mrr@10": "MRR@10", "recall@10": "Recall@10"}
@@ -455,8 +455,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=40, help="epoch cap (early stopping on valid NDCG@10)")
     p.add_argument("--stopping-step", type=positive_int, default=5,
                    help="RecBole stopping_step: stop after this many + 1 evaluations without improvement")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
-    p.add_argument("--seed", type=non_negative_int, default=2020)
+    add_threads_option(p)
+    add_seed_option(p, 2020)
     p.add_argument("--inference-repeats", type=positive_int, default=3)
     p.add_argument("--name", default="recbole_ml-100k", help="result file stem")
     p.add_argument("--checkpoint-dir", default=None, help="default: a fresh temporary folder, removed at exit")

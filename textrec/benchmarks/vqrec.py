@@ -29,10 +29,11 @@ from textrec.models.base import TrainView
 from textrec.models.vqrec import VQRec
 from textrec.options import (
     add_dataset_options,
+    add_seed_option,
+    add_threads_option,
     fraction,
     load_dataset_from_args,
     non_negative_float,
-    non_negative_int,
     positive_int,
 )
 from textrec.recipes import load_recipe
@@ -301,7 +302,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     add_dataset_options(ap)
     ap.add_argument("--source", nargs="+", default=["ml-100k", "instruments"])
     ap.add_argument("--target", default="scientific")
-    ap.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(ap)
     ap.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: recipe)")
     ap.add_argument("--pretrain-epochs", type=positive_int, default=None)
     ap.add_argument("--subvectors", type=positive_int, default=32)
@@ -318,7 +319,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--models", nargs="*", help="new-items: only these rows")
     ap.add_argument("--n-synthetic", type=positive_int, default=100_000)
     ap.add_argument("--speed-epochs", type=positive_int, default=3)
-    ap.add_argument("--seed", type=non_negative_int, default=0)
+    add_seed_option(ap)
     add_output_options(ap, "vqrec")
 
 

@@ -148,10 +148,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add ``textrec explain`` to the top-level sub-command parsers."""
-    from textrec.options import positive_int
+    from textrec.options import add_dataset_options, add_threads_option, positive_int
 
     p = sub.add_parser("explain", help="explain why a user would like an item (ERRA: aspects + cited review sentences)")
-    p.add_argument("--dataset", default="instruments", help="dataset the model was trained on")
+    add_dataset_options(p, default="instruments")
     p.add_argument("--user", help="original user id (e.g. reviewerID)")
     p.add_argument("--item", help="original item id (e.g. asin)")
     p.add_argument("--batch", metavar="FILE", help="pairs, one per line: 'user item' or JSON {user, item}")
@@ -159,7 +159,6 @@ def register(sub) -> None:
     p.add_argument("--model", help="trained explainer folder (default $TEXTREC_CACHE/erra/<dataset>)")
     p.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, greedy)")
     p.add_argument("--json", action="store_true", help="print the single explanation as JSON")
-    p.add_argument("--data-root", help="folder holding the shared datasets")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_explain)

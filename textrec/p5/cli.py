@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from textrec.options import add_threads_option
+
 TRAIN_HELP = "P5: recommendation as text-to-text with a T5 and constrained item ids"
 
 
@@ -102,7 +104,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add ``p5 train`` and ``p5 recommend`` to the top-level subparsers."""
     from textrec.cli import add_recommend_arguments
-    from textrec.options import add_dataset_options, positive_int
+    from textrec.options import add_dataset_options
 
     p5 = sub.add_parser("p5", help="P5: recommendation as text-to-text with T5 and constrained item ids")
     psub = p5.add_subparsers(dest="p5_command", required=True)
@@ -114,5 +116,5 @@ def register(sub) -> None:
     add_dataset_options(rc, default="")
     add_recommend_arguments(rc)
     rc.add_argument("--template", default=None, help="sequential template id (default: the model's)")
-    rc.add_argument("--threads", type=positive_int, default=None, help="torch threads")
+    add_threads_option(rc)
     rc.set_defaults(func=cmd_recommend)

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from textrec.options import add_seed_option, add_threads_option
+
 
 def _index_cache(args: argparse.Namespace) -> Path:
     if getattr(args, "index_dir", None):
@@ -152,22 +154,22 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--model", default=None, help="base policy (default: the recipe's, smollm2-135m)")
     t.add_argument("--max-steps", type=positive_int, default=None, help="GRPO steps (default: the recipe's)")
     t.add_argument("--max-train-tasks", type=positive_int, default=None)
-    t.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
+    add_seed_option(t, None)
     t.add_argument("--output-dir", default=None, help="default runs/query-<dataset>-<setting>")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
 
 def _common(p) -> None:
-    from textrec.options import add_dataset_options, positive_int
+    from textrec.options import add_dataset_options
 
     add_dataset_options(p)
     p.add_argument("--index-dir", help="where retriever indexes are cached (default $TEXTREC_CACHE/query_index)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch and FAISS threads")
+    add_threads_option(p)
 
 
 def register(sub) -> None:
     """Add ``textrec query ...`` to the top-level subparsers."""
-    from textrec.options import non_negative_int, positive_float, positive_int
+    from textrec.options import positive_float, positive_int
 
     q = sub.add_parser("query", help="Rec-R1: an LLM writes search queries, trained by GRPO")
     qs = q.add_subparsers(dest="query_command", required=True)
@@ -192,7 +194,7 @@ def register(sub) -> None:
     g.add_argument("--k", type=positive_int, default=10)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=positive_float, default=1.0)
-    g.add_argument("--seed", type=non_negative_int, default=0)
+    add_seed_option(g)
     g.set_defaults(func=cmd_generate)
 
     t = qs.add_parser("train", help="GRPO-train the query writer (= textrec train query)")

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textrec.results import git_commit, machine
 from textrec.data.splits import EvalSet
 from textrec.indexing import build_index
 from textrec.io import write_json
@@ -24,6 +23,7 @@ from textrec.p5.recommender import tokenizer_corpus
 from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
 from textrec.p5.trainer import P5TrainConfig, train_p5
 from textrec.prompts import load_templates
+from textrec.results import git_commit, machine
 
 torch.set_num_threads(1)
 n_items, n_users, L = 600, 3000, 8

@@ -94,19 +94,17 @@ def cmd_train_core(args: argparse.Namespace) -> int:
 
     setup_run(args)
     name = CORE_MODELS[args.model]
+    recipe = recipe_from_args(args) if name == "SASRec" else None  # bad --set fails before any data loads
     ds = load_dataset_from_args(args)
     split = make_split(ds, args.split)
     params: dict = {}
-    if name == "SASRec":
+    if recipe is not None:
         from textrec.models.sasrec import SASRec
 
-        recipe = recipe_from_args(args)
         model = SASRec.from_recipe(recipe, seed=args.seed, max_epochs=args.epochs)
     else:
         from textrec.bench import TUNED, make_model, tune
 
-        if args.overrides:
-            raise ValueError(f"--set applies to recipe-trained models; {name} has no recipe")
         if name in TUNED and not args.no_tune:
             params, _ = tune(name, split, progress=progress(args))
             print(f"best on valid: {params}", file=sys.stderr)

@@ -315,21 +315,31 @@ def _coerce(key: str, text: str, current: Any) -> Any:
     except yaml.YAMLError:
         value = text
     bad = f"--set {key}={text}: expected {{}}"
+
+    def number(kind):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            return None
+
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ValueError(bad.format("true or false"))
     elif isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, int):
+        value = number(int)
+        if value is None:
             raise ValueError(bad.format("an integer"))
     elif isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = number(float)
+        if value is None:
             raise ValueError(bad.format("a number"))
-        value = float(value)
     elif isinstance(current, str):
         value = text
     elif isinstance(current, list):
         if not isinstance(value, list):
             value = [yaml.safe_load(v) for v in text.split(",")] if text else []
+    elif isinstance(value, str) and number(float) is not None:  # YAML 1.1 reads "1e-3" as a string
+        value = number(int) if number(int) is not None else number(float)
     last = key.rsplit(".", 1)[-1]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):

@@ -94,7 +94,7 @@ def cmd_train_core(args: argparse.Namespace) -> int:
 
     setup_run(args)
     name = CORE_MODELS[args.model]
-    recipe = recipe_from_args(args) if name == "SASRec" else None  # bad --set fails before any data loads
+    recipe = recipe_from_args(args, "sequential") if name == "SASRec" else None  # bad --set fails before any data loads
     ds = load_dataset_from_args(args)
     split = make_split(ds, args.split)
     params: dict = {}

@@ -387,8 +387,34 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: list[str] | None,
     return out
 
 
-def recipe_from_args(args: argparse.Namespace, schema: Mapping[str, type] | None = None) -> dict[str, Any]:
-    """Load ``args.recipe`` and apply ``args.overrides``."""
+#: recipe sections -> the config dataclasses they feed, per engine (lets --set reach fields a recipe omits)
+SCHEMAS: dict[str, dict[str, str]] = {
+    "sequential": {"trainer": "textrec.models.seq_trainer:SeqTrainerConfig",
+                   "backbone": "textrec.models.backbone:BackboneConfig"},
+    "p5": {"trainer": "textrec.p5.trainer:P5TrainConfig", "model": "textrec.p5.model:P5Config",
+           "serializer": "textrec.p5.serializer:SerializerConfig"},
+    "erra": {"trainer": "textrec.explain.trainer:TrainConfig", "data": "textrec.explain.data:DataConfig",
+             "aspects": "textrec.explain.aspects:AspectConfig"},
+    "query": {"": "textrec.query.grpo_config:QueryGRPOConfig"},
+}
+
+
+def schema(engine: str) -> dict[str, type]:
+    """The config dataclasses of an engine's recipe sections (those that import; see ``SCHEMAS``)."""
+    import importlib
+
+    out: dict[str, type] = {}
+    for section, target in SCHEMAS.get(engine, {}).items():
+        module, _, name = target.partition(":")
+        cls = getattr(importlib.import_module(module), name, None)
+        if cls is not None and dataclasses.is_dataclass(cls):
+            out[section] = cls
+    return out
+
+
+def recipe_from_args(args: argparse.Namespace, engine: str | None = None) -> dict[str, Any]:
+    """Load ``args.recipe`` and apply ``args.overrides`` (checked against ``engine``'s config classes)."""
     from textrec.recipes import load_recipe
 
-    return apply_overrides(load_recipe(args.recipe), getattr(args, "overrides", None), schema)
+    return apply_overrides(load_recipe(args.recipe), getattr(args, "overrides", None),
+                           schema(engine) if engine else None)

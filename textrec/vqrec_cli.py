@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.options import load_dataset_from_args, recipe_from_args, setup_run
 
     setup_run(args)
-    recipe = recipe_from_args(args)
+    recipe = recipe_from_args(args, "sequential")
     ds = load_dataset_from_args(args)
     kw = {"frac": args.frac, "seed": args.seed} if args.split == "new_item" else {}
     split = make_split(ds, args.split, **kw)

@@ -124,7 +124,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the data once, run every variant on the same split, write JSON + Markdown."""
     progress = not args.quiet
-    recipe = recipe_from_args(args)
+    recipe = recipe_from_args(args, "erra")
     over = {}
     if args.epochs is not None:
         over["epochs"] = args.epochs

@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ds = load_dataset_from_args(args)
     split = make_split(ds, args.split)
-    recipe = recipe_from_args(args)
+    recipe = recipe_from_args(args, "p5")
     tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
     stem = Path(args.recipe).stem.removeprefix("p5_")
     if args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files

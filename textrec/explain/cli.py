@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.options import load_dataset_from_args, recipe_from_args, setup_run
 
     setup_run(args)
-    recipe = recipe_from_args(args)
+    recipe = recipe_from_args(args, "erra")
     over = {k: v for k, v in (("epochs", args.epochs), ("max_minutes", args.max_minutes), ("seed", args.seed))
             if v is not None}
     ds = load_dataset_from_args(args)

@@ -40,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.p5.recommender import P5Recommender
 
     setup_run(args)
-    recipe = recipe_from_args(args)
+    recipe = recipe_from_args(args, "p5")
     ds = load_dataset_from_args(args)
     split = make_split(ds, args.split)
     trainer = dict(recipe.get("trainer", {}), seed=args.seed)

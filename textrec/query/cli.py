@@ -111,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """GRPO-train a query writer on a dataset's training users; save it to ``<output>/final``."""
     from textrec.options import recipe_from_args
     from textrec.query.catalog import Catalog
-    from textrec.query.grpo_config import QueryGRPOConfig, load_grpo_config
+    from textrec.query.grpo_config import load_grpo_config
     from textrec.query.grpo_trainer import QueryGRPOTrainer
     from textrec.query.retrieval import retriever_for_dataset
     from textrec.query.tasks import make_tasks
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and _last_checkpoint(out) is None:
         raise FileNotFoundError(f"--resume: no checkpoint-N folder in {out} (nothing to resume; "
                                 f"drop --resume to start a fresh run)")
-    cfg = load_grpo_config(recipe_from_args(args, {"": QueryGRPOConfig}), max_steps=args.max_steps, model=args.model,
+    cfg = load_grpo_config(recipe_from_args(args, "query"), max_steps=args.max_steps, model=args.model,
                            reward_retrievers=args.retriever, max_train_tasks=args.max_train_tasks,
                            seed=args.seed)
     ds = _dataset(args)

@@ -187,3 +187,24 @@ def test_every_engine_trains_from_the_cli():
     sub = build_parser()._subparsers._group_actions[0].choices["train"]
     names = set(sub._subparsers._group_actions[0].choices)
     assert {"vqrec", "p5", "query", "erra", "sasrec", "ease"} <= names
+
+
+def test_trainer_logs_go_to_the_bar_not_stdout(capsys):
+    from types import SimpleNamespace
+
+    from transformers.trainer_callback import ProgressCallback
+
+    from textrec.query.cli import quiet_trainer_logs
+
+    calls = []
+    fake = SimpleNamespace(remove_callback=lambda c: calls.append(("remove", c)),
+                           add_callback=lambda c: calls.append(("add", c)))
+    quiet_trainer_logs(fake)
+    assert calls[0] == ("remove", ProgressCallback) and issubclass(calls[1][1], ProgressCallback)
+    cb = calls[1][1]()
+    written, postfix = [], {}
+    cb.training_bar = SimpleNamespace(write=written.append, set_postfix=lambda d, refresh: postfix.update(d))
+    cb.on_log(None, SimpleNamespace(is_world_process_zero=True), None,
+              logs={"reward": 0.1234567, "loss": 0.5, "completions/mean_length": 12.0})
+    assert written == [] and postfix == {"reward": "0.1235", "loss": "0.5"}
+    assert capsys.readouterr().out == ""

@@ -111,7 +111,8 @@ def cmd_train_core(args: argparse.Namespace) -> int:
         model = make_model(name, params, seed=args.seed)
     res = run_protocol(model, split, progress=progress(args))
     save_with_catalog(model, args.out, ds)
-    print(json.dumps({"model": name, "params": params or model.get_config(), "saved": str(args.out),
+    chosen = {"recipe": args.recipe, "overrides": args.overrides} if recipe is not None else {"params": params}
+    print(json.dumps({"model": name, **chosen, "saved": str(args.out),
                       "valid": _at10(res.valid.metrics), "test": _at10(res.test.metrics)}, indent=2))
     return 0
 
@@ -403,6 +404,8 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=category)
     # torch's note on read-only NumPy views (textrec only reads them) is noise to a CLI user
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    # what is left (textrec's own notes: small catalog, legacy artifact) reads as one line, no source echo
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:

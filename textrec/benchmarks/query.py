@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
 
+    from textrec.query.cli import quiet_trainer_logs
     from textrec.query.grpo_trainer import QueryGRPOTrainer
     from textrec.query.policy import QueryWriter
 
@@ -273,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
     rows_run = [r for r in ROWS if r in queries["transductive"] or r == "llm_grpo"]
     trainer = QueryGRPOTrainer(cfg, retrievers, train_tasks, run_dir, dataset_name=ds.name,
                                model=policy, tokenizer=writer.tokenizer)
+    quiet_trainer_logs(trainer.trainer)
     curve = trainer.train(resume=args.resume)
     steps = int(trainer.trainer.state.global_step)
     trainer.save_pretrained(run_dir / "final")

@@ -33,6 +33,21 @@ def _dataset(args: argparse.Namespace):
     return load_dataset_from_args(args)
 
 
+def quiet_trainer_logs(hf_trainer) -> None:
+    """Show a Trainer's step logs as the progress bar's reward/loss instead of printed raw dicts."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnlyProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {k: f"{logs[k]:.4g}" for k in ("reward", "loss") if isinstance(logs.get(k), float)}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
+
+    hf_trainer.remove_callback(ProgressCallback)
+    hf_trainer.add_callback(BarOnlyProgress)
+
+
 def _last_checkpoint(folder: Path) -> str | None:
     """The newest ``checkpoint-N`` folder of a GRPO run folder, or ``None``."""
     ckpts = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
@@ -129,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args)) for k in cfg.reward_retrievers}
     tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history)
     trainer = QueryGRPOTrainer(cfg, retrievers, tasks, out, dataset_name=ds.name)
+    quiet_trainer_logs(trainer.trainer)
     curve = trainer.train(resume=args.resume)
     trainer.save_pretrained(out / "final")
     r = [x for x in curve["reward"] if x is not None]

@@ -206,12 +206,11 @@ class ResultWriter:
     def write_json(self, name: str, data: Mapping[str, Any], metadata: bool = True) -> Path:
         """Write ``data`` (+ the run metadata, unless the record already carries it) as JSON."""
         record = dict(data)
-        if metadata:
+        if metadata:  # the run's metadata wins, except a seed the record states itself
             meta = self.metadata()
             if "seed" in record:
                 meta.pop("seed", None)
-            record = {**record, **{k: v for k, v in meta.items() if k not in record or k in (
-                "wall_seconds", "peak_rss_mb", "date", "git_commit", "machine", "threads", "command")}}
+            record.update(meta)
         path = self.path(name)
         write_json(path, record)
         self._note(name)

@@ -36,10 +36,10 @@ from textrec.options import (
 CURRENT_ARGV: list[str] | None = None
 
 #: engine modules that add their own sub-commands with ``register(sub)``
-ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
+ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
 
 #: ``textrec train <name>``: engines -> the module whose ``add_train_arguments`` / ``cmd_train`` run it
-ENGINE_TRAINERS = {"vqrec": "textrec.vqrec_cli", "p5": "textrec.p5.cli", "query": "textrec.query.cli",
+ENGINE_TRAINERS = {"vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli", "query": "textrec.query.cli",
                    "erra": "textrec.explain.cli"}
 #: core recommenders ``textrec train`` builds from the registry (lower-case name -> registry name)
 CORE_MODELS = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE", "markovchain": "MarkovChain",
@@ -110,7 +110,7 @@ def cmd_train_core(args: argparse.Namespace) -> int:
             print(f"best on valid: {params}", file=sys.stderr)
         model = make_model(name, params, seed=args.seed)
     res = run_protocol(model, split, progress=progress(args))
-    save_with_catalog(model, args.out, ds)
+    model.save_pretrained(args.out)  # config, weights, item catalog and users in one folder
     chosen = {"recipe": args.recipe, "overrides": args.overrides} if recipe is not None else {"params": params}
     print(json.dumps({"model": name, **chosen, "saved": str(args.out),
                       "valid": _at10(res.valid.metrics), "test": _at10(res.test.metrics)}, indent=2))
@@ -119,19 +119,6 @@ def cmd_train_core(args: argparse.Namespace) -> int:
 
 def _at10(metrics: dict) -> dict:
     return {k: round(float(v), 4) for k, v in metrics.items() if k.endswith("@10")}
-
-
-def save_with_catalog(model, out, ds) -> None:
-    """``save_pretrained`` and, where the artifact lacks one, a ``catalog.json`` of ids and titles."""
-    from pathlib import Path
-
-    from textrec.io import atomic_write_text
-
-    out = Path(out)
-    model.save_pretrained(out)
-    if not (out / "catalog.json").is_file():
-        atomic_write_text(out / "catalog.json", json.dumps(
-            {"ids": [str(i) for i in ds.item_ids], "titles": dataset_titles(ds)}, indent=0))
 
 
 # ---- recommend -------------------------------------------------------------------------------
@@ -191,28 +178,14 @@ def recommend_rows(model, history, k: int, user: int, item_ids: Sequence[str],
 
 
 def load_model(folder):
-    """Open a saved model folder of any engine (``textrec.load`` where the artifact supports it)."""
+    """Open a saved model folder of any engine (``textrec.load``)."""
     from pathlib import Path
 
-    folder = Path(folder)
-    if not folder.is_dir():
+    from textrec.registry import load
+
+    if not Path(folder).is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
-    try:
-        from textrec.registry import load
-
-        return load(folder)
-    except ModuleNotFoundError as e:  # the one loader is not in this checkout yet
-        if e.name not in ("textrec.artifact", "textrec.catalog"):
-            raise
-    if (folder / "p5_config.json").is_file():
-        from textrec.p5.recommender import P5Recommender
-
-        return P5Recommender.from_pretrained(folder)
-    if (folder / "config.json").is_file():
-        from textrec.models.base import Recommender
-
-        return Recommender.from_pretrained(folder)
-    raise FileNotFoundError(f"{folder}: not a saved textrec model (no config.json)")
+    return load(folder)
 
 
 def model_catalog(model, folder) -> tuple[list[str] | None, list[str] | None]:
@@ -233,33 +206,41 @@ def model_catalog(model, folder) -> tuple[list[str] | None, list[str] | None]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k for a dataset user or a history of item ids, from any saved recommender."""
+    """Top-k with titles for a user (from ``--dataset`` or the model's saved users) or a history of item ids."""
+    if args.history and args.user is not None:
+        raise ValueError("give --user or --history, not both")
     setup_run(args)
     model = load_model(args.model)
     item_ids, titles = model_catalog(model, args.model)
     user = -1
-    if args.user is not None:
-        if not args.dataset:
-            raise ValueError("--user needs --dataset (the data the user's history comes from)")
+    if args.user is not None and args.dataset:
         ds = load_dataset_from_args(args)
         if item_ids is not None and [str(i) for i in ds.item_ids] != item_ids[: ds.n_items]:
-            raise ValueError(f"dataset '{ds.name}' does not match the model's item catalog ({args.model})")
+            raise ValueError(f"dataset '{ds.name}' does not match the item catalog of {args.model}")
         item_ids = item_ids or [str(i) for i in ds.item_ids]
         titles = titles or dataset_titles(ds)
         user, history = user_history(ds, args.user)
+    elif args.user is not None:
+        users = getattr(model, "users", None)
+        if users is None:
+            raise ValueError(f"{args.model} holds no user histories: give --dataset D (the data user "
+                             f"'{args.user}' comes from) or --history ITEM_ID ...")
+        user = users.index(args.user)  # an unknown id raises UnknownIdError naming it
+        history = users.histories[user]
     elif args.history:
         if item_ids is None:
             raise ValueError(f"{args.model} has no item catalog: give --dataset and --user instead")
         history = history_from_ids(args.history, item_ids, f"the catalog of {args.model}")
     else:
-        raise ValueError("give --dataset D --user USER_ID, or --history ITEM_ID ...")
+        raise ValueError("give --user USER_ID [--dataset D], or --history ITEM_ID ...")
     print_recommendations(recommend_rows(model, history, args.k, user, item_ids, titles), args.json)
     return 0
 
 
 def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
     """``--dataset/--user`` or ``--history``, ``--k``, ``--json`` (shared by every ``recommend``)."""
-    p.add_argument("--user", help="original user id: recommend after their full history (needs --dataset)")
+    p.add_argument("--user", help="original user id: recommend after their history (all their events in "
+                                   "--dataset, else the training history saved with the model)")
     p.add_argument("--history", nargs="+", metavar="ITEM_ID", help="original item ids, oldest first")
     p.add_argument("--k", type=positive_int, default=10, help="how many items (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a ranked list")

@@ -26,7 +26,7 @@ import numpy as np
 from textrec.data.splits import make_split
 from textrec.evaluation import evaluate, run_protocol
 from textrec.models.base import TrainView
-from textrec.models.vqrec import VQRec
+from textrec.vqrec.model import VQRec
 from textrec.options import (
     add_dataset_options,
     add_seed_option,

@@ -12,7 +12,17 @@ import argparse
 import json
 from pathlib import Path
 
-from textrec.options import add_threads_option
+from textrec.options import (
+    add_dataset_options,
+    add_recipe_options,
+    add_run_options,
+    add_threads_option,
+    fraction,
+    load_dataset_from_args,
+    positive_int,
+    recipe_from_args,
+    setup_run,
+)
 
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
@@ -47,35 +57,11 @@ def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
-def _write_catalog(folder: Path, ids: list[str], titles: list[str] | None = None) -> None:
-    from textrec.io import atomic_write_text
-
-    atomic_write_text(folder / "catalog.json", json.dumps(
-        {"item_ids": ids, **({"titles": titles} if titles is not None else {})}, indent=0))
-
-
-def _read_catalog(folder: Path) -> tuple[list[str], list[str] | None]:
-    path = folder / "catalog.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (a model folder from `textrec train vqrec` has one)")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    ids = data.get("item_ids", data.get("ids"))
-    return [str(i) for i in ids], data.get("titles")
-
-
 TRAIN_HELP = "VQ-Rec: item text -> OPQ codes behind a causal transformer"
 
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
     """Arguments of ``textrec train vqrec`` (= ``textrec vqrec train``)."""
-    from textrec.options import (
-        add_dataset_options,
-        add_recipe_options,
-        add_run_options,
-        fraction,
-        positive_int,
-    )
-
     add_dataset_options(t, default=None)
     add_recipe_options(t, "vqrec_scratch")
     t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "new_item"])
@@ -88,11 +74,9 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train VQ-Rec on a dataset with a recipe, report valid/test metrics, save the model."""
-    from textrec.cli import dataset_titles
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
-    from textrec.models.vqrec import VQRec
-    from textrec.options import load_dataset_from_args, recipe_from_args, setup_run
+    from textrec.vqrec.model import VQRec
 
     setup_run(args)
     recipe = recipe_from_args(args, "sequential")
@@ -105,7 +89,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = run_protocol(model, split, progress=not args.quiet)
     out = Path(args.out)
     model.save_pretrained(out)
-    _write_catalog(out, [str(i) for i in ds.item_ids], dataset_titles(ds))
     print(json.dumps({"valid": {k: round(v, 4) for k, v in res.valid.metrics.items() if "@10" in k},
                       "test": {k: round(v, 4) for k, v in res.test.metrics.items() if "@10" in k},
                       "saved": str(out)}, indent=2))
@@ -114,56 +97,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_add_items(args: argparse.Namespace) -> int:
     """Append items from text to a trained model's catalog and save it (no retraining)."""
-    from textrec.models.vqrec import VQRec
+    from textrec.vqrec.model import VQRec
 
     folder = Path(args.model)
-    catalog, titles = _read_catalog(folder)
+    model = VQRec.from_pretrained(folder)
+    if model.catalog is None:
+        raise ValueError(f"{folder}: the model has no item catalog; retrain it with `textrec vqrec train`")
     ids, texts = read_new_items(args.items)
-    known = set(catalog)
-    clash = [i for i in ids if i in known]
+    clash = [i for i in ids if i in set(model.catalog.ids)]
     if clash:
         raise ValueError(f"{args.items}: {len(clash)} item id(s) already in the catalog, e.g. '{clash[0]}'")
-    model = VQRec.from_pretrained(folder)
-    new = model.add_items(texts=texts)
+    new = model.add_items(texts=texts, ids=ids)
     out = Path(args.out or folder)
-    model.save_pretrained(out)
-    _write_catalog(out, catalog + ids, titles + [" ".join(t.split()[:12]) for t in texts] if titles else None)
+    model.save_pretrained(out)  # model, catalog and manifest are replaced together
     print(f"added {len(new)} items (indexes {int(new[0])}..{int(new[-1])}); catalog now {model.n_items} items; "
           f"saved to {out}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k items (original ids, titles, scores) for a dataset user or a history of original item ids."""
-    from textrec.cli import (
-        dataset_titles,
-        history_from_ids,
-        print_recommendations,
-        recommend_rows,
-        user_history,
-    )
-    from textrec.models.vqrec import VQRec
-    from textrec.options import load_dataset_from_args, setup_run
+    """Top-k items (original ids, titles, scores): the same as ``textrec recommend``."""
+    from textrec.cli import cmd_recommend as recommend
 
-    setup_run(args)
-    folder = Path(args.model)
-    catalog, titles = _read_catalog(folder)
-    user = -1
-    if args.user is not None:
-        if not args.dataset:
-            raise ValueError("--user needs --dataset (the data the user's history comes from)")
-        ds = load_dataset_from_args(args)
-        titles = titles or dataset_titles(ds)
-        user, history = user_history(ds, args.user)
-        if [str(i) for i in ds.item_ids] != catalog[: ds.n_items]:
-            raise ValueError(f"dataset '{ds.name}' is not the one {folder} was trained on (item catalogs differ)")
-    elif args.history:
-        history = history_from_ids(args.history, catalog, folder / "catalog.json")
-    else:
-        raise ValueError("give --dataset D --user USER_ID, or --history ITEM_ID ...")
-    model = VQRec.from_pretrained(folder)
-    print_recommendations(recommend_rows(model, history, args.k, user, catalog, titles), args.json)
-    return 0
+    return recommend(args)
 
 
 def cmd_codes(args: argparse.Namespace) -> int:
@@ -171,7 +127,6 @@ def cmd_codes(args: argparse.Namespace) -> int:
     import numpy as np
 
     from textrec.data.splits import make_split
-    from textrec.options import load_dataset_from_args, setup_run
     from textrec.text.encoder import TextEncoder, item_texts
     from textrec.text.quantize import ProductQuantizer, code_stats, plot_code_usage
 
@@ -181,8 +136,8 @@ def cmd_codes(args: argparse.Namespace) -> int:
     texts = item_texts(ds, args.fields)
     emb = TextEncoder(args.encoder).encode(list(texts.texts), progress=not args.quiet)
     train_items = np.unique(split.train["item"].to_numpy())
-    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed).fit(emb[train_items],
-                                                                                     progress=not args.quiet)
+    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed)
+    q.fit(emb[train_items], progress=not args.quiet)
     codes = q.encode(emb)
     stats = code_stats(codes, q.n_centroids_)
     report = {"dataset": ds.name, "items": ds.n_items, "quantizer_trained_on": int(len(train_items)),
@@ -196,7 +151,6 @@ def cmd_codes(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``textrec vqrec ...`` to the top-level parser."""
     from textrec.cli import add_recommend_arguments
-    from textrec.options import add_dataset_options, add_run_options, positive_int
 
     p = sub.add_parser("vqrec", help="VQ-Rec: train, add new items from text, recommend")
     vsub = p.add_subparsers(dest="vqrec_command", required=True)
@@ -208,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--items", required=True, help='JSONL: {"item_id": ..., "text": ...} per line')
     a.add_argument("--out", help="write the grown model here (default: in place)")
     a.set_defaults(func=cmd_add_items)
-    r = vsub.add_parser("recommend", help="top-k with titles for a dataset user or a history of item ids")
+    r = vsub.add_parser("recommend", help="top-k with titles for a user or a history of item ids")
     r.add_argument("--model", required=True)
     add_dataset_options(r, default="")
     add_recommend_arguments(r)

@@ -164,8 +164,14 @@ def test_train_and_recommend_a_csv_user_with_titles(table, tmp_path, capsys):
     assert [r["rank"] for r in rows] == [1, 2, 3, 4] and all(r["title"] for r in rows)
     assert main(["recommend", "--model", str(tmp_path / "m"), *cols, "--user", "ghost"]) == 2
     assert "user 'ghost' is not in dataset" in capsys.readouterr().err
-    assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "u3"]) == 2
-    assert "--user needs --dataset" in capsys.readouterr().err
+    # without --dataset: the training history saved with the model (original ids in, titles out)
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "u3", "--k", "4", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert len(saved) == 4 and all(r["item_id"].startswith("m") for r in saved)
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "ghost"]) == 2
+    assert "ghost" in capsys.readouterr().err
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--user", "u3", "--history", "m1"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_query_resume_without_checkpoint_says_so(tmp_path, capsys):

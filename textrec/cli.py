@@ -181,11 +181,11 @@ def load_model(folder):
     """Open a saved model folder of any engine (``textrec.load``)."""
     from pathlib import Path
 
-    from textrec.registry import load
+    import textrec
 
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
-    return load(folder)
+    return textrec.load(folder)
 
 
 def model_catalog(model, folder) -> tuple[list[str] | None, list[str] | None]:

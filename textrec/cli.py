@@ -32,9 +32,6 @@ from textrec.options import (
     setup_run,
 )
 
-#: the argv of the command being run (``textrec.results`` records it in every result)
-CURRENT_ARGV: list[str] | None = None
-
 #: engine modules that add their own sub-commands with ``register(sub)``
 ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
 
@@ -391,11 +388,12 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``textrec`` console script."""
-    global CURRENT_ARGV
+    from textrec import results
+
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    CURRENT_ARGV = argv
+    results.CURRENT_ARGV = argv
     try:
         return args.func(args)
     except BrokenPipeError:  # `textrec ... | head`: the reader left; not an error
@@ -408,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textrec: error: {msg}", file=sys.stderr)
         return 2
     finally:
-        CURRENT_ARGV = None
+        results.CURRENT_ARGV = None
 
 
 if __name__ == "__main__":

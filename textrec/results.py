@@ -6,8 +6,8 @@ are written to a temporary folder beside it and moved into place one by one (``o
 when the run ends, so a crashed or interrupted run leaves the committed results untouched and its
 partial files in the temporary folder, whose path it prints.
 
-``python -m textrec.results --write-readme`` (or ``textrec results``) regenerates
-``eval/README.md`` from the result files: see ``textrec.results_readme``.
+``textrec results`` (or ``python -m textrec.results_readme``) regenerates ``eval/README.md`` from
+the result files: see ``textrec.results_readme``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from textrec.io import atomic_write_text, write_json
 PUBLISHED = Path("eval") / "results"
 RUNS = Path("runs")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: the argv of the ``textrec`` command being run (set by ``textrec.cli.main``; recorded as ``command``)
+CURRENT_ARGV: list[str] | None = None
 
 
 def git_commit() -> str:
@@ -77,13 +80,9 @@ def peak_rss_mb() -> float:
 
 def command_line(argv: Sequence[str] | None = None) -> str:
     """The command as a user would retype it (``textrec ...`` when run through the CLI)."""
-    from textrec import cli
-
-    if argv is None:
-        argv = cli.CURRENT_ARGV if cli.CURRENT_ARGV is not None else sys.argv[1:]
-        if cli.CURRENT_ARGV is None:
-            return shlex.join([Path(sys.argv[0]).name, *argv])
-    return shlex.join(["textrec", *argv])
+    if argv is None and CURRENT_ARGV is None:
+        return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return shlex.join(["textrec", *(CURRENT_ARGV if argv is None else argv)])
 
 
 def run_metadata(seed: int | None = None, started: float | None = None, command: str | None = None,
@@ -277,23 +276,3 @@ def published_result(name: str) -> dict[str, Any] | None:
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
     return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m textrec.results --write-readme``: regenerate eval/README.md."""
-    import argparse
-
-    from textrec.results_readme import write_readme
-
-    ap = argparse.ArgumentParser(prog="python -m textrec.results", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write-readme", action="store_true", help="regenerate eval/README.md")
-    ap.add_argument("--results", default=str(REPO_ROOT / PUBLISHED))
-    ap.add_argument("--check", action="store_true", help="exit 1 if eval/README.md is out of date")
-    args = ap.parse_args(argv)
-    if not (args.write_readme or args.check):
-        ap.error("nothing to do: pass --write-readme or --check")
-    return write_readme(Path(args.results), check=args.check)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Generate ``eval/README.md`` (and the README's summary table) from ``eval/results/*.json``.
 
-``textrec results`` (or ``python -m textrec.results --write-readme``) rewrites both; ``--check``
+``textrec results`` (or ``python -m textrec.results_readme``) rewrites both; ``--check``
 only reports whether they are up to date. Per section the page holds the hand-written
 diagnosis from ``eval/notes/<section>.md`` (what the numbers mean, what was tried), then one
 generated table per result file, each linked and stamped with how it was made. Numbers in
@@ -345,3 +345,22 @@ def write_readme(results: Path, check: bool = False) -> int:
     if not stale:
         print("eval/README.md and the README summary are up to date")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m textrec.results_readme [--check]``: the same as ``textrec results``."""
+    import argparse
+
+    from textrec.results import PUBLISHED, REPO_ROOT
+
+    ap = argparse.ArgumentParser(prog="python -m textrec.results_readme", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", default=str(REPO_ROOT / PUBLISHED), help="results folder")
+    ap.add_argument("--check", action="store_true", help="exit 1 if eval/README.md is out of date")
+    args = ap.parse_args(argv)
+    return write_readme(Path(args.results), check=args.check)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -26,7 +26,6 @@ import numpy as np
 from textrec.data.splits import make_split
 from textrec.evaluation import evaluate, run_protocol
 from textrec.models.base import TrainView
-from textrec.vqrec.model import VQRec
 from textrec.options import (
     add_dataset_options,
     add_seed_option,
@@ -38,6 +37,7 @@ from textrec.options import (
 )
 from textrec.recipes import load_recipe
 from textrec.results import add_output_options, published_result, writer_from_args
+from textrec.vqrec.model import VQRec
 
 KEYS = ("hr@10", "recall@10", "ndcg@10", "mrr@10")
 

@@ -315,7 +315,9 @@ def _add_train_parsers(sub) -> None:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``textrec`` argument parser (given ``argv``, only the benchmark it runs is imported)."""
-    p = argparse.ArgumentParser(prog="textrec", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="textrec", description="textrec: recommendation as language. Train, "
+                                "recommend, explain and benchmark from one command; `textrec COMMAND --help` "
+                                "for each command's options.")
     p.add_argument("--version", action="version", version=f"textrec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

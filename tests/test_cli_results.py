@@ -94,6 +94,7 @@ def test_markdown_table_and_metadata_line():
     line = metadata_line({"date": "2026-11-28", "git_commit": "abc", "machine": "m", "threads": {"torch": 1},
                           "command": "textrec bench x"})
     assert "2026-11-28" in line and "`textrec bench x`" in line and "1 torch thread" in line
+    assert metadata_line({"machine": "x86 torch threads 2", "threads": {"torch": 2}}).count("thread") == 1
     assert "contended" not in line and os.sep not in line
 
 

@@ -108,7 +108,9 @@ def metadata_line(result: Mapping[str, Any]) -> str:
     """One Markdown line saying how, when and where a result was made."""
     threads = result.get("threads")
     t = ""
-    if isinstance(threads, Mapping) and threads:
+    if "thread" in str(result.get("machine", "")):
+        pass  # the machine line already says it
+    elif isinstance(threads, Mapping) and threads:
         t = f", {threads.get('torch', '?')} torch thread(s)"
     elif threads:
         t = f", {threads} thread(s)"

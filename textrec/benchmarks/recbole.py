@@ -485,8 +485,13 @@ def run(args: argparse.Namespace) -> int:
 
     from textrec.benchmarks import recbole_shims
 
-    shims = recbole_shims.apply()
-    import recbole
+    try:
+        shims = recbole_shims.apply()
+        import recbole
+    except ModuleNotFoundError as e:  # recbole is an optional extra with dependencies of its own
+        print(f"textrec: error: RecBole cannot run here (missing module '{e.name}'): "
+              f"pip install '.[bench]'", file=sys.stderr)
+        return 2
     import torch
 
     LOG.info("shims: %s", shims)

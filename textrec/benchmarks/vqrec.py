@@ -28,6 +28,7 @@ from textrec.evaluation import evaluate, run_protocol
 from textrec.models.base import TrainView
 from textrec.options import (
     add_dataset_options,
+    add_progress_option,
     add_seed_option,
     add_threads_option,
     fraction,
@@ -68,7 +69,7 @@ def run_scratch(args: argparse.Namespace) -> dict[str, Any]:
     split = make_split(ds, "auto")
     model = _vqrec("vqrec_scratch", args, id_residual=args.id_residual, n_subvectors=args.subvectors,
                    n_centroids=args.centroids, code_dropout=args.code_dropout)
-    res = run_protocol(model, split)
+    res = run_protocol(model, split, progress=not args.quiet)
     name = f"vqrec_{ds.name}" + ("_idres" if args.id_residual else "")
     base = _baselines_of(ds.name)
     best = max(base.get("models", {}).items(), key=lambda kv: kv[1]["test"]["ndcg@10"], default=None)
@@ -105,7 +106,7 @@ def run_new_items(args: argparse.Namespace) -> dict[str, Any]:
         models = [(n, m) for n, m in models if n in args.models]
     rows = {}
     for name, model in models:
-        res = run_protocol(model, split)
+        res = run_protocol(model, split, progress=not args.quiet)
         row = {"valid": _short(res.valid.metrics),
                **({"valid_new": {**_short(res.valid_new), "n_rows": res.valid_new["n_rows"]},
                    "valid_warm": {**_short(res.valid_warm), "n_rows": res.valid_warm["n_rows"]}}
@@ -189,7 +190,7 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
     pre = _vqrec("vqrec_pretrain", args, n_subvectors=args.subvectors, n_centroids=args.centroids)
     if args.pretrain_epochs is not None:
         pre.trainer_config.epochs = args.pretrain_epochs
-    pre.pretrain(sources)
+    pre.pretrain(sources, progress=not args.quiet)
     pretrain_s = time.perf_counter() - t0
     ft = load_recipe("vqrec_finetune")
     ft_trainer = {**ft.get("trainer", {})}
@@ -214,11 +215,11 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
                 ("fine-tune codes + transformer", {"train": "codes+transformer"})]
     for name, kw in variants:
         t1 = time.perf_counter()
-        m = pre.transfer(target, trainer=ft_trainer, **kw)
+        m = pre.transfer(target, trainer=ft_trainer, progress=not args.quiet, **kw)
         record(f"pretrained on {'+'.join(args.source)}, {name}", m, time.perf_counter() - t1)
     t1 = time.perf_counter()
     scratch = _vqrec("vqrec_scratch", args, n_subvectors=args.subvectors, n_centroids=args.centroids)
-    scratch.fit(target)
+    scratch.fit(target, progress=not args.quiet)
     record("from scratch on target", scratch, time.perf_counter() - t1)
     return {"name": f"vqrec_transfer_{'+'.join(args.source)}_to_{args.target}", "benchmark": "vqrec_transfer",
             "dataset": args.target, "split": split.describe(), "source_domains": args.source,
@@ -260,7 +261,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
             model.codes = model.build_codes(view_text.item_text,
                                             np.unique(view_text.train["item"].to_numpy()))
             model.n_centroids = model.quantizer.n_centroids_
-        model.fit(view_text)
+        model.fit(view_text, progress=not args.quiet)
         ep = [h["seconds"] for h in model.history]
         res = evaluate(model, split.test, split.n_items)
         out[name] = {"seconds_per_epoch": round(float(np.median(ep)), 2), "epochs_timed": len(ep),
@@ -275,10 +276,10 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     enc = TextEncoder(cache_dir=False)
     enc.encode(["warm-up: load the model before timing"], progress=False)
     t = time.perf_counter()
-    emb = enc.encode(texts, progress=True)
+    emb = enc.encode(texts, progress=not args.quiet)
     t_enc = time.perf_counter() - t
     t = time.perf_counter()
-    q = ProductQuantizer(args.subvectors, args.centroids, opq=True, seed=args.seed).fit(emb)
+    q = ProductQuantizer(args.subvectors, args.centroids, opq=True, seed=args.seed).fit(emb, progress=not args.quiet)
     t_fit = time.perf_counter() - t
     t = time.perf_counter()
     codes = q.encode(emb)
@@ -320,6 +321,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--n-synthetic", type=positive_int, default=100_000)
     ap.add_argument("--speed-epochs", type=positive_int, default=3)
     add_seed_option(ap)
+    add_progress_option(ap)
     add_output_options(ap, "vqrec")
 
 

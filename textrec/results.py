@@ -200,7 +200,8 @@ class ResultWriter:
         """This run's metadata now (wall time and memory so far)."""
         return run_metadata(seed=self.seed, started=self.started, **extra)
 
-    def _note(self, name: str) -> None:
+    def record(self, name: str) -> None:
+        """Count a file written directly at ``path(name)`` (a log) as one of this run's results."""
         if name not in self.written:
             self.written.append(name)
 
@@ -214,14 +215,14 @@ class ResultWriter:
             record.update(meta)
         path = self.path(name)
         write_json(path, record)
-        self._note(name)
+        self.record(name)
         return path
 
     def write_text(self, name: str, text: str) -> Path:
         """Write a text file (a Markdown table, a JSONL of predictions)."""
         path = self.path(name)
         atomic_write_text(path, text)
-        self._note(name)
+        self.record(name)
         return path
 
     def copy_file(self, src: str | Path, name: str) -> Path:
@@ -229,7 +230,7 @@ class ResultWriter:
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, path)
-        self._note(name)
+        self.record(name)
         return path
 
     def finish(self) -> Path:

@@ -468,21 +468,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the RecBole models one by one, rewriting the result JSON after each."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    writer = writer_from_args(args, "recbole")
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    log_name = f"recbole_logs/{args.name}_{stamp}.log"
-    log_path = writer.path(log_name)
-    setup_logging(log_path)
-    writer._note(log_name)
-    LOG.info("command: %s", writer.metadata()["command"])
-    LOG.info("log file: %s", log_path)
-
-    warnings.filterwarnings("ignore", message=".*chained assignment.*")
-    warnings.filterwarnings("ignore", message=".*non-writable.*")
-    with contextlib.suppress(ImportError):
-        from pandas.errors import ChainedAssignmentError
-        warnings.filterwarnings("ignore", category=ChainedAssignmentError)
-
     from textrec.benchmarks import recbole_shims
 
     try:
@@ -492,6 +477,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"textrec: error: RecBole cannot run here (missing module '{e.name}'): "
               f"pip install '.[bench]'", file=sys.stderr)
         return 2
+    writer = writer_from_args(args, "recbole")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_name = f"recbole_logs/{args.name}_{stamp}.log"
+    log_path = writer.path(log_name)
+    setup_logging(log_path)
+    writer.record(log_name)
+    LOG.info("command: %s", writer.metadata()["command"])
+    LOG.info("log file: %s", log_path)
+
+    warnings.filterwarnings("ignore", message=".*chained assignment.*")
+    warnings.filterwarnings("ignore", message=".*non-writable.*")
+    with contextlib.suppress(ImportError):
+        from pandas.errors import ChainedAssignmentError
+        warnings.filterwarnings("ignore", category=ChainedAssignmentError)
+
     import torch
 
     LOG.info("shims: %s", shims)

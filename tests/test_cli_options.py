@@ -214,3 +214,16 @@ def test_trainer_logs_go_to_the_bar_not_stdout(capsys):
               logs={"reward": 0.1234567, "loss": 0.5, "completions/mean_length": 12.0})
     assert written == [] and postfix == {"reward": "0.1235", "loss": "0.5"}
     assert capsys.readouterr().out == ""
+
+
+def test_csv_dataset_with_an_item_table_gives_titles(table, tmp_path, capsys):
+    items = tmp_path / "items.csv"
+    items.write_text("iid,title\n" + "".join(f"m{i},Movie number {i}\n" for i in range(12)), encoding="utf-8")
+    cols = ["--dataset", str(table), "--columns", "user=uid,item=iid,time=ts", "--items", str(items)]
+    assert main(["train", "popularity", *cols, "--out", str(tmp_path / "pop"), "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["recommend", "--model", str(tmp_path / "pop"), *cols, "--user", "u3", "--k", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["title"] for r in rows] == [f"Movie number {r['item_id'][1:]}" for r in rows]
+    assert main(["data", "info", "ml-100k", "--items", str(items)]) == 2
+    assert "--items apply to a CSV" in capsys.readouterr().err

@@ -160,6 +160,9 @@ def add_dataset_options(p: argparse.ArgumentParser, default: str | None = "ml-10
                                        "else ../shared/data)")
     p.add_argument("--columns", type=parse_columns, metavar="user=COL,item=COL[,time=COL,rating=COL]",
                    help="column mapping of a CSV/TSV/Parquet dataset file")
+    p.add_argument("--items", dest="item_table", metavar="FILE",
+                   help="with --columns: an item table (same item id column; its other columns become item "
+                        "text, a 'title' column the display title)")
     p.add_argument("--sep", help="delimiter of a CSV/TSV dataset file (default: from the extension)")
     p.add_argument("--on-error", choices=["raise", "skip"], help="bad rows: raise (default) or count and skip")
 
@@ -176,8 +179,10 @@ def load_dataset_from_args(args: argparse.Namespace, name: str | None = None):
         kw["columns"] = columns
         if getattr(args, "sep", None):
             kw["sep"] = args.sep
-    elif getattr(args, "sep", None):
-        raise ValueError("--sep applies to a CSV/TSV file given with --columns")
+        if getattr(args, "item_table", None):
+            kw["item_path"] = args.item_table
+    elif getattr(args, "sep", None) or getattr(args, "item_table", None):
+        raise ValueError("--sep and --items apply to a CSV/TSV/Parquet dataset given with --columns")
     target = name if name is not None else args.dataset
     if columns and not Path(target).is_file():
         raise ValueError(f"--columns applies to a CSV/TSV/Parquet file; '{target}' is not a file")

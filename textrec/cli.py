@@ -215,7 +215,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         if item_ids is not None and [str(i) for i in ds.item_ids] != item_ids[: ds.n_items]:
             raise ValueError(f"dataset '{ds.name}' does not match the item catalog of {args.model}")
         item_ids = item_ids or [str(i) for i in ds.item_ids]
-        titles = dataset_titles(ds)  # the data given now may carry item text the training run lacked
+        # the data given now may carry item text the training run lacked; items added later keep theirs
+        ds_titles = dataset_titles(ds)
+        titles = ds_titles + list((titles or item_ids)[len(ds_titles):])
         user, history = user_history(ds, args.user)
     elif args.user is not None:
         users = getattr(model, "users", None)

@@ -227,3 +227,17 @@ def test_csv_dataset_with_an_item_table_gives_titles(table, tmp_path, capsys):
     assert [r["title"] for r in rows] == [f"Movie number {r['item_id'][1:]}" for r in rows]
     assert main(["data", "info", "ml-100k", "--items", str(items)]) == 2
     assert "--items apply to a CSV" in capsys.readouterr().err
+
+
+def test_set_reaches_the_training_loop_options_of_every_engine():
+    from textrec.options import schema
+    from textrec.recipes import load_recipe
+
+    for engine, recipe in (("sequential", "vqrec_scratch"), ("p5", "p5_tiny"), ("erra", "erra")):
+        out = apply_overrides(load_recipe(recipe), ["trainer.max_minutes=1.5", "trainer.checkpoint_every=20",
+                                                    "trainer.output_dir=ckpt", "trainer.resume=auto"],
+                              schema=schema(engine))
+        assert out["trainer"]["max_minutes"] == 1.5 and out["trainer"]["checkpoint_every"] == 20
+        assert out["trainer"]["output_dir"] == "ckpt" and out["trainer"]["resume"] == "auto"
+    out = apply_overrides(load_recipe("recr1_cpu"), ["max_steps=3", "sft_steps=0"], schema=schema("query"))
+    assert out["max_steps"] == 3 and out["sft_steps"] == 0

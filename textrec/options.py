@@ -300,19 +300,20 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _schema_keys(schema: Mapping[str, type] | None) -> dict[str, Any]:
-    """Dotted keys -> default values of the config dataclasses a recipe section feeds."""
-    out: dict[str, Any] = {}
+def _schema_keys(schema: Mapping[str, type] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Dotted keys -> default values, and -> type annotations, of the config dataclasses of a recipe."""
+    defaults: dict[str, Any] = {}
+    types: dict[str, str] = {}
     for section, cls in (schema or {}).items():
         prefix = f"{section}." if section else ""
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
+            defaults[prefix + f.name] = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            out[prefix + f.name] = default
-    return out
+            types[prefix + f.name] = str(f.type)
+    return defaults, types
 
 
-def _coerce(key: str, text: str, current: Any) -> Any:
+def _coerce(key: str, text: str, current: Any, annotation: str = "") -> Any:
     import yaml
 
     try:
@@ -327,7 +328,12 @@ def _coerce(key: str, text: str, current: Any) -> Any:
         except ValueError:
             return None
 
-    if isinstance(current, bool):
+    kinds = set(re.findall(r"\w+", annotation))
+    if "float" in kinds and isinstance(current, int) and not isinstance(current, bool):
+        current = float(current)  # a recipe's "20" for a float field (minutes) is still a float field
+    if "str" in kinds and not isinstance(value, (bool, int, float)):
+        value = text  # a field that also takes a word (resume: true | "auto" | a path)
+    elif isinstance(current, bool):
         if not isinstance(value, bool):
             raise ValueError(bad.format("true or false"))
     elif isinstance(current, int):
@@ -370,7 +376,8 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: list[str] | None,
     import copy
 
     out = copy.deepcopy(dict(recipe))
-    known = {**_schema_keys(schema), **_flatten(out)}
+    defaults, types = _schema_keys(schema)
+    known = {**defaults, **_flatten(out)}
     for spec in overrides or []:
         key, eq, text = spec.partition("=")
         key = key.strip()
@@ -380,7 +387,7 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: list[str] | None,
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"--set: unknown recipe key '{key}'{hint}; known keys: {', '.join(sorted(known))}")
-        value = _coerce(key, text, known[key])
+        value = _coerce(key, text, known[key], types.get(key, ""))
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                                 text=True).stdout.strip()
     except OSError:
         commit = ""
-    doc = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "commit": commit,
+    doc = {"benchmark": "fuzz_loaders", "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+           "git_commit": commit,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
            "python": platform.python_version(), "loaders": result}
     if args.out:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.only and args.out.exists():  # a partial rerun updates those loaders in the file
             old = json.loads(args.out.read_text())
             old["loaders"].update(result)
-            old.setdefault("reruns", []).append({k: doc[k] for k in ("command", "commit", "date")})
+            old.setdefault("reruns", []).append({k: doc[k] for k in ("command", "git_commit", "date")})
             doc = old
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from textrec.query.retrieval import MISS
-from textrec.query.rewards import METRIC_FNS
+from textrec.metrics.ranking import MISS
+from textrec.query.rewards import reward_metric
 from textrec.query.tasks import QueryTask, prompt_messages, render_prompt
 
 CANDIDATES = ("last_title", "last_two_titles", "all_titles", "keywords")
@@ -86,7 +86,7 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         if rows:
             ranks[rows] = retriever.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
                                                  [tasks[i].history for i in rows])
-        score[kind] = METRIC_FNS["ndcg"](ranks, cfg.reward_k)
+        score[kind] = reward_metric(ranks, cfg.reward_k, "ndcg")
     # ties (often: no candidate retrieves the target) go to the kind that is best on average
     order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
     mat = np.stack([score[k] for k in order], axis=1)

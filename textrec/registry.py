@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     # engines
     "VQRec": "textrec.models.vqrec:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",
+    "QueryRec": "textrec.query.recommender:QueryRecommender",
 }
 
 #: names written by earlier versions -> current names

@@ -202,3 +202,37 @@ def test_sft_warm_start_lowers_loss_and_returns_a_plain_model(tiny, toy, tmp_pat
                                     dataset_name="toy", progress=False)
     assert report["steps"] == 8 and report["loss_last"] < report["loss_first"]
     assert not any("lora" in n for n, _ in merged.named_parameters())  # merged: GRPO can add its own
+
+
+def test_all_equal_rewards_are_skipped_and_reported(tiny, toy, tmp_path, capsys):
+    from textrec.query.grpo_trainer import QueryGRPOTrainer
+
+    catalog, bm25, tasks = toy
+    # The target sits in the masked history: no query can retrieve it, every reward is 0.
+    hopeless = [QueryTask(user=t.user, history=np.append(t.history, t.target), target=t.target, context=t.context)
+                for t in tasks]
+    tr = QueryGRPOTrainer(_config(tiny, beta=0.0, format_weight=0.0, max_steps=2, save_steps=10),
+                          {"bm25": bm25}, hopeless, tmp_path / "run", dataset_name="toy")
+    tr.train()
+    s = tr.summary()
+    assert s["skipped_batches"] == 2 and s["kept_completions"] == 0
+    assert s["informative_group_share"] == 0.0
+    assert tr.verdict is not None and "nothing was learned" in tr.verdict
+    err = capsys.readouterr().err
+    assert "step 1/2 | mean reward 0.0000 | informative groups 0%" in err
+    assert "{'loss'" not in err and "'reward':" not in err  # no raw trainer dicts
+
+
+def test_informative_groups_train_and_say_so(tiny, toy, tmp_path):
+    from textrec.query.grpo_trainer import QueryGRPOTrainer
+
+    _, bm25, tasks = toy
+    tr = QueryGRPOTrainer(_config(tiny, beta=0.0, max_steps=2, save_steps=10, num_generations=8),
+                          {"bm25": bm25}, tasks, tmp_path / "run", dataset_name="toy", verbose=False)
+    tr.train()
+    s = tr.summary()
+    assert s["steps"] == 2 and s["kept_completions"] + s["dropped_completions"] == 16
+    if s["informative_group_share"] > 0:
+        assert s["kept_completions"] > 0 and tr.verdict is None
+    cache = s["reward_cache"]["ndcg@100_bm25"]
+    assert cache["hits"] + cache["misses"] > 0

@@ -100,12 +100,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """GRPO-train a query writer on a dataset's training users; save it to ``<output>/final``."""
+    """SFT warm start (when the recipe has ``sft_steps``) then GRPO; writers in ``<output>/sft/writer`` and ``<output>/final``."""
     from textrec.query.catalog import Catalog
     from textrec.query.grpo_config import load_grpo_config
-    from textrec.query.grpo_trainer import QueryGRPOTrainer
     from textrec.query.retrieval import retriever_for_dataset
     from textrec.query.tasks import make_tasks
+    from textrec.query.training import train_writers
 
     _threads(args)
     cfg = load_grpo_config(args.recipe, max_steps=args.max_steps, model=args.model,
@@ -113,16 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                            seed=args.seed)
     ds = _dataset(args)
     catalog = Catalog.from_dataset(ds, verbose=False)
-    retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args)) for k in cfg.reward_retrievers}
+    retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args), catalog=catalog)
+                  for k in cfg.reward_retrievers}
     tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history)
     out = Path(args.output_dir or f"runs/query-{ds.name}-{args.setting}")
-    trainer = QueryGRPOTrainer(cfg, retrievers, tasks, out, dataset_name=ds.name)
-    curve = trainer.train(resume=args.resume)
-    trainer.save_pretrained(out / "final")
-    r = [x for x in curve["reward"] if x is not None]
-    print(f"trained {len(r)} logged steps in {trainer.train_seconds:.0f}s; mean reward first 10 "
-          f"{sum(r[:10]) / max(1, len(r[:10])):.4f}, last 10 {sum(r[-10:]) / max(1, len(r[-10:])):.4f}; "
+    s = train_writers(cfg, retrievers, tasks, out, dataset_name=ds.name, resume=args.resume)
+    share = s["informative_group_share"]
+    print(f"trained {s['steps']} steps in {s['seconds']:.0f}s ({s['seconds_per_step_median']} s/step); "
+          f"mean reward first 20 {s['mean_reward_first_20']}, last 20 {s['mean_reward_last_20']}; "
+          f"informative groups {'n/a' if share is None else f'{100 * share:.0f}%'}, "
+          f"{s['skipped_batches']} batches skipped (all rewards equal); "
           f"writer saved to {out / 'final'}, curve {out / 'reward_curve.png'}")
+    if s["verdict_nothing_learned"]:
+        print(f"WARNING: {s['verdict']}")
     return 0
 
 

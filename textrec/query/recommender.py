@@ -44,7 +44,8 @@ class QueryRecommender(Recommender):
 
     def __init__(self, query: str = "raw_history", retriever: str = "bm25", max_history: int = 8,
                  max_query_words: int = 16, retriever_options: dict[str, Any] | None = None,
-                 generation_batch_size: int = 32, writer_query_words: int = 24, catalog: Catalog | None = None, writer=None):
+                 generation_batch_size: int = 32, writer_query_words: int = 24, catalog: Catalog | None = None,
+                 writer=None, query_cache: dict | None = None):
         if query not in QUERY_KINDS:
             raise ValueError(f"query must be one of {list(QUERY_KINDS)}, not {query!r}")
         if retriever not in ("bm25", "dense"):
@@ -63,7 +64,9 @@ class QueryRecommender(Recommender):
             self.max_history = int(writer.max_history)  # the writer was trained on this many titles
         self.catalog: Catalog | None = None
         self.retriever = None
-        self._queries: dict[tuple, str] = {}
+        # written queries by (user, shown history); share one dict between recommenders that use
+        # the same writer (e.g. one per retriever) so the LLM writes each query once
+        self._queries: dict[tuple, str] = {} if query_cache is None else query_cache
         if catalog is not None:
             self.set_catalog(catalog)
 
@@ -85,9 +88,10 @@ class QueryRecommender(Recommender):
         else:
             retriever = retriever_for_dataset(None, self.retriever_kind, cache_dir=cache_dir, progress=False,
                                               catalog=catalog, **self.retriever_options)
+        if self.catalog is not catalog and self.catalog is not None:
+            self._queries.clear()  # queries show titles: another catalog, other queries
         self.catalog, self.retriever = catalog, retriever
         self._context = ContextBuilder(catalog, None, max_history=self.max_history)
-        self._queries.clear()
         return self
 
     def fit(self, data: TrainView, progress: bool = True) -> QueryRecommender:

@@ -25,6 +25,7 @@ import torch
 from textrec.bench import git_commit, machine, peak_rss_mb
 from textrec.io import atomic_write_text, write_json
 from textrec.query.bench import markdown, run_benchmark
+from textrec.query.heuristics import HEURISTICS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retrievers", nargs="+", default=["bm25", "dense"])
     ap.add_argument("--writer", action="append", default=[], metavar="NAME=PATH", help="a saved query writer as a row")
     ap.add_argument("--compare", action="append", default=[], metavar="A:B", help="difference of two rows, with interval")
+    ap.add_argument("--heuristics", nargs="+", default=list(HEURISTICS),
+                    help="no-LLM rows (raw_history always; the oracle needs every SFT candidate)")
     ap.add_argument("--max-history", type=int, default=5)
     ap.add_argument("--max-query-words", type=int, default=8)
     ap.add_argument("--no-valid", action="store_true")
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     res = run_benchmark(args.dataset, n_users=args.n_users, all_users_bm25=not args.no_all_users,
                         settings=args.settings, retrievers=args.retrievers, writers=writers, compare=compare,
                         max_history=args.max_history, max_query_words=args.max_query_words, seed=args.seed,
-                        n_boot=args.bootstrap, with_valid=not args.no_valid)
+                        n_boot=args.bootstrap, with_valid=not args.no_valid, heuristics=args.heuristics)
     res.update({"command": " ".join(["python", "eval/query_bench.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
                 "git_commit": git_commit(), "machine": machine(), "threads": args.threads,
                 "peak_rss_mb": round(peak_rss_mb(), 1)})

@@ -128,7 +128,8 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
                   settings: Sequence[str] = ("transductive", "inductive"), retrievers: Sequence[str] = ("bm25", "dense"),
                   writers: dict[str, str] | None = None, compare: Sequence[tuple[str, str]] = (),
                   max_history: int = 5, max_query_words: int = 8, seed: int = 0, n_boot: int = 2000,
-                  with_valid: bool = True, cache_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+                  with_valid: bool = True, cache_dir: str | None = None, progress: bool = True,
+                  heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
     """Run every block and return the result dict (see the module docstring)."""
     from textrec.data.registry import load_dataset
     from textrec.query.catalog import Catalog
@@ -137,6 +138,10 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
     from textrec.query.retrieval import retriever_for_dataset
     from textrec.query.tasks import split_for
 
+    heuristics = [h for h in HEURISTICS if h in heuristics]
+    if "raw_history" not in heuristics:
+        raise ValueError("raw_history is the reference row of every ratio: keep it in heuristics")
+    with_oracle = all(c in heuristics for c in SFT_CANDIDATES)
     t_start = time.perf_counter()
     cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "textrec" / "query_index"
     ds = load_dataset(dataset)
@@ -148,7 +153,7 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
 
     def recs(kind: str) -> dict[str, Any]:
         out = {}
-        for h in HEURISTICS:
+        for h in heuristics:
             out[h] = QueryRecommender(query=h, retriever=kind, max_history=max_history,
                                       max_query_words=max_query_words).set_catalog(catalog, retriever=rets[kind])
         for name, w in loaded.items():
@@ -184,10 +189,11 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
             print(f"[{key}] {len(es)} of {total} rows", file=sys.stderr, flush=True)
         rs = recs(kind)
         if n is None or part == "valid":  # LLM rows only on the test subsample (generation budget)
-            rs = {k: v for k, v in rs.items() if k in HEURISTICS}
+            rs = {k: v for k, v in rs.items() if k in heuristics}
         res = evaluate_rows(rs, es, ds.n_items, progress)
         per_row = {k: r.per_row for k, r in res.items()}
-        per_row[ORACLE] = oracle_row(res)
+        if with_oracle:
+            per_row[ORACLE] = oracle_row(res)
         blocks[key] = {"setting": s, "evaluation_retriever": kind, "part": part, "rows_total": total,
                        "subsample": None if n is None or n >= total else {"n": len(es), "seed": seed},
                        **summarize_block(per_row, row_info(kind), n_boot, seed, compare)}

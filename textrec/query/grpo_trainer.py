@@ -115,7 +115,8 @@ def _trainer_class():
     return SkippingGRPOTrainer
 
 
-def progress_line(logs: dict[str, Any], step: int, max_steps: int, seconds_per_step: float | None) -> str:
+def progress_line(logs: dict[str, Any], step: int, max_steps: int, seconds_per_step: float | None,
+                  cpu_seconds_per_step: float | None = None) -> str:
     """One readable line for a logged GRPO step (instead of TRL's raw dict)."""
     parts = [f"step {step}/{max_steps}"]
     if logs.get("reward") is not None:
@@ -125,7 +126,8 @@ def progress_line(logs: dict[str, Any], step: int, max_steps: int, seconds_per_s
     if logs.get("completions/mean_length") is not None:
         parts.append(f"{logs['completions/mean_length']:.1f} tokens")
     if seconds_per_step is not None:
-        parts.append(f"{seconds_per_step:.1f} s/step")
+        cpu = "" if cpu_seconds_per_step is None else f" ({cpu_seconds_per_step:.1f} CPU s)"
+        parts.append(f"{seconds_per_step:.1f} s/step{cpu}")
     return " | ".join(parts)
 
 
@@ -153,11 +155,14 @@ def _callback_class():
             self.verbose = verbose
             self.t0 = time.perf_counter()
             self.stopped_early_at: int | None = None
-            self._last: tuple[float, int] | None = None
+            self._last: tuple[float, float, int] | None = None
             self.seconds_per_step: list[float] = []
+            # CPU seconds of this process per step: on a shared machine the wall clock measures the
+            # neighbours; with one torch thread this is close to the step's uncontended 1-thread time.
+            self.cpu_seconds_per_step: list[float] = []
 
         def on_train_begin(self, args, state, control, **kw):
-            self._last = (time.perf_counter(), state.global_step)
+            self._last = (time.perf_counter(), time.process_time(), state.global_step)
 
         def on_step_end(self, args, state, control, **kw):
             # A wall-clock budget (CPU runs): stop after this step and save a checkpoint.
@@ -175,14 +180,16 @@ def _callback_class():
 
         def on_log(self, args, state, control, logs=None, **kw):
             self._write(state, plot=False)
-            now = time.perf_counter()
-            sps = None
-            if self._last is not None and state.global_step > self._last[1]:
-                sps = (now - self._last[0]) / (state.global_step - self._last[1])
+            now, cpu = time.perf_counter(), time.process_time()
+            sps = cps = None
+            if self._last is not None and state.global_step > self._last[2]:
+                n = state.global_step - self._last[2]
+                sps, cps = (now - self._last[0]) / n, (cpu - self._last[1]) / n
                 self.seconds_per_step.append(sps)
-            self._last = (now, state.global_step)
+                self.cpu_seconds_per_step.append(cps)
+            self._last = (now, cpu, state.global_step)
             if self.verbose and logs and "reward" in logs:
-                print(progress_line(logs, state.global_step, state.max_steps, sps), file=sys.stderr, flush=True)
+                print(progress_line(logs, state.global_step, state.max_steps, sps, cps), file=sys.stderr, flush=True)
 
         def on_save(self, args, state, control, **kw):
             self._write(state, plot=True)
@@ -279,6 +286,8 @@ class QueryGRPOTrainer:
         return {
             "steps": int(t.state.global_step), "seconds": round(self.train_seconds, 1),
             "seconds_per_step_median": round(float(np.median(sps)), 2) if sps else None,
+            "cpu_seconds_per_step_median": (round(float(np.median(self.curve_callback.cpu_seconds_per_step)), 2)
+                                            if self.curve_callback.cpu_seconds_per_step else None),
             "informative_group_share": round(1.0 - float(np.mean(zero)), 4) if zero else None,
             "skipped_batches": int(t.skipped_batches), "dropped_completions": int(t.dropped_completions),
             "kept_completions": int(t.kept_completions),

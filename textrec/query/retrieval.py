@@ -215,6 +215,14 @@ class BM25Retriever(Retriever):
         return r
 
 
+def encoder_identity(encoder) -> str:
+    """What names an encoder in a cache key: its ``identity`` (model + file fingerprint) or its class."""
+    ident = getattr(encoder, "identity", None)
+    if callable(ident):
+        ident = ident()
+    return str(ident) if ident else f"custom:{type(encoder).__qualname__}"
+
+
 class DenseRetriever(Retriever):
     """Sentence embeddings (default: bundled all-MiniLM-L6-v2) + a FAISS inner-product index.
 
@@ -238,14 +246,13 @@ class DenseRetriever(Retriever):
         self.encoder_name = None
         if encoder is not None:  # any object with encode(texts, progress=...) -> unit vectors
             self._doc_encoder = self._query_encoder = encoder
-            ident = getattr(encoder, "identity", None)
-            self.encoder_name = ident() if callable(ident) else f"custom:{type(encoder).__qualname__}"
+            self.encoder_name = encoder_identity(encoder)
         else:
             # Documents go through the on-disk cache; queries do not (GRPO writes thousands of
             # one-off queries, which would only churn cache shards).
             self._doc_encoder = TextEncoder(model, batch_size=batch_size)
             self._query_encoder = TextEncoder(model, batch_size=batch_size, cache_dir=False)
-            self.encoder_name = self._doc_encoder.identity()
+            self.encoder_name = encoder_identity(self._doc_encoder)
         if _embeddings is None:
             _embeddings = self._doc_encoder.encode(catalog.documents, progress=progress)
         self.embeddings = np.ascontiguousarray(_embeddings, dtype=np.float32)
@@ -448,10 +455,6 @@ def _requested_settings(kind: str, kw: dict) -> dict:
     from textrec.text.encoder import TextEncoder
 
     enc = kw.get("encoder")
-    if enc is not None:
-        ident = getattr(enc, "identity", None)
-        name = ident() if callable(ident) else f"custom:{type(enc).__qualname__}"
-    else:
-        name = TextEncoder(kw.get("model")).identity()
+    name = encoder_identity(enc if enc is not None else TextEncoder(kw.get("model")))
     return {"model": kw.get("model"), "encoder": name, "index_type": kw.get("index_type", "flat"),
             "hnsw_m": int(kw.get("hnsw_m", 32)), "ef_search": int(kw.get("ef_search", 128))}

@@ -16,6 +16,7 @@ Writes eval/results/<name>.json and .md (command, date, machine, threads, commit
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 from textrec.bench import git_commit, machine, peak_rss_mb
 from textrec.io import atomic_write_text, write_json
-from textrec.query.bench import markdown, run_benchmark
+from textrec.query.bench import compare_runs, markdown, run_benchmark
 from textrec.query.heuristics import HEURISTICS
 
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compare-runs", nargs=2, metavar=("A.json:ROW", "B.json:ROW"),
+                    help="only compare two finished runs on the same users (paired difference ROW_A - ROW_B)")
     ap.add_argument("--out-dir", default="eval/results")
     ap.add_argument("--name", default=None, help="result file stem (default query_<dataset>_bench)")
     args = ap.parse_args(argv)
@@ -64,6 +67,16 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             ap.error(f"--compare wants A:B, got {c!r}")
         compare.append((a, b))
+    if args.compare_runs:
+        (pa, _, ra), (pb, _, rb) = (x.rpartition(":") for x in args.compare_runs)
+        a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (pa, pb))
+        res = {"benchmark": "query_recr1_compare", "dataset": a["dataset"], "a": {"file": pa, "row": ra},
+               "b": {"file": pb, "row": rb}, "blocks": compare_runs(a, ra, b, rb, args.bootstrap, args.seed),
+               "command": " ".join(["python", "eval/query_bench.py", *map(shlex.quote, sys.argv[1:])]),
+               "git_commit": git_commit(), "machine": machine()}
+        write_json(Path(args.out_dir) / f"{args.name or 'query_compare'}.json", res)
+        print(json.dumps(res["blocks"], indent=1))
+        return
     torch.set_num_threads(args.threads)
     res = run_benchmark(args.dataset, n_users=args.n_users, all_users_bm25=not args.no_all_users,
                         settings=args.settings, retrievers=args.retrievers, writers=writers, compare=compare,

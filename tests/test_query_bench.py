@@ -40,3 +40,17 @@ def test_oracle_is_the_per_user_best_and_blocks_summarize():
     assert block["differences"]["oracle-last_title"]["diff"] == pytest.approx(0.5 / 3, abs=1e-6)
     md = markdown({"dataset": "toy", "protocol": "p", "blocks": {"t/bm25/test/3": {**block, "rows_total": 3}}})
     assert "| last_title | - | bm25 |" in md and "oracle-last_title" in md
+
+
+def test_compare_runs_pairs_rows_of_two_results_on_the_same_users():
+    from textrec.query.bench import compare_runs
+
+    def run(row, values, users=("u1", "u2", "u3", "u4")):
+        return {"blocks": {"t/bm25/test/4": {"user_ids": list(users), "rows": {
+            row: {"per_user_ndcg@10": list(values)}}}}}
+
+    out = compare_runs(run("grpo", [0.5, 0.2, 0.0, 1.0]), "grpo", run("sft", [0.1, 0.2, 0.0, 0.6]), "sft", n_boot=200)
+    d = out["t/bm25/test/4"]["grpo-sft"]
+    assert d["diff"] == pytest.approx(0.2) and d["diff_ci95"][0] >= 0
+    with pytest.raises(ValueError, match="different users"):
+        compare_runs(run("grpo", [0.5] * 4), "grpo", run("sft", [0.1] * 4, users=("a", "b", "c", "d")), "sft")

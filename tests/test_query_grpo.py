@@ -236,3 +236,50 @@ def test_informative_groups_train_and_say_so(tiny, toy, tmp_path):
         assert s["kept_completions"] > 0 and tr.verdict is None
     cache = s["reward_cache"]["ndcg@100_bm25"]
     assert cache["hits"] + cache["misses"] > 0
+
+
+def test_dropping_zero_advantage_completions_keeps_the_gradient(tiny, toy, tmp_path):
+    from trl import GRPOTrainer
+
+    from textrec.query.grpo_trainer import QueryGRPOTrainer
+
+    _, bm25, tasks = toy
+    tr = QueryGRPOTrainer(_config(tiny, beta=0.0, max_steps=1, lora_dropout=0.0), {"bm25": bm25}, tasks, tmp_path / "run",
+                          dataset_name="toy", verbose=False)
+    t = tr.trainer
+    t.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    model = t.model
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    n, p, c = 6, 5, 4
+    inputs = {"prompt_ids": torch.randint(3, 20, (n, p), generator=g), "prompt_mask": torch.ones(n, p, dtype=torch.long),
+              "completion_ids": torch.randint(3, 20, (n, c), generator=g),
+              "completion_mask": torch.ones(n, c, dtype=torch.long),
+              "advantages": torch.tensor([0.0, 1.0, 0.0, -1.0, 0.5, 0.0]),
+              "num_items_in_batch": torch.tensor(float(n * c))}
+
+    def grads(fn):
+        model.zero_grad()
+        fn(t, model, dict(inputs)).backward()
+        return {k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None}
+
+    ours = grads(lambda tr_, m, x: type(t).compute_loss(tr_, m, x))
+    t.plain_logps = False  # TRL's own log-prob path, for reference
+    trl = grads(lambda tr_, m, x: GRPOTrainer.compute_loss(tr_, m, x))
+    t.plain_logps = True
+    assert ours.keys() == trl.keys() and ours
+    for k in ours:
+        torch.testing.assert_close(ours[k], trl[k], rtol=1e-4, atol=1e-7)
+    assert t.dropped_completions == 3 and t.kept_completions == 3
+    # One prompt for the whole group: computed once, shared, and still the same gradient.
+    inputs["prompt_ids"] = inputs["prompt_ids"][:1].repeat(n, 1)
+    shared = grads(lambda tr_, m, x: type(t).compute_loss(tr_, m, x))
+    assert t.shared_prompt_batches >= 1
+    t.plain_logps = False
+    trl = grads(lambda tr_, m, x: GRPOTrainer.compute_loss(tr_, m, x))
+    t.plain_logps = True
+    for k in shared:
+        torch.testing.assert_close(shared[k], trl[k], rtol=1e-4, atol=1e-7)
+    inputs["advantages"] = torch.zeros(n)
+    loss = type(t).compute_loss(t, model, dict(inputs))
+    assert float(loss) == 0.0 and t.skipped_batches == 1

@@ -101,7 +101,9 @@ def summarize_block(per_row: dict[str, dict[str, np.ndarray]], row_info: dict[st
     base = per_row["raw_history"][HEADLINE]
     rows = {}
     for name, pr in per_row.items():
-        row = {**row_info.get(name, {}), "metrics": {k: round(float(v.mean()), 6) for k, v in pr.items()}}
+        row = {**row_info.get(name, {}), "metrics": {k: round(float(v.mean()), 6) for k, v in pr.items()},
+               # kept so that rows from separate runs on the same users can be compared later
+               f"per_user_{HEADLINE}": [round(float(x), 6) for x in pr[HEADLINE]]}
         if name != "raw_history":
             row[f"vs_raw_history_{HEADLINE}"] = paired_bootstrap(pr[HEADLINE], base, n_boot, seed)
         rows[name] = row
@@ -110,6 +112,24 @@ def summarize_block(per_row: dict[str, dict[str, np.ndarray]], row_info: dict[st
         if a in per_row and b in per_row:
             diffs[f"{a}-{b}"] = paired_bootstrap(per_row[a][HEADLINE], per_row[b][HEADLINE], n_boot, seed)
     return {"n_rows": int(len(base)), "rows": rows, "differences": diffs}
+
+
+def compare_runs(a: dict[str, Any], row_a: str, b: dict[str, Any], row_b: str, n_boot: int = 2000, seed: int = 0
+                 ) -> dict[str, Any]:
+    """The paired difference ``row_a - row_b`` for every block two result dicts share (same users)."""
+    out = {}
+    for key, block in a["blocks"].items():
+        other = b["blocks"].get(key)
+        if other is None or row_a not in block["rows"] or row_b not in other["rows"]:
+            continue
+        ua, ub = block.get("user_ids"), other.get("user_ids")
+        if ua is not None and ub is not None and ua != ub:
+            raise ValueError(f"block {key}: the two runs evaluated different users")
+        x = np.asarray(block["rows"][row_a][f"per_user_{HEADLINE}"])
+        y = np.asarray(other["rows"][row_b][f"per_user_{HEADLINE}"])
+        out[key] = {"n_rows": int(len(x)), row_a: round(float(x.mean()), 6), row_b: round(float(y.mean()), 6),
+                    f"{row_a}-{row_b}": paired_bootstrap(x, y, n_boot, seed)}
+    return out
 
 
 def _eval_rows(split, setting: str, part: str, n_users: int | None, seed: int):
@@ -195,6 +215,7 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
         if with_oracle:
             per_row[ORACLE] = oracle_row(res)
         blocks[key] = {"setting": s, "evaluation_retriever": kind, "part": part, "rows_total": total,
+                       "user_ids": [str(ds.user_ids[u]) for u in es.users],
                        "subsample": None if n is None or n >= total else {"n": len(es), "seed": seed},
                        **summarize_block(per_row, row_info(kind), n_boot, seed, compare)}
         if loaded and part == "test" and n is not None:
@@ -243,4 +264,4 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown"]
+__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "compare_runs"]

@@ -94,6 +94,42 @@ def _trainer_class():
         skipped_batches = 0
         dropped_completions = 0
         kept_completions = 0
+        #: compute log-probs with a plain LM head (and the prompt once per group) instead of TRL's path
+        plain_logps = True
+        shared_prompt_batches = 0
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **multimodal):
+            # TRL scores completions through a fused, chunked log-prob head built for GPU memory;
+            # on a CPU a plain head over the few completion positions is much cheaper, and when
+            # every row continues one prompt (one group per step) the prompt runs once and its
+            # keys/values are shared by the group.
+            if (not self.plain_logps or compute_aux_loss or any(v is not None for v in multimodal.values())):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                    compute_aux_loss, **multimodal)
+            n, p = input_ids.size(0), input_ids.size(1) - logits_to_keep
+            prompt, completion = input_ids[:, :p], input_ids[:, p:]
+            pmask = attention_mask[:, :p]
+            shared = n > 1 and p > 0 and bool((prompt == prompt[:1]).all()) and bool((pmask == pmask[:1]).all())
+            with self.accelerator.autocast():
+                if shared:
+                    self.shared_prompt_batches += 1
+                    first = model(input_ids=prompt[:1], attention_mask=pmask[:1], use_cache=True)
+                    cache = first.past_key_values
+                    cache.batch_repeat_interleave(n)
+                    rest = model(input_ids=completion, attention_mask=attention_mask, past_key_values=cache,
+                                 use_cache=False)
+                    logits = torch.cat([first.logits[:, -1:].expand(n, -1, -1), rest.logits[:, :-1]], dim=1)
+                else:
+                    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1)
+                    logits = out.logits[:, :-1]
+            logits = logits.float() / self.temperature
+            logp_all = torch.log_softmax(logits, dim=-1)
+            logps = logp_all.gather(2, completion.unsqueeze(-1)).squeeze(-1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1) if compute_entropy else None
+            return logps, entropy, None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.beta != 0.0 or "advantages" not in inputs:

@@ -44,6 +44,7 @@ def test_heuristics_take_the_newest_items():
     assert heuristic_query("last_title", ctx) == "newest thing three"
     # all_titles keeps the newest words when it has to cut (it used to keep the oldest)
     assert heuristic_query("all_titles", ctx, max_words=4) == "newest thing three middle"
+    assert heuristic_query("last_two_titles", ctx, max_words=4) == "newest thing three middle"
     assert heuristic_query("keywords", ctx, max_words=3).split()[0] == "newest"
     assert heuristic_query("raw_history", ctx) == " ".join(ctx)
     with pytest.raises(ValueError, match="unknown heuristic"):

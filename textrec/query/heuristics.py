@@ -4,9 +4,9 @@ They are the no-LLM rows of the benchmark, the SFT teacher's candidates, and the
 :class:`textrec.query.recommender.QueryRecommender` without a writer:
 
 * ``raw_history``: every shown title concatenated, oldest first (the Rec-R1 baseline);
-* ``last_title`` / ``last_two_titles``: the newest one or two titles;
+* ``last_title`` / ``last_two_titles``: the newest one or two titles (newest first);
 * ``all_titles``: every title, *newest first*, cut to ``max_words`` (cutting oldest-first kept
-  only the oldest items);
+  only the oldest items; the same held for the last two titles);
 * ``keywords``: distinct content words (the BM25 analyzer's tokens), newest item first.
 """
 
@@ -33,7 +33,7 @@ def heuristic_query(kind: str, context: Sequence[str], max_words: int = 16) -> s
     if kind == "last_title":
         return _cut(ctx[-1], max_words) if ctx else ""
     if kind == "last_two_titles":
-        return _cut(" ".join(ctx[-2:]), max_words)
+        return _cut(" ".join(reversed(ctx[-2:])), max_words)
     if kind == "all_titles":
         return _cut(" ".join(reversed(ctx)), max_words)
     if kind == "keywords":

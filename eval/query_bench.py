@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retrievers", nargs="+", default=["bm25", "dense"])
     ap.add_argument("--writer", action="append", default=[], metavar="NAME=PATH", help="a saved query writer as a row")
     ap.add_argument("--compare", action="append", default=[], metavar="A:B", help="difference of two rows, with interval")
-    ap.add_argument("--heuristics", nargs="+", default=list(HEURISTICS),
-                    help="no-LLM rows (raw_history always; the oracle needs every SFT candidate)")
+    ap.add_argument("--heuristics", nargs="*", default=list(HEURISTICS),
+                    help="no-LLM rows (the oracle needs every SFT candidate; none: only --writer rows, "
+                         "compared with raw history of another run by --compare-runs)")
     ap.add_argument("--max-history", type=int, default=5)
     ap.add_argument("--max-query-words", type=int, default=8)
     ap.add_argument("--no-valid", action="store_true")

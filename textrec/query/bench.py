@@ -98,20 +98,21 @@ def oracle_row(results: dict[str, Any], kinds: Sequence[str] = SFT_CANDIDATES) -
 def summarize_block(per_row: dict[str, dict[str, np.ndarray]], row_info: dict[str, dict], n_boot: int,
                     seed: int, compare: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Means, ratio-to-raw intervals and requested differences for one block of rows."""
-    base = per_row["raw_history"][HEADLINE]
+    base = per_row["raw_history"][HEADLINE] if "raw_history" in per_row else None
     rows = {}
     for name, pr in per_row.items():
         row = {**row_info.get(name, {}), "metrics": {k: round(float(v.mean()), 6) for k, v in pr.items()},
                # kept so that rows from separate runs on the same users can be compared later
                f"per_user_{HEADLINE}": [round(float(x), 6) for x in pr[HEADLINE]]}
-        if name != "raw_history":
+        if name != "raw_history" and base is not None:
             row[f"vs_raw_history_{HEADLINE}"] = paired_bootstrap(pr[HEADLINE], base, n_boot, seed)
         rows[name] = row
     diffs = {}
     for a, b in compare:
         if a in per_row and b in per_row:
             diffs[f"{a}-{b}"] = paired_bootstrap(per_row[a][HEADLINE], per_row[b][HEADLINE], n_boot, seed)
-    return {"n_rows": int(len(base)), "rows": rows, "differences": diffs}
+    n = len(next(iter(per_row.values()))[HEADLINE]) if per_row else 0
+    return {"n_rows": int(n), "rows": rows, "differences": diffs}
 
 
 def compare_runs(a: dict[str, Any], row_a: str, b: dict[str, Any], row_b: str, n_boot: int = 2000, seed: int = 0
@@ -159,7 +160,7 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
     from textrec.query.tasks import split_for
 
     heuristics = [h for h in HEURISTICS if h in heuristics]
-    if "raw_history" not in heuristics:
+    if "raw_history" not in heuristics and not writers:
         raise ValueError("raw_history is the reference row of every ratio: keep it in heuristics")
     with_oracle = all(c in heuristics for c in SFT_CANDIDATES)
     t_start = time.perf_counter()
@@ -222,7 +223,8 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
             q = {name: rs[name].queries(es.users, es.histories()) for name in loaded}
             blocks[key]["example_queries"] = [
                 {"user_id": str(ds.user_ids[es.users[i]]), "target": catalog.titles[int(es.targets(i)[0])],
-                 "raw_history": rs["raw_history"].queries(es.users[i:i + 1], [es.history(i)])[0],
+                 **({"raw_history": rs["raw_history"].queries(es.users[i:i + 1], [es.history(i)])[0]}
+                    if "raw_history" in rs else {}),
                  **{name: q[name][i] for name in loaded}} for i in range(min(8, len(es)))]
     return {
         "benchmark": "query_recr1_resolvable", "dataset": ds.name, "headline_metric": HEADLINE,
@@ -253,7 +255,7 @@ def markdown(res: dict[str, Any]) -> str:
         for name, r in b["rows"].items():
             m = r["metrics"]
             vs = r.get(f"vs_raw_history_{HEADLINE}")
-            ratio = "1" if vs is None else (f"{vs['ratio']:.3f} [{vs['ratio_ci95'][0]:.3f}, {vs['ratio_ci95'][1]:.3f}]"
+            ratio = ("1" if name == "raw_history" else "n/a") if vs is None else (f"{vs['ratio']:.3f} [{vs['ratio_ci95'][0]:.3f}, {vs['ratio_ci95'][1]:.3f}]"
                                             if vs.get("ratio") is not None else "n/a")
             lines.append(f"| {name} | {r.get('reward_retriever') or '-'} | {r.get('evaluation_retriever')} | "
                          f"{m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {ratio} |")

@@ -74,6 +74,7 @@ def test_fit_builds_the_catalog_from_item_text(evalset):
     view = TrainView(train=pd.DataFrame({"user": [0], "item": [0]}), valid=evalset, n_users=6,
                      n_items=len(DOCS), dataset_name="toy", item_text=DOCS)
     rec = QueryRecommender(query="keywords").fit(view, progress=False)
+    assert rec.catalog.ids == [str(i) for i in range(len(DOCS))] and rec.catalog.text == DOCS
     assert rec.score(np.array([0]), [np.array([0, 2])]).shape == (1, len(DOCS))
     with pytest.raises(ValueError, match="item text"):
         QueryRecommender().fit(TrainView(train=view.train, valid=evalset, n_users=6, n_items=8), progress=False)
@@ -85,7 +86,8 @@ def test_heuristic_save_load_round_trip(catalog, evalset, tmp_path):
     rec = QueryRecommender(query="keywords", max_history=2, catalog=catalog, retriever_options={"k1": 1.5})
     rec.save_pretrained(tmp_path / "m")
     again = QueryRecommender.from_pretrained(tmp_path / "m")
-    assert again.catalog == catalog and again.retriever.k1 == 1.5 and again.max_history == 2
+    assert again.search_catalog == catalog and again.retriever.k1 == 1.5 and again.max_history == 2
+    assert again.catalog == rec.catalog and again.catalog.ids == catalog.item_ids
     u, h = evalset.users, evalset.histories()
     np.testing.assert_array_equal(again.score(u, h).numpy(), rec.score(u, h).numpy())
 
@@ -108,7 +110,10 @@ def test_llm_recommender_round_trip_with_a_lora_writer(catalog, evalset, tmp_pat
     res = evaluate(rec, evalset, len(catalog), ks=[5])
     rec.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "writer" / "adapter" / "adapter_model.safetensors").is_file()
-    again = QueryRecommender.from_pretrained(tmp_path / "m")
+    import textrec
+
+    again = textrec.load(tmp_path / "m")
+    assert isinstance(again, QueryRecommender)
     assert again.query == "llm" and again.writer.template_id == "query-bare"
     u, h = evalset.users, evalset.histories()
     assert again.queries(u, h) == rec.queries(u, h)

@@ -74,22 +74,36 @@ class Catalog:
         return cls(name=name, documents=list(documents), titles=list(titles),
                    item_ids=[str(i) for i in range(len(documents))])
 
+    @classmethod
+    def from_item_catalog(cls, catalog, name: str = "catalog") -> Catalog:
+        """The search view of a :class:`textrec.catalog.Catalog` (it must have item text)."""
+        if catalog.text is None:
+            raise ValueError("the item catalog has no text: a query recommender searches item text")
+        titles = catalog.titles if catalog.titles is not None else [short_title(t) for t in catalog.text]
+        return cls(name=name, documents=list(catalog.text), titles=list(titles), item_ids=list(catalog.ids))
+
+    def to_item_catalog(self):
+        """The artifact-contract :class:`textrec.catalog.Catalog` of these items (ids, text, titles)."""
+        from textrec.catalog import Catalog as ItemCatalog
+
+        return ItemCatalog(self.item_ids, self.documents, self.titles)
+
     def sha256(self) -> str:
         """A hash of the content (ids, documents, titles): the key of any cache built from it."""
         h = hashlib.sha256()
         h.update(json.dumps([self.item_ids, self.documents, self.titles], ensure_ascii=False).encode("utf-8"))
         return h.hexdigest()
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write ``catalog.json`` into ``folder`` (atomically)."""
-        atomic_write_text(Path(folder) / CATALOG_FILE, json.dumps(
+    def save(self, folder: str | os.PathLike, file_name: str = CATALOG_FILE) -> None:
+        """Write ``catalog.json`` (or ``file_name``) into ``folder`` (atomically)."""
+        atomic_write_text(Path(folder) / file_name, json.dumps(
             {"name": self.name, "ids": self.item_ids, "text": self.documents, "titles": self.titles},
             ensure_ascii=False))
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> Catalog:
+    def load(cls, folder: str | os.PathLike, file_name: str = CATALOG_FILE) -> Catalog:
         """Read a catalog saved by :meth:`save` (or in the older ``item_ids``/``documents`` layout)."""
-        path = Path(folder) / CATALOG_FILE
+        path = Path(folder) / file_name
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:

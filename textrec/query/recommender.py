@@ -13,10 +13,13 @@ Items a BM25 query does not match at all score ``-inf`` (not retrieved): the sam
 reward uses, so the harness's NDCG of this model is the reward's NDCG. Unretrieved items are
 never recommended, so ``recommend`` may return fewer than ``k`` items for a narrow query.
 
-Saved folder: ``config.json`` + an empty ``model.safetensors`` (the base class), the catalog
-(``catalog.json``) and, for an LLM writer, ``writer/`` (LoRA adapter or full weights as
-safetensors, plus ``querywriter.json``). The retriever is rebuilt from the catalog and its
-settings on load (the index is a cache, not state).
+Two views of the items: ``self.catalog`` is the artifact contract's
+:class:`textrec.catalog.Catalog` (original ids, text, titles; what ``save_pretrained`` writes as
+``catalog.json``), ``self.search_catalog`` the retrieval view (documents indexed, titles shown in
+prompts; :class:`textrec.query.catalog.Catalog`), saved as ``query_catalog.json`` so prompts are
+identical after loading. A saved folder also holds, for an LLM writer, ``writer/`` (LoRA adapter
+or full weights as safetensors, plus ``querywriter.json``). The retriever is rebuilt from the
+search catalog and its settings on load (the index is a cache, not state).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from textrec.query.tasks import ContextBuilder, QueryTask
 
 QUERY_KINDS = (*HEURISTICS, "llm")
 WRITER_DIR = "writer"
+SEARCH_CATALOG_FILE = "query_catalog.json"
 
 
 class QueryRecommender(Recommender):
@@ -44,7 +48,7 @@ class QueryRecommender(Recommender):
 
     def __init__(self, query: str = "raw_history", retriever: str = "bm25", max_history: int = 8,
                  max_query_words: int = 16, retriever_options: dict[str, Any] | None = None,
-                 generation_batch_size: int = 32, writer_query_words: int = 24, catalog: Catalog | None = None,
+                 generation_batch_size: int = 32, writer_query_words: int = 24, catalog: Any = None,
                  writer=None, query_cache: dict | None = None):
         if query not in QUERY_KINDS:
             raise ValueError(f"query must be one of {list(QUERY_KINDS)}, not {query!r}")
@@ -62,7 +66,7 @@ class QueryRecommender(Recommender):
             raise ValueError(f"a writer was given but query is {query!r}; use query='llm'")
         if writer is not None and int(writer.max_history) != self.max_history:
             self.max_history = int(writer.max_history)  # the writer was trained on this many titles
-        self.catalog: Catalog | None = None
+        self.search_catalog: Catalog | None = None
         self.retriever = None
         # written queries by (user, shown history); share one dict between recommenders that use
         # the same writer (e.g. one per retriever) so the LLM writes each query once
@@ -71,15 +75,20 @@ class QueryRecommender(Recommender):
             self.set_catalog(catalog)
 
     @classmethod
-    def from_writer(cls, writer, catalog: Catalog, retriever: str = "bm25", **kw) -> QueryRecommender:
+    def from_writer(cls, writer, catalog: Any, retriever: str = "bm25", **kw) -> QueryRecommender:
         """A recommender around a :class:`QueryWriter` (e.g. after SFT or GRPO)."""
         return cls(query="llm", retriever=retriever, max_history=writer.max_history, catalog=catalog,
                    writer=writer, **kw)
 
     # ---- setup ----------------------------------------------------------------------------
-    def set_catalog(self, catalog: Catalog, retriever=None, cache_dir=None) -> QueryRecommender:
-        """Use ``catalog`` (and a ready ``retriever`` over it, else one is built or loaded from the cache)."""
+    def set_catalog(self, catalog: Any, retriever=None, cache_dir=None) -> QueryRecommender:
+        """Search ``catalog`` (a search catalog or an item catalog with text) with ``retriever`` (else one is
+        built, or loaded from ``cache_dir``)."""
+        from textrec.catalog import Catalog as ItemCatalog
         from textrec.query.retrieval import retriever_for_dataset
+
+        if isinstance(catalog, ItemCatalog):
+            catalog = Catalog.from_item_catalog(catalog)
 
         if retriever is not None:
             if retriever.kind != self.retriever_kind or retriever.catalog.sha256() != catalog.sha256():
@@ -88,36 +97,40 @@ class QueryRecommender(Recommender):
         else:
             retriever = retriever_for_dataset(None, self.retriever_kind, cache_dir=cache_dir, progress=False,
                                               catalog=catalog, **self.retriever_options)
-        if self.catalog is not catalog and self.catalog is not None:
+        if self.search_catalog is not catalog and self.search_catalog is not None:
             self._queries.clear()  # queries show titles: another catalog, other queries
-        self.catalog, self.retriever = catalog, retriever
+        self.search_catalog, self.retriever = catalog, retriever
+        self.catalog = catalog.to_item_catalog()
         self._context = ContextBuilder(catalog, None, max_history=self.max_history)
         return self
 
     def fit(self, data: TrainView, progress: bool = True) -> QueryRecommender:
-        """Nothing to learn here (the writer is trained by SFT/GRPO); builds the catalog if unset."""
-        if self.catalog is None:
-            if data.item_text is None:
+        """Nothing to learn here (the writer is trained by SFT/GRPO); builds the search catalog if unset."""
+        if self.search_catalog is None:
+            if data.catalog is not None and data.catalog.text is not None:
+                self.set_catalog(Catalog.from_item_catalog(data.catalog, name=data.dataset_name or "catalog"))
+            elif data.item_text is not None:
+                self.set_catalog(Catalog.from_texts(list(data.item_text), name=data.dataset_name or "catalog"))
+            else:
                 raise ValueError("QueryRecommender needs item text: fit it on a TrainView built with_text=True "
                                  "or pass a catalog")
-            self.set_catalog(Catalog.from_texts(list(data.item_text), name=data.dataset_name or "catalog"))
-        elif len(self.catalog) != data.n_items:
-            raise ValueError(f"catalog has {len(self.catalog)} items, the data {data.n_items}")
+        elif len(self.search_catalog) != data.n_items:
+            raise ValueError(f"catalog has {len(self.search_catalog)} items, the data {data.n_items}")
         if self.query == "llm" and self.writer is None:
             raise ValueError("query='llm' needs a writer (QueryRecommender.from_writer)")
         return self
 
     # ---- queries and scores ---------------------------------------------------------------
     def _require_ready(self) -> None:
-        if self.catalog is None or self.retriever is None:
+        if self.search_catalog is None or self.retriever is None:
             raise RuntimeError("QueryRecommender has no catalog yet: call fit() or set_catalog()")
 
     def queries(self, users: np.ndarray, histories: list[np.ndarray], progress: bool = False) -> list[str]:
         """The query written for each (user, history) row (memoised: the LLM writes each once)."""
         self._require_ready()
         for h in histories:
-            if len(h) and (int(np.max(h)) >= len(self.catalog) or int(np.min(h)) < 0):
-                raise ValueError(f"history item outside the catalog (0..{len(self.catalog) - 1})")
+            if len(h) and (int(np.max(h)) >= len(self.search_catalog) or int(np.min(h)) < 0):
+                raise ValueError(f"history item outside the catalog (0..{len(self.search_catalog) - 1})")
         keys = [(int(u), tuple(int(x) for x in np.asarray(h)[-self.max_history:])) for u, h in zip(users, histories)]
         todo = [i for i, k in enumerate(keys) if k not in self._queries]
         if todo:
@@ -138,7 +151,7 @@ class QueryRecommender(Recommender):
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         """Retriever scores of each row's query; unretrieved items at ``-inf`` (never recommended)."""
         qs = self.queries(np.asarray(users), histories)
-        out = torch.full((len(qs), len(self.catalog)), float("-inf"))
+        out = torch.full((len(qs), len(self.search_catalog)), float("-inf"))
         rows = [i for i, q in enumerate(qs) if q.strip()]
         if rows:
             out[rows] = self.retriever.ranking_scores([qs[i] for i in rows])
@@ -152,7 +165,7 @@ class QueryRecommender(Recommender):
 
     def save_extra(self, path: Path) -> None:
         self._require_ready()
-        self.catalog.save(path)
+        self.search_catalog.save(path, SEARCH_CATALOG_FILE)
         if self.writer is not None:
             self.writer.save_pretrained(Path(path) / WRITER_DIR)
 
@@ -164,7 +177,7 @@ class QueryRecommender(Recommender):
             if not (path / WRITER_DIR).is_dir():
                 raise FileNotFoundError(f"{path / WRITER_DIR}: a query='llm' recommender needs its saved writer")
             self.writer = QueryWriter.from_pretrained(path / WRITER_DIR)
-        self.set_catalog(Catalog.load(path))
+        self.set_catalog(Catalog.load(path, SEARCH_CATALOG_FILE))
 
 
 __all__ = ["QueryRecommender", "QUERY_KINDS"]

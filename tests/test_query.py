@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from conftest import requires_shared_data
 
+from textrec.metrics.ranking import MISS
 from textrec.query.catalog import Catalog, short_title
 from textrec.query.parsing import parse_query
-from textrec.query.retrieval import BM25Retriever, load_retriever, rank_in_row, tokenize, topk_row
-from textrec.query.rewards import FormatReward, RetrievalReward, ndcg_at_k, recall_at_k
+from textrec.query.retrieval import BM25Retriever, load_retriever, tokenize
+from textrec.query.rewards import FormatReward, RetrievalReward, reward_metric
 
 DOCS = [
     "Red apple juice. Drinks Juice. FruitCo.",
@@ -38,12 +39,26 @@ def bm25(catalog) -> BM25Retriever:
 # ---- reward math on hand-computed cases ---------------------------------------------------
 
 def test_ndcg_and_recall_hand_cases():
-    assert ndcg_at_k([0], 10)[0] == pytest.approx(1.0)
-    assert ndcg_at_k([1], 10)[0] == pytest.approx(1 / math.log2(3))  # 0.6309
-    assert ndcg_at_k([9], 10)[0] == pytest.approx(1 / math.log2(11))
-    assert ndcg_at_k([10], 10)[0] == 0.0  # rank 11 is outside the top 10
-    assert ndcg_at_k([50], 100)[0] == pytest.approx(1 / math.log2(52))
-    assert recall_at_k([0, 9, 10, 99], 10).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert reward_metric([0], 10)[0] == pytest.approx(1.0)
+    assert reward_metric([1], 10)[0] == pytest.approx(1 / math.log2(3))  # 0.6309
+    assert reward_metric([9], 10)[0] == pytest.approx(1 / math.log2(11))
+    assert reward_metric([10], 10)[0] == 0.0  # rank 11 is outside the top 10
+    assert reward_metric([50], 100)[0] == pytest.approx(1 / math.log2(52))
+    assert reward_metric([MISS], 100)[0] == 0.0
+    assert reward_metric([0, 9, 10, 99], 10, "recall").tolist() == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="metric"):
+        reward_metric([0], 10, "mrr")
+
+
+def test_retrieval_reward_caches_by_query_text(bm25):
+    r = RetrievalReward(bm25, k=10)
+    first = r(None, ["orange juice"] * 4 + ["apple"], target=[2] * 5, history=[[1]] * 5)
+    assert (r.cache_misses, r.cache_hits) == (2, 3)  # two distinct queries retrieved once each
+    again = r(None, ["orange juice", "apple"], target=[2, 2], history=[[1], [1]])
+    assert (r.cache_misses, r.cache_hits) == (2, 5) and again == [first[0], first[4]]
+    # Another history is another key (the mask changes the rank).
+    r(None, ["orange juice"], target=[0], history=[[2]])
+    assert r.cache_misses == 3
 
 
 def test_retrieval_reward_matches_hand_rank(bm25):
@@ -132,25 +147,24 @@ def test_bm25_search_is_deterministic_and_tie_ordered(bm25):
     np.testing.assert_array_equal(a[1], b[1])
     assert set(a[0][0]) == {0, 1, 6}  # the three apple items
     assert set(a[0][2][:2]) == {4, 7}  # the two ToolMax items
-    # Ties: lower item index first, also at the top-k boundary.
-    assert topk_row(np.array([1.0, 3.0, 3.0, 0.0, 3.0], np.float32), 2)[0].tolist() == [1, 2]
-    assert rank_in_row(np.array([1.0, 3.0, 3.0, 0.0, 3.0]), 4) == 2
-    assert np.all(np.diff(a[1], axis=1) <= 0)
-    # Same ranking as a full stable sort, and ranks agree with the search order.
+    assert np.all(np.diff(a[1][:3], axis=1) <= 0)
+    assert (a[0][3] == -1).all()  # a query that matches nothing retrieves nothing
+    # Same ranking as a full stable sort (ties by lower index), and ranks agree with it.
     s = bm25.score_matrix(["apple juice"])[0]
     full = np.lexsort((np.arange(len(s)), -s))
-    idx, _ = topk_row(s, 5)
-    assert idx.tolist() == full[:5].tolist()
-    for pos, item in enumerate(full[:3]):
-        assert rank_in_row(s, int(item)) == pos
+    n_hit = int((s > 0).sum())
+    assert bm25.search(["apple juice"], k=n_hit)[0][0].tolist() == full[:n_hit].tolist()
+    for pos, item in enumerate(full[:n_hit]):
         assert bm25.target_rank("apple juice", int(item)) == pos
+    assert bm25.target_rank("apple juice", int(full[-1])) == MISS  # score 0: not retrieved
 
 
 def test_search_excludes_history(bm25):
     items, _ = bm25.search(["apple"], k=8, exclude=[[0, 6]])
     assert 0 not in items[0] and 6 not in items[0]
     assert items[0][0] == 1
-    assert (items[0] == -1).sum() == 2  # two excluded items leave two pad slots at k = n_items
+    # Excluded items and items the query does not match are never returned: -1 pads the rest.
+    assert (items[0] == -1).sum() == 7
 
 
 def test_bm25_save_load_round_trip(bm25, tmp_path):
@@ -193,6 +207,54 @@ def test_dense_retriever_round_trip_and_ranks(catalog, tmp_path):
     assert again.index_type == "hnsw"
     np.testing.assert_array_equal(again.search(q, k=3)[0], items)
     np.testing.assert_allclose(again.search(q, k=3)[1], scores, rtol=1e-5)
+
+
+class _NamedDataset:
+    """The two attributes ``retriever_for_dataset`` reads when it is given a catalog."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+def test_retriever_cache_is_keyed_by_content(catalog, tmp_path, capsys):
+    from textrec.query.retrieval import retriever_for_dataset
+
+    first = retriever_for_dataset(_NamedDataset("shop"), "bm25", cache_dir=tmp_path, catalog=catalog)
+    assert first.search(["apple"], k=1)[0][0][0] == 0
+    # A second dataset with the same name but other items must not get the first one's index.
+    other = Catalog.from_texts(["Blue ink pen. Office.", "Green apple tea. Drinks."], name="toy")
+    second = retriever_for_dataset(_NamedDataset("shop"), "bm25", cache_dir=tmp_path, catalog=other)
+    assert second.n_items == 2 and second.catalog.documents == other.documents
+    assert second.search(["apple"], k=1)[0][0][0] == 1
+    assert len(list(tmp_path.glob("shop-bm25-*"))) == 2
+    # The same content is reused from disk; other settings are another key.
+    again = retriever_for_dataset(_NamedDataset("shop"), "bm25", cache_dir=tmp_path, catalog=catalog)
+    assert again.catalog == catalog and again.n_items == len(catalog)
+    tuned = retriever_for_dataset(_NamedDataset("shop"), "bm25", cache_dir=tmp_path, catalog=catalog, k1=2.0)
+    assert tuned.k1 == 2.0 and len(list(tmp_path.glob("shop-bm25-*"))) == 3
+    # A cache folder whose catalog was swapped is detected on load and rebuilt.
+    folder = next(f for f in tmp_path.glob("shop-bm25-*") if Catalog.load(f).documents == other.documents)
+    catalog.save(folder)  # now catalog.json no longer matches the hash the index was built for
+    with pytest.raises(ValueError, match="another catalog"):
+        load_retriever(folder)
+    rebuilt = retriever_for_dataset(_NamedDataset("shop"), "bm25", cache_dir=tmp_path, catalog=other)
+    assert rebuilt.catalog.documents == other.documents
+    assert "rebuilding" in capsys.readouterr().err
+
+
+def test_dense_cache_key_names_the_encoder(catalog, tmp_path):
+    from textrec.query.retrieval import retriever_for_dataset
+
+    class OtherEncoder(HashEncoder):
+        def identity(self):
+            return "other-encoder"
+
+    a = retriever_for_dataset(_NamedDataset("shop"), "dense", cache_dir=tmp_path, catalog=catalog,
+                              encoder=HashEncoder())
+    b = retriever_for_dataset(_NamedDataset("shop"), "dense", cache_dir=tmp_path, catalog=catalog,
+                              encoder=OtherEncoder())
+    assert a.encoder_name != b.encoder_name
+    assert len(list(tmp_path.glob("shop-dense-*"))) == 2
 
 
 def test_catalog_round_trip_and_errors(catalog, tmp_path):
@@ -248,4 +310,4 @@ def test_cli_search_on_scientific(tmp_path, capsys):
     assert rc == 0
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3 and all("filament" in h["title"].lower() for h in hits)
-    assert (tmp_path / "scientific-bm25" / "retriever.json").is_file()  # the index was cached
+    assert len(list(tmp_path.glob("scientific-bm25-*/retriever.json"))) == 1  # the index was cached

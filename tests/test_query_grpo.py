@@ -169,17 +169,21 @@ def test_sft_targets_pick_the_best_heuristic_query(toy):
     assert set(c) == set(CANDIDATES) and all(len(q.split()) <= 4 for q in c.values())
     assert c["last_title"] == " ".join(tasks[0].context[-1].split()[:4])
     targets, report = sft_targets(tasks, bm25, QuerySFTConfig(max_query_words=8, reward_k=100))
-    assert len(targets) == len(tasks) and sum(report["chosen"].values()) == len(tasks)
-    # the chosen query is never worse than any single heuristic, per task
+    assert len(targets) == len(tasks) and all(targets)
+    assert report["reward_retriever"] == "bm25" and report["n_targets"] == sum(len(t) for t in targets)
+    # every chosen query reaches the best score of any heuristic for its task (ties: all kept)
     from textrec.query.rewards import RetrievalReward
 
     rr = RetrievalReward(bm25, k=100)
-    hist = [t.history for t in tasks]
-    tgt = [t.target for t in tasks]
-    best = rr(None, targets, target=tgt, history=hist)
-    for kind in CANDIDATES:
-        other = rr(None, [candidate_queries(t, 8)[kind] for t in tasks], target=tgt, history=hist)
-        assert all(b >= o - 1e-12 for b, o in zip(best, other))
+    for t, qs in zip(tasks, targets):
+        cands = candidate_queries(t, 8)
+        scores = rr(None, list(cands.values()), target=[t.target] * len(cands), history=[t.history] * len(cands))
+        best = max(scores)
+        got = rr(None, qs, target=[t.target] * len(qs), history=[t.history] * len(qs))
+        if best > 0:
+            assert all(g == pytest.approx(best) for g in got)
+            tied = {q for q, s in zip(cands.values(), scores) if s == pytest.approx(best) and q}
+            assert set(qs) == tied
 
 
 def test_sft_warm_start_lowers_loss_and_returns_a_plain_model(tiny, toy, tmp_path):
@@ -198,3 +202,84 @@ def test_sft_warm_start_lowers_loss_and_returns_a_plain_model(tiny, toy, tmp_pat
                                     dataset_name="toy", progress=False)
     assert report["steps"] == 8 and report["loss_last"] < report["loss_first"]
     assert not any("lora" in n for n, _ in merged.named_parameters())  # merged: GRPO can add its own
+
+
+def test_all_equal_rewards_are_skipped_and_reported(tiny, toy, tmp_path, capsys):
+    from textrec.query.grpo_trainer import QueryGRPOTrainer
+
+    catalog, bm25, tasks = toy
+    # The target sits in the masked history: no query can retrieve it, every reward is 0.
+    hopeless = [QueryTask(user=t.user, history=np.append(t.history, t.target), target=t.target, context=t.context)
+                for t in tasks]
+    tr = QueryGRPOTrainer(_config(tiny, beta=0.0, format_weight=0.0, max_steps=2, save_steps=10),
+                          {"bm25": bm25}, hopeless, tmp_path / "run", dataset_name="toy")
+    tr.train()
+    s = tr.summary()
+    assert s["skipped_batches"] == 2 and s["kept_completions"] == 0
+    assert s["informative_group_share"] == 0.0
+    assert tr.verdict is not None and "nothing was learned" in tr.verdict
+    err = capsys.readouterr().err
+    assert "step 1/2 | mean reward 0.0000 | informative groups 0%" in err
+    assert "{'loss'" not in err and "'reward':" not in err  # no raw trainer dicts
+
+
+def test_informative_groups_train_and_say_so(tiny, toy, tmp_path):
+    from textrec.query.grpo_trainer import QueryGRPOTrainer
+
+    _, bm25, tasks = toy
+    tr = QueryGRPOTrainer(_config(tiny, beta=0.0, max_steps=2, save_steps=10, num_generations=8),
+                          {"bm25": bm25}, tasks, tmp_path / "run", dataset_name="toy", verbose=False)
+    tr.train()
+    s = tr.summary()
+    assert s["steps"] == 2 and s["kept_completions"] + s["dropped_completions"] == 16
+    if s["informative_group_share"] > 0:
+        assert s["kept_completions"] > 0 and tr.verdict is None
+    cache = s["reward_cache"]["ndcg@100_bm25"]
+    assert cache["hits"] + cache["misses"] > 0
+
+
+def test_dropping_zero_advantage_completions_keeps_the_gradient(tiny, toy, tmp_path):
+    from trl import GRPOTrainer
+
+    from textrec.query.grpo_trainer import QueryGRPOTrainer
+
+    _, bm25, tasks = toy
+    tr = QueryGRPOTrainer(_config(tiny, beta=0.0, max_steps=1, lora_dropout=0.0), {"bm25": bm25}, tasks, tmp_path / "run",
+                          dataset_name="toy", verbose=False)
+    t = tr.trainer
+    t.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    model = t.model
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    n, p, c = 6, 5, 4
+    inputs = {"prompt_ids": torch.randint(3, 20, (n, p), generator=g), "prompt_mask": torch.ones(n, p, dtype=torch.long),
+              "completion_ids": torch.randint(3, 20, (n, c), generator=g),
+              "completion_mask": torch.ones(n, c, dtype=torch.long),
+              "advantages": torch.tensor([0.0, 1.0, 0.0, -1.0, 0.5, 0.0]),
+              "num_items_in_batch": torch.tensor(float(n * c))}
+
+    def grads(fn):
+        model.zero_grad()
+        fn(t, model, dict(inputs)).backward()
+        return {k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None}
+
+    ours = grads(lambda tr_, m, x: type(t).compute_loss(tr_, m, x))
+    t.plain_logps = False  # TRL's own log-prob path, for reference
+    trl = grads(lambda tr_, m, x: GRPOTrainer.compute_loss(tr_, m, x))
+    t.plain_logps = True
+    assert ours.keys() == trl.keys() and ours
+    for k in ours:
+        torch.testing.assert_close(ours[k], trl[k], rtol=1e-4, atol=1e-7)
+    assert t.dropped_completions == 3 and t.kept_completions == 3
+    # One prompt for the whole group: computed once, shared, and still the same gradient.
+    inputs["prompt_ids"] = inputs["prompt_ids"][:1].repeat(n, 1)
+    shared = grads(lambda tr_, m, x: type(t).compute_loss(tr_, m, x))
+    assert t.shared_prompt_batches >= 1
+    t.plain_logps = False
+    trl = grads(lambda tr_, m, x: GRPOTrainer.compute_loss(tr_, m, x))
+    t.plain_logps = True
+    for k in shared:
+        torch.testing.assert_close(shared[k], trl[k], rtol=1e-4, atol=1e-7)
+    inputs["advantages"] = torch.zeros(n)
+    loss = type(t).compute_loss(t, model, dict(inputs))
+    assert float(loss) == 0.0 and t.skipped_batches == 1

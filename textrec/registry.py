@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     # engines
     "VQRec": "textrec.vqrec.model:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",
+    "QueryRec": "textrec.query.recommender:QueryRecommender",
     # explanation models (ERRA engine) and the explainer that pairs one with its review data
     "PETER": "textrec.explain.peter:PeterModel",
     "ERRA": "textrec.explain.generator:ERRADecoder",

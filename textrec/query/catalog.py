@@ -4,10 +4,14 @@ Documents are what the retrievers index (ML-100K: title, year, genres; Scientifi
 categories, brand — whatever :func:`textrec.text.encoder.item_texts` yields). Titles are what a
 user context shows and what the raw-history query concatenates: the ``title`` field when the
 dataset has one, else the first sentence of the item text, capped at a few words.
+
+``catalog.json`` uses the artifact contract's field names (``ids``, ``text``, ``titles``) plus
+``name``; files in the older layout (``item_ids``, ``documents``) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -70,21 +74,49 @@ class Catalog:
         return cls(name=name, documents=list(documents), titles=list(titles),
                    item_ids=[str(i) for i in range(len(documents))])
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write ``catalog.json`` into ``folder`` (atomically)."""
-        atomic_write_text(Path(folder) / CATALOG_FILE, json.dumps(
-            {"name": self.name, "documents": self.documents, "titles": self.titles,
-             "item_ids": self.item_ids}, ensure_ascii=False))
+    @classmethod
+    def from_item_catalog(cls, catalog, name: str = "catalog") -> Catalog:
+        """The search view of a :class:`textrec.catalog.Catalog` (it must have item text)."""
+        if catalog.text is None:
+            raise ValueError("the item catalog has no text: a query recommender searches item text")
+        titles = catalog.titles if catalog.titles is not None else [short_title(t) for t in catalog.text]
+        return cls(name=name, documents=list(catalog.text), titles=list(titles), item_ids=list(catalog.ids))
+
+    def to_item_catalog(self):
+        """The artifact-contract :class:`textrec.catalog.Catalog` of these items (ids, text, titles)."""
+        from textrec.catalog import Catalog as ItemCatalog
+
+        return ItemCatalog(self.item_ids, self.documents, self.titles)
+
+    def sha256(self) -> str:
+        """A hash of the content (ids, documents, titles): the key of any cache built from it."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.item_ids, self.documents, self.titles], ensure_ascii=False).encode("utf-8"))
+        return h.hexdigest()
+
+    def save(self, folder: str | os.PathLike, file_name: str = CATALOG_FILE) -> None:
+        """Write ``catalog.json`` (or ``file_name``) into ``folder`` (atomically)."""
+        atomic_write_text(Path(folder) / file_name, json.dumps(
+            {"name": self.name, "ids": self.item_ids, "text": self.documents, "titles": self.titles},
+            ensure_ascii=False))
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> Catalog:
-        """Read a catalog saved by :meth:`save`."""
-        path = Path(folder) / CATALOG_FILE
+    def load(cls, folder: str | os.PathLike, file_name: str = CATALOG_FILE) -> Catalog:
+        """Read a catalog saved by :meth:`save` (or in the older ``item_ids``/``documents`` layout)."""
+        path = Path(folder) / file_name
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON: {e}") from None
-        for key in ("name", "documents", "titles", "item_ids"):
-            if key not in d:
-                raise ValueError(f"{path}: missing field '{key}'")
-        return cls(name=d["name"], documents=d["documents"], titles=d["titles"], item_ids=d["item_ids"])
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        ids = d.get("ids", d.get("item_ids"))
+        docs = d.get("text", d.get("documents"))
+        titles = d.get("titles")
+        if titles is None and isinstance(docs, list):
+            titles = [short_title(str(x)) for x in docs]
+        for key, value in (("ids", ids), ("text", docs), ("titles", titles)):
+            if not isinstance(value, list):
+                raise ValueError(f"{path}: missing field '{key}' (a list)")
+        return cls(name=str(d.get("name", "")), documents=[str(x) for x in docs],
+                   titles=[str(x) for x in titles], item_ids=[str(x) for x in ids])

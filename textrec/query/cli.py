@@ -123,13 +123,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """GRPO-train a query writer on a dataset's training users; save it to ``<output>/final``."""
+    """SFT warm start (when the recipe has ``sft_steps``) then GRPO; writers in ``<output>/sft/writer`` and ``<output>/final``."""
     from textrec.options import recipe_from_args
     from textrec.query.catalog import Catalog
     from textrec.query.grpo_config import load_grpo_config
-    from textrec.query.grpo_trainer import QueryGRPOTrainer
     from textrec.query.retrieval import retriever_for_dataset
     from textrec.query.tasks import make_tasks
+    from textrec.query.training import train_writers
 
     _threads(args)
     out = Path(args.output_dir or f"runs/query-{Path(args.dataset).name}-{args.setting}")
@@ -141,16 +141,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                            seed=args.seed)
     ds = _dataset(args)
     catalog = Catalog.from_dataset(ds, verbose=False)
-    retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args)) for k in cfg.reward_retrievers}
+    retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args), catalog=catalog)
+                  for k in cfg.reward_retrievers}
     tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history)
-    trainer = QueryGRPOTrainer(cfg, retrievers, tasks, out, dataset_name=ds.name)
-    quiet_trainer_logs(trainer.trainer)
-    curve = trainer.train(resume=args.resume)
-    trainer.save_pretrained(out / "final")
-    r = [x for x in curve["reward"] if x is not None]
-    print(f"trained {len(r)} logged steps in {trainer.train_seconds:.0f}s; mean reward first 10 "
-          f"{sum(r[:10]) / max(1, len(r[:10])):.4f}, last 10 {sum(r[-10:]) / max(1, len(r[-10:])):.4f}; "
+    s = train_writers(cfg, retrievers, tasks, out, dataset_name=ds.name, resume=args.resume)
+    share = s["informative_group_share"]
+    print(f"trained {s['steps']} steps in {s['seconds']:.0f}s ({s['seconds_per_step_median']} s/step); "
+          f"mean reward first 20 {s['mean_reward_first_20']}, last 20 {s['mean_reward_last_20']}; "
+          f"informative groups {'n/a' if share is None else f'{100 * share:.0f}%'}, "
+          f"{s['skipped_batches']} batches skipped (all rewards equal); "
           f"writer saved to {out / 'final'}, curve {out / 'reward_curve.png'}")
+    if s["verdict_nothing_learned"]:
+        print(f"WARNING: {s['verdict']}")
     return 0
 
 

@@ -13,6 +13,7 @@ rebuilt from the trainer's log history, so a resumed run continues the same curv
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,16 +78,127 @@ def plot_reward_curve(curve: dict[str, list], path: str | os.PathLike, title: st
     return final
 
 
+def _trainer_class():
+    """TRL's ``GRPOTrainer`` with a cheaper loss step: completions without a learning signal skip backprop.
+
+    A group whose rewards are all equal has advantage 0 for every completion; with no KL term
+    (``beta == 0``) such completions contribute exactly nothing to the loss, yet TRL still runs
+    their forward and backward pass. Here they are dropped before the forward pass (the "dapo"
+    loss divides by the token count of the whole generation batch, which stays unchanged, so
+    the gradient is the same), and a batch with nothing informative skips the pass entirely.
+    """
+    import torch
+    from trl import GRPOTrainer
+
+    class SkippingGRPOTrainer(GRPOTrainer):
+        skipped_batches = 0
+        dropped_completions = 0
+        kept_completions = 0
+        #: compute log-probs with a plain LM head (and the prompt once per group) instead of TRL's path
+        plain_logps = True
+        shared_prompt_batches = 0
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **multimodal):
+            # TRL scores completions through a fused, chunked log-prob head built for GPU memory;
+            # on a CPU a plain head over the few completion positions is much cheaper, and when
+            # every row continues one prompt (one group per step) the prompt runs once and its
+            # keys/values are shared by the group.
+            if (not self.plain_logps or compute_aux_loss or any(v is not None for v in multimodal.values())):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                    compute_aux_loss, **multimodal)
+            n, p = input_ids.size(0), input_ids.size(1) - logits_to_keep
+            prompt, completion = input_ids[:, :p], input_ids[:, p:]
+            pmask = attention_mask[:, :p]
+            shared = n > 1 and p > 0 and bool((prompt == prompt[:1]).all()) and bool((pmask == pmask[:1]).all())
+            with self.accelerator.autocast():
+                if shared:
+                    self.shared_prompt_batches += 1
+                    first = model(input_ids=prompt[:1], attention_mask=pmask[:1], use_cache=True)
+                    cache = first.past_key_values
+                    cache.batch_repeat_interleave(n)
+                    rest = model(input_ids=completion, attention_mask=attention_mask, past_key_values=cache,
+                                 use_cache=False)
+                    logits = torch.cat([first.logits[:, -1:].expand(n, -1, -1), rest.logits[:, :-1]], dim=1)
+                else:
+                    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1)
+                    logits = out.logits[:, :-1]
+            logits = logits.float() / self.temperature
+            logp_all = torch.log_softmax(logits, dim=-1)
+            logps = logp_all.gather(2, completion.unsqueeze(-1)).squeeze(-1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1) if compute_entropy else None
+            return logps, entropy, None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.beta != 0.0 or "advantages" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            adv = inputs["advantages"]
+            keep = (adv.abs() > 1e-8) if adv.dim() == 1 else (adv.abs() > 1e-8).any(dim=1)
+            n = int(keep.shape[0])
+            self.kept_completions += int(keep.sum())
+            self.dropped_completions += n - int(keep.sum())
+            if not bool(keep.any()):
+                self.skipped_batches += 1
+                # A zero loss that still backpropagates (to nothing): the optimizer step is a no-op.
+                return torch.zeros((), device=adv.device, requires_grad=True)
+            if not bool(keep.all()) and self.loss_type == "dapo":
+                inputs = {k: (v[keep] if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n else v)
+                          for k, v in inputs.items()}
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return SkippingGRPOTrainer
+
+
+def progress_line(logs: dict[str, Any], step: int, max_steps: int, seconds_per_step: float | None,
+                  cpu_seconds_per_step: float | None = None) -> str:
+    """One readable line for a logged GRPO step (instead of TRL's raw dict)."""
+    parts = [f"step {step}/{max_steps}"]
+    if logs.get("reward") is not None:
+        parts.append(f"mean reward {logs['reward']:.4f}")
+    if logs.get("frac_reward_zero_std") is not None:
+        parts.append(f"informative groups {100 * (1 - logs['frac_reward_zero_std']):.0f}%")
+    if logs.get("completions/mean_length") is not None:
+        parts.append(f"{logs['completions/mean_length']:.1f} tokens")
+    if seconds_per_step is not None:
+        cpu = "" if cpu_seconds_per_step is None else f" ({cpu_seconds_per_step:.1f} CPU s)"
+        parts.append(f"{seconds_per_step:.1f} s/step{cpu}")
+    return " | ".join(parts)
+
+
+def learning_verdict(curve: dict[str, list]) -> str | None:
+    """Why nothing was learned, when every logged group had equal rewards; ``None`` otherwise."""
+    zero = [x for x in curve.get("frac_reward_zero_std", []) if x is not None]
+    if zero and all(z >= 1.0 - 1e-9 for z in zero):
+        rewards = [x for x in curve.get("reward", []) if x is not None]
+        level = f"{rewards[0]:.4f}" if rewards and max(rewards) - min(rewards) < 1e-9 else "equal within each group"
+        return (f"nothing was learned: in all {len(zero)} steps every group's rewards were equal (reward {level}), "
+                "so every advantage was 0 and no gradient reached the policy. Usually no sampled query retrieved "
+                "the target within reward_k: warm-start with SFT (sft_steps), raise reward_k or num_generations, "
+                "or sample at a higher temperature.")
+    return None
+
+
 def _callback_class():
     from transformers import TrainerCallback
 
     class RewardCurveCallback(TrainerCallback):
         """Rewrites ``reward_curve.json`` at each log and the PNG at each save and at the end."""
 
-        def __init__(self, folder: Path, title: str, max_minutes: float | None = None):
+        def __init__(self, folder: Path, title: str, max_minutes: float | None = None, verbose: bool = True):
             self.folder, self.title, self.max_minutes = folder, title, max_minutes
+            self.verbose = verbose
             self.t0 = time.perf_counter()
             self.stopped_early_at: int | None = None
+            self._last: tuple[float, float, int] | None = None
+            self.seconds_per_step: list[float] = []
+            # CPU seconds of this process per step: on a shared machine the wall clock measures the
+            # neighbours; with one torch thread this is close to the step's uncontended 1-thread time.
+            self.cpu_seconds_per_step: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._last = (time.perf_counter(), time.process_time(), state.global_step)
 
         def on_step_end(self, args, state, control, **kw):
             # A wall-clock budget (CPU runs): stop after this step and save a checkpoint.
@@ -104,6 +216,16 @@ def _callback_class():
 
         def on_log(self, args, state, control, logs=None, **kw):
             self._write(state, plot=False)
+            now, cpu = time.perf_counter(), time.process_time()
+            sps = cps = None
+            if self._last is not None and state.global_step > self._last[2]:
+                n = state.global_step - self._last[2]
+                sps, cps = (now - self._last[0]) / n, (cpu - self._last[1]) / n
+                self.seconds_per_step.append(sps)
+                self.cpu_seconds_per_step.append(cps)
+            self._last = (now, cpu, state.global_step)
+            if self.verbose and logs and "reward" in logs:
+                print(progress_line(logs, state.global_step, state.max_steps, sps, cps), file=sys.stderr, flush=True)
 
         def on_save(self, args, state, control, **kw):
             self._write(state, plot=True)
@@ -118,8 +240,8 @@ class QueryGRPOTrainer:
     """Wraps TRL's ``GRPOTrainer`` for the query writer: data, rewards, LoRA, curve, resume."""
 
     def __init__(self, config: QueryGRPOConfig, retrievers: dict[str, Any], train_tasks: Sequence[QueryTask],
-                 output_dir: str | os.PathLike, dataset_name: str = "", model=None, tokenizer=None):
-        from trl import GRPOTrainer
+                 output_dir: str | os.PathLike, dataset_name: str = "", model=None, tokenizer=None,
+                 verbose: bool = True, base_model: str | None = None):
 
         missing = [r for r in config.reward_retrievers if r not in retrievers]
         if missing:
@@ -129,6 +251,8 @@ class QueryGRPOTrainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.dataset_name = dataset_name
+        # the weights the LoRA adapter sits on: the recipe's model, or e.g. an SFT-merged folder
+        self.base_model = str(base_model or config.model)
         if model is None:
             model, tokenizer = load_policy(config.model)
         elif tokenizer is None:
@@ -154,12 +278,18 @@ class QueryGRPOTrainer:
         write_json(self.output_dir / "query_grpo_config.json",
                    {"config": config.to_dict(), "dataset": dataset_name, "n_train_tasks": len(tasks)})
         cb = _callback_class()(self.output_dir, f"Rec-R1 GRPO on {dataset_name or 'data'}: mean reward",
-                               config.max_minutes)
+                               config.max_minutes, verbose=verbose)
         self.curve_callback = cb
-        self.trainer = GRPOTrainer(model=model, reward_funcs=self.reward_funcs,
-                                   args=config.to_trl(str(self.output_dir)), train_dataset=self.train_dataset,
-                                   processing_class=tokenizer, peft_config=peft, callbacks=[cb])
+        self.trainer = _trainer_class()(model=model, reward_funcs=self.reward_funcs,
+                                        args=config.to_trl(str(self.output_dir)), train_dataset=self.train_dataset,
+                                        processing_class=tokenizer, peft_config=peft, callbacks=[cb])
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        # The progress line above replaces the trainer's raw log dicts and its progress bar.
+        for noisy in (PrinterCallback, ProgressCallback):
+            self.trainer.remove_callback(noisy)
         self.train_seconds = 0.0
+        self.verdict: str | None = None
 
     def train(self, resume: bool | str = False) -> dict[str, list]:
         """Run GRPO (from the last checkpoint when ``resume``); returns the reward curve."""
@@ -174,16 +304,42 @@ class QueryGRPOTrainer:
         self.trainer.train(resume_from_checkpoint=ckpt)
         self.train_seconds = time.perf_counter() - t0
         curve = reward_curve(self.trainer.state.log_history)
+        self.verdict = learning_verdict(curve)
         write_json(self.output_dir / CURVE_JSON, curve)
         plot_reward_curve(curve, self.output_dir / CURVE_PNG,
                           title=f"Rec-R1 GRPO on {self.dataset_name or 'data'}: mean reward")
         return curve
 
+    def summary(self) -> dict[str, Any]:
+        """What the last :meth:`train` did: steps, speed, share of informative groups, skips, cache, verdict."""
+        import numpy as np
+
+        curve = reward_curve(self.trainer.state.log_history)
+        zero = [x for x in curve.get("frac_reward_zero_std", []) if x is not None]
+        rewards = [x for x in curve.get("reward", []) if x is not None]
+        sps = self.curve_callback.seconds_per_step
+        t = self.trainer
+        return {
+            "steps": int(t.state.global_step), "seconds": round(self.train_seconds, 1),
+            "seconds_per_step_median": round(float(np.median(sps)), 2) if sps else None,
+            "cpu_seconds_per_step_median": (round(float(np.median(self.curve_callback.cpu_seconds_per_step)), 2)
+                                            if self.curve_callback.cpu_seconds_per_step else None),
+            "informative_group_share": round(1.0 - float(np.mean(zero)), 4) if zero else None,
+            "skipped_batches": int(t.skipped_batches), "dropped_completions": int(t.dropped_completions),
+            "kept_completions": int(t.kept_completions),
+            "mean_reward_first_20": round(float(np.mean(rewards[:20])), 4) if rewards else None,
+            "mean_reward_last_20": round(float(np.mean(rewards[-20:])), 4) if rewards else None,
+            "reward_cache": {f.__name__: {"hits": f.cache_hits, "misses": f.cache_misses}
+                             for f in self.reward_funcs if isinstance(f, RetrievalReward)},
+            "stopped_by_time_budget": self.curve_callback.stopped_early_at is not None,
+            "verdict": self.verdict or "rewards varied within groups: the policy received gradient",
+        }
+
     def writer(self) -> QueryWriter:
         """The trained policy as a :class:`QueryWriter` (shares the trainer's model)."""
         return QueryWriter(self.trainer.model, self.tokenizer, template_id=self.config.template_id,
                            template_family=self.config.template_family, max_history=self.config.max_history,
-                           max_new_tokens=self.config.eval_max_new_tokens, base_model=self.config.model,
+                           max_new_tokens=self.config.eval_max_new_tokens, base_model=self.base_model,
                            dataset_name=self.dataset_name)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

@@ -52,9 +52,9 @@ class QueryWriter:
 
     def prompts(self, tasks) -> list[str]:
         """Rendered prompt strings for tasks."""
-        from textrec.query.tasks import prompt_messages, render_prompt
+        from textrec.query.tasks import prompt_text
 
-        return [render_prompt(prompt_messages(t, self.template, self.dataset_name), self.tokenizer) for t in tasks]
+        return [prompt_text(t, self.template, self.tokenizer, self.dataset_name) for t in tasks]
 
     def generate(self, tasks, batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
                  max_new_tokens: int | None = None, seed: int = 0, progress: bool = True) -> list[str]:

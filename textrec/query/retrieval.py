@@ -7,6 +7,9 @@ Both retrievers share one interface:
 * ``target_ranks(queries, targets, exclude=None)``: the 0-based rank of each target in the
   full catalog ranking, computed as *the number of items scoring higher* (plus tied items of
   lower index) — a linear count, no sort of the catalog;
+* ``ranking_scores(queries, exclude)``: the score rows a recommender hands to the evaluation
+  harness. Top-k and ranks come from :mod:`textrec.metrics.ranking`, the project's one
+  implementation;
 * ``save(folder)`` / ``load_retriever(folder)``: arrays as ``.npy``/``.npz``/FAISS files and
   JSON, never pickle.
 
@@ -15,14 +18,16 @@ counted: the full-ranking protocol masks the history.
 
 A BM25 target the query does not match at all (score 0) counts as *not retrieved*: otherwise
 an empty query would rank the lowest item indexes first and earn reward for nothing. Such a
-target (and a masked one) gets rank ``MISS`` (2**62, the core's "unreachable" rank), beyond
-any k. Dense ranks are exact inner products even when ``search`` uses HNSW.
+target (and a masked one) scores ``-inf`` and gets rank ``MISS`` (2**62, the core's
+"unreachable" rank), beyond any k. Dense ranks are exact inner products even when ``search`` uses HNSW.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -30,13 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from textrec.io import atomic_write_text
-from textrec.metrics.ranking import MISS
+from textrec.metrics.ranking import target_ranks, topk_items
 from textrec.query.catalog import Catalog
 from textrec.text.words import search_stopwords, search_terms
 
 RETRIEVER_FILE = "retriever.json"
+BM25_TOKENIZER = "textrec.text.words.search_terms (lowercase [a-z0-9]+ minus bm25s English stopwords)"
 
 
 tokenize = search_terms  # the BM25 analyzer (textrec.text.words)
@@ -50,32 +57,13 @@ def _as_excludes(exclude, n: int) -> list[np.ndarray]:
     return [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
 
 
-def topk_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of one score row (``-inf`` = excluded), ties by lower index, without a full sort."""
-    n = len(scores)
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    kth = np.partition(scores, n - k)[n - k]  # the k-th largest value
-    above = np.flatnonzero(scores > kth)
-    tied = np.flatnonzero(scores == kth)[: k - len(above)]
-    cand = np.concatenate([above, tied])
-    order = np.lexsort((cand, -scores[cand]))
-    idx = cand[order]
-    idx = idx[~np.isneginf(scores[idx])]  # excluded items never come back, even to fill k
-    return idx.astype(np.int64), scores[idx].astype(np.float32)
-
-
-def rank_in_row(scores: np.ndarray, target: int) -> int:
-    """0-based rank of ``target`` under the tie rule: items scoring higher + tied items of lower index."""
-    s = scores[target]
-    if np.isneginf(s) or np.isnan(s):
-        return MISS
-    return int(np.count_nonzero(scores > s) + np.count_nonzero(scores[:target] == s))
-
-
 class Retriever:
-    """Common logic: subclasses provide ``score_matrix(queries)`` and persistence."""
+    """Common logic: subclasses provide ``score_matrix(queries)`` and persistence.
+
+    Ranking goes through :mod:`textrec.metrics.ranking` (the project's one top-k and rank
+    implementation): a row is masked to ``-inf`` where an item is excluded or not retrieved at
+    all, and ``-inf`` is what the ranking code treats as unreachable.
+    """
 
     kind = "base"
     catalog: Catalog
@@ -84,57 +72,64 @@ class Retriever:
     def n_items(self) -> int:
         return len(self.catalog)
 
+    def settings(self) -> dict:
+        """The options that change the index or the scores (part of the cache key)."""
+        return {}
+
     def score_matrix(self, queries: Sequence[str]) -> np.ndarray:
         """Full score rows ``(len(queries), n_items)`` (float32)."""
         raise NotImplementedError
 
-    def _masked(self, queries: Sequence[str], exclude) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _not_retrieved(self, scores: np.ndarray) -> np.ndarray:
+        """Boolean mask of items a query did not retrieve at all (none for dense retrieval)."""
+        return np.isnan(scores)
+
+    def ranking_scores(self, queries: Sequence[str], exclude=None) -> torch.Tensor:
+        """Score rows as a tensor with excluded and unretrieved items at ``-inf``."""
         if isinstance(queries, str):
             raise TypeError("pass a list of queries, not one string")
         ex = _as_excludes(exclude, len(queries))
-        s = self.score_matrix(list(queries)).astype(np.float32, copy=True)
+        s = np.array(self.score_matrix(list(queries)), dtype=np.float32, copy=True)
+        s[self._not_retrieved(s)] = -np.inf
         for i, e in enumerate(ex):
             if len(e):
                 s[i, e] = -np.inf
-        return s, ex
+        return torch.from_numpy(s)
 
     def search(self, queries: Sequence[str], k: int = 10, exclude=None, chunk: int = 256
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indexes and scores per query (best first; ties by lower index)."""
+        """Top-k item indexes and scores per query (best first; ties by lower index).
+
+        Slots beyond the retrieved items (everything else excluded or unmatched) hold -1 / -inf.
+        """
         k = min(int(k), self.n_items)
-        items = np.zeros((len(queries), k), dtype=np.int64)
-        scores = np.zeros((len(queries), k), dtype=np.float32)
+        items = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ex_all = _as_excludes(exclude, len(queries))
         for start in range(0, len(queries), chunk):
-            q = list(queries[start:start + chunk])
-            s, _ = self._masked(q, ex_all[start:start + chunk])
-            for j in range(len(q)):
-                idx, val = topk_row(s[j], k)
-                items[start + j, :len(idx)] = idx
-                scores[start + j, :len(idx)] = val
-                if len(idx) < k:  # everything else excluded: pad with -1
-                    items[start + j, len(idx):] = -1
-                    scores[start + j, len(idx):] = -np.inf
+            s = self.ranking_scores(list(queries[start:start + chunk]), ex_all[start:start + chunk])
+            idx, val = topk_items(s, k)
+            idx, val = idx.numpy(), val.numpy()
+            found = np.isfinite(val)
+            items[start:start + len(s)] = np.where(found, idx, -1)
+            scores[start:start + len(s)] = np.where(found, val, -np.inf)
         return items, scores
-
-    def _is_miss(self, score: float) -> bool:
-        return bool(np.isneginf(score) or np.isnan(score))
 
     def target_ranks(self, queries: Sequence[str], targets: Sequence[int], exclude=None, chunk: int = 256
                      ) -> np.ndarray:
         """0-based full-catalog rank of each query's target (``MISS`` = not retrieved)."""
         if len(targets) != len(queries):
             raise ValueError(f"{len(queries)} queries but {len(targets)} targets")
+        tg = np.asarray(targets, dtype=np.int64).reshape(-1)
+        bad = (tg < 0) | (tg >= self.n_items)
+        if bad.any():
+            raise ValueError(f"target item {int(tg[bad][0])} outside the catalog (0..{self.n_items - 1})")
         out = np.zeros(len(queries), dtype=np.int64)
         ex_all = _as_excludes(exclude, len(queries))
         for start in range(0, len(queries), chunk):
-            q = list(queries[start:start + chunk])
-            s, _ = self._masked(q, ex_all[start:start + chunk])
-            for j in range(len(q)):
-                t = int(targets[start + j])
-                if not 0 <= t < self.n_items:
-                    raise ValueError(f"target item {t} outside the catalog (0..{self.n_items - 1})")
-                out[start + j] = MISS if self._is_miss(s[j, t]) else rank_in_row(s[j], t)
+            s = self.ranking_scores(list(queries[start:start + chunk]), ex_all[start:start + chunk])
+            rows = torch.arange(len(s))
+            out[start:start + len(s)] = target_ranks(s, rows, torch.from_numpy(tg[start:start + len(s)])).numpy()
         return out
 
     def target_rank(self, query: str, target: int, exclude: Sequence[int] | None = None) -> int:
@@ -172,9 +167,12 @@ class BM25Retriever(Retriever):
                 out[i] = self.index.get_scores_from_ids(ids)
         return out
 
-    def _is_miss(self, score: float) -> bool:
+    def _not_retrieved(self, scores: np.ndarray) -> np.ndarray:
         # Score 0 means no query term occurs in the item: not retrieved at all.
-        return bool(np.isneginf(score) or np.isnan(score) or score <= 0.0)
+        return ~(scores > 0.0)
+
+    def settings(self) -> dict:
+        return {"k1": self.k1, "b": self.b, "method": "lucene", "tokenizer": BM25_TOKENIZER}
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write the index (bm25s ``.npy`` + JSON, no pickle), the catalog and ``retriever.json``."""
@@ -191,9 +189,7 @@ class BM25Retriever(Retriever):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self.catalog.save(folder)
-        atomic_write_text(folder / RETRIEVER_FILE, json.dumps(
-            {"kind": self.kind, "k1": self.k1, "b": self.b, "tokenizer": "lowercase [a-z0-9]+ minus bm25s English stopwords"},
-            indent=1))
+        _write_config(self, folder)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> BM25Retriever:
@@ -201,9 +197,21 @@ class BM25Retriever(Retriever):
         import bm25s
 
         folder = Path(folder)
-        cfg = json.loads((folder / RETRIEVER_FILE).read_text(encoding="utf-8"))
+        cfg, catalog = _read_config(folder)
         index = bm25s.BM25.load(str(folder / "bm25"), allow_pickle=False, show_progress=False)
-        return cls(Catalog.load(folder), k1=cfg["k1"], b=cfg["b"], _index=index)
+        r = cls(catalog, k1=cfg["k1"], b=cfg["b"], _index=index)
+        if int(r.index.scores["num_docs"]) != len(catalog):
+            raise ValueError(f"{folder}: the BM25 index holds {r.index.scores['num_docs']} documents, "
+                             f"the catalog {len(catalog)}")
+        return r
+
+
+def encoder_identity(encoder) -> str:
+    """What names an encoder in a cache key: its ``identity`` (model + file fingerprint) or its class."""
+    ident = getattr(encoder, "identity", None)
+    if callable(ident):
+        ident = ident()
+    return str(ident) if ident else f"custom:{type(encoder).__qualname__}"
 
 
 class DenseRetriever(Retriever):
@@ -226,13 +234,16 @@ class DenseRetriever(Retriever):
         self.model = model
         self.index_type = index_type
         self.hnsw_m, self.ef_search = int(hnsw_m), int(ef_search)
+        self.encoder_name = None
         if encoder is not None:  # any object with encode(texts, progress=...) -> unit vectors
             self._doc_encoder = self._query_encoder = encoder
+            self.encoder_name = encoder_identity(encoder)
         else:
             # Documents go through the on-disk cache; queries do not (GRPO writes thousands of
             # one-off queries, which would only churn cache shards).
             self._doc_encoder = TextEncoder(model, batch_size=batch_size)
             self._query_encoder = TextEncoder(model, batch_size=batch_size, cache_dir=False)
+            self.encoder_name = encoder_identity(self._doc_encoder)
         if _embeddings is None:
             _embeddings = self._doc_encoder.encode(catalog.documents, progress=progress)
         self.embeddings = np.ascontiguousarray(_embeddings, dtype=np.float32)
@@ -250,6 +261,10 @@ class DenseRetriever(Retriever):
         idx.add(self.embeddings)
         return idx
 
+    def settings(self) -> dict:
+        return {"model": self.model, "encoder": self.encoder_name, "index_type": self.index_type,
+                "hnsw_m": self.hnsw_m, "ef_search": self.ef_search}
+
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query vectors (normalized like the documents)."""
         return self._query_encoder.encode([str(q) for q in queries], progress=False)
@@ -261,7 +276,13 @@ class DenseRetriever(Retriever):
 
     def search(self, queries: Sequence[str], k: int = 10, exclude=None, chunk: int = 256
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k through FAISS (over-fetching by the excluded count), ties by lower index."""
+        """Top-k per query: exact for ``flat``; through the HNSW graph for ``hnsw``.
+
+        The HNSW path over-fetches by the excluded count, then ranks the fetched candidates with
+        the shared top-k (ties by lower index).
+        """
+        if self.index_type == "flat":
+            return super().search(queries, k, exclude, chunk)
         if isinstance(queries, str):
             raise TypeError("pass a list of queries, not one string")
         k = min(int(k), self.n_items)
@@ -275,14 +296,15 @@ class DenseRetriever(Retriever):
             q = self.encode_queries(list(queries[start:start + chunk]))
             d, i = self.faiss_index.search(q, fetch)
             for j in range(len(q)):
+                row = torch.full((self.n_items,), float("-inf"))
                 keep = i[j] >= 0
-                ids, vals = i[j][keep], d[j][keep]
+                row[torch.from_numpy(i[j][keep])] = torch.from_numpy(d[j][keep].astype(np.float32))
                 if len(ex[start + j]):
-                    m = ~np.isin(ids, ex[start + j])
-                    ids, vals = ids[m], vals[m]
-                order = np.lexsort((ids, -vals))[:k]
-                items[start + j, :len(order)] = ids[order]
-                scores[start + j, :len(order)] = vals[order]
+                    row[torch.from_numpy(ex[start + j])] = float("-inf")
+                idx, val = topk_items(row[None], k)
+                found = torch.isfinite(val[0]).numpy()
+                items[start + j] = np.where(found, idx[0].numpy(), -1)
+                scores[start + j] = np.where(found, val[0].numpy(), -np.inf)
         return items, scores
 
     def save(self, folder: str | os.PathLike) -> None:
@@ -299,9 +321,7 @@ class DenseRetriever(Retriever):
         faiss.write_index(self.faiss_index, tmp)
         os.replace(tmp, folder / "index.faiss")
         self.catalog.save(folder)
-        atomic_write_text(folder / RETRIEVER_FILE, json.dumps(
-            {"kind": self.kind, "model": self.model, "index_type": self.index_type, "hnsw_m": self.hnsw_m,
-             "ef_search": self.ef_search, "dim": int(self.embeddings.shape[1])}, indent=1))
+        _write_config(self, folder, dim=int(self.embeddings.shape[1]))
 
     @classmethod
     def load(cls, folder: str | os.PathLike, encoder=None) -> DenseRetriever:
@@ -309,18 +329,42 @@ class DenseRetriever(Retriever):
         import faiss
 
         folder = Path(folder)
-        cfg = json.loads((folder / RETRIEVER_FILE).read_text(encoding="utf-8"))
+        cfg, catalog = _read_config(folder)
         with np.load(folder / "embeddings.npz", allow_pickle=False) as z:
             emb = z["embeddings"]
+        if emb.shape[0] != len(catalog):
+            raise ValueError(f"{folder}: {emb.shape[0]} embeddings for {len(catalog)} catalog items")
         index = faiss.read_index(str(folder / "index.faiss"))
         if cfg.get("index_type") == "hnsw":
             faiss.downcast_index(index).hnsw.efSearch = int(cfg.get("ef_search", 128))
-        return cls(Catalog.load(folder), model=cfg.get("model"), index_type=cfg.get("index_type", "flat"),
+        return cls(catalog, model=cfg.get("model"), index_type=cfg.get("index_type", "flat"),
                    hnsw_m=cfg.get("hnsw_m", 32), ef_search=cfg.get("ef_search", 128),
                    encoder=encoder, _embeddings=emb, _faiss_index=index)
 
 
 RETRIEVERS = {"bm25": BM25Retriever, "dense": DenseRetriever}
+
+
+def _write_config(r: Retriever, folder: Path, **extra) -> None:
+    """``retriever.json``: kind, settings and the hash of the catalog the index was built from."""
+    atomic_write_text(folder / RETRIEVER_FILE, json.dumps(
+        {"kind": r.kind, **r.settings(), "catalog_sha256": r.catalog.sha256(), **extra}, indent=1))
+
+
+def _read_config(folder: Path) -> tuple[dict, Catalog]:
+    """``retriever.json`` and the catalog beside it, checked against each other."""
+    path = folder / RETRIEVER_FILE
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    catalog = Catalog.load(folder)
+    want = cfg.get("catalog_sha256")
+    if want is None:
+        raise ValueError(f"{path}: no catalog hash (written by an older version); rebuild the index")
+    if want != catalog.sha256():
+        raise ValueError(f"{path}: the index was built for another catalog (catalog.json hash differs)")
+    return cfg, catalog
 
 
 def build_retriever(kind: str, catalog: Catalog, **kw) -> Retriever:
@@ -344,20 +388,64 @@ def load_retriever(folder: str | os.PathLike, **kw) -> Retriever:
     return RETRIEVERS[kind].load(folder, **kw)
 
 
+def cache_key(kind: str, catalog: Catalog, settings: dict) -> str:
+    """A content key for a retriever: catalog hash + kind + settings (encoder included)."""
+    blob = json.dumps({"kind": kind, "catalog": catalog.sha256(), "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+
+def _matches(r: Retriever, kind: str, catalog: Catalog, settings: dict) -> str | None:
+    """Why a loaded retriever does not fit the request (``None`` when it does)."""
+    if r.kind != kind:
+        return f"kind {r.kind} != {kind}"
+    if r.catalog.sha256() != catalog.sha256():
+        return "catalog content differs"
+    got = r.settings()
+    diff = sorted(k for k in settings if got.get(k) != settings[k])
+    return f"settings differ: {diff}" if diff else None
+
+
 def retriever_for_dataset(ds, kind: str, cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                          **kw) -> Retriever:
-    """A retriever over a dataset's catalog, reusing a saved index in ``cache_dir`` when present."""
-    if cache_dir is not None:
-        folder = Path(cache_dir) / f"{ds.name}-{kind}"
-        if (folder / RETRIEVER_FILE).is_file():
-            try:
-                return load_retriever(folder)
-            except (OSError, ValueError, KeyError) as e:
-                print(f"textrec: rebuilding retriever in {folder}: {e}", file=sys.stderr)
-    catalog = Catalog.from_dataset(ds, verbose=progress)
+                          catalog: Catalog | None = None, **kw) -> Retriever:
+    """A retriever over a dataset's catalog, reusing a cached index only when its content matches.
+
+    The cache folder is named by the dataset, the kind and a key over the catalog's content
+    hash and the retriever settings (the encoder's identity for dense); a loaded index is
+    checked against the catalog and settings again, so two datasets with one name never share
+    an index.
+    """
+    if kind not in RETRIEVERS:
+        raise ValueError(f"unknown retriever '{kind}'; choose from {sorted(RETRIEVERS)}")
+    catalog = catalog if catalog is not None else Catalog.from_dataset(ds, verbose=progress)
     if kind == "dense":
         kw.setdefault("progress", progress)
+    if cache_dir is None:
+        return build_retriever(kind, catalog, **kw)
+    settings = _requested_settings(kind, kw)
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", str(getattr(ds, "name", "") or catalog.name))[:40] or "catalog"
+    folder = Path(cache_dir) / f"{slug}-{kind}-{cache_key(kind, catalog, settings)}"
+    if (folder / RETRIEVER_FILE).is_file():
+        try:
+            loaded = load_retriever(folder, **({"encoder": kw["encoder"]} if "encoder" in kw else {}))
+            why = _matches(loaded, kind, catalog, settings)
+            if why is None:
+                return loaded
+            print(f"textrec: rebuilding retriever in {folder}: {why}", file=sys.stderr)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"textrec: rebuilding retriever in {folder}: {e}", file=sys.stderr)
     r = build_retriever(kind, catalog, **kw)
-    if cache_dir is not None:
-        r.save(Path(cache_dir) / f"{ds.name}-{kind}")
+    r.save(folder)
     return r
+
+
+def _requested_settings(kind: str, kw: dict) -> dict:
+    """The settings a retriever built with ``kw`` will report (without building it)."""
+    if kind == "bm25":
+        return {"k1": float(kw.get("k1", 1.2)), "b": float(kw.get("b", 0.75)), "method": "lucene",
+                "tokenizer": BM25_TOKENIZER}
+    from textrec.text.encoder import TextEncoder
+
+    enc = kw.get("encoder")
+    name = encoder_identity(enc if enc is not None else TextEncoder(kw.get("model")))
+    return {"model": kw.get("model"), "encoder": name, "index_type": kw.get("index_type", "flat"),
+            "hnsw_m": int(kw.get("hnsw_m", 32)), "ef_search": int(kw.get("ef_search", 128))}

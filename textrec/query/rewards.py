@@ -12,7 +12,12 @@ The dataset columns TRL forwards as keyword arguments carry the targets: ``targe
 index per completion) and ``history`` (item indexes to mask).
 
 For one target at 0-based rank r: NDCG@k = 1/log2(r + 2) if r < k else 0 (the ideal DCG of a
-single relevant item is 1); Recall@k = 1 if r < k else 0.
+single relevant item is 1); Recall@k = 1 if r < k else 0 — computed by the evaluation
+harness's :func:`textrec.metrics.ranking.metrics_from_ranks`, not a copy of it.
+
+A group of sampled completions often repeats a query, and tasks come back in later epochs:
+:class:`RetrievalReward` caches the rank per (query text, target, history), so a repeated
+query costs no retrieval (``cache_hits`` / ``cache_misses`` count them).
 """
 
 from __future__ import annotations
@@ -22,22 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from textrec.metrics.ranking import MISS
+from textrec.metrics.ranking import MISS, metrics_from_ranks
 from textrec.query.parsing import parse_query
 
-
-def ndcg_at_k(ranks: np.ndarray | Sequence[int], k: int) -> np.ndarray:
-    """NDCG@k of single targets at 0-based ``ranks``."""
-    r = np.asarray(ranks, dtype=np.float64)
-    return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+METRICS = ("ndcg", "recall")
 
 
-def recall_at_k(ranks: np.ndarray | Sequence[int], k: int) -> np.ndarray:
-    """Recall@k (= HR@k) of single targets at 0-based ``ranks``."""
-    return (np.asarray(ranks) < k).astype(np.float64)
+def reward_metric(ranks: np.ndarray | Sequence[int], k: int, metric: str = "ndcg") -> np.ndarray:
+    """Per-row NDCG@k or Recall@k of single targets at 0-based ``ranks`` (``MISS`` = 0).
 
-
-METRIC_FNS = {"ndcg": ndcg_at_k, "recall": recall_at_k}
+    Computed by :func:`textrec.metrics.ranking.metrics_from_ranks`, the harness's own code.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, not {metric!r}")
+    r = np.asarray(ranks, dtype=np.int64).reshape(-1)
+    return metrics_from_ranks(r, np.arange(len(r)), len(r), [int(k)])[f"{metric}@{int(k)}"]
 
 
 class FormatReward:
@@ -62,15 +66,18 @@ class RetrievalReward:
     """NDCG@k / Recall@k of the ``target`` item for the parsed query under ``retriever``."""
 
     def __init__(self, retriever, k: int = 100, metric: str = "ndcg", mask_history: bool = True,
-                 min_words: int = 1, max_words: int = 32, name: str | None = None):
-        if metric not in METRIC_FNS:
-            raise ValueError(f"metric must be one of {sorted(METRIC_FNS)}, not {metric!r}")
+                 min_words: int = 1, max_words: int = 32, name: str | None = None, cache_size: int = 200_000):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {list(METRICS)}, not {metric!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.retriever, self.k, self.metric = retriever, int(k), metric
         self.mask_history = mask_history
         self.min_words, self.max_words = int(min_words), int(max_words)
         self.__name__ = name or f"{metric}@{k}_{getattr(retriever, 'kind', 'retriever')}"
+        self.cache_size = int(cache_size)
+        self._ranks: dict[tuple, int] = {}
+        self.cache_hits = self.cache_misses = 0
 
     def queries(self, completions: Sequence[Any]) -> list[str]:
         """The query each completion yields (over-long ones cut to ``max_words``; '' if none)."""
@@ -84,13 +91,30 @@ class RetrievalReward:
               ) -> np.ndarray:
         """Full-catalog rank of each completion's target (``MISS`` when not retrieved)."""
         qs = self.queries(completions)
-        excl = history if (self.mask_history and history is not None) else None
+        masked = self.mask_history and history is not None
+        keys = [(q, int(target[i]), tuple(int(x) for x in history[i]) if masked else ())
+                for i, q in enumerate(qs)]
         ranks = np.full(len(qs), MISS, dtype=np.int64)
-        rows = [i for i, q in enumerate(qs) if q]
-        if rows:
-            ranks[rows] = self.retriever.target_ranks(
-                [qs[i] for i in rows], [int(target[i]) for i in rows],
-                None if excl is None else [excl[i] for i in rows])
+        todo: dict[tuple, list[int]] = {}
+        for i, key in enumerate(keys):
+            if not key[0]:
+                continue
+            if key in self._ranks:
+                ranks[i] = self._ranks[key]
+                self.cache_hits += 1
+            else:
+                todo.setdefault(key, []).append(i)
+        if todo:
+            uniq = list(todo)
+            self.cache_misses += len(uniq)
+            self.cache_hits += sum(len(rows) - 1 for rows in todo.values())  # repeats within the call
+            got = self.retriever.target_ranks([k[0] for k in uniq], [k[1] for k in uniq],
+                                              [list(k[2]) for k in uniq] if masked else None)
+            if len(self._ranks) + len(uniq) > self.cache_size:
+                self._ranks.clear()  # a plain bound: the cache only saves time
+            for key, r in zip(uniq, got):
+                self._ranks[key] = int(r)
+                ranks[todo[key]] = int(r)
         return ranks
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], target: Sequence[int] | None = None,
@@ -99,4 +123,4 @@ class RetrievalReward:
             raise ValueError("RetrievalReward needs the dataset column 'target' (one item index per completion)")
         if len(target) != len(completions):
             raise ValueError(f"{len(completions)} completions but {len(target)} targets")
-        return METRIC_FNS[self.metric](self.ranks(completions, target, history), self.k).tolist()
+        return reward_metric(self.ranks(completions, target, history), self.k, self.metric).tolist()

@@ -3,9 +3,10 @@
 Rec-R1 starts GRPO from an instruction-tuned model and reports an SFT baseline trained on
 queries written by a stronger LLM. No stronger LLM is reachable offline, so the teacher here
 is retrieval itself: for each *training* task a handful of heuristic queries built from the
-context (the last title, the last two, all of them, the distinct content words most recent
-first) are scored with the reward retriever against that task's training target, and the best
-one becomes the SFT completion. GRPO then explores around a policy that already writes useful
+context (the last title, the last two, all of them newest first, the distinct content words
+most recent first; :mod:`textrec.query.heuristics`) are scored with the reward retriever
+against that task's training target, and the best ones (all of them where they tie) become SFT
+completions. GRPO then explores around a policy that already writes useful
 queries instead of copying a truncated title. Only training tasks are used.
 
 Training runs on the one loop (:class:`textrec.training.Trainer`; loss on the completion only)
@@ -25,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from textrec.query.retrieval import MISS
-from textrec.query.rewards import METRIC_FNS
-from textrec.query.tasks import QueryTask, prompt_messages, render_prompt
+from textrec.metrics.ranking import MISS
+from textrec.query.heuristics import SFT_CANDIDATES, heuristic_queries
+from textrec.query.rewards import reward_metric
+from textrec.query.tasks import QueryTask, is_bare, prompt_text
 
-CANDIDATES = ("last_title", "last_two_titles", "all_titles", "keywords")
+CANDIDATES = SFT_CANDIDATES
 
 
 @dataclass
@@ -49,33 +51,20 @@ class QuerySFTConfig:
     seed: int = 0
 
 
-def _content(text: str) -> list[str]:
-    from textrec.query.retrieval import tokenize
-
-    return tokenize(text)
-
-
 def candidate_queries(task: QueryTask, max_words: int = 16) -> dict[str, str]:
     """Heuristic queries from the context, by kind (see ``CANDIDATES``), each at most ``max_words``."""
-    ctx = [c for c in task.context if c.strip()]
-
-    def cut(s: str) -> str:
-        return " ".join(s.split()[:max_words])
-
-    out = {"last_title": cut(ctx[-1]) if ctx else "", "last_two_titles": cut(" ".join(ctx[-2:])),
-           "all_titles": cut(" ".join(ctx))}
-    seen: list[str] = []
-    for c in reversed(ctx):  # most recent first, each content word once
-        for w in _content(c):
-            if w not in seen:
-                seen.append(w)
-    out["keywords"] = " ".join(seen[:max_words])
-    return out
+    return heuristic_queries(task.context, max_words, CANDIDATES)
 
 
 def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
-                ) -> tuple[list[str], dict[str, Any]]:
-    """The best heuristic query per task under ``retriever`` (NDCG@reward_k), and a report."""
+                ) -> tuple[list[list[str]], dict[str, Any]]:
+    """The best heuristic queries per task under the reward retriever, and a report.
+
+    Each candidate is scored with the reward itself (NDCG@reward_k of the task's target,
+    history masked, ``retriever`` = the GRPO reward retriever). Every distinct candidate that
+    reaches a task's best score is a target (ties keep several); where no candidate retrieves
+    the target at all, the kind that is best on average is the one target.
+    """
     cfg = config or QuerySFTConfig()
     cands = [candidate_queries(t, cfg.max_query_words) for t in tasks]
     score = {}
@@ -86,33 +75,46 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         if rows:
             ranks[rows] = retriever.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
                                                  [tasks[i].history for i in rows])
-        score[kind] = METRIC_FNS["ndcg"](ranks, cfg.reward_k)
-    # ties (often: no candidate retrieves the target) go to the kind that is best on average
+        score[kind] = reward_metric(ranks, cfg.reward_k, "ndcg")
     order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
     mat = np.stack([score[k] for k in order], axis=1)
-    best = mat.argmax(1)
-    targets = [cands[i][order[b]] for i, b in enumerate(best)]
-    won = Counter(order[b] for b in best)
-    report = {"n_tasks": len(tasks), "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
+    best = mat.max(1)
+    targets: list[list[str]] = []
+    won: Counter = Counter()
+    for i in range(len(tasks)):
+        kinds = [order[j] for j in range(len(order)) if mat[i, j] == best[i]] if best[i] > 0 else [order[0]]
+        qs = list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k]))
+        won.update(kinds)
+        targets.append(qs)
+    report = {"n_tasks": len(tasks), "reward_retriever": getattr(retriever, "kind", "?"),
+              "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
-              f"mean_ndcg@{cfg.reward_k}_best": round(float(mat.max(1).mean()), 4),
+              f"mean_ndcg@{cfg.reward_k}_best": round(float(best.mean()), 4),
+              "tasks_no_candidate_retrieves": int((best <= 0).sum()),
+              "tasks_with_tied_targets": int(sum(1 for t in targets if len(t) > 1)),
+              "n_targets": int(sum(len(t) for t in targets)),
               "empty_targets": int(sum(1 for t in targets if not t))}
     return targets, report
 
 
-def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str], template, tokenizer, dataset_name: str = ""
-              ) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, completion ids + EOS) per task with a non-empty target.
+def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]], template, tokenizer,
+              dataset_name: str = "") -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids + EOS) per task and target (a task may have several targets).
 
-    Prompts are rendered exactly as GRPO and evaluation render them (the chat template with the
-    generation prompt, or the plain layout), so SFT, GRPO and generation see one format.
+    Prompts are rendered exactly as GRPO and evaluation render them (bare, or the chat template
+    with the generation prompt), so SFT, GRPO and generation see one format.
     """
     out = []
-    for t, q in zip(tasks, targets):
-        if q:
-            prompt = render_prompt(prompt_messages(t, template, dataset_name), tokenizer)
-            out.append((tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                        tokenizer(q, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]))
+    for t, qs in zip(tasks, targets):
+        qs = [qs] if isinstance(qs, str) else list(qs)
+        qs = [q for q in qs if q]
+        if not qs:
+            continue
+        prompt_ids = tokenizer(prompt_text(t, template, tokenizer, dataset_name), add_special_tokens=False)["input_ids"]
+        for q in qs:
+            # A leading space: the query continues the prompt's last line like natural text.
+            ids = tokenizer((" " + q) if is_bare(template) else q, add_special_tokens=False)["input_ids"]
+            out.append((prompt_ids, ids + [tokenizer.eos_token_id]))
     return out
 
 

@@ -169,6 +169,24 @@ def prompt_messages(task: QueryTask, template: Template, dataset_name: str = "")
     return msgs
 
 
+def is_bare(template: Template) -> bool:
+    """Whether a template is a bare completion prompt (``chat: false``): no system turn, no chat markup."""
+    return template.extra.get("chat", True) is False
+
+
+def prompt_text(task: QueryTask, template: Template, tokenizer: Any, dataset_name: str = "") -> str:
+    """The prompt string for one task: the filled source for a bare template, else the chat rendering.
+
+    A bare prompt is about a third of the chat prompt's length (the system turn and the chat
+    markup go), and prompt length is what a CPU GRPO step pays for.
+    """
+    if is_bare(template):
+        domain, action = DOMAIN_WORDS.get(dataset_name, DEFAULT_DOMAIN)
+        history = "\n".join(f"- {line}" for line in task.context) or "(nothing yet)"
+        return template.render_source(history=history, n=len(task.context), domain=domain, action=action)
+    return render_prompt(prompt_messages(task, template, dataset_name), tokenizer)
+
+
 def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
     """The prompt string: the tokenizer's chat template when it has one, else a plain layout."""
     if getattr(tokenizer, "chat_template", None):
@@ -182,7 +200,7 @@ def to_hf_dataset(tasks: Sequence[QueryTask], template: Template, tokenizer: Any
     import datasets
 
     return datasets.Dataset.from_dict({
-        "prompt": [render_prompt(prompt_messages(t, template, dataset_name), tokenizer) for t in tasks],
+        "prompt": [prompt_text(t, template, tokenizer, dataset_name) for t in tasks],
         "target": [int(t.target) for t in tasks],
         "history": [[int(i) for i in t.history] for t in tasks],
         "user": [int(t.user) for t in tasks],

@@ -1,0 +1,269 @@
+"""Rec-R1 benchmark that can resolve its claims: one user sample for every row, paired bootstrap
+intervals, the no-LLM ceilings as rows, and the retrievers named per row.
+
+Every row is a :class:`~textrec.query.recommender.QueryRecommender` scored by the one harness
+(:func:`textrec.evaluation.evaluate`: full catalog, history masked, ties by lower index):
+
+* no-LLM heuristics (``raw_history``, ``last_title``, ``last_two_titles``, ``all_titles``,
+  ``keywords``; :mod:`textrec.query.heuristics`);
+* ``oracle_sft_candidates``: per user, the best of the SFT teacher's candidate queries on the
+  test target itself, a ceiling no deployable model reaches (per metric, the per-user maximum);
+* LLM writers loaded from saved folders (``name=path``), e.g. after SFT and after GRPO.
+
+For each block (setting x evaluation retriever x user set) every row is evaluated on the same
+rows, and each row's NDCG@10 is compared with ``raw_history`` by a paired bootstrap over users
+(ratio of means, 95% percentile interval). Requested pairs (``--compare grpo:sft``) get the
+interval of the difference of means. The reward retriever of an LLM row is whatever its writer
+was trained against (read from its folder); heuristics have none.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textrec.query.heuristics import HEURISTICS, SFT_CANDIDATES
+
+KS = (10, 100)
+HEADLINE = "ndcg@10"
+ORACLE = "oracle_sft_candidates"
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Ratio ``mean(a)/mean(b)`` and difference ``mean(a)-mean(b)`` with 95% paired bootstrap intervals.
+
+    Users are resampled with replacement, the same resample for ``a`` and ``b`` (the rows are
+    paired: one user, two queries).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired_bootstrap needs two equal-length 1-d arrays, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    ma, mb = np.empty(n_boot), np.empty(n_boot)
+    for s in range(0, n_boot, 200):  # chunks keep the index matrix small for many users
+        idx = rng.integers(0, len(a), size=(min(200, n_boot - s), len(a)))
+        ma[s:s + len(idx)], mb[s:s + len(idx)] = a[idx].mean(1), b[idx].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = ma / mb
+    diff = ma - mb
+    out: dict[str, Any] = {"diff": round(float(a.mean() - b.mean()), 6),
+                           "diff_ci95": [round(float(x), 6) for x in np.percentile(diff, [2.5, 97.5])]}
+    if b.mean() > 0:
+        ok = np.isfinite(ratios)
+        out["ratio"] = round(float(a.mean() / b.mean()), 4)
+        out["ratio_ci95"] = [round(float(x), 4) for x in np.percentile(ratios[ok], [2.5, 97.5])]
+    else:
+        out["ratio"], out["ratio_ci95"] = None, None
+    return out
+
+
+def _writer_info(folder: Path) -> dict[str, Any]:
+    """What a saved writer says about its training (the reward retriever, if recorded)."""
+    info: dict[str, Any] = {"path": str(folder)}
+    for name in ("training_info.json", "querywriter.json"):
+        p = folder / name
+        if p.is_file():
+            info.update(json.loads(p.read_text(encoding="utf-8")))
+    return info
+
+
+def evaluate_rows(recommenders: dict[str, Any], evalset, n_items: int, progress: bool = True
+                  ) -> dict[str, Any]:
+    """Harness results (per-row metrics kept) for each named recommender on one EvalSet."""
+    from textrec.evaluation import evaluate
+
+    out = {}
+    for name, rec in recommenders.items():
+        t0 = time.perf_counter()
+        out[name] = evaluate(rec, evalset, n_items, ks=KS, batch_size=256)
+        if progress:
+            print(f"  {name}: {HEADLINE} {out[name].metrics[HEADLINE]:.4f} ({len(evalset)} rows, "
+                  f"{time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    return out
+
+
+def oracle_row(results: dict[str, Any], kinds: Sequence[str] = SFT_CANDIDATES) -> dict[str, np.ndarray]:
+    """Per user and metric, the best of the candidate rows (a ceiling chosen on the test target)."""
+    keys = results[kinds[0]].per_row.keys()
+    return {k: np.max(np.stack([results[c].per_row[k] for c in kinds]), axis=0) for k in keys}
+
+
+def summarize_block(per_row: dict[str, dict[str, np.ndarray]], row_info: dict[str, dict], n_boot: int,
+                    seed: int, compare: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Means, ratio-to-raw intervals and requested differences for one block of rows."""
+    base = per_row["raw_history"][HEADLINE] if "raw_history" in per_row else None
+    rows = {}
+    for name, pr in per_row.items():
+        row = {**row_info.get(name, {}), "metrics": {k: round(float(v.mean()), 6) for k, v in pr.items()},
+               # kept so that rows from separate runs on the same users can be compared later
+               f"per_user_{HEADLINE}": [round(float(x), 6) for x in pr[HEADLINE]]}
+        if name != "raw_history" and base is not None:
+            row[f"vs_raw_history_{HEADLINE}"] = paired_bootstrap(pr[HEADLINE], base, n_boot, seed)
+        rows[name] = row
+    diffs = {}
+    for a, b in compare:
+        if a in per_row and b in per_row:
+            diffs[f"{a}-{b}"] = paired_bootstrap(per_row[a][HEADLINE], per_row[b][HEADLINE], n_boot, seed)
+    n = len(next(iter(per_row.values()))[HEADLINE]) if per_row else 0
+    return {"n_rows": int(n), "rows": rows, "differences": diffs}
+
+
+def compare_runs(a: dict[str, Any], row_a: str, b: dict[str, Any], row_b: str, n_boot: int = 2000, seed: int = 0
+                 ) -> dict[str, Any]:
+    """The paired difference ``row_a - row_b`` for every block two result dicts share (same users)."""
+    out = {}
+    for key, block in a["blocks"].items():
+        other = b["blocks"].get(key)
+        if other is None or row_a not in block["rows"] or row_b not in other["rows"]:
+            continue
+        ua, ub = block.get("user_ids"), other.get("user_ids")
+        if ua is not None and ub is not None and ua != ub:
+            raise ValueError(f"block {key}: the two runs evaluated different users")
+        x = np.asarray(block["rows"][row_a][f"per_user_{HEADLINE}"])
+        y = np.asarray(other["rows"][row_b][f"per_user_{HEADLINE}"])
+        out[key] = {"n_rows": int(len(x)), row_a: round(float(x.mean()), 6), row_b: round(float(y.mean()), 6),
+                    f"{row_a}-{row_b}": paired_bootstrap(x, y, n_boot, seed)}
+    return out
+
+
+def _eval_rows(split, setting: str, part: str, n_users: int | None, seed: int):
+    """The split's rows for a setting (inductive: held-out targets only) and a seeded subsample."""
+    es = split.valid if part == "valid" else split.test
+    rows = np.arange(len(es))
+    if setting == "inductive" and es.is_new is not None:
+        rows = rows[es.is_new]
+    total = len(rows)
+    if n_users is not None and n_users < total:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=n_users, replace=False))
+    return es.select(rows), total
+
+
+def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm25: bool = True,
+                  settings: Sequence[str] = ("transductive", "inductive"), retrievers: Sequence[str] = ("bm25", "dense"),
+                  writers: dict[str, str] | None = None, compare: Sequence[tuple[str, str]] = (),
+                  max_history: int = 5, max_query_words: int = 8, seed: int = 0, n_boot: int = 2000,
+                  with_valid: bool = True, cache_dir: str | None = None, progress: bool = True,
+                  heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
+    """Run every block and return the result dict (see the module docstring)."""
+    from textrec.data.registry import load_dataset
+    from textrec.query.catalog import Catalog
+    from textrec.query.policy import QueryWriter
+    from textrec.query.recommender import QueryRecommender
+    from textrec.query.retrieval import retriever_for_dataset
+    from textrec.query.tasks import split_for
+
+    heuristics = [h for h in HEURISTICS if h in heuristics]
+    if "raw_history" not in heuristics and not writers:
+        raise ValueError("raw_history is the reference row of every ratio: keep it in heuristics")
+    with_oracle = all(c in heuristics for c in SFT_CANDIDATES)
+    t_start = time.perf_counter()
+    cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "textrec" / "query_index"
+    ds = load_dataset(dataset)
+    catalog = Catalog.from_dataset(ds, verbose=False)
+    rets = {k: retriever_for_dataset(ds, k, cache_dir=cache, catalog=catalog, progress=progress) for k in retrievers}
+    loaded = {name: QueryWriter.from_pretrained(path) for name, path in (writers or {}).items()}
+    info_of = {name: _writer_info(Path(path)) for name, path in (writers or {}).items()}
+    memo: dict[str, dict] = {name: {} for name in loaded}  # one query per user and writer, whatever the retriever
+
+    def recs(kind: str) -> dict[str, Any]:
+        out = {}
+        for h in heuristics:
+            out[h] = QueryRecommender(query=h, retriever=kind, max_history=max_history,
+                                      max_query_words=max_query_words).set_catalog(catalog, retriever=rets[kind])
+        for name, w in loaded.items():
+            out[name] = QueryRecommender(query="llm", retriever=kind, max_history=w.max_history, writer=w,
+                                         query_cache=memo[name]).set_catalog(catalog, retriever=rets[kind])
+        return out
+
+    def row_info(kind: str) -> dict[str, dict]:
+        info = {h: {"query": f"heuristic:{h}", "reward_retriever": None, "evaluation_retriever": kind}
+                for h in HEURISTICS}
+        info[ORACLE] = {"query": f"per-user best of {list(SFT_CANDIDATES)} chosen on the test target (ceiling)",
+                        "reward_retriever": None, "evaluation_retriever": kind}
+        for name in loaded:
+            wi = info_of[name]
+            info[name] = {"query": f"llm:{name}", "writer": wi.get("path"),
+                          "reward_retriever": wi.get("reward_retrievers", "unknown"), "evaluation_retriever": kind}
+        return info
+
+    blocks: dict[str, Any] = {}
+    splits = {s: split_for(ds, s) for s in settings}
+    plan = []
+    for s in settings:
+        for kind in retrievers:
+            plan.append((s, kind, n_users, "test"))
+            if with_valid:
+                plan.append((s, kind, n_users, "valid"))
+            if kind == "bm25" and all_users_bm25:
+                plan.append((s, kind, None, "test"))
+    for s, kind, n, part in plan:
+        es, total = _eval_rows(splits[s], s, part, n, seed)
+        key = f"{s}/{kind}/{part}/{'all' if n is None or n >= total else n}"
+        if progress:
+            print(f"[{key}] {len(es)} of {total} rows", file=sys.stderr, flush=True)
+        rs = recs(kind)
+        if n is None or part == "valid":  # LLM rows only on the test subsample (generation budget)
+            rs = {k: v for k, v in rs.items() if k in heuristics}
+        res = evaluate_rows(rs, es, ds.n_items, progress)
+        per_row = {k: r.per_row for k, r in res.items()}
+        if with_oracle:
+            per_row[ORACLE] = oracle_row(res)
+        blocks[key] = {"setting": s, "evaluation_retriever": kind, "part": part, "rows_total": total,
+                       "user_ids": [str(ds.user_ids[u]) for u in es.users],
+                       "subsample": None if n is None or n >= total else {"n": len(es), "seed": seed},
+                       **summarize_block(per_row, row_info(kind), n_boot, seed, compare)}
+        if loaded and part == "test" and n is not None:
+            q = {name: rs[name].queries(es.users, es.histories()) for name in loaded}
+            blocks[key]["example_queries"] = [
+                {"user_id": str(ds.user_ids[es.users[i]]), "target": catalog.titles[int(es.targets(i)[0])],
+                 **({"raw_history": rs["raw_history"].queries(es.users[i:i + 1], [es.history(i)])[0]}
+                    if "raw_history" in rs else {}),
+                 **{name: q[name][i] for name in loaded}} for i in range(min(8, len(es)))]
+    return {
+        "benchmark": "query_recr1_resolvable", "dataset": ds.name, "headline_metric": HEADLINE,
+        "protocol": ("one harness (textrec.evaluation.evaluate): full-catalog ranking, history masked, ties by "
+                     "lower index; a BM25 item the query does not match is not retrieved (-inf); every row of a "
+                     "block is evaluated on the same users; ratios and differences: paired bootstrap over users, "
+                     f"{n_boot} resamples, 95% percentile interval"),
+        "settings": {s: splits[s].describe() for s in settings},
+        "retrievers": {k: {"kind": k, **r.settings()} for k, r in rets.items()},
+        "query_settings": {"max_history": max_history, "max_query_words": max_query_words},
+        "writers": info_of, "blocks": blocks,
+        "notes": ["valid blocks hold only the no-LLM rows (nothing is tuned on test or valid here)",
+                  "all-user blocks (BM25) hold only the no-LLM rows; LLM rows use the seeded subsample",
+                  f"{ORACLE} picks, per user and metric, the best candidate on the test target: a ceiling"],
+        "seeds": {"subsample": seed, "bootstrap": seed, "n_seeds": 1},
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """A table per block: NDCG@10 and its ratio to raw history with the 95% interval."""
+    lines = [f"### Rec-R1 query benchmark on {res['dataset']}", "", res["protocol"], ""]
+    for key, b in res["blocks"].items():
+        lines += [f"#### {key} ({b['n_rows']} rows of {b['rows_total']})", "",
+                  "| row | reward retriever | eval retriever | NDCG@10 | Recall@10 | ratio to raw [95% CI] |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in b["rows"].items():
+            m = r["metrics"]
+            vs = r.get(f"vs_raw_history_{HEADLINE}")
+            ratio = ("1" if name == "raw_history" else "n/a") if vs is None else (f"{vs['ratio']:.3f} [{vs['ratio_ci95'][0]:.3f}, {vs['ratio_ci95'][1]:.3f}]"
+                                            if vs.get("ratio") is not None else "n/a")
+            lines.append(f"| {name} | {r.get('reward_retriever') or '-'} | {r.get('evaluation_retriever')} | "
+                         f"{m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {ratio} |")
+        for pair, d in b.get("differences", {}).items():
+            lines.append(f"\n{pair}: NDCG@10 difference {d['diff']:+.4f} [95% CI {d['diff_ci95'][0]:+.4f}, "
+                         f"{d['diff_ci95'][1]:+.4f}]")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "compare_runs"]

@@ -165,8 +165,8 @@ class TextFusionRec(Recommender):
                  opq: bool = True, small_catalog: str = "lower", code_corpus: list[str] | None = None,
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
                  ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
-                 n_items: int | None = None, n_fit: int | None = None, max_epochs: int | None = None,
-                 seed: int = 0) -> None:
+                 early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
+                 max_epochs: int | None = None, seed: int = 0) -> None:
         if not 0.0 <= new_item_dropout < 1.0:
             raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
         if n_subvectors < 0:
@@ -189,6 +189,9 @@ class TextFusionRec(Recommender):
         self.new_item_dropout, self.ease_lam = float(new_item_dropout), float(ease_lam)
         self.mix = {**DEFAULT_MIX, **{k: float(v) for k, v in (mix or {}).items()}}
         self.tune_mix = bool(tune_mix)
+        # early stopping reads a seeded sample of this many valid rows (None = all): valid
+        # scoring of the full catalog every epoch was as costly as the epoch itself on a CPU
+        self.early_stop_rows = early_stop_rows
         self.n_items, self.n_fit, self.seed = n_items, n_fit, int(seed)
         self.module: TextFusionModule | None = None
         self.quantizer = None
@@ -275,7 +278,12 @@ class TextFusionRec(Recommender):
         ease = EASE(lam=self.ease_lam).fit(data, progress=progress)
         self.ease_B = ease.B
         self.module = self._build(emb, codes, counts > 0)
-        self.history = SeqTrainer(self.trainer_config).fit(self.module, data, progress=progress, name=self.name)
+        view = data
+        if self.early_stop_rows and len(data.valid) > self.early_stop_rows:
+            rows = np.random.default_rng(self.seed).choice(len(data.valid), self.early_stop_rows, replace=False)
+            view = copy.copy(data)
+            view.valid = data.valid.select(np.sort(rows))
+        self.history = SeqTrainer(self.trainer_config).fit(self.module, view, progress=progress, name=self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid)
         return self
@@ -439,7 +447,7 @@ class TextFusionRec(Recommender):
                 "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
-                "tune_mix": self.tune_mix, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
+                "tune_mix": self.tune_mix, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:

@@ -199,6 +199,7 @@ class TextFusionRec(Recommender):
         self.counts: torch.Tensor | None = None  # training events per item (0 for added items)
         #: optional ``texts -> (n, dim) float32`` used instead of the sentence encoder (tests, caching)
         self.text_embedder: Callable[[list[str]], np.ndarray] | None = None
+        self.warm_start_from: TextFusionRec | None = None
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
@@ -255,37 +256,81 @@ class TextFusionRec(Recommender):
                 new_item_dropout=self.new_item_dropout)
         return module.to(resolve_device(self.trainer_config.device))
 
-    def fit(self, data: TrainView, progress: bool = True) -> TextFusionRec:
-        """Embed, code, fit EASE, train the sequence model, tune the mix on valid."""
-        from textrec.models.baselines import EASE
-
+    def _prepare(self, data: TrainView, progress: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Item vectors, codes (own quantizer, or the warm-start model's) and training counts."""
         if data.item_text is None:
             raise ValueError("TextFusionRec needs item text (TrainView.item_text)")
-        n = int(data.n_items)
         emb = self.embed(data.item_text, progress=progress)
         counts = data.popularity().astype(np.float32)
-        train_items = np.flatnonzero(counts > 0)
         codes = None
-        if self.n_subvectors > 0:
+        start = self.warm_start_from
+        if start is not None and start.quantizer is not None:
+            from textrec.text.quantize import code_stats
+
+            # codes from the pretrained quantizer, so the pretrained code tables mean the same
+            self.quantizer = start.quantizer
+            self.n_subvectors, self.n_centroids = start.n_subvectors, start.quantizer.n_centroids_
+            codes = self.quantizer.encode(emb)
+            self.code_report = {"quantizer": self.quantizer.report, "coded_with": "pretrained quantizer",
+                                "codes": code_stats(codes, self.n_centroids)}
+        elif self.n_subvectors > 0:
             extra = None
             corpus = self.corpus_texts(exclude=data.dataset_name)
             if corpus:
                 extra = self.embed(corpus, progress=progress)
-            codes = self.build_codes(emb, train_items, extra)
+            codes = self.build_codes(emb, np.flatnonzero(counts > 0), extra)
             self.n_centroids = self.quantizer.n_centroids_
-        self.n_items = self.n_fit = n
-        self.counts = torch.from_numpy(counts)
-        ease = EASE(lam=self.ease_lam).fit(data, progress=progress)
-        self.ease_B = ease.B
-        self.module = self._build(emb, codes, counts > 0)
+        return emb, codes, counts
+
+    def _train(self, data: TrainView, progress: bool, name: str) -> None:
         view = data
         if self.early_stop_rows and len(data.valid) > self.early_stop_rows:
             rows = np.random.default_rng(self.seed).choice(len(data.valid), self.early_stop_rows, replace=False)
             view = copy.copy(data)
             view.valid = data.valid.select(np.sort(rows))
-        self.history = SeqTrainer(self.trainer_config).fit(self.module, view, progress=progress, name=self.name)
+        self.history = SeqTrainer(self.trainer_config).fit(self.module, view, progress=progress, name=name)
+
+    def fit(self, data: TrainView, progress: bool = True) -> TextFusionRec:
+        """Embed, code, fit EASE, train the sequence model, tune the mix on valid.
+
+        After :meth:`warm_start` the text adaptor, code tables and encoder start from the
+        pretrained model (its quantizer codes this domain); the ID residual starts at zero.
+        """
+        from textrec.models.baselines import EASE
+
+        emb, codes, counts = self._prepare(data, progress)
+        self.n_items = self.n_fit = int(data.n_items)
+        self.counts = torch.from_numpy(counts)
+        self.ease_B = EASE(lam=self.ease_lam).fit(data, progress=progress).B
+        self.module = self._build(emb, codes, counts > 0)
+        if self.warm_start_from is not None:
+            skip = ("text_emb", "warm", "codes", "id_residual.weight")
+            state = {k: v for k, v in self.warm_start_from.module.state_dict().items() if k not in skip}
+            self.module.load_state_dict(state, strict=False)
+        self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid)
+        return self
+
+    def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
+        """Train the text path and encoder on several domains at once (no EASE, no mix).
+
+        Catalogs are concatenated (one quantizer over every domain's training items); use the
+        result through ``TextFusionRec(...).warm_start(pretrained).fit(target)``.
+        """
+        merged, _ = TrainView.concat(views)
+        emb, codes, counts = self._prepare(merged, progress)
+        self.n_items = self.n_fit = int(merged.n_items)
+        self.counts = torch.from_numpy(counts)
+        self.module = self._build(emb, codes, counts > 0)
+        self._train(merged, progress, f"{self.name}-pretrain")
+        return self
+
+    def warm_start(self, pretrained: TextFusionRec) -> TextFusionRec:
+        """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder."""
+        if pretrained.module is None:
+            raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
+        self.warm_start_from = pretrained
         return self
 
     # ---- scoring -----------------------------------------------------------------------------

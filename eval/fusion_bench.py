@@ -8,6 +8,10 @@
              seeded new-item split (20% of items never in training, not even as negatives):
              new-item and warm-item rows for Popularity, EASE, TextKNN and TextFusion (+ its
              sequential part alone, and the mix without the text-cosine term, as ablations).
+  efficiency python eval/fusion_bench.py efficiency --dataset scientific --source office ml-100k
+             pretrain TextFusion on the source domains, then for 10% / 25% (--fractions) of the
+             target's training users: EASE, TextFusion from scratch, pretrained + fine-tuned; the
+             test rows are every user's (same rows for each condition).
   codes      python eval/fusion_bench.py codes --dataset scientific
              code collisions/usage and the new-item quality of the codes alone (kNN over the
              decoded code vectors) for K in 16..256, quantizer fitted on the target's training
@@ -290,10 +294,80 @@ def run_codes(args: argparse.Namespace) -> dict[str, Any]:
             "models": rows}
 
 
+def subset_split(split: Split, frac: float, seed: int) -> Split:
+    """Train on a seeded ``frac`` of the users with training events (their valid rows select
+    models); the test rows stay those of every user, so each condition is judged on the same rows."""
+    import dataclasses
+
+    users = np.unique(split.train["user"].to_numpy())
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(users, max(1, int(round(frac * len(users)))), replace=False))
+    train = split.train[np.isin(split.train["user"].to_numpy(), keep)].reset_index(drop=True)
+    valid = split.valid.select(np.isin(split.valid.users, keep))
+    report = {**split.report, "train_user_frac": frac, "train_users": int(len(keep)), "subset_seed": seed}
+    return dataclasses.replace(split, train=train, valid=valid, report=report)
+
+
+def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
+    """Pretrain on the source domains, then per share of target training users: EASE, TextFusion
+    from scratch, TextFusion warm-started from the pretrained model (same test rows)."""
+    from textrec.models.baselines import EASE
+
+    sources = []
+    for name in args.source:
+        ds = load_dataset(name)
+        sources.append(TrainView.from_split(make_split(ds, "auto"), with_text=True))
+    t0 = time.perf_counter()
+    pre = TextFusionRec.from_recipe("fusion", seed=args.seeds[0], max_epochs=args.pretrain_epochs,
+                                    tune_mix=False, n_centroids=args.centroids, small_catalog=args.small_catalog)
+    pre.pretrain(sources, progress=args.progress)
+    pretrain = {"domains": args.source, "seconds": round(time.perf_counter() - t0, 1), "history": pre.history,
+                "codes": pre.code_report}
+    print(f"pretrained on {args.source} in {pretrain['seconds']}s", flush=True)
+    ds = load_dataset(args.dataset)
+    full = make_split(ds, "auto")
+    rows: dict[str, Any] = {}
+    for frac in args.fractions:
+        for seed in args.seeds:
+            split = subset_split(full, frac, seed)
+            best, table = _tuned_ease(split, args.ease_grid)
+            lam = float(best["lam"])
+            tag = f"{int(frac * 100)}% users, seed {seed}"
+            for name, model in (
+                    ("EASE", EASE(lam=lam)),
+                    ("TextFusion scratch", TextFusionRec.from_recipe(
+                        "fusion", seed=seed, max_epochs=args.epochs, ease_lam=lam, n_centroids=args.centroids,
+                        small_catalog=args.small_catalog)),
+                    ("TextFusion pretrained+fine-tuned", TextFusionRec.from_recipe(
+                        "fusion", seed=seed, max_epochs=args.epochs, ease_lam=lam).warm_start(pre))):
+                t1 = time.perf_counter()
+                res = run_protocol(model, split, progress=args.progress)
+                rows[f"{tag}: {name}"] = {"valid": _short(res.valid.metrics), "test": _short(res.test.metrics),
+                                          "train_seconds": round(res.train_seconds, 1), "train_users_frac": frac,
+                                          "seed": seed, "mix": getattr(model, "mix", None),
+                                          "epochs": len(getattr(model, "history", []))}
+                print(f"{tag} {name}: test {rows[f'{tag}: {name}']['test']} ({time.perf_counter() - t1:.0f}s)",
+                      flush=True)
+    targets = {}
+    for frac in args.fractions:
+        def mean(name: str, key: str, frac: float = frac) -> float:
+            vals = [r["test"][key] for k, r in rows.items() if k.startswith(f"{int(frac * 100)}% users")
+                    and k.endswith(name)]
+            return float(np.mean(vals)) if vals else float("nan")
+        pt, sc, ea = (mean(n, "ndcg@10") for n in ("pretrained+fine-tuned", "scratch", ": EASE"))
+        targets[f"{int(frac * 100)}%"] = {"pretrained_over_scratch_ndcg@10": round(pt / sc, 3),
+                                          "pretrained_over_ease_ndcg@10": round(pt / ea, 3),
+                                          "met": bool(pt / sc >= 1.2 and pt >= ea)}
+    return {"name": f"fusion_efficiency_{ds.name}", "benchmark": "fusion_data_efficiency", "dataset": ds.name,
+            "split": full.describe(), "pretrain": pretrain, "models": rows,
+            "targets": {"goal": "at 10% and 25% of training users: pretrained+fine-tuned >= 1.2x scratch and "
+                                ">= EASE on the same subset", **targets}}
+
+
 def main() -> None:
     """Parse arguments, run one mode, write its JSON."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["published", "new-items", "codes"])
+    ap.add_argument("mode", choices=["published", "new-items", "codes", "efficiency"])
     ap.add_argument("--dataset", default="scientific")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--split-seed", type=int, default=0)
@@ -307,6 +381,9 @@ def main() -> None:
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0])
     ap.add_argument("--sasrec", action="store_true", help="also run ID-SASRec side by side")
     ap.add_argument("--k-grid", type=int, nargs="+", default=[16, 64, 128, 256])
+    ap.add_argument("--source", nargs="+", default=["office", "ml-100k"], help="efficiency: pretraining domains")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25])
+    ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--name", default=None)
@@ -314,7 +391,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    out = {"published": run_published, "new-items": run_new_items, "codes": run_codes}[args.mode](args)
+    out = {"published": run_published, "new-items": run_new_items, "codes": run_codes,
+           "efficiency": run_efficiency}[args.mode](args)
     name = args.name or out.pop("name")
     out.pop("name", None)
     out.update({"seeds": args.seeds, "git_commit": git_commit(), "date": date.today().isoformat(),

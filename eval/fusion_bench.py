@@ -269,7 +269,7 @@ def run_codes(args: argparse.Namespace) -> dict[str, Any]:
     for corpus_name, extra in (("target training items", None), ("all domains", corpus)):
         for k in args.k_grid:
             t0 = time.perf_counter()
-            q = ProductQuantizer(args.subvectors, k, opq=k >= 16, seed=0, small_catalog="keep")
+            q = ProductQuantizer(args.subvectors, k, opq=k >= 16, seed=0, small_catalog="keep", opq_iters=args.opq_iters)
             q.fit(emb[train_items], extra_embeddings=extra)
             codes = q.encode(emb)
             new = np.setdiff1d(np.arange(len(emb)), train_items)
@@ -381,6 +381,7 @@ def main() -> None:
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0])
     ap.add_argument("--sasrec", action="store_true", help="also run ID-SASRec side by side")
     ap.add_argument("--k-grid", type=int, nargs="+", default=[16, 64, 128, 256])
+    ap.add_argument("--opq-iters", type=int, default=50, help="codes: OPQ iterations (FAISS default 50)")
     ap.add_argument("--source", nargs="+", default=["office", "ml-100k"], help="efficiency: pretraining domains")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25])
     ap.add_argument("--pretrain-epochs", type=int, default=None)

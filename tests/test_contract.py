@@ -182,3 +182,19 @@ def test_explainer_contract(name, tmp_path):
     back = textrec.load(folder)
     assert type(back) is model_class(name)
     assert back.predict(test, num_beams=1)[0] == texts
+
+
+def test_textrec_01_core_folder_still_loads_with_a_warning(view, tmp_path):
+    from safetensors.torch import save_file
+
+    from textrec.artifact import LegacyArtifactWarning
+
+    model = model_class("MarkovChain")(alpha=0.05).fit(view, progress=False)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "MarkovChain", **model.get_config()}))
+    save_file({k: v.contiguous() for k, v in model.state_tensors().items()}, str(folder / "model.safetensors"))
+    with pytest.warns(LegacyArtifactWarning, match="textrec 0.1 core model"):
+        back = textrec.load(folder)
+    hist = [np.array([3, 4])]
+    torch.testing.assert_close(back.score(np.array([0]), hist), model.score(np.array([0]), hist))

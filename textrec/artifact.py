@@ -254,11 +254,20 @@ def load_artifact(path: str | os.PathLike) -> Any:
     if fmt == "current":
         body = _read_json(folder / CONFIG_FILE)
         return model_class(str(body["model_type"])).from_pretrained(folder)
-    if fmt.startswith("a textrec 0.1 core model"):
-        body = _read_json(folder / CONFIG_FILE)
-        warnings.warn(f"{folder}: {fmt}, loaded without verification; re-save it to add a manifest",
-                      LegacyArtifactWarning, stacklevel=2)
-        return model_class(str(body["model_type"])).from_pretrained(folder)
+    legacy = {"a textrec 0.1 core model": None, "a textrec 0.1 P5 model": "P5",
+              "a textrec 0.1 explanation model": None}
+    for prefix, name in legacy.items():
+        if fmt.startswith(prefix):
+            warnings.warn(f"{folder}: {fmt}, loaded without verification; re-save it to add a manifest",
+                          LegacyArtifactWarning, stacklevel=2)
+            if name is None and (folder / "explain_data.json").is_file():
+                name = "Explainer"
+            elif name is None and "explanation" in prefix:
+                kind = str(_read_json(folder / CONFIG_FILE).get("kind"))
+                name = {"peter": "PETER", "erra": "ERRA", "erra_t5": "ERRA-T5", "erra_lm": "ERRA-LM"}.get(kind, kind)
+            elif name is None:
+                name = str(_read_json(folder / CONFIG_FILE)["model_type"])
+            return model_class(name).from_pretrained(folder)
     raise ArtifactError(f"{folder}: {fmt}; this textrec reads format {FORMAT_VERSION}: retrain or re-save "
                         "it with textrec 0.1 and convert")
 

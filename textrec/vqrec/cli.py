@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
-    from textrec.models.vqrec import VQRec
+    from textrec.vqrec.model import VQRec
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_add_items(args: argparse.Namespace) -> int:
     """Append items from text to a trained model's catalog and save it (no retraining)."""
-    from textrec.models.vqrec import VQRec
+    from textrec.vqrec.model import VQRec
 
     folder = Path(args.model)
     model = VQRec.from_pretrained(folder)

@@ -37,6 +37,7 @@ RECOMMENDERS: dict[str, dict | None] = {
     "SASRec": SEQ,
     "TextKNN": {},
     "VQRec": {**SEQ, "n_subvectors": 4, "n_centroids": 16},
+    "TextFusion": {**SEQ, "n_subvectors": 4, "n_centroids": 16, "ease_lam": 10.0},
     "P5": {"model_config": {"preset": "tiny", "vocab_size": 300, "dropout": 0.0},
            "train_config": {"epochs": 1, "batch_size": 32}, "k": 5},
     "QueryRec": {"query": "keywords", "max_history": 3},

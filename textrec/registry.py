@@ -19,6 +19,7 @@ MODELS: dict[str, str] = {
     "TextKNN": "textrec.models.text_knn:TextKNN",
     # engines
     "VQRec": "textrec.vqrec.model:VQRec",
+    "TextFusion": "textrec.models.fusion:TextFusionRec",
     "P5": "textrec.p5.recommender:P5Recommender",
     "QueryRec": "textrec.query.recommender:QueryRecommender",
     # explanation models (ERRA engine) and the explainer that pairs one with its review data

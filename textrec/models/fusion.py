@@ -1,0 +1,542 @@
+"""TextFusion: one recommender that fuses full text, PQ codes, item IDs and co-occurrence.
+
+Item representation (what the sequence encoder reads and scores against)::
+
+    rep(i) = adaptor(MiniLM(text_i))          # UniSRec-style: parametric whitening experts + gate
+           + sum_d code_emb[d, code_i[d]]     # VQ-Rec-style product-quantized text codes
+           + id_residual[i] * has_events(i)   # zero-initialised, warm items only
+
+The causal encoder of :mod:`textrec.models.backbone` turns a history into a hidden state ``h``;
+the *sequential* score of item ``i`` is ``h . rep(i)``. The final score adds co-occurrence and
+raw text evidence, each gated by how much behaviour the item has (``n_i`` training events)::
+
+    w_i   = n_i / (n_i + kappa)                  # 0 for an item without events, -> 1 when popular
+    score = h . rep(i) + lam * w_i * EASE(history, i) + mu * (1 - w_i) * cos(text(history), text(i))
+            + cold_offset * [n_i == 0]
+
+EASE is fitted in closed form on the same training events; ``lam``, ``kappa``, ``mu`` and
+``cold_offset`` are chosen on the valid rows after training (coordinate ascent on valid
+NDCG@10; the test set is never read). An item with no events is scored from text alone (adaptor
++ codes + text cosine); a popular one mostly from behaviour (ID residual + EASE).
+
+Training prepares the text path for new items: in every batch a share ``new_item_dropout`` of
+the warm items is treated as new, i.e. their ID residual is dropped from the representation the
+softmax sees, so the text path has to rank those items by itself. (EASE and the text cosine
+enter only after training, in the valid-tuned mix, where new items have ``w_i = 0`` and so get
+no co-occurrence term at all.)
+
+Codes can be fitted on a larger corpus than one catalog: ``code_corpus`` names other datasets
+whose item texts train the quantizer too (the evaluated domain contributes its training items
+only), so ``K`` need not drop to 64 on a catalog of a few thousand items.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
+from textrec.models.base import Recommender, TrainView
+from textrec.models.baselines import history_matrix
+from textrec.models.sasrec import SASRec
+from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
+
+#: the score-mix parameters chosen on valid, and their values before tuning
+DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "cold_offset": 0.0}
+
+
+class MoEAdaptor(nn.Module):
+    """UniSRec's text adaptor: ``E`` parametric-whitening experts ``(x - b_e) W_e`` mixed by a
+    softmax gate over the input, so a frozen sentence vector becomes a learned ``d``-dim item vector."""
+
+    def __init__(self, in_dim: int, out_dim: int, n_experts: int = 2, dropout: float = 0.2,
+                 init_std: float = 0.02) -> None:
+        super().__init__()
+        if n_experts < 1:
+            raise ValueError("n_experts must be >= 1")
+        self.bias = nn.Parameter(torch.zeros(n_experts, in_dim))
+        self.weight = nn.Parameter(torch.randn(n_experts, in_dim, out_dim) * init_std)
+        self.gate = nn.Parameter(torch.zeros(in_dim, n_experts))  # uniform mix at the start
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xd = self.drop(x)
+        experts = torch.einsum("nei,eio->neo", xd[:, None, :] - self.bias[None], self.weight)
+        gate = torch.softmax(x @ self.gate, dim=-1)  # (n, E)
+        return (gate[..., None] * experts).sum(1)
+
+
+class TextFusionModule(nn.Module):
+    """Adaptor(text) + code embeddings + gated ID residual, and the causal encoder.
+
+    Implements the trainer's ``SequentialModule``. ``warm`` marks the items with training
+    events (the only ones with an ID residual); in training mode a fresh random share
+    ``new_item_dropout`` of them loses its residual at every ``item_representations`` call.
+    """
+
+    def __init__(self, text_emb: torch.Tensor, codes: torch.Tensor | None, n_centroids: int,
+                 warm: torch.Tensor, cfg: BackboneConfig, n_experts: int = 2, adaptor_dropout: float = 0.2,
+                 id_residual: bool = True, new_item_dropout: float = 0.2) -> None:
+        super().__init__()
+        self.register_buffer("text_emb", text_emb.float().clone())
+        self.register_buffer("warm", warm.bool().clone())
+        self.adaptor = MoEAdaptor(text_emb.shape[1], cfg.hidden, n_experts, adaptor_dropout, cfg.init_std)
+        self.n_centroids = int(n_centroids)
+        if codes is not None:
+            self.register_buffer("codes", codes.long().clone())
+            self.register_buffer("sub_index", torch.arange(codes.shape[1])[None, :], persistent=False)
+            # one (K+1) x d table per sub-vector; row K is padding (never an item's code)
+            self.code_emb = nn.Parameter(torch.randn(codes.shape[1], self.n_centroids + 1, cfg.hidden)
+                                         * cfg.init_std)
+            with torch.no_grad():
+                self.code_emb[:, self.n_centroids].zero_()
+        else:
+            self.codes = None
+            self.code_emb = None
+        n_fit = int(text_emb.shape[0])
+        self.id_residual = nn.Embedding(n_fit, cfg.hidden) if id_residual else None
+        if self.id_residual is not None:
+            nn.init.zeros_(self.id_residual.weight)
+        self.new_item_dropout = float(new_item_dropout)
+        self.encoder = CausalSequenceEncoder(cfg)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.text_emb.shape[0])
+
+    def residual_mask(self) -> torch.Tensor:
+        """(n_id,) float: 1 where an item's ID residual is used now (warm and not dropped)."""
+        n_id = self.id_residual.num_embeddings
+        keep = self.warm[:n_id].clone()
+        if self.training and self.new_item_dropout > 0:
+            keep &= torch.rand(n_id, device=keep.device) >= self.new_item_dropout
+        return keep.float()
+
+    def text_representations(self) -> torch.Tensor:
+        """(n_items, d): the text path only (adaptor + codes), what a new item gets."""
+        reps = self.adaptor(self.text_emb)
+        if self.code_emb is not None:
+            reps = reps + self.code_emb[self.sub_index, self.codes].sum(1)
+        return reps
+
+    def item_representations(self) -> torch.Tensor:
+        reps = self.text_representations()
+        if self.id_residual is not None:
+            n_id = self.id_residual.num_embeddings
+            res = self.id_residual.weight * self.residual_mask()[:, None]
+            reps = torch.cat([reps[:n_id] + res, reps[n_id:]])
+        return reps
+
+    def encode(self, items: torch.Tensor, mask: torch.Tensor,
+               item_reps: torch.Tensor | None = None) -> torch.Tensor:
+        reps = self.item_representations() if item_reps is None else item_reps
+        return self.encoder(reps[items], mask)
+
+    def add_items(self, text_emb: torch.Tensor, codes: torch.Tensor | None) -> None:
+        """Append items (text vectors and codes); they are cold: no ID residual."""
+        dev = self.text_emb.device
+        self.text_emb = torch.cat([self.text_emb, text_emb.float().to(dev)])
+        self.warm = torch.cat([self.warm, torch.zeros(len(text_emb), dtype=torch.bool, device=dev)])
+        if self.codes is not None:
+            self.codes = torch.cat([self.codes, codes.long().to(dev)])
+
+
+class TextFusionRec(Recommender):
+    """Full text + codes + ID residual + EASE, mixed per item by its training count.
+
+    Build with :meth:`from_recipe` (``training/fusion.yaml``) or the constructor. ``fit`` embeds
+    the item texts (cached), fits the quantizer, EASE, trains the sequence model with new-item
+    dropout, then tunes the score mix on valid (``tune_mix=True``).
+    """
+
+    name = "TextFusion"
+    scores_new_items = True
+
+    def __init__(self, backbone: BackboneConfig | dict | None = None,
+                 trainer: SeqTrainerConfig | dict | None = None, n_experts: int = 2,
+                 adaptor_dropout: float = 0.2, n_subvectors: int = 32, n_centroids: int = 256,
+                 opq: bool = True, small_catalog: str = "lower", code_corpus: list[str] | None = None,
+                 encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
+                 ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
+                 early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
+                 max_epochs: int | None = None, seed: int = 0) -> None:
+        if not 0.0 <= new_item_dropout < 1.0:
+            raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
+        if n_subvectors < 0:
+            raise ValueError("n_subvectors must be >= 0 (0 = no codes)")
+        if ease_lam <= 0:
+            raise ValueError("ease_lam must be > 0")
+        unknown = set(mix or {}) - set(DEFAULT_MIX)
+        if unknown:
+            raise ValueError(f"unknown mix key(s) {sorted(unknown)}; known: {sorted(DEFAULT_MIX)}")
+        self.backbone_config = BackboneConfig.from_dict(backbone)
+        t = SeqTrainerConfig.from_dict(trainer).to_dict()
+        if max_epochs is not None:
+            t["epochs"] = min(t["epochs"], int(max_epochs))
+        self.trainer_config = SeqTrainerConfig(**t)
+        self.n_experts, self.adaptor_dropout = int(n_experts), float(adaptor_dropout)
+        self.n_subvectors, self.n_centroids, self.opq = int(n_subvectors), int(n_centroids), bool(opq)
+        self.small_catalog = small_catalog
+        self.code_corpus = list(code_corpus or [])
+        self.encoder_name, self.id_residual = encoder, bool(id_residual)
+        self.new_item_dropout, self.ease_lam = float(new_item_dropout), float(ease_lam)
+        self.mix = {**DEFAULT_MIX, **{k: float(v) for k, v in (mix or {}).items()}}
+        self.tune_mix = bool(tune_mix)
+        # early stopping reads a seeded sample of this many valid rows (None = all): valid
+        # scoring of the full catalog every epoch was as costly as the epoch itself on a CPU
+        self.early_stop_rows = early_stop_rows
+        self.n_items, self.n_fit, self.seed = n_items, n_fit, int(seed)
+        self.module: TextFusionModule | None = None
+        self.quantizer = None
+        self.ease_B: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None  # training events per item (0 for added items)
+        #: optional ``texts -> (n, dim) float32`` used instead of the sentence encoder (tests, caching)
+        self.text_embedder: Callable[[list[str]], np.ndarray] | None = None
+        self.warm_start_from: TextFusionRec | None = None
+        self.history: list[dict[str, Any]] = []
+        self.code_report: dict[str, Any] = {}
+        self.mix_report: dict[str, Any] = {}
+
+    from_recipe = classmethod(SASRec.from_recipe.__func__)
+
+    # ---- text and codes ---------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Unit-norm sentence vectors of ``texts`` (MiniLM by default; cached on disk)."""
+        if self.text_embedder is not None:
+            emb = np.asarray(self.text_embedder(list(texts)), dtype=np.float32)
+        else:
+            from textrec.text.encoder import TextEncoder
+
+            emb = TextEncoder(self.encoder_name).encode(list(texts), progress=progress)
+        emb = np.asarray(emb, dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.maximum(norms, 1e-12)
+
+    def corpus_texts(self, exclude: str = "") -> list[str]:
+        """Item texts of the ``code_corpus`` datasets (all their items), minus ``exclude``."""
+        from textrec.data.registry import load_dataset
+
+        out: list[str] = []
+        for name in self.code_corpus:
+            if name == exclude:
+                continue
+            out += [t for t in load_dataset(name).item_text() if t and t.strip()]
+        return out
+
+    def build_codes(self, emb: np.ndarray, train_items: np.ndarray, extra: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """Fit OPQ/PQ on the training items' vectors (+ ``extra`` corpus vectors), code every item."""
+        from textrec.text.quantize import ProductQuantizer, code_stats
+
+        self.quantizer = ProductQuantizer(self.n_subvectors, self.n_centroids, opq=self.opq, seed=self.seed,
+                                          small_catalog=self.small_catalog)
+        self.quantizer.fit(emb[train_items], extra_embeddings=extra)
+        codes = self.quantizer.encode(emb)
+        self.code_report = {"quantizer": self.quantizer.report,
+                            "codes": code_stats(codes, self.quantizer.n_centroids_),
+                            "codes_new_items": code_stats(codes[np.setdiff1d(np.arange(len(emb)), train_items)],
+                                                          self.quantizer.n_centroids_)
+                            if len(train_items) < len(emb) else None}
+        return codes
+
+    # ---- fit ---------------------------------------------------------------------------------
+    def _build(self, text_emb: np.ndarray, codes: np.ndarray | None, warm: np.ndarray) -> TextFusionModule:
+        with seeded(self.trainer_config.seed):
+            module = TextFusionModule(
+                torch.from_numpy(text_emb), None if codes is None else torch.from_numpy(codes),
+                self.n_centroids, torch.from_numpy(warm), self.backbone_config, n_experts=self.n_experts,
+                adaptor_dropout=self.adaptor_dropout, id_residual=self.id_residual,
+                new_item_dropout=self.new_item_dropout)
+        return module.to(resolve_device(self.trainer_config.device))
+
+    def _prepare(self, data: TrainView, progress: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Item vectors, codes (own quantizer, or the warm-start model's) and training counts."""
+        if data.item_text is None:
+            raise ValueError("TextFusionRec needs item text (TrainView.item_text)")
+        emb = self.embed(data.item_text, progress=progress)
+        counts = data.popularity().astype(np.float32)
+        codes = None
+        start = self.warm_start_from
+        if start is not None and start.quantizer is not None:
+            from textrec.text.quantize import code_stats
+
+            # codes from the pretrained quantizer, so the pretrained code tables mean the same
+            self.quantizer = start.quantizer
+            self.n_subvectors, self.n_centroids = start.n_subvectors, start.quantizer.n_centroids_
+            codes = self.quantizer.encode(emb)
+            self.code_report = {"quantizer": self.quantizer.report, "coded_with": "pretrained quantizer",
+                                "codes": code_stats(codes, self.n_centroids)}
+        elif self.n_subvectors > 0:
+            extra = None
+            corpus = self.corpus_texts(exclude=data.dataset_name)
+            if corpus:
+                extra = self.embed(corpus, progress=progress)
+            codes = self.build_codes(emb, np.flatnonzero(counts > 0), extra)
+            self.n_centroids = self.quantizer.n_centroids_
+        return emb, codes, counts
+
+    def _train(self, data: TrainView, progress: bool, name: str) -> None:
+        view = data
+        if self.early_stop_rows and len(data.valid) > self.early_stop_rows:
+            rows = np.random.default_rng(self.seed).choice(len(data.valid), self.early_stop_rows, replace=False)
+            view = copy.copy(data)
+            view.valid = data.valid.select(np.sort(rows))
+        self.history = SeqTrainer(self.trainer_config).fit(self.module, view, progress=progress, name=name)
+
+    def fit(self, data: TrainView, progress: bool = True) -> TextFusionRec:
+        """Embed, code, fit EASE, train the sequence model, tune the mix on valid.
+
+        After :meth:`warm_start` the text adaptor, code tables and encoder start from the
+        pretrained model (its quantizer codes this domain); the ID residual starts at zero.
+        """
+        from textrec.models.baselines import EASE
+
+        emb, codes, counts = self._prepare(data, progress)
+        self.n_items = self.n_fit = int(data.n_items)
+        self.counts = torch.from_numpy(counts)
+        self.ease_B = EASE(lam=self.ease_lam).fit(data, progress=progress).B
+        self.module = self._build(emb, codes, counts > 0)
+        if self.warm_start_from is not None:
+            skip = ("text_emb", "warm", "codes", "id_residual.weight")
+            state = {k: v for k, v in self.warm_start_from.module.state_dict().items() if k not in skip}
+            self.module.load_state_dict(state, strict=False)
+        self._train(data, progress, self.name)
+        if self.tune_mix and len(data.valid):
+            self.tune(data.valid)
+        return self
+
+    def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
+        """Train the text path and encoder on several domains at once (no EASE, no mix).
+
+        Catalogs are concatenated (one quantizer over every domain's training items); use the
+        result through ``TextFusionRec(...).warm_start(pretrained).fit(target)``.
+        """
+        merged, _ = TrainView.concat(views)
+        emb, codes, counts = self._prepare(merged, progress)
+        self.n_items = self.n_fit = int(merged.n_items)
+        self.counts = torch.from_numpy(counts)
+        self.module = self._build(emb, codes, counts > 0)
+        self._train(merged, progress, f"{self.name}-pretrain")
+        return self
+
+    def warm_start(self, pretrained: TextFusionRec) -> TextFusionRec:
+        """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder."""
+        if pretrained.module is None:
+            raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
+        self.warm_start_from = pretrained
+        return self
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def components(self, histories: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """The three score parts for a batch: ``seq`` (h . rep), ``ease`` and ``text`` cosine, (B, n)."""
+        if self.module is None:
+            raise RuntimeError("TextFusionRec is not fitted; call fit() or from_pretrained() first")
+        seq = score_histories(self.module, histories, self.trainer_config.max_len,
+                              self.trainer_config.eval_batch_size)
+        n = seq.shape[1]
+        n_fit = self.ease_B.shape[0]
+        fit_hist = [np.asarray(h, dtype=np.int64)[np.asarray(h, dtype=np.int64) < n_fit] for h in histories]
+        ease = torch.from_numpy(np.ascontiguousarray(history_matrix(fit_hist, n_fit) @ self.ease_B.numpy(),
+                                                     dtype=np.float32))
+        if n > n_fit:  # items added after fitting have no co-occurrence column
+            ease = torch.cat([ease, torch.zeros(len(histories), n - n_fit)], dim=1)
+        emb = self.module.text_emb.cpu()
+        user = torch.zeros(len(histories), emb.shape[1])
+        for i, h in enumerate(histories):
+            if len(h):
+                user[i] = emb[torch.as_tensor(np.asarray(h, dtype=np.int64))].mean(0)
+        text = F.normalize(user, dim=1) @ emb.T
+        return {"seq": seq, "ease": ease, "text": text}
+
+    def gate(self, kappa: float | None = None) -> torch.Tensor:
+        """(n_items,) behaviour weight ``w_i = n_i / (n_i + kappa)`` (``kappa = 0``: 1 if ``n_i > 0``)."""
+        kappa = self.mix["kappa"] if kappa is None else kappa
+        c = self.counts
+        return (c > 0).float() if kappa <= 0 else c / (c + kappa)
+
+    @staticmethod
+    def combine(parts: dict[str, torch.Tensor], gate: torch.Tensor, cold: torch.Tensor,
+                mix: dict[str, float]) -> torch.Tensor:
+        """The final score from the parts, the per-item gate and the mix parameters."""
+        out = parts["seq"].clone()
+        if mix["lam"]:
+            out += mix["lam"] * gate[None, :] * parts["ease"]
+        if mix["mu"]:
+            out += mix["mu"] * (1.0 - gate)[None, :] * parts["text"]
+        if mix["cold_offset"]:
+            out += mix["cold_offset"] * cold[None, :].float()
+        return out
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+        parts = self.components(histories)
+        return self.combine(parts, self.gate(), self.counts == 0, self.mix)
+
+    # ---- mix tuning on valid -------------------------------------------------------------------
+    def tune(self, valid, metric: str = "ndcg@10", sweeps: int = 2, max_rows: int = 6000) -> dict[str, float]:
+        """Choose ``lam``, ``kappa``, ``mu``, ``cold_offset`` by coordinate ascent on ``valid`` rows.
+
+        Grids are relative to the spread of each part (so they fit any score scale); the valid
+        score parts are computed once. At most ``max_rows`` rows (a seeded sample) are used.
+        """
+        from textrec.metrics.ranking import metrics_from_ranks, target_ranks
+
+        rows = np.arange(len(valid))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
+        hists = [valid.history(i) for i in rows]
+        parts = self.components(hists)
+        n = parts["seq"].shape[1]
+        r_idx = np.repeat(np.arange(len(rows)), [len(h) for h in hists])
+        h_idx = np.concatenate(hists).astype(np.int64) if len(r_idx) else np.zeros(0, np.int64)
+        mask = (torch.from_numpy(r_idx), torch.from_numpy(h_idx))
+        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
+        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
+        tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
+        cold = self.counts == 0
+        k = int(metric.partition("@")[2])
+
+        def value(mix: dict[str, float]) -> float:
+            s = self.combine(parts, self.gate(mix["kappa"]), cold, mix)
+            s[mask] = float("-inf")
+            ranks = target_ranks(s, tr, ti).numpy()
+            return float(metrics_from_ranks(ranks, t_rows, len(rows), [k])[metric].mean())
+
+        def spread(x: torch.Tensor) -> float:
+            x = x[:, :n]
+            return float(x.std()) or 1.0
+
+        s_seq = spread(parts["seq"])
+        grids = {"lam": [0.0] + [s_seq / spread(parts["ease"]) * f for f in (0.25, 0.5, 1, 2, 4, 8)],
+                 "kappa": [0.0, 1.0, 3.0, 10.0, 30.0],
+                 "mu": [0.0] + [s_seq / spread(parts["text"]) * f for f in (0.25, 0.5, 1, 2, 4)],
+                 "cold_offset": [s_seq * f for f in (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0)]}
+        if not bool(cold.any()):
+            grids["cold_offset"] = [0.0]
+        mix = dict(DEFAULT_MIX)
+        table = [{**mix, metric: round(value(mix), 5)}]
+        best = table[0][metric]
+        for _ in range(sweeps):
+            changed = False
+            for key, grid in grids.items():
+                for g in grid:
+                    if g == mix[key]:
+                        continue
+                    trial = {**mix, key: float(g)}
+                    v = value(trial)
+                    table.append({**trial, metric: round(v, 5)})
+                    if v > best + 1e-9:
+                        best, mix, changed = v, trial, True
+            if not changed:
+                break
+        self.mix = mix
+        self.mix_report = {"metric": metric, "valid_rows_used": int(len(rows)), "best": round(best, 5),
+                           "seq_only": table[0][metric], "chosen": dict(mix), "grids": grids, "table": table}
+        return mix
+
+    # ---- new items -----------------------------------------------------------------------------
+    def add_items(self, texts: list[str] | None = None, ids: list[str] | None = None,
+                  embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Append new items from their text (or precomputed vectors); no retraining.
+
+        They are scored from text alone (adaptor, codes from the fitted quantizer, text cosine,
+        the cold offset). Returns their item indexes. With a catalog, ``ids`` name them.
+        """
+        if self.module is None:
+            raise RuntimeError("fit or load the model before adding items")
+        if embeddings is None:
+            if not texts or any(not str(t).strip() for t in texts):
+                raise ValueError("add_items needs a non-empty text for every new item")
+            emb = self.embed(texts)
+        else:
+            emb = np.asarray(embeddings, dtype=np.float32)
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        if emb.ndim != 2 or emb.shape[1] != self.module.text_emb.shape[1]:
+            raise ValueError(f"item vectors must be (n, {self.module.text_emb.shape[1]}), got {emb.shape}")
+        if texts is not None and len(texts) != len(emb):
+            raise ValueError(f"{len(texts)} texts for {len(emb)} vectors")
+        if self.catalog is not None:
+            if ids is None or len(ids) != len(emb):
+                raise ValueError("this model has an item catalog: pass one id per new item")
+            have = set(self.catalog.ids)
+            clash = [i for i in map(str, ids) if i in have]
+            if clash:
+                raise ValueError(f"item id(s) already in the catalog: {clash[:5]}")
+        codes = None
+        if self.module.codes is not None:
+            if self.quantizer is None:
+                raise RuntimeError("this model has codes but no quantizer to code new items")
+            codes = torch.from_numpy(self.quantizer.encode(emb))
+        if self.catalog is not None:
+            self.catalog.add(ids, text=texts)
+        start = self.module.n_items
+        self.module.add_items(torch.from_numpy(emb), codes)
+        self.counts = torch.cat([self.counts, torch.zeros(len(emb))])
+        self.n_items = self.module.n_items
+        return np.arange(start, self.n_items)
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def n_scored_items(self) -> int | None:
+        return self.module.n_items if self.module is not None else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"backbone": self.backbone_config.to_dict(), "trainer": self.trainer_config.to_dict(),
+                "n_experts": self.n_experts, "adaptor_dropout": self.adaptor_dropout,
+                "n_subvectors": self.n_subvectors, "n_centroids": self.n_centroids, "opq": self.opq,
+                "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
+                "encoder": self.encoder_name, "id_residual": self.id_residual,
+                "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
+                "tune_mix": self.tune_mix, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.module is None:
+            raise RuntimeError("TextFusionRec is not fitted: nothing to save")
+        out = {f"module.{k}": v for k, v in self.module.state_dict().items()}
+        out["ease_B"] = self.ease_B
+        out["counts"] = self.counts
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        sd = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+        n_fit = int(tensors["ease_B"].shape[0])
+        codes = sd.get("codes")
+        warm = sd["warm"].numpy()
+        with seeded(0):
+            module = TextFusionModule(
+                sd["text_emb"][:n_fit], None if codes is None else codes[:n_fit], self.n_centroids,
+                torch.from_numpy(warm[:n_fit]), self.backbone_config, n_experts=self.n_experts,
+                adaptor_dropout=self.adaptor_dropout, id_residual=self.id_residual,
+                new_item_dropout=self.new_item_dropout)
+        if sd["text_emb"].shape[0] > n_fit:  # items added after fitting
+            module.add_items(sd["text_emb"][n_fit:], None if codes is None else codes[n_fit:])
+        module.load_state_dict(sd)
+        self.module = module.to(resolve_device(self.trainer_config.device)).eval()
+        self.ease_B = tensors["ease_B"].float().contiguous()
+        self.counts = tensors["counts"].float()
+        self.n_items = self.module.n_items
+
+    def save_extra(self, path: Path) -> None:
+        if self.quantizer is not None:
+            self.quantizer.save(Path(path) / "quantizer")
+
+    def load_extra(self, path: Path) -> None:
+        qdir = Path(path) / "quantizer"
+        if qdir.is_dir():
+            from textrec.text.quantize import ProductQuantizer
+
+            self.quantizer = ProductQuantizer.load(qdir)
+
+    def copy_unfitted(self, **overrides: Any) -> TextFusionRec:
+        """A fresh, unfitted model with this one's config (``overrides`` replace keys)."""
+        cfg = copy.deepcopy(self.get_config())
+        cfg.update(overrides)
+        return TextFusionRec(**cfg)
+
+
+__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX"]

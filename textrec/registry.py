@@ -18,6 +18,8 @@ MODELS: dict[str, str] = {
     "MarkovChain": "textrec.models.baselines:MarkovChain",
     "SASRec": "textrec.models.sasrec:SASRec",
     "TextKNN": "textrec.models.text_knn:TextKNN",
+    "MultVAE": "textrec.models.vae:MultVAE",
+    "MultDAE": "textrec.models.vae:MultDAE",
     # engines
     "VQRec": "textrec.models.vqrec:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",

@@ -120,3 +120,73 @@ def test_vae_unfitted_raises():
 
     with pytest.raises(RuntimeError, match="not fitted"):
         MultDAE().score(np.array([0]), [np.array([1])])
+
+
+# ---- ID tables -----------------------------------------------------------------------------
+def test_hash_buckets_deterministic_in_range_and_defined_for_new_ids():
+    from textrec.models.id_table import hash_buckets
+
+    a = hash_buckets(np.arange(1000), 250, seed=1)
+    assert a.min() >= 0 and a.max() < 250
+    assert np.array_equal(a, hash_buckets(np.arange(1000), 250, seed=1))
+    assert not np.array_equal(a, hash_buckets(np.arange(1000), 250, seed=2))
+    # ids beyond the catalog hash without growing anything; old ids keep their bucket
+    b = hash_buckets(np.arange(1500), 250, seed=1)
+    assert np.array_equal(b[:1000], a)
+    # roughly uniform: no bucket holds more than 3x its fair share
+    assert np.bincount(a, minlength=250).max() <= 12
+
+
+def test_collision_report_hand_case_and_collision_free_zeros():
+    from textrec.models.id_table import collision_report
+
+    pop = np.array([1, 2, 3, 100])
+    # items 0 and 3 share bucket 0; items 1 and 2 are alone
+    rows = collision_report(np.array([0, 1, 2, 0]), pop, n_deciles=4)
+    assert [r["item_collision_rate"] for r in rows] == [1.0, 0.0, 0.0, 1.0]
+    assert rows[0]["foreign_mass"] == pytest.approx(100 / 101, abs=1e-4)  # the rare item learns the popular one
+    assert rows[3]["foreign_mass"] == pytest.approx(1 / 101, abs=1e-4)
+    free = collision_report(np.arange(4), pop, n_deciles=2)
+    assert all(r["item_collision_rate"] == 0 and r["foreign_mass"] == 0 for r in free)
+    with pytest.raises(ValueError):
+        collision_report(np.arange(3), pop)
+
+
+def test_make_id_table_kinds():
+    from textrec.models.id_table import HashedIdTable, make_id_table
+
+    assert isinstance(make_id_table(10, 4), torch.nn.Embedding)
+    h = make_id_table(100, 4, kind="hashed", size=0.25)
+    assert isinstance(h, HashedIdTable) and h.n_buckets == 25 and h.weight.shape == (100, 4)
+    with pytest.raises(ValueError, match="unknown id table"):
+        make_id_table(10, 4, kind="bloom")
+
+
+SASREC_SMALL = dict(hidden=16, layers=1, heads=1, ff=32, dropout=0.1, attn_dropout=0.1, max_len=10,
+                    epochs=4, batch_size=32, patience=5)
+
+
+def test_sasrec_hashed_table_ties_colliding_items_and_round_trips(split, tmp_path):
+    from textrec.models.sasrec import SASRec
+
+    model = SASRec(id_table={"kind": "hashed", "size": 0.25, "seed": 0}, **SASREC_SMALL)
+    run_protocol(model, split, progress=False)
+    buckets = model.module.items.buckets.numpy()
+    assert model.module.items.n_buckets == int(np.ceil(split.n_items * 0.25))
+    s = model.score(split.test.users[:8], split.test.histories()[:8])
+    b0 = int(np.bincount(buckets).argmax())  # a bucket with several items
+    same = np.flatnonzero(buckets == b0)
+    assert len(same) > 1 and torch.equal(s[:, same[0]], s[:, same[1]])
+    model.save_pretrained(tmp_path / "hashed")
+    loaded = Recommender.from_pretrained(tmp_path / "hashed")
+    assert loaded.id_table == {"kind": "hashed", "size": 0.25, "seed": 0}
+    assert torch.equal(s, loaded.score(split.test.users[:8], split.test.histories()[:8]))
+
+
+def test_sasrec_default_table_is_collision_free_and_unchanged():
+    from textrec.models.sasrec import SASRec
+
+    m = SASRec(**SASREC_SMALL)
+    module = m._build(30)
+    assert isinstance(module.items, torch.nn.Embedding) and module.items.weight.shape == (30, 16)
+    assert "id_table" not in m.get_config() and "items.weight" in module.state_dict()

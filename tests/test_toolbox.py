@@ -190,3 +190,59 @@ def test_sasrec_default_table_is_collision_free_and_unchanged():
     module = m._build(30)
     assert isinstance(module.items, torch.nn.Embedding) and module.items.weight.shape == (30, 16)
     assert "id_table" not in m.get_config() and "items.weight" in module.state_dict()
+
+
+# ---- multi-persona users -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted_persona(split):
+    from textrec.models.persona import PersonaRec
+
+    model = PersonaRec(n_personas=3, **SASREC_SMALL)
+    return model, run_protocol(model, split, progress=False)
+
+
+def test_persona_learns_and_scores_full_catalog(split, fitted_persona):
+    model, res = fitted_persona
+    pop = run_protocol(Popularity(), split, progress=False).test.metrics["ndcg@10"]
+    assert res.test.metrics["ndcg@10"] > pop
+    s = model.score(split.test.users[:4], split.test.histories()[:4])
+    assert s.shape == (4, split.n_items) and torch.isfinite(s).all()
+
+
+def test_persona_recommendations_name_persona_and_history_items(split, fitted_persona):
+    model, _ = fitted_persona
+    hist = split.test.history(0)
+    recs = model.recommend_with_personas(hist, k=5)
+    idx, vals = model.recommend(hist, k=5)
+    assert [r["item"] for r in recs] == idx.tolist()
+    assert [r["score"] for r in recs] == pytest.approx(vals.tolist(), abs=1e-5)
+    window = set(hist[-model.trainer_config.max_len:].tolist())
+    for r in recs:
+        assert 0 <= r["persona"] < 3 and r["item"] not in set(hist.tolist())
+        assert r["persona_weight"] == max(r["persona_weights"])
+        assert sum(r["persona_weights"]) == pytest.approx(1.0, abs=1e-3)
+        assert r["because_of"] and {b["item"] for b in r["because_of"]} <= window
+        weights = [b["weight"] for b in r["because_of"]]
+        assert weights == sorted(weights, reverse=True)
+    one = model.explain_recommendation(hist, recs[0]["item"])
+    assert one == recs[0]
+    summary = model.persona_summary(hist)
+    assert len(summary) == 3 and all(s["items"] for s in summary)
+    with pytest.raises(ValueError):
+        model.explain_recommendation(hist, split.n_items)
+
+
+def test_persona_round_trip_and_recipe(split, fitted_persona, tmp_path):
+    from textrec.models.persona import PersonaRec
+    from textrec.registry import model_class
+
+    model, _ = fitted_persona
+    model.save_pretrained(tmp_path / "p")
+    loaded = Recommender.from_pretrained(tmp_path / "p")
+    assert type(loaded) is model_class("PersonaRec") and loaded.n_personas == 3
+    h = split.test.histories()[:6]
+    assert torch.equal(model.score(split.test.users[:6], h), loaded.score(split.test.users[:6], h))
+    r = PersonaRec.from_recipe("sasrec", n_personas=2, max_epochs=1)
+    assert r.n_personas == 2 and r.trainer_config.epochs == 1
+    with pytest.raises(ValueError):
+        PersonaRec(n_personas=0)

@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     "TextKNN": "textrec.models.text_knn:TextKNN",
     "MultVAE": "textrec.models.vae:MultVAE",
     "MultDAE": "textrec.models.vae:MultDAE",
+    "PersonaRec": "textrec.models.persona:PersonaRec",
     # engines
     "VQRec": "textrec.models.vqrec:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",

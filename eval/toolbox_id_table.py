@@ -49,7 +49,8 @@ def _table_spec(text: str) -> dict | None:
     return {"kind": "hashed", "size": float(size), "seed": 0}
 
 
-def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, command: str) -> Path:
+def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, command: str,
+               overrides: dict | None = None) -> Path:
     """Fit and test one SASRec with the given ID table; write its part file."""
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
@@ -59,7 +60,7 @@ def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, comm
     torch.set_num_threads(1)
     split = make_split(load_dataset(dataset), "auto")
     spec = _table_spec(table)
-    model = SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, id_table=spec)
+    model = SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, id_table=spec, **(overrides or {}))
     t0 = time.perf_counter()
     res = run_protocol(model, split, progress=True)
     pop = split.item_popularity()
@@ -73,7 +74,7 @@ def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, comm
     row = {
         "table": table, "id_table": spec, "table_rows": int(len(np.unique(buckets)) if not spec
                                                             else table_rows(split.n_items, spec["size"])),
-        "seed": seed, "max_epochs": max_epochs, "best_epoch": model.best_epoch,
+        "seed": seed, "max_epochs": max_epochs, "recipe_overrides": overrides or {}, "best_epoch": model.best_epoch,
         "epochs_run": len(model.history),
         "valid": res.valid.to_dict(), "test": res.test.to_dict(),
         "test_ndcg@10_popular_targets": round(float(ndcg[on_popular].mean()), 6),
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--table", default="collision_free", help="collision_free | hashed:<fraction>")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-epochs", type=int, default=None)
+    s.add_argument("--window-stride", type=int, default=None, help="override the recipe's (25)")
     m = sub.add_parser("merge")
     m.add_argument("--dataset", default="ml-100k")
     st = sub.add_parser("stream")
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.what == "sasrec":
-        run_sasrec(args.dataset, args.table, args.seed, args.max_epochs, command)
+        extra = {"window_stride": args.window_stride} if args.window_stride else None
+        run_sasrec(args.dataset, args.table, args.seed, args.max_epochs, command, extra)
     elif args.what == "merge":
         merge(args.dataset)
     else:

@@ -246,3 +246,77 @@ def test_persona_round_trip_and_recipe(split, fitted_persona, tmp_path):
     assert r.n_personas == 2 and r.trainer_config.epochs == 1
     with pytest.raises(ValueError):
         PersonaRec(n_personas=0)
+
+
+# ---- GHRS side-information cold start --------------------------------------------------------
+def _attribute_world(n_users: int = 160, n_items: int = 40, seed: int = 0):
+    """Two user groups (attribute 0/1) each prefer one item genre (genre 0/1); items alternate genres."""
+    rng = np.random.default_rng(seed)
+    group = np.arange(n_users) % 2
+    genre = np.arange(n_items) % 2
+    rows = []
+    for u in range(n_users):
+        liked = np.flatnonzero(genre == group[u])
+        # a few globally popular items of the other genre too, so Popularity is a real rival
+        other = np.flatnonzero(genre != group[u])[:3]
+        for t, i in enumerate(np.concatenate([rng.choice(liked, 6, replace=False), rng.choice(other, 1)])):
+            rows.append((u, int(i), float(t)))
+    train = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+    train["row"] = np.arange(len(train))
+    user_side = np.eye(2, dtype=np.float32)[group]
+    item_side = np.eye(2, dtype=np.float32)[genre]
+    return train, user_side, item_side, group, genre
+
+
+def test_graph_features_shape_range_and_isolated_nodes():
+    from textrec.models.ghrs import graph_features
+
+    x = np.zeros((6, 5), np.float32)
+    x[:5, :3] = 1.0
+    x[:2, 3] = 1.0
+    f = graph_features(x, quantile=0.0)
+    assert f.shape == (6, 5) and f.min() >= 0 and f.max() <= 1.0
+    assert np.all(f[5] == 0)  # a node without events has no graph features
+
+
+def test_ghrs_scores_new_users_by_attributes_and_new_items_by_neighbours(tmp_path):
+    from textrec.data.splits import EvalSet
+    from textrec.models.base import TrainView
+    from textrec.models.ghrs import GHRS
+
+    train, user_side, item_side, group, genre = _attribute_world()
+    new_users = np.arange(140, 160)
+    new_items = np.array([38, 39])  # one of each genre, held out of training
+    keep = ~np.isin(train["user"], new_users) & ~np.isin(train["item"], new_items)
+    view = TrainView(train=train[keep].reset_index(drop=True), valid=EvalSet.from_lists([], [], []),
+                     n_users=160, n_items=40)
+    model = GHRS(n_clusters=4, ae_epochs=200, history_weight=0.0).set_side_info(user_side, item_side)
+    model.fit(view, progress=False)
+    s = model.score(new_users, [np.zeros(0, np.int64)] * len(new_users))
+    assert s.shape == (20, 40)
+    # attributes alone place a new user: their held-out items rank better than under Popularity
+    held = train[np.isin(train["user"], new_users) & ~np.isin(train["item"], new_items)]
+    targets = [held.loc[held["user"] == u, "item"].unique() for u in new_users]
+    rows = EvalSet.from_lists(new_users, [np.zeros(0, np.int64)] * len(new_users), targets)
+    pop = Popularity().fit(view, progress=False)
+    assert evaluate(model, rows, 40).metrics["ndcg@10"] > evaluate(pop, rows, 40).metrics["ndcg@10"] + 0.05
+    # a new item is ranked above the other genre's new item for users of its genre
+    assert (s[group[new_users] == 0, 38] > s[group[new_users] == 0, 39]).all()
+    assert (s[group[new_users] == 1, 39] > s[group[new_users] == 1, 38]).all()
+    model.save_pretrained(tmp_path / "g")
+    loaded = Recommender.from_pretrained(tmp_path / "g")
+    assert torch.equal(loaded.score(new_users, [np.array([0, 2])] * 20), model.score(new_users, [np.array([0, 2])] * 20))
+
+
+def test_ghrs_needs_side_info():
+    from textrec.models.ghrs import GHRS
+
+    train, *_ = _attribute_world()
+    from textrec.data.splits import EvalSet
+    from textrec.models.base import TrainView
+
+    view = TrainView(train=train, valid=EvalSet.from_lists([], [], []), n_users=160, n_items=40)
+    with pytest.raises(ValueError, match="side information"):
+        GHRS().fit(view, progress=False)
+    with pytest.raises(ValueError, match="side information has"):
+        GHRS().set_side_info(np.zeros((3, 2)), np.zeros((40, 2))).fit(view, progress=False)

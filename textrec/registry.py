@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "MultVAE": "textrec.models.vae:MultVAE",
     "MultDAE": "textrec.models.vae:MultDAE",
     "PersonaRec": "textrec.models.persona:PersonaRec",
+    "GHRS": "textrec.models.ghrs:GHRS",
     # engines
     "VQRec": "textrec.models.vqrec:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",

@@ -13,7 +13,8 @@ Items are described the same way (item-item graph features + attributes such as 
 a second autoencoder). A *new item* has no events, so its per-cluster taste is the
 similarity-weighted taste of its nearest warm items in the item code space; and a history adds
 a content term (mean code similarity of the candidate to the history items). Scores are
-``sum_c w_c(user) * taste_c(item) + history_weight * sim(item, history)``.
+``sum_c w_c(user) * taste_c(item) + history_weight * sim(item, history)``, with the taste of new
+items multiplied by ``new_item_boost`` (how much room new items get in a list; set on valid).
 
 Side information is supplied before fitting with :meth:`GHRS.set_side_info` (arrays aligned to
 the dataset's user and item indexes); :func:`movielens_side_info` builds them for ML-100K.
@@ -193,15 +194,17 @@ class GHRS(Recommender):
 
     def __init__(self, n_clusters: int = 8, code: int = 8, hidden: int = 32, ae_epochs: int = 300,
                  temperature: float = 0.2, item_neighbours: int = 20, history_weight: float = 0.5,
-                 user_neighbours: int = 50, seed: int = 0) -> None:
+                 user_neighbours: int = 50, new_item_boost: float = 1.0, seed: int = 0) -> None:
         if min(n_clusters, code, hidden, ae_epochs, item_neighbours, user_neighbours) < 1:
             raise ValueError("GHRS needs n_clusters, code, hidden, ae_epochs, item/user_neighbours >= 1")
-        if temperature <= 0 or history_weight < 0:
-            raise ValueError("GHRS needs temperature > 0 and history_weight >= 0")
+        if temperature <= 0 or history_weight < 0 or new_item_boost <= 0:
+            raise ValueError("GHRS needs temperature > 0, history_weight >= 0 and new_item_boost > 0")
         self.n_clusters, self.code, self.hidden, self.ae_epochs = int(n_clusters), int(code), int(hidden), int(ae_epochs)
         self.temperature, self.item_neighbours = float(temperature), int(item_neighbours)
         self.history_weight, self.seed = float(history_weight), int(seed)
         self.user_neighbours = int(user_neighbours)
+        self.new_item_boost = float(new_item_boost)
+        self.cold_items: torch.Tensor | None = None       # (n_items,) bool: no training events
         self.user_side: np.ndarray | None = None
         self.item_side: np.ndarray | None = None
         self.user_membership: torch.Tensor | None = None  # (n_users, C) soft cluster weights
@@ -220,7 +223,7 @@ class GHRS(Recommender):
         return {"n_clusters": self.n_clusters, "code": self.code, "hidden": self.hidden,
                 "ae_epochs": self.ae_epochs, "temperature": self.temperature,
                 "item_neighbours": self.item_neighbours, "history_weight": self.history_weight,
-                "user_neighbours": self.user_neighbours, "seed": self.seed}
+                "user_neighbours": self.user_neighbours, "new_item_boost": self.new_item_boost, "seed": self.seed}
 
     def fit(self, data: TrainView, progress: bool = True) -> GHRS:
         if self.user_side is None or self.item_side is None:
@@ -276,6 +279,7 @@ class GHRS(Recommender):
             w = torch.softmax(top.values / 0.1, dim=1)  # sharp: the closest warm items dominate
             taste[:, torch.from_numpy(cold)] = (taste[:, warm_idx[top.indices]] * w[None]).sum(-1)
         self.taste, self.item_code = taste, iz
+        self.cold_items = torch.from_numpy(~warm)
         steps.update()
         steps.close()
         return self
@@ -290,6 +294,10 @@ class GHRS(Recommender):
             member[torch.from_numpy(known)] = self.user_membership[torch.from_numpy(users[known])]
         # cluster taste is a distribution over items: rescale so one unit ~ the top item
         s = (member @ self.taste) / self.taste.max().clamp_min(1e-12)
+        if self.new_item_boost != 1.0:
+            # a borrowed taste is an average of neighbours, so it sits below the best warm items;
+            # the boost (chosen on valid) sets how much room new items get in a list
+            s[:, self.cold_items] *= self.new_item_boost
         if self.history_weight > 0:
             prof = torch.zeros(len(histories), self.item_code.shape[1])
             for r, h in enumerate(histories):
@@ -301,9 +309,11 @@ class GHRS(Recommender):
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.taste is None:
             raise RuntimeError("GHRS is not fitted: nothing to save")
-        return {"user_membership": self.user_membership, "taste": self.taste, "item_code": self.item_code}
+        return {"user_membership": self.user_membership, "taste": self.taste, "item_code": self.item_code,
+                "cold_items": self.cold_items.to(torch.uint8)}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.user_membership = tensors["user_membership"].float()
         self.taste = tensors["taste"].float()
         self.item_code = tensors["item_code"].float()
+        self.cold_items = tensors["cold_items"].bool()

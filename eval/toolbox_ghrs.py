@@ -102,8 +102,13 @@ def run(split_kind: str, seed: int, command: str, grid: list[float], boosts: lis
     for w in grid:
         for boost in boosts:
             fitted.history_weight, fitted.new_item_boost = w, boost
-            v = float(evaluate(fitted, split.valid, split.n_items, ks=(10,)).metrics["ndcg@10"])
-            tuning.append({"history_weight": w, "new_item_boost": boost, "valid_ndcg@10": round(v, 6)})
+            r = evaluate(fitted, split.valid, split.n_items, ks=(10,))
+            v = float(r.metrics["ndcg@10"])
+            row = {"history_weight": w, "new_item_boost": boost, "valid_ndcg@10": round(v, 6)}
+            if split.valid.is_new is not None:  # the warm/new trade-off the boost makes, for the record
+                row["valid_ndcg@10_new_item_targets"] = round(float(r.subset(split.valid.is_new)["ndcg@10"]), 6)
+                row["valid_ndcg@10_warm_item_targets"] = round(float(r.subset(~split.valid.is_new)["ndcg@10"]), 6)
+            tuning.append(row)
             if v > best_v:
                 best, best_v = {"history_weight": w, "new_item_boost": boost}, v
     record("GHRS", GHRS(seed=seed, **best).set_side_info(user_side, item_side), best, tuning)

@@ -308,7 +308,7 @@ def test_ghrs_scores_new_users_by_attributes_and_new_items_by_neighbours(tmp_pat
     assert torch.equal(loaded.score(new_users, [np.array([0, 2])] * 20), model.score(new_users, [np.array([0, 2])] * 20))
 
 
-def test_ghrs_needs_side_info():
+def test_ghrs_side_info_is_optional_but_must_match():
     from textrec.models.ghrs import GHRS
 
     train, *_ = _attribute_world()
@@ -316,7 +316,7 @@ def test_ghrs_needs_side_info():
     from textrec.models.base import TrainView
 
     view = TrainView(train=train, valid=EvalSet.from_lists([], [], []), n_users=160, n_items=40)
-    with pytest.raises(ValueError, match="side information"):
-        GHRS().fit(view, progress=False)
+    graph_only = GHRS(n_clusters=2, ae_epochs=20).fit(view, progress=False)  # no side info: graph features only
+    assert graph_only.score(np.array([0]), [np.array([1])]).shape == (1, 40)
     with pytest.raises(ValueError, match="side information has"):
         GHRS().set_side_info(np.zeros((3, 2)), np.zeros((40, 2))).fit(view, progress=False)

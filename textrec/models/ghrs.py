@@ -18,6 +18,7 @@ items multiplied by ``new_item_boost`` (how much room new items get in a list; s
 
 Side information is supplied before fitting with :meth:`GHRS.set_side_info` (arrays aligned to
 the dataset's user and item indexes); :func:`movielens_side_info` builds them for ML-100K.
+Without it GHRS uses the graph features alone (and then cannot place users without events).
 """
 
 from __future__ import annotations
@@ -226,8 +227,8 @@ class GHRS(Recommender):
                 "user_neighbours": self.user_neighbours, "new_item_boost": self.new_item_boost, "seed": self.seed}
 
     def fit(self, data: TrainView, progress: bool = True) -> GHRS:
-        if self.user_side is None or self.item_side is None:
-            raise ValueError("GHRS needs side information: call set_side_info(user_features, item_features) first")
+        if self.user_side is None:  # no side information: graph features only
+            self.set_side_info(np.zeros((data.n_users, 0)), np.zeros((data.n_items, 0)))
         if len(self.user_side) != data.n_users or len(self.item_side) != data.n_items:
             raise ValueError(f"side information has {len(self.user_side)} users x {len(self.item_side)} items; "
                              f"the data has {data.n_users} x {data.n_items}")

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from textrec.data.dataset import DataError
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 from textrec.models.baselines import interaction_matrix
 from textrec.models.seq_trainer import seeded
 
@@ -186,7 +186,6 @@ def _kmeans(z: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=4, max_iter=iters, random_state=seed).fit(z).cluster_centers_
 
 
-@register_model
 class GHRS(Recommender):
     """Graph + attribute features -> autoencoder -> clusters; scores new users and new items."""
 

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder, pad_left
-from textrec.models.base import register_model
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import resolve_device, seeded
 
@@ -83,7 +82,6 @@ class PersonaModule(nn.Module):
         return (a * s).sum(1)
 
 
-@register_model
 class PersonaRec(SASRec):
     """SASRec encoder with ``n_personas`` candidate-attended personas per history.
 

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 
 
-@register_model
 class TextKNN(Recommender):
     """Cosine between the mean history embedding and every item's text embedding."""
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 from textrec.models.seq_trainer import seeded
 
 __all__ = ["MultVAE", "MultDAE", "MultAutoencoder"]
@@ -242,7 +242,6 @@ class _MultBase(Recommender):
         self.module.eval()
 
 
-@register_model
 class MultVAE(_MultBase):
     """Variational autoencoder with a multinomial likelihood and KL annealing to ``anneal_cap``."""
 
@@ -250,7 +249,6 @@ class MultVAE(_MultBase):
     variational = True
 
 
-@register_model
 class MultDAE(_MultBase):
     """Denoising autoencoder with a multinomial likelihood (Mult-VAE without the KL term)."""
 

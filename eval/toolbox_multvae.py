@@ -83,6 +83,33 @@ def merge_seeds(out_dir: Path, dataset: str, metric: str = "ndcg@10") -> dict:
     return result
 
 
+def run_fixed(dataset: str, models: list[str], grids: dict[str, dict[str, list]], seed: int) -> dict:
+    """One seed with fixed parameters (single-value ``grids``), the bench protocol without tuning fits."""
+    import time
+    from datetime import date
+
+    from textrec.bench import _row, make_model
+    from textrec.data.registry import load_dataset
+    from textrec.data.splits import make_split
+    from textrec.evaluation import run_protocol
+
+    t0 = time.perf_counter()
+    ds = load_dataset(dataset)
+    split = make_split(ds, "auto")
+    rows = {}
+    for m in models:
+        params = {k: v[0] for k, v in grids.get(m, {}).items()}
+        model = make_model(m, params, seed=seed)
+        res = run_protocol(model, split, progress=False)
+        rows[m] = _row(m, res, params, {"training_history": model.history} if hasattr(model, "history") else None)
+        print(m, params, "test ndcg@10", round(res.test.metrics["ndcg@10"], 4))
+    return {"benchmark": "baselines", "dataset": ds.name, "split": split.describe(),
+            "protocol": "fit on train, parameters fixed from seed 0's valid selection, test with valid appended "
+                        "and no refit; full ranking, history masked",
+            "fixed_params": grids, "seed": seed, "git_commit": git_commit(), "date": date.today().isoformat(),
+            "machine": machine(), "wall_seconds": round(time.perf_counter() - t0, 1), "models": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run one seed, then merge all seeds of the dataset."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,14 +118,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="eval/results")
     p.add_argument("--grid", action="append", default=[], help="MODEL.param=v1,v2 (replaces that grid)")
+    p.add_argument("--fixed", action="store_true",
+                   help="take each --grid as the fixed parameters (chosen on another seed's valid): no tuning fit")
     p.add_argument("--merge-only", action="store_true", help="only merge existing seed files")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out_dir)
     if not args.merge_only:
         name = f"toolbox_multvae_{args.dataset}_seed{args.seed}"
-        res = bench_baselines(args.dataset, models=args.models, out_dir=args.out_dir, seed=args.seed,
-                              threads=1, name=name, grids=parse_grid(args.grid) or None, progress=False)
+        if args.fixed:
+            res = run_fixed(args.dataset, args.models, parse_grid(args.grid), args.seed)
+        else:
+            res = bench_baselines(args.dataset, models=args.models, out_dir=args.out_dir, seed=args.seed,
+                                  threads=1, name=name, grids=parse_grid(args.grid) or None, progress=False)
         res["command"] = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
         write_json(out / f"{name}.json", res)
     summary = merge_seeds(out, args.dataset)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from textrec.bench import git_commit, machine
 from textrec.io import write_json
+from textrec.results import git_commit, machine
 
 OUT = Path("eval/results")
 METRICS = ("ndcg@10", "hr@10", "coverage@10", "tail_share@10", "mean_pop_percentile@10")

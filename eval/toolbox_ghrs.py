@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textrec.bench import git_commit, machine
 from textrec.data.splits import EvalSet, Split, make_split
 from textrec.evaluation import evaluate, run_protocol
 from textrec.io import write_json
+from textrec.results import git_commit, machine
 
 OUT = Path("eval/results")
 

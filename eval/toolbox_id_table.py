@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textrec.bench import git_commit, machine
 from textrec.io import write_json
 from textrec.metrics.ranking import tail_items
 from textrec.models.id_table import collision_report, hash_buckets, table_rows
+from textrec.results import git_commit, machine
 
 OUT = Path("eval/results")
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textrec.bench import bench_baselines, git_commit, machine
+from textrec.bench import bench_baselines
 from textrec.io import write_json
+from textrec.results import git_commit, machine
 
 NON_SEQUENTIAL = ("EASE", "ItemKNN")
 

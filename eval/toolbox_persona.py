@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textrec.bench import git_commit, machine
 from textrec.io import write_json
+from textrec.results import git_commit, machine
 
 OUT = Path("eval/results")
 

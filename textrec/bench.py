@@ -25,7 +25,7 @@ from textrec.options import (
 from textrec.results import ResultWriter, add_output_options, metadata_line, peak_rss_mb
 from textrec.results import markdown_table as _table
 
-TUNED = ("ItemKNN", "EASE", "MarkovChain")
+TUNED = ("ItemKNN", "EASE", "MarkovChain", "MultVAE", "MultDAE")
 DEFAULT_MODELS = ("Popularity", "ItemKNN", "EASE", "MarkovChain", "SASRec")
 
 
@@ -39,8 +39,22 @@ def make_model(name: str, params: dict | None = None, seed: int = 0, max_epochs:
 
         return SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, **params)
     if not hasattr(baselines, name):
-        raise ValueError(f"unknown model '{name}'")
+        return _registered_model(name, params, seed)
     return getattr(baselines, name)(**params)
+
+
+def _registered_model(name: str, params: dict, seed: int) -> Recommender:
+    """Any other model of ``textrec.registry.MODELS``, seeded when its constructor takes a seed."""
+    import inspect
+
+    from textrec.registry import MODELS, model_class
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model '{name}'")
+    cls = model_class(name)
+    if "seed" in inspect.signature(cls).parameters:
+        params.setdefault("seed", seed)
+    return cls(**params)
 
 
 def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True, max_widen: int = 2,

@@ -17,6 +17,10 @@ MODELS: dict[str, str] = {
     "MarkovChain": "textrec.models.baselines:MarkovChain",
     "SASRec": "textrec.models.sasrec:SASRec",
     "TextKNN": "textrec.models.text_knn:TextKNN",
+    "MultVAE": "textrec.models.vae:MultVAE",
+    "MultDAE": "textrec.models.vae:MultDAE",
+    "PersonaRec": "textrec.models.persona:PersonaRec",
+    "GHRS": "textrec.models.ghrs:GHRS",
     # engines
     "VQRec": "textrec.vqrec.model:VQRec",
     "TextFusion": "textrec.models.fusion:TextFusionRec",

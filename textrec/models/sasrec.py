@@ -19,16 +19,20 @@ from torch import nn
 
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
 from textrec.models.base import Recommender, TrainView
+from textrec.models.id_table import make_id_table
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
 
 class SASRecModule(nn.Module):
-    """ID embedding table + :class:`CausalSequenceEncoder`; implements ``SequentialModule``."""
+    """ID embedding table + :class:`CausalSequenceEncoder`; implements ``SequentialModule``.
 
-    def __init__(self, n_items: int, cfg: BackboneConfig) -> None:
+    ``id_table`` selects the table (:func:`textrec.models.id_table.make_id_table` options):
+    collision-free by default, or ``{"kind": "hashed", "size": 0.25}``.
+    """
+
+    def __init__(self, n_items: int, cfg: BackboneConfig, id_table: dict | None = None) -> None:
         super().__init__()
-        self.items = nn.Embedding(n_items, cfg.hidden)
-        nn.init.normal_(self.items.weight, std=cfg.init_std)
+        self.items = make_id_table(n_items, cfg.hidden, init_std=cfg.init_std, **(id_table or {}))
         self.encoder = CausalSequenceEncoder(cfg)
 
     def item_representations(self) -> torch.Tensor:
@@ -49,14 +53,16 @@ class SASRec(Recommender):
 
     ``SASRec(backbone={...}, trainer={...})`` or flat keywords routed to whichever config owns
     them, e.g. ``SASRec(hidden=64, dropout=0.5, lr=1e-3, epochs=100)``; ``max_len`` sets both
-    the positional table and the training window; ``max_epochs`` caps ``epochs``.
+    the positional table and the training window; ``max_epochs`` caps ``epochs``;
+    ``id_table={"kind": "hashed", "size": 0.25}`` swaps the collision-free ID table for a
+    fixed-size hashed one (see :mod:`textrec.models.id_table`).
     """
 
     name = "SASRec"
 
     def __init__(self, backbone: BackboneConfig | dict | None = None,
                  trainer: SeqTrainerConfig | dict | None = None, n_items: int | None = None,
-                 max_epochs: int | None = None, **overrides: Any) -> None:
+                 max_epochs: int | None = None, id_table: dict | None = None, **overrides: Any) -> None:
         b = BackboneConfig.from_dict(backbone).to_dict()
         t = SeqTrainerConfig.from_dict(trainer).to_dict()
         if not isinstance(trainer, SeqTrainerConfig) and "max_len" not in (trainer or {}):
@@ -78,6 +84,7 @@ class SASRec(Recommender):
             raise ValueError(f"trainer max_len {self.trainer_config.max_len} exceeds the backbone's "
                              f"positional table ({self.backbone_config.max_len})")
         self.n_items = n_items
+        self.id_table = dict(id_table) if id_table else None
         self.module: SASRecModule | None = None
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
@@ -111,7 +118,7 @@ class SASRec(Recommender):
     def _build(self, n_items: int) -> SASRecModule:
         self.n_items = int(n_items)
         with seeded(self.trainer_config.seed):
-            module = SASRecModule(self.n_items, self.backbone_config)
+            module = SASRecModule(self.n_items, self.backbone_config, self.id_table)
         return module.to(resolve_device(self.trainer_config.device))
 
     def fit(self, data: TrainView, progress: bool = True) -> SASRec:
@@ -129,8 +136,11 @@ class SASRec(Recommender):
 
     # ---- persistence ----------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        return {"backbone": self.backbone_config.to_dict(), "trainer": self.trainer_config.to_dict(),
-                "n_items": self.n_items}
+        config = {"backbone": self.backbone_config.to_dict(), "trainer": self.trainer_config.to_dict(),
+                  "n_items": self.n_items}
+        if self.id_table:
+            config["id_table"] = self.id_table
+        return config
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
@@ -139,7 +149,8 @@ class SASRec(Recommender):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.n_items is None:
-            self.n_items = int(tensors["items.weight"].shape[0])
+            key = "items.weight" if "items.weight" in tensors else "items.buckets"
+            self.n_items = int(tensors[key].shape[0])
         self.module = self._build(self.n_items)
         self.module.load_state_dict(tensors)
         self.module.eval()

@@ -27,11 +27,15 @@ DEFAULT_GRIDS: dict[str, dict[str, list]] = {
     "EASE": {"lam": [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]},
     "ItemKNN": {"k": [10, 20, 50, 100, 200, 500, 1000], "shrink": [0.0, 10.0, 50.0, 100.0]},
     "MarkovChain": {"alpha": [0.0, 0.001, 0.01, 0.1, 1.0], "L": [1, 2, 5, 10, 20], "decay": [0.3, 0.6, 1.0]},
+    # the KL cap is the Mult-VAE knob the paper tunes; Mult-DAE's is its L2 weight penalty
+    "MultVAE": {"anneal_cap": [0.1, 0.2, 0.5, 1.0]},
+    "MultDAE": {"weight_decay": [0.0, 1e-5, 1e-4, 1e-3]},
 }
 
 #: Values a parameter cannot go beyond: a best value equal to one of these is not an "edge".
 NATURAL_LIMITS: dict[str, tuple[float | None, float | None]] = {
     "shrink": (0.0, None), "alpha": (0.0, None), "L": (1, None), "decay": (None, 1.0), "k": (1, None),
+    "anneal_cap": (0.0, 1.0), "weight_decay": (0.0, None),
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -29,23 +30,18 @@ from textrec.bench import git_commit, machine, peak_rss_mb
 from textrec.data.registry import load_dataset
 from textrec.data.splits import Split, make_split
 from textrec.evaluation import evaluate
-from textrec.indexing import build_index
 from textrec.io import atomic_write_text, write_json
 from textrec.metrics.text import bleu, rmse_mae, rouge, rouge_tokens
 from textrec.p5.generation import generate_text, predict_ratings
-from textrec.p5.model import P5Config, P5Model
-from textrec.p5.recommender import P5Recommender, tokenizer_corpus
-from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
+from textrec.p5.model import P5Model
+from textrec.p5.pipeline import build_parts, item_titles  # noqa: F401 - item_titles kept for importers
+from textrec.p5.recommender import P5Recommender
+from textrec.p5.serializer import P5Serializer, TrainData
+from textrec.p5.throughput import serialization_cost
 from textrec.p5.trainer import P5TrainConfig, train_p5
 from textrec.recipes import config_from_dict, load_recipe
 
 KS = (5, 10)
-
-
-def item_titles(ds) -> list[str]:
-    """Short item names for prompts: title (+ year) when the catalog has them, else all text."""
-    fields = [f for f in ("title", "year") if f in ds.text_fields]
-    return ds.item_text(fields or None, sep=" ")
 
 
 def sequential_leak(index, evalset) -> float:
@@ -87,8 +83,8 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
         res = {"n_rows": int(len(ok)), "train_mean_rating": round(train_mean, 4),
                "train_mean_baseline": rmse_mae(true[ok], np.full(len(ok), train_mean)), "per_template": {}}
         for tpl in ser.templates["rating"]:
-            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]))
-                   for i in ok]
+            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
+                                     **ser.history_fields(split.test.history(int(i)))) for i in ok]
             pred = predict_ratings(model, src, fallback=train_mean)
             res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
                                            "n_fallback": pred.n_fallback,
@@ -124,20 +120,9 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     """Train and evaluate P5 with one indexing scheme; returns its result record."""
     ds = split.dataset
     t_all = time.perf_counter()
-    titles = item_titles(ds)
-    from textrec.text.encoder import item_texts
-
-    t0 = time.perf_counter()
-    index = build_index(scheme, split.train_sequences(), split.n_items,
-                        texts=item_texts(ds, verbose=False).texts if scheme == "semantic" else None,
-                        seed=seed, **(recipe.get("indexing", {}).get(scheme) or {}))
-    index_seconds = time.perf_counter() - t0
-    scfg = config_from_dict(SerializerConfig, {**recipe.get("serializer", {}), "seed": seed}, "P5 serializer")
-    ser = P5Serializer(index, titles, scfg)
-    data = TrainData.from_frame(split.train, split.n_users, split.n_items, reviews=ds.reviews)
-    mcfg = config_from_dict(P5Config, recipe.get("model", {}), "P5 model")
-    model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids),
-                          seed=seed)
+    parts = build_parts(split, recipe, scheme, seed)
+    ser, data, model, index = parts.serializer, parts.data, parts.model, parts.serializer.index
+    index_seconds = parts.index_seconds
     tr = {**recipe.get("trainer", {}), "seed": seed}
     if max_minutes is not None:
         tr["max_minutes"] = max_minutes
@@ -146,9 +131,14 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     unseen = list(ecfg.get("unseen_templates", ["seq-unseen-1"]))
     tr.setdefault("eval_template", seen[0])
     tcfg = config_from_dict(P5TrainConfig, tr, "P5 trainer")
+    cost = None
+    if ecfg.get("cost_seconds"):  # prompt cost measured on a copy, before training
+        cost = serialization_cost(model, ser, data, batch_size=tcfg.batch_size, seconds=float(ecfg["cost_seconds"]),
+                                  lr=tcfg.lr, seed=seed)
     t0 = time.perf_counter()
     history = train_p5(model, ser, data, split.valid, tcfg, progress=progress)
     train_seconds = time.perf_counter() - t0
+    examples_seen = sum(e["steps"] for e in history["epochs"]) * tcfg.batch_size
     beams = int(ecfg.get("beams", 10))
     rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
     pop = split.item_popularity()
@@ -177,6 +167,8 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     out = {"indexing": scheme, "leaky": index.leaky, "index": repr(index), "index_report": index.report,
            "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
            "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
+           "examples_seen_approx": int(examples_seen), "item_init": parts.init_report, "serialization_cost": cost,
+           "decode": "first_token" if all(len(t) == 1 for t in index.tokens) else "beam",
            "training_history": history, "beams": beams,
            "valid": valid.to_dict(), "valid_rows": valid_note, "test": test.to_dict(),
            "inference_users_per_s": round(test.users_per_second, 1),
@@ -253,6 +245,9 @@ def main() -> None:
     ap.add_argument("--out-dir", default="eval/results")
     ap.add_argument("--save-models", default=None, help="also save each trained model under this folder")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--tag", default=None, help="result file suffix (default: from the recipe name)")
+    ap.add_argument("--cost-only", type=float, default=None, metavar="SECONDS",
+                    help="only measure prompt cost (tokens, examples/s over SECONDS of training) per indexing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -262,15 +257,33 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
     stem = Path(args.recipe).stem.removeprefix("p5_")
-    if args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files
+    if args.tag:
+        tag += "_" + args.tag
+    elif args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files
         tag += "_" + stem
     combined_path = out_dir / f"p5_{tag}.json"
+    if args.cost_only:
+        tcfg = config_from_dict(P5TrainConfig, recipe.get("trainer", {}), "P5 trainer")
+        costs = {}
+        for scheme in args.indexings:
+            parts = build_parts(split, recipe, scheme, args.seed)
+            costs[scheme] = serialization_cost(parts.model, parts.serializer, parts.data, batch_size=tcfg.batch_size,
+                                               seconds=args.cost_only, lr=tcfg.lr, seed=args.seed)
+            print(scheme, costs[scheme], flush=True)
+        write_json(out_dir / f"p5_{tag}_cost.json", {
+            "benchmark": "p5_serialization_cost", "dataset": ds.name, "recipe": args.recipe, "recipe_content": recipe,
+            "command": "python " + " ".join(sys.argv), "git_commit": git_commit(), "date": date.today().isoformat(),
+            "machine": machine() + " (contended: shared with other jobs; examples/s is indicative)",
+            "threads": args.threads, "cost": costs})
+        return
     res = {"benchmark": "p5_sequential", "dataset": ds.name, "split": split.describe(), "recipe": args.recipe,
-           "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (subset of valid rows), "
-           "test with valid appended and no refit; trie-constrained beam search over the full catalogue, consumed "
-           "items removed from the trie; items outside the beams score -inf (never hits), so HR/NDCG/MRR@K are "
-           "exact for K <= beams", "seed": args.seed, "git_commit": git_commit(), "date": date.today().isoformat(),
-           "machine": machine(), "p5": {}, "baselines": baseline_rows(ds.name, out_dir)}
+           "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (trainer.eval_users valid rows; null = all), "
+           "test with valid appended and no refit; multi-token ids: trie-constrained beam search over the full "
+           "catalogue, consumed items removed from the trie, items outside the beams score -inf (never hits), so "
+           "HR/NDCG/MRR@K are exact for K <= beams; one-token ids: every item scored by its first-token "
+           "log-probability (full ranking), history masked", "seed": args.seed, "git_commit": git_commit(), "date": date.today().isoformat(),
+           "machine": machine(), "p5": {}, "baselines": baseline_rows(ds.name, out_dir),
+           "command": "python " + " ".join(sys.argv)}
     if combined_path.is_file():  # keep indexings finished by earlier runs of the same recipe
         old = json.loads(combined_path.read_text())
         if old.get("recipe") == args.recipe:

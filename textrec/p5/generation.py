@@ -1,5 +1,8 @@
 """Generation with a trained P5 model: items (trie-constrained beams), candidates, ratings, text.
 
+* ``first_token_scores`` – for one-token-per-item indexes: the log-probability of every item's
+  token at the first decoding step, i.e. an exact full-catalogue ranking in one decoder step
+  (the beam path adds ``log p(EOS | item)``, which a trained model puts near 0).
 * ``generate_items`` – beam search where every step may only take a token the item trie allows
   (``prefix_allowed_tokens_fn``), with the user's consumed items removed from the trie, so the
   output is always real, not-yet-consumed items. Score = the sum of the item's token
@@ -149,3 +152,45 @@ def beam_score_matrix(model, sources: list[str], consumed: list[np.ndarray], n_i
     out[torch.from_numpy(rows), torch.from_numpy(items[rows, cols])] = torch.from_numpy(scores[rows, cols])
     return out
 
+
+
+@torch.no_grad()
+def first_token_scores(model, sources: list[str], consumed: Sequence[Sequence[int]] | None = None,
+                       batch_size: int = 256) -> torch.Tensor:
+    """(rows, n_items) log-probability of each item's single id token as the first output token.
+
+    Only for indexes with one token per item; consumed items get ``-inf``.
+    """
+    if any(len(t) != 1 for t in model.index.tokens):
+        raise ValueError(f"first-token scoring needs one token per item; '{model.index.scheme}' ids are longer")
+    model.eval()
+    tok_ids = torch.as_tensor(model.tokenizer.convert_tokens_to_ids([t[0] for t in model.index.tokens]),
+                              device=model.device)
+    pad = model.tokenizer.pad_token_id
+    out = []
+    for s in range(0, len(sources), batch_size):
+        enc = model.tokenize_sources(sources[s:s + batch_size])
+        start = torch.full((enc["input_ids"].shape[0], 1), pad, dtype=torch.long, device=model.device)
+        logits = model.t5(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+                          attention_mask=enc["attention_mask"], decoder_input_ids=start).logits[:, 0]
+        out.append(torch.log_softmax(logits.float(), -1)[:, tok_ids].cpu())
+    scores = torch.cat(out) if out else torch.zeros(0, model.index.n_items)
+    if consumed is not None:
+        for r, h in enumerate(consumed):
+            if len(h):
+                scores[r, torch.as_tensor(np.asarray(h, dtype=np.int64))] = float("-inf")
+    return scores
+
+
+def item_score_matrix(model, sources: list[str], consumed: list[np.ndarray], n_items: int, k: int,
+                      num_beams: int | None = None, batch_size: int = 32, decode: str = "auto") -> torch.Tensor:
+    """Item scores for evaluation: ``beam`` (top-``k`` beam scores, ``-inf`` elsewhere) or ``first_token``.
+
+    ``auto`` uses ``first_token`` (a full ranking) when every item id is one token, else beams.
+    """
+    if decode not in ("auto", "beam", "first_token"):
+        raise ValueError(f"unknown decode '{decode}'; choose auto, beam or first_token")
+    single = all(len(t) == 1 for t in model.index.tokens)
+    if decode == "first_token" or (decode == "auto" and single):
+        return first_token_scores(model, sources, consumed, batch_size=max(batch_size, 256))
+    return beam_score_matrix(model, sources, consumed, n_items, k, num_beams=num_beams, batch_size=batch_size)

@@ -42,6 +42,7 @@ class P5TrainConfig:
     eval_beams: int = 10
     eval_template: str | None = None  # default: the first seen sequential template
     max_minutes: float | None = None
+    decay_by_time: bool = False  # with max_minutes: the LR decays over the time budget when it ends first
     seed: int = 0
 
 
@@ -62,7 +63,7 @@ def valid_ndcg(model: P5Model, serializer: P5Serializer, valid: EvalSet, n_items
                template_id: str | None = None, rows: np.ndarray | None = None) -> dict[str, float]:
     """Full-ranking HR/NDCG@10 of constrained beams on (a subset of) the valid set."""
     from textrec.evaluation import evaluate
-    from textrec.p5.generation import beam_score_matrix
+    from textrec.p5.generation import item_score_matrix
 
     class _Beams:  # the harness scores anything with a ``score(users, histories)``
         name = "P5"
@@ -70,7 +71,7 @@ def valid_ndcg(model: P5Model, serializer: P5Serializer, valid: EvalSet, n_items
         def score(self, users, histories):
             tpl = serializer.template("sequential", template_id)
             sources = [serializer.sequential_source(u, h, tpl) for u, h in zip(users, histories)]
-            return beam_score_matrix(model, sources, histories, n_items, k=beams)
+            return item_score_matrix(model, sources, histories, n_items, k=beams)
 
     ev = valid if rows is None else valid.select(rows)
     res = evaluate(_Beams(), ev, n_items, ks=(10,))
@@ -105,7 +106,10 @@ def train_p5(model: P5Model, serializer: P5Serializer, data: TrainData, valid: E
         te = time.perf_counter()
         for b in tqdm(batches, desc=f"p5 epoch {epoch}", disable=not progress, leave=False):
             lr_scale = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-            lr_scale *= max(0.05, 1.0 - step / total_steps) if step >= cfg.warmup_steps else 1.0
+            done = step / total_steps
+            if cfg.decay_by_time and cfg.max_minutes:
+                done = max(done, (time.perf_counter() - t0) / (cfg.max_minutes * 60))
+            lr_scale *= max(0.05, 1.0 - done) if step >= cfg.warmup_steps else 1.0
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_scale
             enc = model.tokenize_sources([cols["source"][i] for i in b])

@@ -232,6 +232,20 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def override_recipe(recipe: dict, assignments: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a recipe."""
+    import yaml
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in recipe.items()}
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {a!r}")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
 def main() -> None:
     """Parse arguments, run every requested indexing, write the JSON/Markdown results."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,6 +260,8 @@ def main() -> None:
     ap.add_argument("--save-models", default=None, help="also save each trained model under this folder")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--tag", default=None, help="result file suffix (default: from the recipe name)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override recipe values, e.g. model.item_init=none trainer.max_minutes=12")
     ap.add_argument("--cost-only", type=float, default=None, metavar="SECONDS",
                     help="only measure prompt cost (tokens, examples/s over SECONDS of training) per indexing")
     args = ap.parse_args()
@@ -253,7 +269,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ds = load_dataset(args.dataset)
     split = make_split(ds, args.split)
-    recipe = load_recipe(args.recipe)
+    recipe = override_recipe(load_recipe(args.recipe), args.set)
     out_dir = Path(args.out_dir)
     tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
     stem = Path(args.recipe).stem.removeprefix("p5_")

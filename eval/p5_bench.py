@@ -135,9 +135,9 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     if ecfg.get("cost_seconds"):  # prompt cost measured on a copy, before training
         cost = serialization_cost(model, ser, data, batch_size=tcfg.batch_size, seconds=float(ecfg["cost_seconds"]),
                                   lr=tcfg.lr, seed=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     history = train_p5(model, ser, data, split.valid, tcfg, progress=progress)
-    train_seconds = time.perf_counter() - t0
+    train_seconds, train_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     examples_seen = sum(e["steps"] for e in history["epochs"]) * tcfg.batch_size
     beams = int(ecfg.get("beams", 10))
     rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
@@ -167,6 +167,7 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     out = {"indexing": scheme, "leaky": index.leaky, "index": repr(index), "index_report": index.report,
            "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
            "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
+           "train_cpu_seconds": round(train_cpu_seconds, 1),
            "examples_seen_approx": int(examples_seen), "item_init": parts.init_report, "serialization_cost": cost,
            "decode": "first_token" if all(len(t) == 1 for t in index.tokens) else "beam",
            "training_history": history, "beams": beams,

@@ -524,3 +524,20 @@ def test_evaluation_counts_repeated_targets_apart_from_unscored_ones():
     assert res["targets_in_history"] == 1  # user 1's target repeats a history item (masked)
     assert res["targets_unscored"] == 2  # users 2 and 3: outside the generated items
     assert res["unreachable_targets"] == 3
+
+
+def test_epoch_shards_cover_every_prefix_once_per_cycle():
+    from textrec.indexing import item_index
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.permutation(30)[:n] for n in (2, 9, 15, 4, 1, 22)]  # distinct items: target -> position
+    ser = compact_serializer(item_index(30), positions_per_user=None, epoch_shards=3)
+    data = TrainData(seqs, 30)
+    every = sorted((u, t) for u, s in enumerate(seqs) for t in range(1, len(s)))
+    for cycle in (0, 1):
+        seen = []
+        for e in range(3 * cycle, 3 * cycle + 3):
+            cols = ser.examples(data, epoch=e)
+            assert 0 < len(cols["source"]) < len(every)
+            seen += [(u, int(np.flatnonzero(seqs[u] == it)[0])) for u, it in zip(cols["user"], cols["target_item"])]
+        assert sorted(seen) == every  # every prefix exactly once per 3 epochs

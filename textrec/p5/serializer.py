@@ -53,6 +53,7 @@ class SerializerConfig:
     max_history_titles: int | None = 5
     title_words: int = 8
     positions_per_user: int | None = None  # sequential: sampled target positions per user per epoch (None = all)
+    epoch_shards: int = 1  # with positions_per_user=None: each epoch trains 1/epoch_shards of all prefixes (see _sequential)
     min_history: int = 1
     direct_per_user: int = 1
     n_candidates: int = 20
@@ -196,6 +197,7 @@ class P5Serializer:
         """All examples of the configured families for one epoch, as column lists."""
         c = self.config
         rng = np.random.default_rng([c.seed, epoch])
+        self._epoch = epoch
         caps = data.capabilities()
         cols: dict[str, list] = {k: [] for k in ("source", "target", "task", "template_id", "user",
                                                  "target_item", "history")}
@@ -247,9 +249,29 @@ class P5Serializer:
             pos = np.sort(rng.choice(pos, size=k, replace=False))
         return pos
 
+    def _shard_keep(self, data: TrainData, epoch: int) -> list[np.ndarray] | None:
+        """Per user, which target positions this epoch trains, or None for all of them.
+
+        Sampler for ``epoch_shards = K > 1`` (with every position on): the prefixes of all
+        users are dealt into K shards by a permutation drawn once per K epochs, and epoch ``e``
+        trains shard ``e mod K``; so each run of K consecutive epochs trains every prefix of
+        every user exactly once, with valid checks K times as often as full passes allow.
+        """
+        c = self.config
+        if c.epoch_shards <= 1 or c.positions_per_user is not None:
+            return None
+        lo = max(c.min_history, 1)
+        counts = np.array([max(len(s) - lo, 0) for s in data.sequences])
+        shard = np.random.default_rng([c.seed, epoch // c.epoch_shards, 7]).permutation(int(counts.sum()))
+        keep = (shard % c.epoch_shards) == (epoch % c.epoch_shards)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        return [np.arange(lo, lo + counts[u])[keep[bounds[u]:bounds[u + 1]]] for u in range(len(data.sequences))]
+
     def _sequential(self, data: TrainData, tpls, rng, cols) -> None:
+        keep = self._shard_keep(data, self._epoch)
         for u, seq in enumerate(data.sequences):
-            for t in self._positions(len(seq), rng, self.config.positions_per_user):
+            pos = self._positions(len(seq), rng, self.config.positions_per_user) if keep is None else keep[u]
+            for t in pos:
                 hist = seq[:t]
                 tpl = self._pick(tpls, rng)
                 shown = self.shown_history(hist, tpl)

@@ -64,8 +64,9 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
     """Rating RMSE/MAE and explanation BLEU/ROUGE on the test events (families the model was trained on).
 
     Rating: the test target event's star rating, predicted as text and parsed (unparsable
-    outputs get the training mean and are counted); the training mean rating is the reference
-    row. Explanation: test target events that have a review; the reference is the review text
+    outputs get the training mean and are counted; ``answered_with_a_rating`` says how often a
+    template's answer was a rating at all) and as expected stars (``expected_stars``); the
+    training mean rating is the reference row. Explanation: test target events that have a review; the reference is the review text
     cut as in training (``review_words``), the prompt carries the true rating as in P5.
     """
     ds = split.dataset
@@ -85,9 +86,12 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
         for tpl in ser.templates["rating"]:
             src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
                                      **ser.history_fields(split.test.history(int(i)))) for i in ok]
-            pred = predict_ratings(model, src, fallback=train_mean)
+            pred = predict_ratings(model, src, fallback=train_mean, mode="text")
+            expected = predict_ratings(model, src, mode="expected")
             res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
                                            "n_fallback": pred.n_fallback,
+                                           "answered_with_a_rating": round(1 - pred.n_fallback / max(len(ok), 1), 4),
+                                           "expected_stars": rmse_mae(true[ok], expected.ratings),
                                            "examples": [[src[j], pred.texts[j], float(true[ok][j])] for j in range(min(3, len(ok)))]}
         out["rating"] = res
     if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
@@ -104,7 +108,9 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
                                      rating="unknown" if pd.isna(stars[i]) else f"{float(stars[i]):g}")
                    for i in pick]
             hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
-                                 num_beams=int(ecfg.get("explanation_beams", 1)))
+                                 num_beams=int(ecfg.get("explanation_beams", 1)),
+                                 no_repeat_ngram_size=int(ecfg.get("explanation_no_repeat_ngram", 0)),
+                                 top_p=ecfg.get("explanation_top_p"), seed=seed)
             rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
             res["per_template"][tpl.id] = {
                 "unseen": tpl.unseen, "bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
@@ -223,7 +229,9 @@ def markdown(res: dict) -> str:
             lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
                       f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
                       + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
-                                  f" [{v['n_fallback']} fallback]" for t, v in rt["per_template"].items())]
+                                  f" [{v['n_fallback']} fallback; expected stars "
+                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}]"
+                                  for t, v in rt["per_template"].items())]
         if "explanation" in sec:
             ex = sec["explanation"]
             lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L): "

@@ -541,3 +541,22 @@ def test_epoch_shards_cover_every_prefix_once_per_cycle():
             assert 0 < len(cols["source"]) < len(every)
             seen += [(u, int(np.flatnonzero(seqs[u] == it)[0])) for u, it in zip(cols["user"], cols["target_item"])]
         assert sorted(seen) == every  # every prefix exactly once per 3 epochs
+
+
+def test_expected_ratings_and_text_never_answer_with_item_ids(trained):
+    from textrec.p5.generation import expected_ratings, generate_text
+
+    model, ser, _ = trained
+    src = [ser.sequential_source(0, [2, 3, 4], SHORT["sequential"][0])] * 2
+    r, argmax = expected_ratings(model, src)
+    assert r.shape == (2,) and np.all((r >= 1) & (r <= 5)) and set(argmax) <= set("12345")
+    pred = predict_ratings(model, src, mode="expected")
+    assert pred.n_fallback == 0 and np.allclose(pred.ratings, r)
+    # a sequential prompt would be answered with an item id; text generation cannot produce one
+    texts = generate_text(model, src, max_new_tokens=4)
+    assert all(not model.index.find_items(t) for t in texts)
+    ids = model.t5.generate(**{"encoder_outputs": model.encode(**model.tokenize_sources(src[:1]))},
+                            max_new_tokens=2, decoder_start_token_id=0, do_sample=False)
+    assert model.is_item_token[ids[0, 1]]  # (unconstrained, the model does answer with an item token)
+    sampled = generate_text(model, src * 3, max_new_tokens=6, top_p=0.9, no_repeat_ngram_size=2, seed=1)
+    assert len(sampled) == 6

@@ -174,7 +174,7 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
            "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
            "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
            "train_cpu_seconds": round(train_cpu_seconds, 1),
-           "examples_seen_approx": int(examples_seen), "item_init": parts.init_report, "serialization_cost": cost,
+           "examples_seen_approx": int(examples_seen), "device": str(model.device), "item_init": parts.init_report, "serialization_cost": cost,
            "decode": "first_token" if all(len(t) == 1 for t in index.tokens) else "beam",
            "training_history": history, "beams": beams,
            "valid": valid.to_dict(), "valid_rows": valid_note, "test": test.to_dict(),

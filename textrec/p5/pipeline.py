@@ -31,8 +31,23 @@ def item_titles(ds) -> list[str]:
     return ds.item_text(fields or None, sep=" ")
 
 
+def pick_device(want: str | None = "cpu") -> str:
+    """``cpu``, ``cuda`` or ``auto`` (a GPU when one is visible) -> the torch device name."""
+    import torch
+
+    want = (want or "cpu").lower()
+    if want == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("the recipe asks for device 'cuda' but no GPU is visible")
+    return want
+
+
 def build_parts(split: Split, recipe: dict, scheme: str, seed: int = 0) -> P5Parts:
-    """Index (scheme ``scheme``), serializer, training data, a fresh model with its item tokens initialised."""
+    """Index (scheme ``scheme``), serializer, training data, a fresh model with its item tokens initialised.
+
+    The model is moved to the recipe's top-level ``device`` (default cpu; ``auto`` = a GPU if visible).
+    """
     from textrec.indexing import build_index
     from textrec.p5.item_init import apply_item_init
     from textrec.p5.recommender import tokenizer_corpus
@@ -54,4 +69,5 @@ def build_parts(split: Split, recipe: dict, scheme: str, seed: int = 0) -> P5Par
     model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids),
                           seed=seed)
     report = apply_item_init(model, mcfg.item_init, split.train_sequences(), texts=texts, seed=seed)
+    model.to(pick_device(recipe.get("device")))
     return P5Parts(ser, data, model, index_seconds, report)

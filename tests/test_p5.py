@@ -560,3 +560,31 @@ def test_expected_ratings_and_text_never_answer_with_item_ids(trained):
     assert model.is_item_token[ids[0, 1]]  # (unconstrained, the model does answer with an item token)
     sampled = generate_text(model, src * 3, max_new_tokens=6, top_p=0.9, no_repeat_ngram_size=2, seed=1)
     assert len(sampled) == 6
+
+
+def test_compact_item_recommender_fits_scores_every_item_and_round_trips(tmp_path):
+    import textrec
+    from textrec.data.dataset import RecDataset
+    from textrec.data.splits import leave_one_out
+    from textrec.models.base import TrainView
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"item-{(s + t) % 24}", float(t)) for u in range(40) for s in [int(rng.integers(24))]
+            for t in range(6)]
+    items = pd.DataFrame({"item_id": [f"item-{i}" for i in range(24)], "title": [f"model {i}" for i in range(24)]})
+    ds = RecDataset.from_frames("tiny", pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), items,
+                                text_fields=["title"])
+    view = TrainView.from_split(leave_one_out(ds), with_text=True)
+    rec = P5Recommender(indexing="item", model_config={"preset": "tiny", "vocab_size": 300, "item_init": "svd"},
+                        serializer_config={"prompt_set": "p5/compact", "item_sep": "", "max_history": 4,
+                                           "max_history_titles": None},
+                        train_config={"epochs": 2, "batch_size": 32}, template_id="seq-c1")
+    rec.fit(view, progress=False)
+    assert rec.init_report["item_init"] == "svd" and rec.init_report["rows_set"] > 0
+    hist = [np.array([0, 1, 2]), np.array([5])]
+    scores = rec.score(np.array([0, 1]), hist)
+    assert torch.isneginf(scores[0, :3]).all() and torch.isfinite(scores[0, 3:]).all()  # every other item ranked
+    assert torch.isfinite(scores[1]).sum() == 23
+    back = textrec.load(rec.save_pretrained(tmp_path / "p5"))
+    assert back.model.index.scheme == "item" and back.decode == "auto"
+    torch.testing.assert_close(back.score(np.array([0, 1]), hist), scores)

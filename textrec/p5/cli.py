@@ -91,7 +91,9 @@ def register(sub) -> None:
     psub = p5.add_subparsers(dest="p5_command", required=True)
     tr = psub.add_parser("train", help="train P5 on a dataset (one indexing), evaluate and save it")
     tr.add_argument("--dataset", default="ml-100k")
-    tr.add_argument("--indexing", default="collaborative", choices=["random", "sequential", "collaborative", "semantic"],
+    from textrec.indexing import SCHEMES
+
+    tr.add_argument("--indexing", default="collaborative", choices=list(SCHEMES),
                     help="item ids; 'sequential' leaks the answer and is kept for comparison only")
     tr.add_argument("--recipe", default="p5_ml100k", help="training/<name>.yaml or a path")
     tr.add_argument("--out", required=True, help="folder for the trained model")

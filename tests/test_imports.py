@@ -14,7 +14,7 @@ ENGINES = ("textrec.p5", "textrec.query", "textrec.explain", "textrec.vqrec", "t
 #: layers below the engines: they may be imported by engines, never the other way round
 CORE = ("textrec.data", "textrec.metrics", "textrec.text", "textrec.indexing", "textrec.catalog",
         "textrec.artifact", "textrec.io", "textrec.registry", "textrec.models.base", "textrec.evaluation",
-        "textrec.recipes", "textrec.training", "textrec._version")
+        "textrec.recipes", "textrec.training", "textrec._version", "textrec.llm")
 
 
 def _modules() -> dict[str, Path]:

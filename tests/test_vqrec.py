@@ -10,7 +10,7 @@ from textrec.data.splits import leave_one_out
 from textrec.evaluation import run_protocol
 from textrec.models import Recommender
 from textrec.models.baselines import Popularity
-from textrec.models.vqrec import VQRec
+from textrec.vqrec.model import VQRec
 
 SMALL = dict(backbone={"hidden": 32, "layers": 1, "heads": 1, "ff": 64, "max_len": 10, "dropout": 0.1,
                        "attn_dropout": 0.1},
@@ -88,7 +88,7 @@ def test_fit_from_text_builds_codes_on_train_items():
 
 def test_code_dropout_only_while_training_and_saved_in_config(tmp_path):
     from textrec.models.backbone import BackboneConfig
-    from textrec.models.vqrec import VQRecModule
+    from textrec.vqrec.model import VQRecModule
 
     torch.manual_seed(0)
     codes = torch.from_numpy(_codes(20))

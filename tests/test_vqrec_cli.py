@@ -12,8 +12,8 @@ from textrec.data import RecDataset
 from textrec.data.dataset import DataError
 from textrec.data.splits import leave_one_out
 from textrec.models.base import TrainView
-from textrec.models.vqrec import VQRec
-from textrec.vqrec_cli import read_new_items
+from textrec.vqrec.cli import read_new_items
+from textrec.vqrec.model import VQRec
 
 
 @pytest.fixture(scope="module")

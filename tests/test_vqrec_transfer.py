@@ -12,7 +12,7 @@ from textrec.models import Recommender
 from textrec.models.backbone import BackboneConfig
 from textrec.models.base import TrainView
 from textrec.models.sasrec import SASRec
-from textrec.models.vqrec import CodePermutation, VQRec, VQRecModule
+from textrec.vqrec.model import CodePermutation, VQRec, VQRecModule
 
 SMALL_BB = {"hidden": 32, "layers": 1, "heads": 1, "ff": 64, "max_len": 10, "dropout": 0.1, "attn_dropout": 0.1}
 
@@ -75,6 +75,7 @@ def test_transfer_codes_only_freezes_transformer(pretrained):
     ft = model.transfer(view, train="codes", trainer={"epochs": 3, "loss": "ce", "patience": 3},
                         progress=False)
     assert ft.n_items == 20 and ft.codes.shape == (20, 4)
+    assert ft.catalog == view.catalog and zero.catalog == view.catalog  # target ids travel with the model
     for k, v in ft.module.encoder.state_dict().items():
         assert torch.equal(v, before[k]), k  # transformer untouched
     assert not torch.equal(ft.module.code_emb, model.module.code_emb)  # tables trained

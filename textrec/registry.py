@@ -18,7 +18,7 @@ MODELS: dict[str, str] = {
     "SASRec": "textrec.models.sasrec:SASRec",
     "TextKNN": "textrec.models.text_knn:TextKNN",
     # engines
-    "VQRec": "textrec.models.vqrec:VQRec",
+    "VQRec": "textrec.vqrec.model:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",
     # explanation models (ERRA engine) and the explainer that pairs one with its review data
     "PETER": "textrec.explain.peter:PeterModel",

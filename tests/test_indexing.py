@@ -15,6 +15,7 @@ from textrec.indexing import (
     build_index,
     codes_to_index,
     collaborative_index,
+    hybrid_index,
     random_index,
     semantic_index,
     sequential_index,
@@ -173,3 +174,36 @@ def test_semantic_build_fits_quantizer_on_training_items_only():
     first = [ix.tokens[i][0] for i in range(160)]
     assert len(set(first[::40])) == 4  # the 4 training clusters keep one centroid each
     assert all(len(set(first[g * 40:(g + 1) * 40])) == 1 for g in range(4))
+
+
+# ---- one token per item, hybrids, back-to-back ids ----------------------------------------
+def test_item_index_is_one_token_per_item_and_round_trips(tmp_path):
+    ix = build_index("item", [np.array([0, 1])], 7)
+    assert ix.scheme == "item" and not ix.leaky
+    assert all(len(t) == 1 for t in ix.tokens) and len(ix.vocab()) == 7
+    assert ix.start_tokens() == set(ix.vocab())
+    back = ItemIndex.load(ix.save(tmp_path / "ix.json"))
+    assert back.tokens == ix.tokens
+    # ids written back to back split into items
+    assert ix.find_items(ix.item_text(3) + ix.item_text(0) + ix.item_text(3)) == [3, 0, 3]
+
+
+def test_hybrid_index_appends_the_item_token_to_the_base_id():
+    seqs = [np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4]), np.array([5, 6, 7, 0])]
+    base = build_index("collaborative", seqs, 8, n_clusters=2, leaf_size=2)
+    hyb = build_index("collaborative+item", seqs, 8, n_clusters=2, leaf_size=2)
+    assert hyb.scheme == "collaborative+item"
+    for i in range(8):
+        assert hyb.tokens[i][:-1] == base.tokens[i] and hyb.tokens[i][-1] == f"<i_{i}>"
+    starts = hyb.start_tokens()
+    assert starts is not None and all(t.startswith("<c0_") for t in starts)
+    text = "".join(hyb.item_text(i) for i in (4, 2, 7))
+    assert hyb.find_items(text) == [4, 2, 7]
+    with pytest.raises(ValueError, match="unknown hybrid"):
+        build_index("sequential+item", seqs, 8)
+    with pytest.raises(ValueError, match="leaky"):
+        hybrid_index(sequential_index(seqs, 8))
+
+
+def test_digit_ids_have_no_start_tokens():
+    assert random_index(30, seed=0).start_tokens() is None

@@ -369,3 +369,222 @@ def test_build_is_seeded():
     a, b, c = (P5Model.build(P5Config(preset="tiny", vocab_size=300), index, corpus, seed=s) for s in (1, 1, 2))
     wa, wb, wc = (m.t5.get_input_embeddings().weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+# ---- compact serialization, one token per item, item initialisation (issue 14) ------------
+def compact_serializer(index, titles=None, **kw) -> P5Serializer:
+    cfg = SerializerConfig(prompt_set="p5/compact", item_sep="", max_history=4, max_history_titles=None, **kw)
+    return P5Serializer(index, titles, cfg)
+
+
+def test_compact_prompts_have_no_user_id_and_align_title_history():
+    from textrec.indexing import item_index
+
+    index = item_index(20)
+    ser = compact_serializer(index, [f"movie {i}" for i in range(20)])
+    for fam in FAMILIES:
+        ts = ser.templates.get(fam) or load_templates(f"p5/compact/{fam}")
+        assert select(ts, unseen=False) and select(ts, unseen=True), fam
+        assert all("user" not in t.fields for t in ts), fam
+    hist = [3, 4, 5, 6, 7, 8]
+    ids = ser.sequential_source(0, hist, ser.template("sequential", "seq-c1"))
+    titled = ser.sequential_source(0, hist, ser.template("sequential", "seq-title-c1"))
+    assert "".join(index.item_text(i) for i in hist[-4:]) in ids  # back to back, last max_history items
+    assert index.find_items(ids) == hist[-4:] == index.find_items(titled)  # titles show the same items
+    assert "movie 8" in titled and "user" not in ids.lower()
+    with pytest.raises(ValueError, match="back to back"):
+        compact_serializer(random_index(20))
+
+
+def test_template_weights_set_how_often_a_template_is_drawn():
+    from textrec.indexing import item_index
+
+    tpls = {"sequential": [Template(id="a", family="sequential", source="a {history}", target="{target}"),
+                           Template(id="b", family="sequential", source="b {history}", target="{target}",
+                                    extra={"weight": 0.1})]}
+    ser = P5Serializer(item_index(30), None, SerializerConfig(item_sep=""), templates=tpls)
+    seqs = [np.arange(30) for _ in range(20)]
+    counts = pd.Series(ser.examples(TrainData(seqs, 30))["template_id"]).value_counts()
+    assert counts["a"] > 5 * counts["b"] > 0
+
+
+def test_every_position_is_a_training_example_once_per_epoch():
+    from textrec.indexing import item_index
+
+    seqs = [np.array([0, 1, 2, 3, 4]), np.array([5, 6]), np.array([7])]
+    ser = compact_serializer(item_index(8), positions_per_user=None)
+    cols = ser.examples(TrainData(seqs, 8))
+    got = sorted(zip(cols["user"], cols["target_item"]))
+    assert got == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 6)]
+
+
+def test_back_to_back_item_tokens_get_one_whole_word_span_each():
+    from textrec.indexing import build_index
+
+    seqs = planted_sequences()
+    for scheme in ("item", "collaborative+item"):
+        index = build_index(scheme, seqs, N_ITEMS, n_clusters=3, leaf_size=4) if "+" in scheme else \
+            build_index(scheme, seqs, N_ITEMS)
+        ser = compact_serializer(index)
+        model = tiny_model(index, ser, TrainData(seqs, N_ITEMS))
+        enc = model.tokenize_sources([ser.sequential_source(0, [4, 9, 2], ser.template("sequential", "seq-c1"))])
+        ww = model.whole_word_ids(enc["input_ids"])[0].tolist()
+        toks = model.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+        spans: dict[int, list[str]] = {}
+        for t, w in zip(toks, ww):
+            if w:
+                spans.setdefault(w, []).append(t)
+        assert ["".join(spans[k]) for k in sorted(spans)] == [index.item_text(i) for i in (4, 9, 2)], scheme
+
+
+def test_svd_item_vectors_put_co_consumed_items_together():
+    from textrec.p5.item_init import svd_item_vectors
+
+    # two disjoint groups of items, each consumed by its own users
+    seqs = [np.array([0, 1, 2, 3]) for _ in range(10)] + [np.array([4, 5, 6, 7]) for _ in range(10)]
+    seqs += [np.array([0, 2]), np.array([5, 7])]
+    v = svd_item_vectors(seqs, 9, dim=2)
+    assert v.shape == (9, 2) and np.allclose(v[8], 0)  # item 8 has no training event
+    u = v[:8] / np.linalg.norm(v[:8], axis=1, keepdims=True)
+    sim = u @ u.T
+    assert sim[0, 1] > 0.9 and sim[4, 5] > 0.9 and abs(sim[0, 4]) < 0.2
+    assert svd_item_vectors(seqs, 9, dim=4).shape == (9, 4)
+
+
+def test_item_init_sets_item_token_rows_from_training_data_only():
+    from textrec.indexing import item_index
+    from textrec.p5.item_init import apply_item_init
+
+    class FakeEncoder:  # text vectors: items 0-5 "about A", 6-11 "about B"
+        def encode(self, texts, progress=False):
+            return np.array([[1.0, 0.0, 0.1 * i] if "A" in t else [0.0, 1.0, 0.1 * i] for i, t in enumerate(texts)])
+
+    seqs = [np.array([0, 1, 2]) for _ in range(6)] + [np.array([6, 7, 8]) for _ in range(6)]
+    texts = ["A"] * 6 + ["B"] * 6
+    index = item_index(N_ITEMS)
+    ser = compact_serializer(index)
+    model = tiny_model(index, ser, TrainData(seqs, N_ITEMS))
+    table = model.t5.get_input_embeddings().weight
+    ids = model.tokenizer.convert_tokens_to_ids([t[0] for t in index.tokens])
+    before = table[ids].detach().clone()
+    rep = apply_item_init(model, "svd+text", seqs, texts=texts, encoder=FakeEncoder())
+    assert rep["trained_items"] == 6 and rep["new_items"] == 6 and rep["rows_set"] == N_ITEMS
+    after = table[ids].detach()
+    assert not torch.allclose(after, before)
+    cos = torch.nn.functional.cosine_similarity
+    # a new item whose text resembles trained group A starts next to group A's tokens
+    assert cos(after[4], after[0], dim=0) > cos(after[4], after[6], dim=0)
+    assert cos(after[10], after[7], dim=0) > cos(after[10], after[1], dim=0)
+    # the output layer is tied to the same table: the init reaches the item logits too
+    assert torch.equal(model.t5.get_output_embeddings().weight[ids], after)
+    with pytest.raises(ValueError, match="unknown item initialisation"):
+        apply_item_init(model, "magic", seqs)
+
+
+def test_first_token_scores_rank_every_item_like_the_beams():
+    from textrec.indexing import item_index
+    from textrec.p5.generation import first_token_scores, item_score_matrix
+
+    seqs = planted_sequences()
+    index = item_index(N_ITEMS)
+    ser = P5Serializer(index, None, SerializerConfig(max_history=3, item_sep=""), templates=SHORT)
+    data = TrainData(seqs, N_ITEMS)
+    model = tiny_model(index, ser, data)
+    train_p5(model, ser, data, None, P5TrainConfig(epochs=12, batch_size=32, lr=5e-3, warmup_steps=5), progress=False)
+    histories = [np.array([(s + j) % N_ITEMS for j in range(3)]) for s in range(N_ITEMS)]
+    src = [ser.sequential_source(0, h, SHORT["sequential"][0]) for h in histories]
+    full = first_token_scores(model, src, histories)
+    assert full.shape == (N_ITEMS, N_ITEMS)
+    for h, row in zip(histories, full):
+        assert torch.isneginf(row[h]).all() and torch.isfinite(row).sum() == N_ITEMS - 3
+    top = full.argmax(1).numpy()
+    assert (top == np.array([(h[-1] + 1) % N_ITEMS for h in histories])).mean() >= 0.9
+    items, _ = generate_items(model, src, consumed=histories, k=3)
+    assert (items[:, 0] == top).mean() >= 0.9  # beams (which add log p(EOS)) agree on the best item
+    assert torch.equal(item_score_matrix(model, src, histories, N_ITEMS, k=3), full)
+    beams = item_score_matrix(model, src, histories, N_ITEMS, k=3, decode="beam")
+    assert (torch.isfinite(beams).sum(1) == 3).all()
+
+
+def test_evaluation_counts_repeated_targets_apart_from_unscored_ones():
+    from textrec.data.splits import EvalSet
+    from textrec.evaluation import evaluate
+
+    class Beamish:  # scores items 0-2 only, like a 3-beam generator
+        name = "beamish"
+
+        def score(self, users, histories):
+            s = torch.full((len(users), 10), float("-inf"))
+            s[:, :3] = torch.tensor([3.0, 2.0, 1.0])
+            return s
+
+    ev = EvalSet.from_lists([0, 1, 2, 3], [np.array([5]), np.array([1, 2]), np.array([4]), np.array([7])],
+                            [np.array([1]), np.array([1]), np.array([8]), np.array([9])])
+    res = evaluate(Beamish(), ev, 10, ks=(10,)).to_dict()
+    assert res["targets_in_history"] == 1  # user 1's target repeats a history item (masked)
+    assert res["targets_unscored"] == 2  # users 2 and 3: outside the generated items
+    assert res["unreachable_targets"] == 3
+
+
+def test_epoch_shards_cover_every_prefix_once_per_cycle():
+    from textrec.indexing import item_index
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.permutation(30)[:n] for n in (2, 9, 15, 4, 1, 22)]  # distinct items: target -> position
+    ser = compact_serializer(item_index(30), positions_per_user=None, epoch_shards=3)
+    data = TrainData(seqs, 30)
+    every = sorted((u, t) for u, s in enumerate(seqs) for t in range(1, len(s)))
+    for cycle in (0, 1):
+        seen = []
+        for e in range(3 * cycle, 3 * cycle + 3):
+            cols = ser.examples(data, epoch=e)
+            assert 0 < len(cols["source"]) < len(every)
+            seen += [(u, int(np.flatnonzero(seqs[u] == it)[0])) for u, it in zip(cols["user"], cols["target_item"])]
+        assert sorted(seen) == every  # every prefix exactly once per 3 epochs
+
+
+def test_expected_ratings_and_text_never_answer_with_item_ids(trained):
+    from textrec.p5.generation import expected_ratings, generate_text
+
+    model, ser, _ = trained
+    src = [ser.sequential_source(0, [2, 3, 4], SHORT["sequential"][0])] * 2
+    r, argmax = expected_ratings(model, src)
+    assert r.shape == (2,) and np.all((r >= 1) & (r <= 5)) and set(argmax) <= set("12345")
+    pred = predict_ratings(model, src, mode="expected")
+    assert pred.n_fallback == 0 and np.allclose(pred.ratings, r)
+    # a sequential prompt would be answered with an item id; text generation cannot produce one
+    texts = generate_text(model, src, max_new_tokens=4)
+    assert all(not model.index.find_items(t) for t in texts)
+    ids = model.t5.generate(**{"encoder_outputs": model.encode(**model.tokenize_sources(src[:1]))},
+                            max_new_tokens=2, decoder_start_token_id=0, do_sample=False)
+    assert model.is_item_token[ids[0, 1]]  # (unconstrained, the model does answer with an item token)
+    sampled = generate_text(model, src * 3, max_new_tokens=6, top_p=0.9, no_repeat_ngram_size=2, seed=1)
+    assert len(sampled) == 6
+
+
+def test_compact_item_recommender_fits_scores_every_item_and_round_trips(tmp_path):
+    import textrec
+    from textrec.data.dataset import RecDataset
+    from textrec.data.splits import leave_one_out
+    from textrec.models.base import TrainView
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"item-{(s + t) % 24}", float(t)) for u in range(40) for s in [int(rng.integers(24))]
+            for t in range(6)]
+    items = pd.DataFrame({"item_id": [f"item-{i}" for i in range(24)], "title": [f"model {i}" for i in range(24)]})
+    ds = RecDataset.from_frames("tiny", pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), items,
+                                text_fields=["title"])
+    view = TrainView.from_split(leave_one_out(ds), with_text=True)
+    rec = P5Recommender(indexing="item", model_config={"preset": "tiny", "vocab_size": 300, "item_init": "svd"},
+                        serializer_config={"prompt_set": "p5/compact", "item_sep": "", "max_history": 4,
+                                           "max_history_titles": None},
+                        train_config={"epochs": 2, "batch_size": 32}, template_id="seq-c1")
+    rec.fit(view, progress=False)
+    assert rec.init_report["item_init"] == "svd" and rec.init_report["rows_set"] > 0
+    hist = [np.array([0, 1, 2]), np.array([5])]
+    scores = rec.score(np.array([0, 1]), hist)
+    assert torch.isneginf(scores[0, :3]).all() and torch.isfinite(scores[0, 3:]).all()  # every other item ranked
+    assert torch.isfinite(scores[1]).sum() == 23
+    back = textrec.load(rec.save_pretrained(tmp_path / "p5"))
+    assert back.model.index.scheme == "item" and back.decode == "auto"
+    torch.testing.assert_close(back.score(np.array([0, 1]), hist), scores)

@@ -85,7 +85,7 @@ def evaluate(
     keep_k = max(topk_k or 0, max(ks))
     n = len(evalset)
     all_ranks, all_rows, topk_rows, topk_scores = [], [], [], []
-    unreachable = 0
+    unreachable = in_history = unscored = 0
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     starts = range(0, n, batch_size)
@@ -109,7 +109,15 @@ def evaluate(
             ranks = sampled_ranks(scores, tr, ti, sampled_negatives, gen)
         else:
             ranks = target_ranks(scores, tr, ti)
-        unreachable += int(torch.isneginf(scores[tr, ti]).sum())
+        neg = torch.isneginf(scores[tr, ti])
+        unreachable += int(neg.sum())
+        if mask_history:
+            hsets = [set(np.asarray(h).tolist()) for h in hists]
+            repeats = torch.tensor([int(t) in hsets[r] for r, t in zip(t_rows, t_items)], dtype=torch.bool)
+        else:
+            repeats = torch.zeros(len(t_rows), dtype=torch.bool)
+        in_history += int(repeats.sum())
+        unscored += int((neg & ~repeats).sum())
         all_ranks.append(ranks.numpy())
         all_rows.append(t_rows + start)
         idx, val = topk_items(scores, keep_k)
@@ -121,7 +129,10 @@ def evaluate(
     per_row = metrics_from_ranks(ranks, row_of, n, ks)
     metrics = {k: float(v.mean()) if n else float("nan") for k, v in per_row.items()}
     topk = np.concatenate(topk_rows) if topk_rows else np.zeros((0, keep_k), np.int64)
-    extra = {"unreachable_targets": unreachable, "protocol": "sampled" if sampled_negatives else "full"}
+    # unreachable = targets_in_history (masked: the target repeats a history item) + targets_unscored
+    # (the model gave the target -inf, e.g. outside a generative model's beams)
+    extra = {"unreachable_targets": unreachable, "targets_in_history": in_history, "targets_unscored": unscored,
+             "protocol": "sampled" if sampled_negatives else "full"}
     if sampled_negatives:
         extra["sampled_negatives"] = sampled_negatives
     if popularity is not None:

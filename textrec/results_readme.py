@@ -34,7 +34,10 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("p5", "P5 (issue #4, reduced CPU runs)", ["p5_ml-100k.json", "p5_ml-100k_ml100k_long.json",
                                                "p5_planted_collaborative.json", "p5_scientific.json",
                                                "p5_instruments.json", "p5_scientific_new_item.json",
-                                               "p5_beauty.json"]),
+                                               "p5_beauty.json", "p5_ml-100k_compact_tiny.json",
+                                               "p5_ml-100k_compact_mini.json", "p5_instruments_compact.json",
+                                               "p5_ml-100k_old_recipe_cost.json", "p5_ml-100k_compact_cost.json",
+                                               "p5_ml-100k_compact_mini_cost.json"]),
     ("erra", "ERRA explanations (issue #6)", ["erra_instruments.json", "erra_instruments_lm.json",
                                               "erra_instruments_lm_reference.json"]),
     ("query", "Rec-R1 query writing (issue #5, reduced CPU runs)", [
@@ -221,8 +224,9 @@ SKIP_OTHER = ("_queries.json", "_agreement.json", "_smoke.json")
 def other_results(results: Path) -> list[str]:
     """Result JSON files no section lists (new benchmarks), minus the parts of listed ones."""
     listed = {f for _, _, files in SECTIONS for f in files}
-    p5_parts = {f"{Path(f).stem}_{i}.json" for f in listed if f.startswith("p5_")
-                for i in ("random", "sequential", "collaborative", "semantic")}
+    from textrec.indexing import SCHEMES
+
+    p5_parts = {f"{Path(f).stem}_{i}.json" for f in listed if f.startswith("p5_") for i in SCHEMES}
     return sorted(p.name for p in results.glob("*.json")
                   if p.name not in listed | p5_parts and not p.name.endswith(SKIP_OTHER))
 

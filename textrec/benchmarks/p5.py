@@ -26,7 +26,7 @@ import pandas as pd
 
 from textrec.data.splits import Split, make_split
 from textrec.evaluation import evaluate
-from textrec.indexing import build_index
+from textrec.indexing import SCHEMES
 from textrec.metrics.text import bleu, rmse_mae, rouge, rouge_tokens
 from textrec.options import (
     add_dataset_options,
@@ -39,20 +39,16 @@ from textrec.options import (
     recipe_from_args,
 )
 from textrec.p5.generation import generate_text, predict_ratings
-from textrec.p5.model import P5Config, P5Model
-from textrec.p5.recommender import P5Recommender, tokenizer_corpus
-from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
+from textrec.p5.model import P5Model
+from textrec.p5.pipeline import build_parts, item_titles  # noqa: F401 - item_titles kept for importers
+from textrec.p5.recommender import P5Recommender
+from textrec.p5.serializer import P5Serializer, TrainData
+from textrec.p5.throughput import serialization_cost
 from textrec.p5.trainer import P5TrainConfig, train_p5
 from textrec.recipes import config_from_dict
 from textrec.results import add_output_options, metadata_line, published_result, writer_from_args
 
 KS = (5, 10)
-
-
-def item_titles(ds) -> list[str]:
-    """Short item names for prompts: title (+ year) when the catalog has them, else all text."""
-    fields = [f for f in ("title", "year") if f in ds.text_fields]
-    return ds.item_text(fields or None, sep=" ")
 
 
 def sequential_leak(index, evalset) -> float:
@@ -75,8 +71,9 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
     """Rating RMSE/MAE and explanation BLEU/ROUGE on the test events (families the model was trained on).
 
     Rating: the test target event's star rating, predicted as text and parsed (unparsable
-    outputs get the training mean and are counted); the training mean rating is the reference
-    row. Explanation: test target events that have a review; the reference is the review text
+    outputs get the training mean and are counted; ``answered_with_a_rating`` says how often a
+    template's answer was a rating at all) and as expected stars (``expected_stars``); the
+    training mean rating is the reference row. Explanation: test target events that have a review; the reference is the review text
     cut as in training (``review_words``), the prompt carries the true rating as in P5.
     """
     ds = split.dataset
@@ -94,11 +91,14 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
         res = {"n_rows": int(len(ok)), "train_mean_rating": round(train_mean, 4),
                "train_mean_baseline": rmse_mae(true[ok], np.full(len(ok), train_mean)), "per_template": {}}
         for tpl in ser.templates["rating"]:
-            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]))
-                   for i in ok]
-            pred = predict_ratings(model, src, fallback=train_mean)
+            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
+                                     **ser.history_fields(split.test.history(int(i)))) for i in ok]
+            pred = predict_ratings(model, src, fallback=train_mean, mode="text")
+            expected = predict_ratings(model, src, mode="expected")
             res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
                                            "n_fallback": pred.n_fallback,
+                                           "answered_with_a_rating": round(1 - pred.n_fallback / max(len(ok), 1), 4),
+                                           "expected_stars": rmse_mae(true[ok], expected.ratings),
                                            "examples": [[src[j], pred.texts[j], float(true[ok][j])] for j in range(min(3, len(ok)))]}
         out["rating"] = res
     if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
@@ -115,7 +115,9 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
                                      rating="unknown" if pd.isna(stars[i]) else f"{float(stars[i]):g}")
                    for i in pick]
             hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
-                                 num_beams=int(ecfg.get("explanation_beams", 1)))
+                                 num_beams=int(ecfg.get("explanation_beams", 1)),
+                                 no_repeat_ngram_size=int(ecfg.get("explanation_no_repeat_ngram", 0)),
+                                 top_p=ecfg.get("explanation_top_p"), seed=seed)
             rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
             res["per_template"][tpl.id] = {
                 "unseen": tpl.unseen, "bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
@@ -131,20 +133,9 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     """Train and evaluate P5 with one indexing scheme; returns its result record."""
     ds = split.dataset
     t_all = time.perf_counter()
-    titles = item_titles(ds)
-    from textrec.text.encoder import item_texts
-
-    t0 = time.perf_counter()
-    index = build_index(scheme, split.train_sequences(), split.n_items,
-                        texts=item_texts(ds, verbose=False).texts if scheme == "semantic" else None,
-                        seed=seed, **(recipe.get("indexing", {}).get(scheme) or {}))
-    index_seconds = time.perf_counter() - t0
-    scfg = config_from_dict(SerializerConfig, {**recipe.get("serializer", {}), "seed": seed}, "P5 serializer")
-    ser = P5Serializer(index, titles, scfg)
-    data = TrainData.from_frame(split.train, split.n_users, split.n_items, reviews=ds.reviews)
-    mcfg = config_from_dict(P5Config, recipe.get("model", {}), "P5 model")
-    model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids),
-                          seed=seed)
+    parts = build_parts(split, recipe, scheme, seed)
+    ser, data, model, index = parts.serializer, parts.data, parts.model, parts.serializer.index
+    index_seconds = parts.index_seconds
     tr = {**recipe.get("trainer", {}), "seed": seed}
     if max_minutes is not None:
         tr["max_minutes"] = max_minutes
@@ -153,9 +144,14 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     unseen = list(ecfg.get("unseen_templates", ["seq-unseen-1"]))
     tr.setdefault("eval_template", seen[0])
     tcfg = config_from_dict(P5TrainConfig, tr, "P5 trainer")
-    t0 = time.perf_counter()
+    cost = None
+    if ecfg.get("cost_seconds"):  # prompt cost measured on a copy, before training
+        cost = serialization_cost(model, ser, data, batch_size=tcfg.batch_size, seconds=float(ecfg["cost_seconds"]),
+                                  lr=tcfg.lr, seed=seed)
+    t0, c0 = time.perf_counter(), time.process_time()
     history = train_p5(model, ser, data, split.valid, tcfg, progress=progress)
-    train_seconds = time.perf_counter() - t0
+    train_seconds, train_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    examples_seen = sum(e["steps"] for e in history["epochs"]) * tcfg.batch_size
     beams = int(ecfg.get("beams", 10))
     rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
     pop = split.item_popularity()
@@ -184,6 +180,9 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     out = {"indexing": scheme, "leaky": index.leaky, "index": repr(index), "index_report": index.report,
            "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
            "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
+           "train_cpu_seconds": round(train_cpu_seconds, 1), "examples_seen_approx": int(examples_seen),
+           "device": str(model.device), "item_init": parts.init_report, "serialization_cost": cost,
+           "decode": "first_token" if all(len(t) == 1 for t in index.tokens) else "beam",
            "training_history": history, "beams": beams,
            "valid": valid.to_dict(), "valid_rows": valid_note, "test": test.to_dict(),
            "inference_users_per_s": round(test.users_per_second, 1),
@@ -236,7 +235,9 @@ def markdown(res: dict) -> str:
             lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
                       f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
                       + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
-                                  f" [{v['n_fallback']} fallback]" for t, v in rt["per_template"].items())]
+                                  f" [{v['n_fallback']} fallback; expected stars "
+                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}]"
+                                  for t, v in rt["per_template"].items())]
         if "explanation" in sec:
             ex = sec["explanation"]
             lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L): "
@@ -253,15 +254,38 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     add_dataset_options(ap)
     add_recipe_options(ap, "p5_ml100k")
     ap.add_argument("--indexings", nargs="+", default=["random", "sequential", "collaborative", "semantic"],
-                    choices=["random", "sequential", "collaborative", "semantic"])
+                    choices=list(SCHEMES))
     add_threads_option(ap)
     ap.add_argument("--max-minutes", type=positive_float, default=None,
                     help="training cap per indexing (default: recipe)")
     add_seed_option(ap)
     ap.add_argument("--split", default="auto", help="auto (leave-one-out here) or new_item (held-out items)")
     ap.add_argument("--save-models", default=None, help="also save each trained model under this folder")
+    ap.add_argument("--tag", default=None, help="result file suffix (default: from the recipe name)")
+    ap.add_argument("--cost-only", type=positive_float, default=None, metavar="SECONDS",
+                    help="only measure prompt cost (tokens, examples per wall/CPU second over SECONDS) per indexing")
     add_progress_option(ap)
     add_output_options(ap, "p5")
+
+
+def run_cost(args: argparse.Namespace, split: Split, recipe: dict, tag: str, t0: float) -> int:
+    """``--cost-only``: source tokens per example and training examples per wall/CPU second, per indexing."""
+    tcfg = config_from_dict(P5TrainConfig, recipe.get("trainer", {}), "P5 trainer")
+    res = {"benchmark": "p5_serialization_cost", "dataset": split.dataset.name, "recipe": args.recipe,
+           "recipe_overrides": list(args.overrides), "recipe_content": recipe,
+           "note": "examples per CPU second is the comparable number on a shared machine", "cost": {}}
+    writer = writer_from_args(args, "p5")
+    writer.started = t0
+    with writer:
+        for scheme in args.indexings:
+            parts = build_parts(split, recipe, scheme, args.seed)
+            res["cost"][scheme] = serialization_cost(parts.model, parts.serializer, parts.data,
+                                                     batch_size=tcfg.batch_size, seconds=args.cost_only,
+                                                     lr=tcfg.lr, seed=args.seed)
+            print(scheme, res["cost"][scheme], flush=True)
+        res.update(writer.metadata())
+        writer.write_json(f"p5_{tag}_cost.json", res)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -272,15 +296,20 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args, "p5")
     tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
     stem = Path(args.recipe).stem.removeprefix("p5_")
-    if args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files
+    if getattr(args, "tag", None):
+        tag += "_" + args.tag
+    elif args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files
         tag += "_" + stem
     combined = f"p5_{tag}.json"
+    if getattr(args, "cost_only", None):
+        return run_cost(args, split, recipe, tag, t0)
     res = {"benchmark": "p5_sequential", "dataset": ds.name, "split": split.describe(), "recipe": args.recipe,
            "recipe_overrides": list(args.overrides),
-           "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (subset of valid rows), "
-           "test with valid appended and no refit; trie-constrained beam search over the full catalogue, consumed "
-           "items removed from the trie; items outside the beams score -inf (never hits), so HR/NDCG/MRR@K are "
-           "exact for K <= beams", "seed": args.seed, "p5": {}, "baselines": baseline_rows(ds.name)}
+           "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (trainer.eval_users valid rows; null = all), "
+           "test with valid appended and no refit; multi-token ids: trie-constrained beam search over the full "
+           "catalogue, consumed items removed from the trie, items outside the beams score -inf (never hits), so "
+           "HR/NDCG/MRR@K are exact for K <= beams; one-token ids: every item scored by its first-token "
+           "log-probability (full ranking), history masked", "seed": args.seed, "p5": {}, "baselines": baseline_rows(ds.name)}
     writer = writer_from_args(args, "p5")
     writer.started = t0
 

@@ -66,6 +66,17 @@ class ItemIndex:
         """Every distinct item token, sorted (what the tokenizer must add)."""
         return sorted({t for toks in self.tokens for t in toks})
 
+    def start_tokens(self) -> set[str] | None:
+        """Tokens that begin an id and occur at no other position, or None if some first token does.
+
+        With such tokens, ids written back to back (no separator) still split unambiguously:
+        a new id starts at every start token (per-item, collaborative, semantic and hybrid
+        ids). Digit ids (``<n_1><n_2>``) have no such tokens and need a separator.
+        """
+        first = {t[0] for t in self.tokens}
+        later = {x for t in self.tokens for x in t[1:]}
+        return None if first & later else first
+
     def parse(self, text: str) -> int | None:
         """The item whose id is exactly ``text`` (whitespace ignored), or None."""
         return self._lookup.get(tuple(TOKEN_RE.findall(text)))

@@ -12,6 +12,7 @@ TRAIN_HELP = "P5: recommendation as text-to-text with a T5 and constrained item 
 
 def add_train_arguments(tr: argparse.ArgumentParser) -> None:
     """Arguments of ``textrec train p5`` (= ``textrec p5 train``)."""
+    from textrec.indexing import SCHEMES
     from textrec.options import (
         add_dataset_options,
         add_recipe_options,
@@ -21,7 +22,7 @@ def add_train_arguments(tr: argparse.ArgumentParser) -> None:
     )
 
     add_dataset_options(tr)
-    tr.add_argument("--indexing", default="collaborative", choices=["random", "sequential", "collaborative", "semantic"],
+    tr.add_argument("--indexing", default="collaborative", choices=list(SCHEMES),
                     help="item ids; 'sequential' leaks the answer and is kept for comparison only")
     add_recipe_options(tr, "p5_ml100k")
     tr.add_argument("--out", required=True, help="folder for the trained model")

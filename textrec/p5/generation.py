@@ -1,13 +1,19 @@
 """Generation with a trained P5 model: items (trie-constrained beams), candidates, ratings, text.
 
+* ``first_token_scores`` – for one-token-per-item indexes: the log-probability of every item's
+  token at the first decoding step, i.e. an exact full-catalogue ranking in one decoder step
+  (the beam path adds ``log p(EOS | item)``, which a trained model puts near 0).
 * ``generate_items`` – beam search where every step may only take a token the item trie allows
   (``prefix_allowed_tokens_fn``), with the user's consumed items removed from the trie, so the
   output is always real, not-yet-consumed items. Score = the sum of the item's token
   log-probabilities (``length_penalty=0``, so ids of different lengths compare fairly).
 * ``rank_candidates`` – the direct task: each candidate's id log-likelihood, teacher-forced.
-* ``predict_ratings`` – greedy text parsed as a number; unparsable outputs get a fallback
-  value and are counted (``n_fallback``), never silently dropped.
-* ``generate_text`` – free text (explanation, review summary).
+* ``predict_ratings`` – ``mode="expected"``: the mean of the star digits ``lo..hi`` under the
+  model's first-token distribution restricted to them (always a rating, and the squared-error
+  optimal point prediction); ``mode="text"``: greedy text parsed as a number, unparsable outputs
+  get a fallback value and are counted (``n_fallback``), never silently dropped.
+* ``generate_text`` – free text (explanation, review summary); item tokens are suppressed, so a
+  text prompt (seen or unseen) is always answered with words, never with item ids.
 """
 
 from __future__ import annotations
@@ -92,16 +98,27 @@ def rank_candidates(model: P5Model, source: str, candidates: Sequence[int]) -> t
 
 @torch.no_grad()
 def generate_text(model: P5Model, sources: list[str], max_new_tokens: int = 40, num_beams: int = 1,
-                  batch_size: int = 32) -> list[str]:
-    """Free text (explanations, summaries, ratings as text); item tokens are stripped."""
+                  batch_size: int = 32, no_repeat_ngram_size: int = 0, top_p: float | None = None,
+                  seed: int = 0) -> list[str]:
+    """Free text (explanations, summaries, ratings as text); item tokens are never generated.
+
+    ``top_p`` samples (nucleus, seeded) instead of greedy/beam decoding;
+    ``no_repeat_ngram_size`` blocks repeated n-grams (both make outputs less generic).
+    """
     model.eval()
     out: list[str] = []
     pad = model.tokenizer.pad_token_id
+    item_ids = torch.nonzero(model.is_item_token).flatten().tolist()
+    sample = top_p is not None
+    if sample:
+        torch.manual_seed(seed)
     for s in range(0, len(sources), batch_size):
         enc = model.tokenize_sources(sources[s:s + batch_size])
         ids = model.t5.generate(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
                                 attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
-                                num_beams=num_beams, do_sample=False, decoder_start_token_id=pad,
+                                num_beams=num_beams, do_sample=sample, top_p=top_p if sample else None,
+                                no_repeat_ngram_size=no_repeat_ngram_size or None,
+                                suppress_tokens=item_ids or None, decoder_start_token_id=pad,
                                 eos_token_id=model.tokenizer.eos_token_id, pad_token_id=pad)
         out.extend(t.strip() for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True))
     return out
@@ -125,9 +142,35 @@ def parse_rating(text: str, lo: float = 1.0, hi: float = 5.0) -> float | None:
     return None if m is None else float(min(max(float(m.group()), lo), hi))
 
 
+@torch.no_grad()
+def expected_ratings(model: P5Model, sources: list[str], lo: int = 1, hi: int = 5,
+                     batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+    """Mean star rating under the first-token distribution over the digits ``lo..hi`` (and the argmax digit)."""
+    stars = list(range(int(lo), int(hi) + 1))
+    ids = model.tokenizer.convert_tokens_to_ids([str(d) for d in stars])
+    if any(i is None or i == model.tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"the tokenizer has no single token for every star digit {stars}")
+    model.eval()
+    pad = model.tokenizer.pad_token_id
+    vals: list[np.ndarray] = []
+    for s in range(0, len(sources), batch_size):
+        enc = model.tokenize_sources(sources[s:s + batch_size])
+        start = torch.full((enc["input_ids"].shape[0], 1), pad, dtype=torch.long, device=model.device)
+        logits = model.t5(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+                          attention_mask=enc["attention_mask"], decoder_input_ids=start).logits[:, 0]
+        vals.append(torch.softmax(logits.float()[:, ids], -1).cpu().numpy())
+    p = np.concatenate(vals) if vals else np.zeros((0, len(stars)))
+    return p @ np.asarray(stars, dtype=np.float64), [str(stars[j]) for j in p.argmax(1)]
+
+
 def predict_ratings(model: P5Model, sources: list[str], fallback: float = 3.0, lo: float = 1.0,
-                    hi: float = 5.0) -> RatingPredictions:
-    """Ratings generated as text and parsed; unparsable ones get ``fallback`` (counted)."""
+                    hi: float = 5.0, mode: str = "text") -> RatingPredictions:
+    """Ratings as text parsed (``text``; unparsable ones get ``fallback``, counted) or ``expected`` stars."""
+    if mode == "expected":
+        r, texts = expected_ratings(model, sources, int(lo), int(hi))
+        return RatingPredictions(r, texts, 0)
+    if mode != "text":
+        raise ValueError(f"unknown rating mode '{mode}'; choose text or expected")
     texts = generate_text(model, sources, max_new_tokens=4)
     vals, n_fb = [], 0
     for t in texts:
@@ -149,3 +192,45 @@ def beam_score_matrix(model, sources: list[str], consumed: list[np.ndarray], n_i
     out[torch.from_numpy(rows), torch.from_numpy(items[rows, cols])] = torch.from_numpy(scores[rows, cols])
     return out
 
+
+
+@torch.no_grad()
+def first_token_scores(model, sources: list[str], consumed: Sequence[Sequence[int]] | None = None,
+                       batch_size: int = 256) -> torch.Tensor:
+    """(rows, n_items) log-probability of each item's single id token as the first output token.
+
+    Only for indexes with one token per item; consumed items get ``-inf``.
+    """
+    if any(len(t) != 1 for t in model.index.tokens):
+        raise ValueError(f"first-token scoring needs one token per item; '{model.index.scheme}' ids are longer")
+    model.eval()
+    tok_ids = torch.as_tensor(model.tokenizer.convert_tokens_to_ids([t[0] for t in model.index.tokens]),
+                              device=model.device)
+    pad = model.tokenizer.pad_token_id
+    out = []
+    for s in range(0, len(sources), batch_size):
+        enc = model.tokenize_sources(sources[s:s + batch_size])
+        start = torch.full((enc["input_ids"].shape[0], 1), pad, dtype=torch.long, device=model.device)
+        logits = model.t5(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+                          attention_mask=enc["attention_mask"], decoder_input_ids=start).logits[:, 0]
+        out.append(torch.log_softmax(logits.float(), -1)[:, tok_ids].cpu())
+    scores = torch.cat(out) if out else torch.zeros(0, model.index.n_items)
+    if consumed is not None:
+        for r, h in enumerate(consumed):
+            if len(h):
+                scores[r, torch.as_tensor(np.asarray(h, dtype=np.int64))] = float("-inf")
+    return scores
+
+
+def item_score_matrix(model, sources: list[str], consumed: list[np.ndarray], n_items: int, k: int,
+                      num_beams: int | None = None, batch_size: int = 32, decode: str = "auto") -> torch.Tensor:
+    """Item scores for evaluation: ``beam`` (top-``k`` beam scores, ``-inf`` elsewhere) or ``first_token``.
+
+    ``auto`` uses ``first_token`` (a full ranking) when every item id is one token, else beams.
+    """
+    if decode not in ("auto", "beam", "first_token"):
+        raise ValueError(f"unknown decode '{decode}'; choose auto, beam or first_token")
+    single = all(len(t) == 1 for t in model.index.tokens)
+    if decode == "first_token" or (decode == "auto" and single):
+        return first_token_scores(model, sources, consumed, batch_size=max(batch_size, 256))
+    return beam_score_matrix(model, sources, consumed, n_items, k, num_beams=num_beams, batch_size=batch_size)

@@ -59,6 +59,7 @@ class P5Config:
     whole_word: bool = True
     max_item_spans: int = 64
     item_embeddings: bool = False  # add a per-item input embedding on each history id's tokens (see module doc)
+    item_init: str = "none"  # item-token start: none | svd | text | svd+text (textrec.p5.item_init, training data only)
     max_source_len: int = 160
     max_target_len: int = 64
     checkpoint: str | None = None
@@ -94,7 +95,7 @@ class P5Model(nn.Module):
         super().__init__()
         from transformers import T5Config, T5ForConditionalGeneration
 
-        from textrec.p5.tokenizer import add_item_tokens, item_token_ids
+        from textrec.p5.tokenizer import add_item_tokens
 
         self.config = config
         self.tokenizer = tokenizer
@@ -120,11 +121,23 @@ class P5Model(nn.Module):
             self.whole_word.weight[0].zero_()
         self.item_embedding = _zero_item_embedding(index.n_items, d) if config.item_embeddings else None
         self._span_lookup: dict[tuple[int, ...], int] | None = None
-        vocab_n = max(len(tokenizer), t5.get_input_embeddings().num_embeddings)
-        is_item = torch.zeros(vocab_n, dtype=torch.bool)
-        is_item[item_token_ids(tokenizer, index.vocab())] = True
+        is_item, is_start = self._token_flags()
         self.register_buffer("is_item_token", is_item, persistent=False)
+        self.register_buffer("is_start_token", is_start, persistent=False)
         self._trie: ItemTrie | None = None
+
+    def _token_flags(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per vocabulary id: is it an item token; does it start an item id (see ``ItemIndex.start_tokens``)."""
+        from textrec.p5.tokenizer import item_token_ids
+
+        vocab_n = max(len(self.tokenizer), self.t5.get_input_embeddings().num_embeddings)
+        is_item = torch.zeros(vocab_n, dtype=torch.bool)
+        is_item[item_token_ids(self.tokenizer, self.index.vocab())] = True
+        is_start = torch.zeros(vocab_n, dtype=torch.bool)
+        starts = self.index.start_tokens()
+        if starts:
+            is_start[item_token_ids(self.tokenizer, sorted(starts))] = True
+        return is_item, is_start
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
@@ -170,17 +183,16 @@ class P5Model(nn.Module):
         their trained embeddings; new ones start from the T5 initialisation. Returns how many
         tokens were added.
         """
-        from textrec.p5.tokenizer import add_item_tokens, item_token_ids
+        from textrec.p5.tokenizer import add_item_tokens
 
         added = add_item_tokens(self.tokenizer, index.vocab())
         if self.t5.get_input_embeddings().num_embeddings < len(self.tokenizer):
             self.t5.resize_token_embeddings(len(self.tokenizer))
         self.index = index
         self.item_ids = item_ids
-        is_item = torch.zeros(max(len(self.tokenizer), self.t5.get_input_embeddings().num_embeddings),
-                              dtype=torch.bool, device=self.device)
-        is_item[item_token_ids(self.tokenizer, index.vocab())] = True
-        self.is_item_token = is_item
+        is_item, is_start = self._token_flags()
+        self.is_item_token = is_item.to(self.device)
+        self.is_start_token = is_start.to(self.device)
         self._trie = None
         self._span_lookup = None
         if self.item_embedding is not None and self.item_embedding.num_embeddings != index.n_items + 1:
@@ -218,11 +230,15 @@ class P5Model(nn.Module):
         return self._trie
 
     def whole_word_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Per token: 1-based number of the item-id span it belongs to, 0 outside item ids."""
+        """Per token: 1-based number of the item-id span it belongs to, 0 outside item ids.
+
+        A span starts after a non-item token or at a token that starts an id, so ids written
+        back to back without a separator still get one number each.
+        """
         is_item = self.is_item_token[input_ids]
         prev = torch.zeros_like(is_item)
         prev[:, 1:] = is_item[:, :-1]
-        span = torch.cumsum(is_item & ~prev, dim=1)
+        span = torch.cumsum(is_item & (~prev | self.is_start_token[input_ids]), dim=1)
         span = (span - 1) % self.config.max_item_spans + 1
         return torch.where(is_item, span, torch.zeros_like(span))
 
@@ -236,6 +252,7 @@ class P5Model(nn.Module):
                                  for i, t in enumerate(self.index.tokens)}
         lookup, none = self._span_lookup, self.index.n_items
         is_item = self.is_item_token[input_ids].tolist()
+        is_start = self.is_start_token[input_ids].tolist()
         ids = input_ids.tolist()
         out = [[none] * len(row) for row in ids]
         for r, (row, flags) in enumerate(zip(ids, is_item)):
@@ -244,8 +261,8 @@ class P5Model(nn.Module):
                 if not flags[j]:
                     j += 1
                     continue
-                e = j
-                while e < len(row) and flags[e]:
+                e = j + 1
+                while e < len(row) and flags[e] and not is_start[r][e]:
                     e += 1
                 it = lookup.get(tuple(row[j:e]), none)
                 out[r][j:e] = [it] * (e - j)

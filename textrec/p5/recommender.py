@@ -6,7 +6,9 @@ trie-constrained beam search with the history removed from the trie, and returns
 ``k`` generated items and ``-inf`` everywhere else. ``textrec.evaluation.evaluate`` therefore
 computes exact full-catalogue HR/NDCG/MRR at every cut-off ``<= k`` (items outside the beams are
 never hits: a target scored ``-inf`` gets rank MISS); HR/NDCG@10 need only the top-10 beams,
-metrics at larger cut-offs need ``k`` at least that large.
+metrics at larger cut-offs need ``k`` at least that large. With one token per item
+(``indexing="item"``) ``decode="auto"`` scores every item by its first-token log-probability
+instead: a full ranking from one decoder step (:func:`textrec.p5.generation.first_token_scores`).
 
 ``fit(view)`` builds the index (training data only), the tokenizer (item texts + rendered
 seen prompts), the T5 model and trains it with :func:`textrec.p5.trainer.train_p5`.
@@ -52,7 +54,7 @@ class P5Recommender(Recommender):
                  batch_size: int = 32, indexing: str = "collaborative", index_kw: dict | None = None,
                  model_config: dict | P5Config | None = None, serializer_config: dict | SerializerConfig | None = None,
                  train_config: dict | P5TrainConfig | None = None, item_titles: list[str] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, decode: str = "auto"):
         self.model = model
         self.serializer = serializer
         self.template_id = template_id
@@ -66,6 +68,7 @@ class P5Recommender(Recommender):
         self.train_config = config_from_dict(P5TrainConfig, train_config, "P5 trainer")
         self.item_titles = item_titles
         self.seed = seed
+        self.decode = decode
         self.history: dict = {}
         if model is not None and serializer is None:
             self.serializer = P5Serializer(model.index, item_titles, self.serializer_config)
@@ -73,8 +76,9 @@ class P5Recommender(Recommender):
 
     @property
     def scores_new_items(self) -> bool:  # type: ignore[override]
-        """Semantic ids exist for items never seen in training; the other schemes' ids carry no signal."""
-        return self.indexing == "semantic"
+        """Semantic ids, or item tokens started from text, carry signal for items never seen in training."""
+        text_init = self.model is not None and "text" in self.model.config.item_init
+        return self.indexing.startswith("semantic") or text_init or "text" in self.model_config.item_init
 
     def fit(self, data: TrainView, progress: bool = True) -> P5Recommender:
         """Build index, tokenizer and T5 from the training view, then train (valid = early stopping)."""
@@ -89,6 +93,10 @@ class P5Recommender(Recommender):
             tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
             corpus = tokenizer_corpus(self.serializer, tdata, titles, seed=self.seed)
             self.model = P5Model.build(self.model_config, index, corpus, seed=self.seed)
+            from textrec.p5.item_init import apply_item_init
+
+            self.init_report = apply_item_init(self.model, self.model_config.item_init, seqs, texts=data.item_text,
+                                               seed=self.seed)
         assert self.serializer is not None
         tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
         self.history = train_p5(self.model, self.serializer, tdata, data.valid, self.train_config, progress)
@@ -102,18 +110,18 @@ class P5Recommender(Recommender):
         return [self.serializer.sequential_source(u, h, tpl) for u, h in zip(users, histories)]
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
-        """Beam scores for the top-``k`` generated items, ``-inf`` for every other item."""
-        from textrec.p5.generation import beam_score_matrix
+        """Beam scores for the top-``k`` generated items, ``-inf`` elsewhere (one-token ids: every item's score)."""
+        from textrec.p5.generation import item_score_matrix
 
         if self.model is None:
             raise RuntimeError("P5Recommender is not fitted")
-        return beam_score_matrix(self.model, self.sources(users, histories), histories, self.model.index.n_items,
-                                 k=self.k, num_beams=self.num_beams, batch_size=self.batch_size)
+        return item_score_matrix(self.model, self.sources(users, histories), histories, self.model.index.n_items,
+                                 k=self.k, num_beams=self.num_beams, batch_size=self.batch_size, decode=self.decode)
 
     def get_config(self) -> dict[str, Any]:
         """Adapter settings and the model config (the T5 has its own folder)."""
         cfg = {"template_id": self.template_id, "k": self.k, "num_beams": self.num_beams,
-               "batch_size": self.batch_size, "indexing": self.indexing,
+               "batch_size": self.batch_size, "indexing": self.indexing, "decode": self.decode,
                "serializer_config": asdict(self.serializer_config), "seed": self.seed}
         if self.model is not None:
             cfg["model_config"] = self.model.config_dict()

@@ -11,7 +11,8 @@ Families (templates in ``prompts/p5/<family>.yaml``):
 * ``sequential`` – next item from the history (with or without item titles);
 * ``direct`` – yes/no on one item (positive = the true next item, negative = a sampled item
   the user never consumed in training) or choose the next item from ``n_candidates`` ids;
-* ``rating`` – the star rating of a training event (needs a ``rating`` column);
+* ``rating`` – the star rating of a training event (needs a ``rating`` column); the items
+  before it are available as ``history`` (compact prompts name the user by their history);
 * ``explanation`` / ``review`` – review text / summary of training-pair reviews (need reviews).
 
 Families whose templates ``require`` a capability the data lacks are skipped and listed in
@@ -38,18 +39,29 @@ from textrec.text.sanitize import SanitizeStats, TextSanitizer
 
 logger = logging.getLogger("textrec.p5")
 FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
-ITEM_SEP = ","  # one token between item ids, so whole-word spans stay separate
+ITEM_SEP = ","  # default separator between item ids (digit ids need one to stay apart)
+PROMPT_SETS = ("p5", "p5/compact")
 
 
 @dataclass
 class SerializerConfig:
-    """How many examples of which family to render per epoch."""
+    """How many examples of which family to render per epoch, and how prompts are written.
+
+    ``prompt_set`` picks the template folder: ``p5`` (P5's wordings, with user-id prose) or
+    ``p5/compact`` (short wordings, no user id). ``item_sep`` goes between item ids (``""``
+    writes them back to back, fine for ids with start tokens, see ``ItemIndex.start_tokens``).
+    ``max_history_titles=None`` shows as many titled items as ``max_history`` (title templates
+    then see the same history as id-only ones, in training and in evaluation alike).
+    """
 
     families: list[str] = field(default_factory=lambda: ["sequential"])
+    prompt_set: str = "p5"
+    item_sep: str = ITEM_SEP
     max_history: int = 20
-    max_history_titles: int = 5
+    max_history_titles: int | None = 5
     title_words: int = 8
     positions_per_user: int | None = None  # sequential: sampled target positions per user per epoch (None = all)
+    epoch_shards: int = 1  # with positions_per_user=None: each epoch trains 1/epoch_shards of all prefixes (see _sequential)
     min_history: int = 1
     direct_per_user: int = 1
     n_candidates: int = 20
@@ -63,13 +75,15 @@ class SerializerConfig:
     seed: int = 0
 
 
-def load_family_templates(families: Sequence[str]) -> dict[str, list[Template]]:
-    """Templates of each family from ``prompts/p5/<family>.yaml``."""
+def load_family_templates(families: Sequence[str], prompt_set: str = "p5") -> dict[str, list[Template]]:
+    """Templates of each family from ``prompts/<prompt_set>/<family>.yaml``."""
+    if prompt_set not in PROMPT_SETS:
+        raise ValueError(f"unknown P5 prompt set '{prompt_set}'; choose from {PROMPT_SETS}")
     out = {}
     for fam in families:
         if fam not in FAMILIES:
             raise ValueError(f"unknown P5 task family '{fam}'; choose from {FAMILIES}")
-        out[fam] = load_templates(f"p5/{fam}")
+        out[fam] = load_templates(f"{prompt_set}/{fam}")
     return out
 
 
@@ -136,7 +150,11 @@ class P5Serializer:
             raise ValueError(f"{len(self.item_titles)} item titles for {index.n_items} indexed items")
         if self.sanitizer.stats:
             logger.warning("P5 item titles: %s", self.sanitizer.stats)
-        self.templates = templates if templates is not None else load_family_templates(self.config.families)
+        self.templates = templates if templates is not None else load_family_templates(
+            self.config.families, self.config.prompt_set)
+        if not self.config.item_sep.strip() and index.start_tokens() is None:
+            raise ValueError(f"'{index.scheme}' ids cannot be written back to back (item_sep={self.config.item_sep!r}): "
+                             "their first tokens also occur inside ids; use a separator such as ','")
         self._id_text = [index.item_text(i) for i in range(index.n_items)]
 
     # ---- field rendering -----------------------------------------------------------------
@@ -167,9 +185,15 @@ class P5Serializer:
         """``history`` (last ``max_history`` ids) and ``history_titles`` (last few, with titles)."""
         c = self.config
         h = list(history)[-c.max_history:] if c.max_history > 0 else []
-        ht = list(history)[-c.max_history_titles:] if c.max_history_titles > 0 else []
-        return {"history": ITEM_SEP.join(self.item(i) for i in h),
-                "history_titles": ITEM_SEP.join(self._with_title(i) for i in ht)}
+        n_titles = self._n_titles()
+        ht = list(history)[-n_titles:] if n_titles > 0 else []
+        sep = c.item_sep
+        return {"history": sep.join(self.item(i) for i in h),
+                "history_titles": ("; " if not sep.strip() else sep).join(self._with_title(i) for i in ht)}
+
+    def _n_titles(self) -> int:
+        c = self.config
+        return c.max_history if c.max_history_titles is None else c.max_history_titles
 
     def _with_title(self, i: int) -> str:
         title = self.title(i)
@@ -181,7 +205,7 @@ class P5Serializer:
 
     def template(self, family: str, template_id: str | None = None, unseen: bool = False) -> Template:
         """One template by id, or the family's first seen/unseen one."""
-        ts = self.templates.get(family) or load_templates(f"p5/{family}")
+        ts = self.templates.get(family) or load_templates(f"{self.config.prompt_set}/{family}")
         if template_id is not None:
             for t in ts:
                 if t.id == template_id:
@@ -198,6 +222,7 @@ class P5Serializer:
         """All examples of the configured families for one epoch, as column lists."""
         c = self.config
         rng = np.random.default_rng([c.seed, epoch])
+        self._epoch = epoch
         caps = data.capabilities()
         cols: dict[str, list] = {k: [] for k in ("source", "target", "task", "template_id", "user",
                                                  "target_item", "history")}
@@ -236,8 +261,16 @@ class P5Serializer:
         """The history items a template's source actually shows (for leak checks and records)."""
         c = self.config
         n = max(c.max_history if "history" in template.fields else 0,
-                c.max_history_titles if "history_titles" in template.fields else 0)
+                self._n_titles() if "history_titles" in template.fields else 0)
         return [int(i) for i in history][-n:] if n > 0 else []
+
+    @staticmethod
+    def _pick(tpls: list[Template], rng: np.random.Generator) -> Template:
+        """One template, drawn uniformly or by the templates' ``weight`` fields when any is set."""
+        w = np.array([float(t.extra.get("weight", 1.0)) for t in tpls])
+        if np.all(w == w[0]):
+            return tpls[rng.integers(len(tpls))]
+        return tpls[rng.choice(len(tpls), p=w / w.sum())]
 
     def _positions(self, n: int, rng: np.random.Generator, k: int | None) -> np.ndarray:
         pos = np.arange(max(self.config.min_history, 1), n)
@@ -245,11 +278,31 @@ class P5Serializer:
             pos = np.sort(rng.choice(pos, size=k, replace=False))
         return pos
 
+    def _shard_keep(self, data: TrainData, epoch: int) -> list[np.ndarray] | None:
+        """Per user, which target positions this epoch trains, or None for all of them.
+
+        Sampler for ``epoch_shards = K > 1`` (with every position on): the prefixes of all
+        users are dealt into K shards by a permutation drawn once per K epochs, and epoch ``e``
+        trains shard ``e mod K``; so each run of K consecutive epochs trains every prefix of
+        every user exactly once, with valid checks K times as often as full passes allow.
+        """
+        c = self.config
+        if c.epoch_shards <= 1 or c.positions_per_user is not None:
+            return None
+        lo = max(c.min_history, 1)
+        counts = np.array([max(len(s) - lo, 0) for s in data.sequences])
+        shard = np.random.default_rng([c.seed, epoch // c.epoch_shards, 7]).permutation(int(counts.sum()))
+        keep = (shard % c.epoch_shards) == (epoch % c.epoch_shards)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        return [np.arange(lo, lo + counts[u])[keep[bounds[u]:bounds[u + 1]]] for u in range(len(data.sequences))]
+
     def _sequential(self, data: TrainData, tpls, rng, cols) -> None:
+        keep = self._shard_keep(data, self._epoch)
         for u, seq in enumerate(data.sequences):
-            for t in self._positions(len(seq), rng, self.config.positions_per_user):
+            pos = self._positions(len(seq), rng, self.config.positions_per_user) if keep is None else keep[u]
+            for t in pos:
                 hist = seq[:t]
-                tpl = tpls[rng.integers(len(tpls))]
+                tpl = self._pick(tpls, rng)
                 shown = self.shown_history(hist, tpl)
                 self._add(cols, tpl, {"user": u, "target": self.item(seq[t]), **self.history_fields(hist)},
                           u, seq[t], shown)
@@ -270,14 +323,14 @@ class P5Serializer:
             consumed = {int(i) for i in seq}
             for t in self._positions(len(seq), rng, c.direct_per_user):
                 hist = seq[:t]
-                tpl = tpls[rng.integers(len(tpls))]
+                tpl = self._pick(tpls, rng)
                 kind = tpl.extra.get("kind", "yes_no")
                 vals = {"user": u, **self.history_fields(hist)}
                 shown = self.shown_history(hist, tpl)
                 if kind == "choose":
                     cands = [int(seq[t])] + self._negatives(consumed, data.n_items, c.n_candidates - 1, rng)
                     rng.shuffle(cands)
-                    vals.update(candidates=ITEM_SEP.join(self.item(i) for i in cands), target=self.item(seq[t]))
+                    vals.update(candidates=c.item_sep.join(self.item(i) for i in cands), target=self.item(seq[t]))
                     self._add(cols, tpl, vals, u, seq[t], shown)
                 else:
                     positive = bool(rng.random() < 0.5)
@@ -293,9 +346,11 @@ class P5Serializer:
             k = min(self.config.rating_per_user, len(seq))
             for j in rng.choice(len(seq), size=k, replace=False):
                 it = int(seq[j])
-                tpl = tpls[rng.integers(len(tpls))]
+                tpl = self._pick(tpls, rng)
+                hist = seq[:j]
                 self._add(cols, tpl, {"user": u, "item": self.item(it), "item_title": self.title(it),
-                                      "rating": _fmt_rating(data.ratings[u][j])}, u, it, [])
+                                      "rating": _fmt_rating(data.ratings[u][j]), **self.history_fields(hist)},
+                          u, it, self.shown_history(hist, tpl))
 
     def _review_rows(self, data: TrainData):
         rev = data.reviews
@@ -308,7 +363,7 @@ class P5Serializer:
         for u, it, text, _summary, rating in self._review_rows(data):
             if not text.strip():
                 continue
-            tpl = tpls[rng.integers(len(tpls))]
+            tpl = self._pick(tpls, rng)
             r = "unknown" if pd.isna(rating) else _fmt_rating(rating)
             review = _words(self.clean(text, self.config.review_chars), self.config.review_words)
             self._add(cols, tpl, {"user": int(u), "item": self.item(it), "item_title": self.title(it), "rating": r,
@@ -318,7 +373,7 @@ class P5Serializer:
         for u, it, text, summary, rating in self._review_rows(data):
             if not text.strip() or not summary.strip():
                 continue
-            tpl = tpls[rng.integers(len(tpls))]
+            tpl = self._pick(tpls, rng)
             r = "unknown" if pd.isna(rating) else _fmt_rating(rating)
             c = self.config
             self._add(cols, tpl, {"user": int(u), "review": _words(self.clean(text, c.review_chars), c.review_words),

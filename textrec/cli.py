@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
+ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,20 @@ class TextKNN(Recommender):
                 out[i] = self.item_emb[torch.from_numpy(h)].mean(0)
         return F.normalize(out, dim=1) @ self.item_emb.T
 
+    def add_items(self, texts: list[str]) -> np.ndarray:
+        """Append new items from their text (no retraining); returns their new item indexes."""
+        from textrec.text.encoder import TextEncoder
+
+        if self.item_emb is None:
+            raise RuntimeError("fit or load the model before adding items")
+        if not texts or any(not str(t).strip() for t in texts):
+            raise ValueError("add_items needs a non-empty text for every new item")
+        emb = TextEncoder(self.encoder_name).encode(list(texts), progress=False)
+        new = F.normalize(torch.from_numpy(np.asarray(emb, dtype=np.float32)), dim=1)
+        start = int(self.item_emb.shape[0])
+        self.item_emb = torch.cat([self.item_emb, new])
+        return np.arange(start, int(self.item_emb.shape[0]))
+
     def get_config(self) -> dict[str, Any]:
         return {"encoder": self.encoder_name, "last_n": self.last_n}
 

@@ -6,72 +6,19 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
+from serve_fixtures import TOKEN, FakeExplainer, build_folders  # noqa: E402
 
-from textrec.data import RecDataset  # noqa: E402
-from textrec.data.splits import leave_one_out  # noqa: E402
-from textrec.models.base import TrainView  # noqa: E402
-from textrec.models.sasrec import SASRec  # noqa: E402
-from textrec.models.text_knn import TextKNN  # noqa: E402
-from textrec.models.vqrec import VQRec  # noqa: E402
 from textrec.serve.app import create_app  # noqa: E402
-from textrec.serve.backends import (  # noqa: E402
-    ServeCatalog,
-    ServedArtifact,
-    recover_folder,
-    swap_folder,
-    write_serving_files,
-)
-
-TOKEN = "s3cret-token"
-INSTRUMENTS = ["flute", "cello", "harp"]
-SMALL = {"backbone": {"hidden": 16, "layers": 1, "heads": 1, "ff": 32, "max_len": 8},
-         "trainer": {"epochs": 2, "max_len": 8, "batch_size": 32}}
-
-
-def tiny_dataset() -> RecDataset:
-    rng = np.random.default_rng(0)
-    rows = [(f"u{u}", f"i{(s + t) % 24}", float(t)) for u in range(40) for s in [int(rng.integers(24))]
-            for t in range(6)]
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(24)],
-                          "title": [f"{INSTRUMENTS[i % 3]} number {i}" for i in range(24)]})
-    return RecDataset.from_frames("tiny", pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), items,
-                                  text_fields=["title"])
+from textrec.serve.backends import ServeCatalog, ServedArtifact, recover_folder, swap_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    torch.set_num_threads(1)
-    ds = tiny_dataset()
-    view = TrainView.from_split(leave_one_out(ds), with_text=True)
-    root = tmp_path_factory.mktemp("serve")
-    out = {}
-    for name, model in [("vq", VQRec(n_subvectors=4, n_centroids=16, **SMALL)),
-                        ("sas", SASRec(backbone=SMALL["backbone"], trainer=SMALL["trainer"])),
-                        ("knn", TextKNN())]:
-        model.fit(view, progress=False)
-        model.save_pretrained(root / name)
-        write_serving_files(root / name, ds)
-        out[name] = root / name
-    return out
-
-
-class FakeExplainer:
-    """Stands in for the ERRA adapter: answers for known ids, cites one sentence."""
-
-    def explain(self, user_id, item_id):
-        from textrec.serve.backends import UnknownIdError
-
-        if user_id not in {"u1", "u2"}:
-            raise UnknownIdError("user", user_id, "the explainer's reviews")
-        return {"explanation": "the harp sound is warm", "rating": 4.5, "aspects": ["sound"],
-                "cited": [{"sentence_id": 7, "text": "A warm harp sound.", "review_user": "u2",
-                           "review_item": item_id, "score": 0.9}]}
+    return build_folders(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Benchmarks that write ``eval/results/<name>.json`` (+ a Markdown table) and the offline demo."""
+"""Benchmarks that write ``eval/results/<name>.json`` (+ a Markdown table)."""
 
 from __future__ import annotations
 
@@ -209,14 +209,3 @@ def markdown_table(result: dict, k: int = 10) -> str:
                      f"{r['inference_users_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
-
-def demo(out_dir: str = "textrec-demo", threads: int | None = None) -> None:
-    """Offline end-to-end run: ML-100K diagnostics + plot, split, tuned baselines and SASRec."""
-    from textrec.data.registry import load_dataset
-    from textrec.data.stats import dataset_stats, format_stats, plot_long_tail
-
-    out = Path(out_dir)
-    ds = load_dataset("ml-100k")
-    print(format_stats(dataset_stats(ds)))
-    print(f"long-tail plot: {plot_long_tail(ds, out / 'ml-100k_long_tail.png')}")
-    bench_baselines("ml-100k", out_dir=str(out), threads=threads, sasrec_epochs=30, name="demo_ml-100k")

@@ -74,14 +74,8 @@ def parse_grids(specs: list[str] | None) -> dict[str, dict[str, list]]:
     return out
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from textrec.bench import demo
-
-    demo(out_dir=args.out_dir, threads=args.threads)
-    return 0
-
-
-ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli")
+ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli",
+               "textrec.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,11 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--grid", action="append", metavar="MODEL.param=v1,v2",
                     help="replace a default tuning grid (still widened when the best is at an edge)")
     bb.set_defaults(func=cmd_bench_baselines)
-
-    demo = sub.add_parser("demo", help="offline end-to-end run on ML-100K: stats, split, baselines, SASRec")
-    demo.add_argument("--out-dir", default="textrec-demo")
-    demo.add_argument("--threads", type=int, default=None)
-    demo.set_defaults(func=cmd_demo)
 
     # Each engine owns its sub-commands in its own module (``register(sub)``),
     # importing its heavy modules only inside the command functions.

@@ -34,8 +34,8 @@ from textrec.data.splits import make_split
 from textrec.evaluation import evaluate, run_protocol
 from textrec.io import write_json
 from textrec.models.base import TrainView
-from textrec.models.vqrec import VQRec
 from textrec.recipes import load_recipe
+from textrec.vqrec.model import VQRec
 
 KEYS = ("hr@10", "recall@10", "ndcg@10", "mrr@10")
 

@@ -11,8 +11,8 @@ from textrec.data.splits import leave_one_out
 from textrec.models.base import TrainView
 from textrec.models.sasrec import SASRec
 from textrec.models.text_knn import TextKNN
-from textrec.models.vqrec import VQRec
-from textrec.serve.backends import UnknownIdError, write_serving_files
+from textrec.serve.backends import UnknownIdError
+from textrec.vqrec.model import VQRec
 
 TOKEN = "s3cret-token"
 INSTRUMENTS = ["flute", "cello", "harp"]
@@ -43,7 +43,6 @@ def build_folders(root, names=("vq", "sas", "knn")):
             continue
         model.fit(view, progress=False)
         model.save_pretrained(root / name)
-        write_serving_files(root / name, ds)
         out[name] = root / name
     return out
 
@@ -53,7 +52,7 @@ class FakeExplainer:
 
     def explain(self, user_id, item_id):
         if user_id not in {"u1", "u2"}:
-            raise UnknownIdError("user", user_id, "the explainer's reviews")
+            raise UnknownIdError("user", user_id)
         return {"explanation": "the harp sound is warm", "rating": 4.5, "aspects": ["sound"],
                 "cited": [{"sentence_id": 7, "text": "A warm harp sound.", "review_user": "u2",
                            "review_item": item_id, "score": 0.9}]}

@@ -167,7 +167,7 @@ def test_save_load_round_trip(fitted, planted_split, tmp_path):
     model, _ = fitted
     model.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["model_type"] == "SASRec" and config["backbone"]["hidden"] == 32
+    assert config["model_type"] == "SASRec" and config["config"]["backbone"]["hidden"] == 32
     loaded = Recommender.from_pretrained(tmp_path / "m")
     assert isinstance(loaded, SASRec)
     hists = planted_split.test.histories()

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from serve_fixtures import TOKEN, FakeExplainer, build_folders  # noqa: E402
 
 from textrec.serve.app import create_app  # noqa: E402
-from textrec.serve.backends import ServeCatalog, ServedArtifact, recover_folder, swap_folder  # noqa: E402
+from textrec.serve.backends import ServedArtifact  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +179,10 @@ def test_add_item_recommendable_at_once_and_persisted(client, tmp_path):
     folder = tmp_path / "vq"
     again = ServedArtifact.load(folder)
     assert len(again.catalog) == 25 and again.catalog.index("harp-new") == 24
-    assert again.model.n_items == 25
+    assert again.model.n_items == 25 and again.catalog.title(24) == "harp number 99"
     assert not list(tmp_path.glob(".vq.*"))  # no temp or old folder left behind
     cat = json.loads((folder / "catalog.json").read_text())
-    assert cat["ids"][-1] == "harp-new" and cat["titles"][-1] == "harp number 99"
+    assert cat["ids"][-1] == "harp-new" and cat["text"][-1] == "harp number 99. a harp"
 
 
 def test_textknn_adds_items_and_faiss_ranking_matches_full(folders, tmp_path):
@@ -215,35 +215,34 @@ def test_vector_index_ivf_close_to_exact():
     assert list(e) == [t for t in truth if t not in (0, 1)][:10]
 
 
-def test_swap_folder_is_all_or_nothing(tmp_path):
-    folder = tmp_path / "art"
-    folder.mkdir()
-    (folder / "a.txt").write_text("old")
-    (folder / "sub").mkdir()
-    (folder / "sub" / "b.txt").write_text("keep")
+def test_failed_save_leaves_memory_and_disk_as_they_were(folders, tmp_path, monkeypatch):
+    shutil.copytree(folders["vq"], tmp_path / "vq")
+    art = ServedArtifact.load(tmp_path / "vq")
+    before = sorted(p.name for p in (tmp_path / "vq").iterdir())
 
-    def fail(tmp):
-        (tmp / "a.txt").write_text("new")
+    def broken_save(path):
         raise OSError("disk full")
 
+    monkeypatch.setattr(art.model, "save_pretrained", broken_save)
     with pytest.raises(OSError):
-        swap_folder(folder, fail)
-    assert (folder / "a.txt").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
-    swap_folder(folder, lambda tmp: (tmp / "a.txt").write_text("new"))
-    assert (folder / "a.txt").read_text() == "new" and (folder / "sub" / "b.txt").read_text() == "keep"
-    # a crash between the two renames leaves only the old copy: loading puts it back
-    folder.rename(tmp_path / ".art.old")
-    recover_folder(folder)
-    assert (folder / "a.txt").read_text() == "new"
+        art.add_item("lost", "harp number 50", "harp number 50")
+    assert not art.has_item("lost") and len(art.catalog) == 24 and art.model.n_items == 24
+    assert sorted(p.name for p in (tmp_path / "vq").iterdir()) == before
+    assert art.recommend(np.array([1, 2]), 3)
 
 
-def test_catalog_mismatch_is_a_clear_error(folders, tmp_path):
+def test_damaged_or_foreign_folders_are_clear_errors(folders, tmp_path):
+    from textrec.artifact import ArtifactError
+
     shutil.copytree(folders["sas"], tmp_path / "sas")
     cat = json.loads((tmp_path / "sas" / "catalog.json").read_text())
     (tmp_path / "sas" / "catalog.json").write_text(json.dumps({"ids": cat["ids"][:-1]}))
-    with pytest.raises(ValueError, match="catalog.json lists 23"):
+    with pytest.raises(ArtifactError, match="catalog.json"):
         ServedArtifact.load(tmp_path / "sas")
-    assert ServeCatalog.read(folders["sas"]).search("cello 1", 3)[0] == 1
+    with pytest.raises(ArtifactError, match="no such model folder"):
+        ServedArtifact.load(tmp_path / "missing")
+    art = ServedArtifact.load(folders["sas"])
+    assert art.catalog.search("cello 1", 3)[0] == 1
 
 
 def test_openapi_and_page(client):

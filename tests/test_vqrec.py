@@ -10,7 +10,7 @@ from textrec.data.splits import leave_one_out
 from textrec.evaluation import run_protocol
 from textrec.models import Recommender
 from textrec.models.baselines import Popularity
-from textrec.models.vqrec import VQRec
+from textrec.vqrec.model import VQRec
 
 SMALL = dict(backbone={"hidden": 32, "layers": 1, "heads": 1, "ff": 64, "max_len": 10, "dropout": 0.1,
                        "attn_dropout": 0.1},
@@ -62,12 +62,12 @@ def test_save_load_round_trip(trained, tmp_path):
 
 def test_add_items_by_codes_scores_them(trained):
     ds, split, model, _ = trained
-    new = model.add_items(codes=np.array([[0, 1, 2, 3], [7, 7, 7, 7]]))
+    new = model.add_items(codes=np.array([[0, 1, 2, 3], [7, 7, 7, 7]]), ids=["new-a", "new-b"])
     assert new.tolist() == [ds.n_items, ds.n_items + 1]
     s = model.score(np.zeros(1), [split.test.history(0)])
     assert s.shape == (1, ds.n_items + 2) and torch.isfinite(s).all()
     with pytest.raises(ValueError, match="codes must lie"):
-        model.add_items(codes=np.array([[0, 0, 0, 99]]))
+        model.add_items(codes=np.array([[0, 0, 0, 99]]), ids=["bad"])
 
 
 def test_fit_from_text_builds_codes_on_train_items():
@@ -80,15 +80,15 @@ def test_fit_from_text_builds_codes_on_train_items():
     run_protocol(model, split, progress=False)
     assert model.codes.shape == (ds.n_items, 4)
     assert model.codes.max() < model.n_centroids <= 16
-    new = model.add_items(texts=["product number 99 in series 4"])
+    new = model.add_items(texts=["product number 99 in series 4"], ids=["new-99"])
     assert model.codes[new[0]].shape == (4,)
     with pytest.raises(ValueError, match="non-empty text"):
-        model.add_items(texts=[""])
+        model.add_items(texts=[""], ids=["empty"])
 
 
 def test_code_dropout_only_while_training_and_saved_in_config(tmp_path):
     from textrec.models.backbone import BackboneConfig
-    from textrec.models.vqrec import VQRecModule
+    from textrec.vqrec.model import VQRecModule
 
     torch.manual_seed(0)
     codes = torch.from_numpy(_codes(20))
@@ -112,7 +112,7 @@ def test_cold_start_offset_lifts_only_cold_items_and_round_trips(trained, tmp_pa
     assert model.cold_items is not None and not model.cold_items[: ds.n_items].any()  # all warm here
     n0 = model.n_items  # an earlier test may have added items already
     base = model.score(np.zeros(3), h).clone()
-    new = model.add_items(codes=np.array([[1, 2, 3, 4]]))
+    new = model.add_items(codes=np.array([[1, 2, 3, 4]]), ids=["new-1234"])
     assert model.cold_items[new].all()
     model.cold_start_offset = 2.5
     lifted = model.score(np.zeros(3), h)

@@ -12,8 +12,8 @@ from textrec.data import RecDataset
 from textrec.data.dataset import DataError
 from textrec.data.splits import leave_one_out
 from textrec.models.base import TrainView
-from textrec.models.vqrec import VQRec
-from textrec.vqrec_cli import _write_catalog, read_new_items
+from textrec.vqrec.cli import read_new_items
+from textrec.vqrec.model import VQRec
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,6 @@ def model_dir(tmp_path_factory):
     model.fit(TrainView.from_split(leave_one_out(ds), with_text=True), progress=False)
     folder = tmp_path_factory.mktemp("vq") / "model"
     model.save_pretrained(folder)
-    _write_catalog(folder, [str(i) for i in ds.item_ids])
     return folder
 
 
@@ -41,7 +40,7 @@ def test_add_items_then_recommend_them(model_dir, tmp_path, capsys):
                    '{"item_id": "brand-new-cello", "text": "cello number 98"}\n', encoding="utf-8")
     out = tmp_path / "grown"
     assert main(["vqrec", "add-items", "--model", str(model_dir), "--items", str(new), "--out", str(out)]) == 0
-    assert json.loads((out / "catalog.json").read_text())["item_ids"][-2:] == ["brand-new-harp", "brand-new-cello"]
+    assert json.loads((out / "catalog.json").read_text())["ids"][-2:] == ["brand-new-harp", "brand-new-cello"]
     capsys.readouterr()
     assert main(["vqrec", "recommend", "--model", str(out), "--history", "i0", "i1", "--k", "26", "--json"]) == 0
     recs = json.loads(capsys.readouterr().out)

@@ -12,7 +12,7 @@ from textrec.models import Recommender
 from textrec.models.backbone import BackboneConfig
 from textrec.models.base import TrainView
 from textrec.models.sasrec import SASRec
-from textrec.models.vqrec import CodePermutation, VQRec, VQRecModule
+from textrec.vqrec.model import CodePermutation, VQRec, VQRecModule
 
 SMALL_BB = {"hidden": 32, "layers": 1, "heads": 1, "ff": 64, "max_len": 10, "dropout": 0.1, "attn_dropout": 0.1}
 

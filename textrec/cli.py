@@ -74,7 +74,7 @@ def parse_grids(specs: list[str] | None) -> dict[str, dict[str, list]]:
     return out
 
 
-ENGINE_CLIS = ("textrec.vqrec_cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli",
+ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli",
                "textrec.demo")
 
 

@@ -73,8 +73,8 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     from textrec.io import write_json
     from textrec.models.baselines import EASE, Popularity
     from textrec.models.sasrec import SASRec
-    from textrec.models.vqrec import VQRec
-    from textrec.serve.backends import ServedArtifact, write_serving_files
+    from textrec.serve.backends import ServedArtifact
+    from textrec.vqrec.model import VQRec
 
     _cap_threads(threads)
     out = Path(out_dir)
@@ -108,11 +108,10 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
               f"{r['valid']['ndcg@10']:.4f} | {r['train_seconds']:.1f} |")
     print(f"(SASRec and VQ-Rec capped at {epochs} epochs for the demo; the full recipes train longer)")
 
-    print("== 3. saving servable artifacts (model + catalog with titles + known users)")
+    print("== 3. saving servable artifacts (model, catalog with titles and text, known users, manifest)")
     folders = {"ml-100k-vqrec": out / "ml-100k-vqrec", "ml-100k-sasrec": out / "ml-100k-sasrec"}
     for model, folder in zip((vqrec, sasrec), folders.values()):
         model.save_pretrained(folder)
-        write_serving_files(folder, ds)
         print(f"   {folder}")
     clock.step("save")
 
@@ -122,19 +121,19 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     u, hist = served.history_of(user)
     before = [r.index for r in served.recommend(hist, 10, user=u)]
     new_id = NEW_MOVIE["item_id"]
-    if new_id in served.catalog:  # a rerun into the same folder
+    if served.has_item(new_id):  # a rerun into the same folder
         idx = served.catalog.index(new_id)
     else:
         idx = served.add_item(new_id, NEW_MOVIE["title"], f"{NEW_MOVIE['title']}. {NEW_MOVIE['description']}")
     rank = served.rank_of(hist, idx, user=u)
     print(f"   added '{NEW_MOVIE['title']}' as item {new_id} (index {idx}); the artifact on disk now has "
           f"{len(served.catalog)} items")
-    print(f"   user {user} (recently: {', '.join(served.catalog.titles[i] for i in hist[-3:])}) ranks it "
+    print(f"   user {user} (recently: {', '.join(served.catalog.title(i) for i in hist[-3:])}) ranks it "
           f"#{rank} of {len(served.catalog) - len(set(hist.tolist()))} unseen items")
     recs = served.recommend(hist, 10, user=u)
     for r in recs:
         mark = "  <- new" if r.index == idx else ""
-        print(f"   {r.rank:2d}. {served.catalog.titles[r.index]}{mark}")
+        print(f"   {r.rank:2d}. {served.catalog.title(r.index)}{mark}")
     clock.step("new item")
 
     print("== 5. a search query written for the user (Rec-R1 engine)")
@@ -147,7 +146,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
            "untrained SmolLM2 policy)")
     print(f"   written by: {how}\n   query: {query!r}")
     for n, (i, s) in enumerate(found, 1):
-        print(f"   {n}. {served.catalog.titles[i]} (BM25 {s:.2f})")
+        print(f"   {n}. {served.catalog.title(i)} (BM25 {s:.2f})")
     clock.step("query")
 
     serve_dirs = [str(folders["ml-100k-vqrec"]), str(folders["ml-100k-sasrec"])]
@@ -156,7 +155,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     if explain:
         explained = _explain_demo(out, explain_minutes, data_root, progress)
         if explained:
-            serve_dirs.append(explained["folder"])
+            serve_dirs += [explained["folder"], f"--explainer instruments-textknn={explained['explainer']}"]
         clock.step("explain")
     else:
         print("   ML-100K has no review text, so its artifacts have no explainer (the page hides it).\n"
@@ -188,14 +187,14 @@ def _animation_fan(served) -> str:
 
 
 def _explain_demo(out: Path, minutes: float, data_root: str | None, progress: bool) -> dict | None:
-    """A TextKNN artifact on Amazon Instruments with a small ERRA explainer in ``explainer/``."""
+    """A TextKNN artifact on Amazon Instruments and a small ERRA explainer beside it."""
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.explain.pipeline import Explainer, build_data, train_variant
     from textrec.models.base import TrainView
     from textrec.models.text_knn import TextKNN
     from textrec.recipes import load_recipe
-    from textrec.serve.backends import EXPLAINER_DIR, ServedArtifact, write_serving_files
+    from textrec.serve.backends import ServedArtifact
 
     try:
         ds = load_dataset("instruments", data_root=data_root)
@@ -205,13 +204,13 @@ def _explain_demo(out: Path, minutes: float, data_root: str | None, progress: bo
     folder = out / "instruments-textknn"
     knn = TextKNN().fit(TrainView.from_split(make_split(ds, "auto"), with_text=True), progress=progress)
     knn.save_pretrained(folder)
-    write_serving_files(folder, ds)
     recipe = load_recipe("erra")
     data = build_data(ds, recipe, progress=progress)
     model, history = train_variant(data, "erra", recipe, progress=progress,
                                    trainer_overrides={"max_minutes": minutes})
-    Explainer(data, model).save(folder / EXPLAINER_DIR, recipe)
-    served = ServedArtifact.load(folder, data_root=data_root)
+    explainer_dir = out / "instruments-erra"
+    Explainer(data, model).save(explainer_dir, recipe)
+    served = ServedArtifact.load(folder, explainer=explainer_dir, data_root=data_root)
     ex = data.examples["test"][0]
     user, item = str(data.user_ids[ex.user]), str(data.item_ids[ex.item])
     answer = served.explain(user, item)
@@ -219,7 +218,7 @@ def _explain_demo(out: Path, minutes: float, data_root: str | None, progress: bo
     print(f"   explanation: {answer['explanation']}\n   aspects: {', '.join(answer['aspects']) or '(none)'}")
     for c in answer["cited"]:
         print(f"   cites sentence {c['sentence_id']}: \"{c['text']}\"")
-    return {"folder": str(folder), "epochs": len(history), "user": user, "item": item,
+    return {"folder": str(folder), "explainer": str(explainer_dir), "epochs": len(history), "user": user, "item": item,
             "explanation": answer["explanation"]}
 
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from textrec.data.splits import EvalSet, Split
-from textrec.io import atomic_path
+from textrec.io import atomic_file
 from textrec.metrics.ranking import (
     beyond_accuracy,
     metrics_from_ranks,
@@ -154,19 +154,17 @@ def write_topk(path: str | os.PathLike, evalset: EvalSet, topk: np.ndarray, scor
         if evalset.is_new is not None:
             rec["target_is_new"] = bool(evalset.is_new[i])
         records.append(rec)
-    tmp, final = atomic_path(path)
-    if path.suffix == ".parquet":
-        import pandas as pd
-
-        pd.DataFrame.from_records(records).to_parquet(tmp, index=False)
-    elif path.suffix in (".jsonl", ".json"):
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
-    else:
-        tmp.unlink(missing_ok=True)
+    if path.suffix not in (".parquet", ".jsonl", ".json"):
         raise ValueError(f"--save-topk wants a .parquet or .jsonl file, got '{path}'")
-    os.replace(tmp, final)
+    with atomic_file(path) as tmp:
+        if path.suffix == ".parquet":
+            import pandas as pd
+
+            pd.DataFrame.from_records(records).to_parquet(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for rec in records:
+                    f.write(json.dumps(rec) + "\n")
 
 
 @dataclass

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022  # no /proc (not Linux): the common default
+
+
 def _umask_mode() -> int:
     """The mode a plain ``open()`` would give a new file (0o666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~current_umask()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -25,6 +36,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False,
                                      encoding="utf-8") as tmp:
         tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
         tmp_name = tmp.name
     os.chmod(tmp_name, _umask_mode())  # mkstemp files are 0600; artifacts should be readable
     os.replace(tmp_name, path)
@@ -38,6 +51,24 @@ def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
     os.close(fd)
     os.chmod(tmp, _umask_mode())  # mkstemp files are 0600; artifacts should be readable
     return Path(tmp), path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_file(p) as tmp:`` write ``tmp``; on success it is fsynced and renamed to ``p``,
+    on any failure (Ctrl-C included) it is removed and ``p`` is untouched."""
+    tmp, final = atomic_path(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def json_default(o: Any) -> Any:

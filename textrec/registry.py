@@ -1,13 +1,12 @@
-"""Model names -> classes, imported lazily; ``load(dir)`` opens any saved artifact.
+"""Model names -> classes, imported lazily.
 
-The map holds ``"module:Class"`` strings, so importing this module imports no engine and
+``textrec.load(dir)`` opens any saved artifact through this map. The map holds ``"module:Class"`` strings, so importing this module imports no engine and
 registering a model is one line here (no import side effects, no decorators to run first).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 #: every model a user can build by name or load from a folder; kind says which job it does
 MODELS: dict[str, str] = {
@@ -19,8 +18,14 @@ MODELS: dict[str, str] = {
     "SASRec": "textrec.models.sasrec:SASRec",
     "TextKNN": "textrec.models.text_knn:TextKNN",
     # engines
-    "VQRec": "textrec.models.vqrec:VQRec",
+    "VQRec": "textrec.vqrec.model:VQRec",
     "P5": "textrec.p5.recommender:P5Recommender",
+    # explanation models (ERRA engine) and the explainer that pairs one with its review data
+    "PETER": "textrec.explain.peter:PeterModel",
+    "ERRA": "textrec.explain.generator:ERRADecoder",
+    "ERRA-T5": "textrec.explain.generator:ERRAGenerator",
+    "ERRA-LM": "textrec.explain.lm:LMExplainer",
+    "Explainer": "textrec.explain.pipeline:Explainer",
 }
 
 #: names written by earlier versions -> current names
@@ -41,8 +46,11 @@ def model_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def load(path: Any) -> Any:
-    """Open any artifact folder written by a textrec model's ``save_pretrained``."""
-    from textrec.artifact import load_artifact
-
-    return load_artifact(path)
+def registered_name(cls: type) -> str:
+    """The registry name of a class (what ``config.json`` records as ``model_type``)."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for name, where in MODELS.items():
+        if where == target:
+            return name
+    raise ValueError(f"{cls.__module__}.{cls.__qualname__} is not registered in textrec.registry.MODELS; "
+                     "add a line there to save it")

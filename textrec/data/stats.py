@@ -95,7 +95,7 @@ def plot_long_tail(ds: RecDataset, path: str | os.PathLike) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from textrec.io import atomic_path
+    from textrec.io import atomic_file
 
     counts = np.sort(np.bincount(ds.interactions["item"].to_numpy(), minlength=ds.n_items))[::-1]
     rank = np.arange(1, len(counts) + 1)
@@ -113,8 +113,7 @@ def plot_long_tail(ds: RecDataset, path: str | os.PathLike) -> str:
     ax.set_title(f"{ds.name}: long tail (Gini {st['item_popularity_gini']:.2f}, "
                  f"top 1% items = {st['share_events_top1pct_items'] * 100:.0f}% of events)")
     fig.tight_layout()
-    tmp, final = atomic_path(path)
-    fig.savefig(tmp, dpi=120, format="png")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, final)
-    return str(final)
+    return str(path)

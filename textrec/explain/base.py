@@ -1,7 +1,8 @@
 """What every explanation model shares: batching, prediction and the save/load round trip.
 
-A model folder holds ``config.json`` (model kind + config + sizes), ``model.safetensors``
-(all weights, tied ones stored once) and ``tokenizer.json``. No pickle anywhere.
+A model folder is a textrec artifact: ``config.json`` (model type + config + sizes),
+``model.safetensors`` (all weights, tied ones stored once), ``tokenizer.json`` and the manifest.
+No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from torch import nn
 
 from textrec.explain.tokenizer import WordTokenizer
 
-MODEL_KINDS: dict[str, type[ExplainModel]] = {}
-
 
 class ExplainModel(nn.Module):
     """Base class: subclasses define ``collate``, ``forward`` (returns losses) and ``predict_batch``."""
@@ -31,10 +30,6 @@ class ExplainModel(nn.Module):
         super().__init__()
         self.config, self.tokenizer = config, tokenizer
         self.rating_mean = float(rating_mean)
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        MODEL_KINDS[cls.kind] = cls
 
     # subclasses implement these -----------------------------------------------------------
     def collate(self, examples: Sequence) -> dict[str, torch.Tensor]:  # pragma: no cover
@@ -69,60 +64,82 @@ class ExplainModel(nn.Module):
         self.train(was)
         return texts, ratings
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write config.json, model.safetensors and tokenizer.json into ``folder``."""
+    def fill_folder(self, folder: Path) -> None:
+        """Write this model's artifact files into an existing folder (used inside an explainer too)."""
         from dataclasses import asdict
 
-        from safetensors.torch import save_model
+        from textrec.artifact import fill_model
+        from textrec.registry import registered_name
 
-        from textrec.io import atomic_path, write_json
+        def weights(dst: Path) -> None:
+            from safetensors.torch import save_file, save_model
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp, final = atomic_path(folder / "model.safetensors")
-        if self.save_frozen:
-            save_model(self, str(tmp))
-        else:
-            from safetensors.torch import save_file
+            if self.save_frozen:
+                save_model(self, str(dst / "model.safetensors"))  # tied weights are stored once
+            else:
+                save_file({k: v.detach().contiguous() for k, v in self.named_parameters() if v.requires_grad},
+                          str(dst / "model.safetensors"))
+            self.tokenizer.save(dst)
 
-            save_file({k: v.detach().contiguous() for k, v in self.named_parameters() if v.requires_grad}, str(tmp))
-        tmp.replace(final)
-        self.tokenizer.save(folder)
-        write_json(folder / "config.json", {"kind": self.kind, "config": asdict(self.config),
-                                            "n_users": self.tokenizer.n_users, "n_items": self.tokenizer.n_items,
-                                            "rating_mean": self.rating_mean})
+        config = {"model": asdict(self.config), "n_users": self.tokenizer.n_users,
+                  "n_items": self.tokenizer.n_items, "rating_mean": self.rating_mean}
+        fill_model(folder, registered_name(type(self)), config, tensors=None, extra=weights)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the artifact (config.json, model.safetensors, tokenizer.json, manifest) as one unit."""
+        from textrec.artifact import write_folder
+
+        return write_folder(folder, self.fill_folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> ExplainModel:
-        """Rebuild a model saved by ``save_pretrained`` (the kind in config.json picks the class)."""
-        from safetensors.torch import load_model
-
-        import textrec.explain.generator  # noqa: F401  (registers every model kind)
-        import textrec.explain.lm  # noqa: F401
-        from textrec.recipes import config_from_dict
+        """Rebuild a saved model (the model type in config.json picks the class); manifest verified."""
+        from textrec.artifact import ArtifactError, detect_format, read_config
+        from textrec.registry import model_class
 
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder}: no config.json (not a saved explanation model)")
-        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        kind = meta.get("kind")
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"{folder}/config.json: unknown model kind {kind!r} (known: {sorted(MODEL_KINDS)})")
-        klass = MODEL_KINDS[kind]
-        tok = WordTokenizer.load(folder, meta["n_users"], meta["n_items"])
-        model = klass(config_from_dict(klass.config_class, meta["config"], f"{kind} model"), tok,
-                      rating_mean=meta.get("rating_mean", 4.0))
-        if klass.save_frozen:
+        fmt = detect_format(folder)
+        if fmt == "current":
+            body = read_config(folder)
+            klass = model_class(str(body["model_type"]))
+            meta = body["config"]
+            model_cfg = meta.get("model")
+        elif "explanation model" in fmt:  # textrec 0.1: {"kind", "config", "n_users", ...}
+            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            klass = model_class(LEGACY_KINDS.get(meta.get("kind"), str(meta.get("kind"))))
+            model_cfg = meta.get("config")
+        else:
+            raise ArtifactError(f"{folder}: {fmt}, not an explanation model")
+        if not (isinstance(klass, type) and issubclass(klass, ExplainModel)):
+            raise ArtifactError(f"{folder}/config.json: {klass.__name__} is not an explanation model")
+        return klass._build_from(folder, meta, model_cfg)
+
+    @classmethod
+    def _build_from(cls, folder: Path, meta: dict[str, Any], model_cfg: Any) -> ExplainModel:
+        from safetensors.torch import load_file, load_model
+
+        from textrec.artifact import ArtifactError
+        from textrec.recipes import config_from_dict
+
+        try:
+            tok = WordTokenizer.load(folder, int(meta["n_users"]), int(meta["n_items"]))
+            model = cls(config_from_dict(cls.config_class, model_cfg, f"{cls.kind} model"), tok,
+                        rating_mean=float(meta.get("rating_mean", 4.0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{folder}/config.json: invalid explanation-model config ({e})") from None
+        if cls.save_frozen:
             load_model(model, str(folder / "model.safetensors"))
         else:
-            from safetensors.torch import load_file
-
             saved = load_file(str(folder / "model.safetensors"))
             trained = {k for k, v in model.named_parameters() if v.requires_grad}
             if set(saved) != trained:
-                raise ValueError(f"{folder}/model.safetensors: trained tensors do not match the model "
-                                 f"(missing {sorted(trained - set(saved))[:5]}, "
-                                 f"unexpected {sorted(set(saved) - trained)[:5]})")
+                raise ArtifactError(f"{folder}/model.safetensors: trained tensors do not match the model "
+                                    f"(missing {sorted(trained - set(saved))[:5]}, "
+                                    f"unexpected {sorted(set(saved) - trained)[:5]})")
             model.load_state_dict(saved, strict=False)
         model.eval()
         return model
+
+
+#: model kinds written by textrec 0.1 -> registry names
+LEGACY_KINDS = {"peter": "PETER", "erra": "ERRA", "erra_t5": "ERRA-T5", "erra_lm": "ERRA-LM"}

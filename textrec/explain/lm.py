@@ -24,7 +24,7 @@ from torch import nn
 from textrec.explain.base import ExplainModel
 from textrec.explain.sentences import words
 from textrec.explain.tokenizer import WordTokenizer
-from textrec.query.policy import completion_batch
+from textrec.llm import completion_batch
 
 
 @dataclass
@@ -61,8 +61,8 @@ class LMExplainer(ExplainModel):
         super().__init__(config, tokenizer, rating_mean)
         from peft import get_peft_model
 
+        from textrec.llm import load_policy, lora_config
         from textrec.prompts import load_templates
-        from textrec.query.policy import load_policy, lora_config
 
         c = config
         lm, self.lm_tokenizer = load_policy(c.model)

@@ -176,14 +176,30 @@ class Explainer:
         ex = self.data.pair_example(self.data.user_index(user_id), self.data.item_index(item_id))
         return self.explain_example(ex, num_beams)
 
-    def save(self, folder: str | Path, recipe: dict | None = None) -> None:
-        """Save the model and how to rebuild its data (dataset name, data/aspect configs)."""
-        from textrec.io import write_json
+    def save(self, folder: str | Path, recipe: dict | None = None) -> Path:
+        """One artifact: how to rebuild the data (dataset name, data/aspect configs), the item catalog,
+        and the trained model in ``model/`` (itself a verified artifact)."""
+        from textrec.artifact import fill_model, write_folder, write_manifest
+        from textrec.catalog import Catalog
 
-        self.model.save_pretrained(folder)
-        write_json(Path(folder) / "explain_data.json",
-                   {"dataset": self.data.name, "data": asdict(self.data.config),
-                    "aspects": asdict(self.data.prefs.cfg), "recipe": recipe or {}})
+        d = self.data
+        catalog = Catalog(list(map(str, d.item_ids)))
+        config = {"dataset": d.name, "data": asdict(d.config), "aspects": asdict(d.prefs.cfg), "recipe": recipe or {}}
+
+        def fill(tmp: Path) -> None:
+            fill_model(tmp, "Explainer", config, tensors={}, catalog=catalog)
+            (tmp / "model").mkdir()
+            self.model.fill_folder(tmp / "model")
+            write_manifest(tmp / "model")
+
+        return write_folder(folder, fill, n_items=len(catalog), catalog_sha256=catalog.sha256())
+
+    save_pretrained = save
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Explainer:
+        """``load`` with the dataset the explainer was trained on (found under the default data root)."""
+        return cls.load(folder, progress=False)
 
     @classmethod
     def load(cls, folder: str | Path, dataset=None, data_root: str | None = None, encoder=None,
@@ -192,16 +208,24 @@ class Explainer:
 
         ``dataset``: a ``RecDataset``, a dataset name or path, or None for the one it was trained on.
         """
+        from textrec.artifact import ArtifactError, detect_format, read_config
+
         folder = Path(folder)
-        meta_path = folder / "explain_data.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"no trained explainer in {folder} (missing explain_data.json); train one with "
-                                    "`python eval/erra_bench.py --save-model DIR` first")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"no trained explainer in {folder}; train one with `textrec train erra`")
+        if detect_format(folder) == "current":
+            body = read_config(folder)
+            if body["model_type"] != "Explainer":
+                raise ArtifactError(f"{folder}: a {body['model_type']} artifact, not an explainer")
+            meta, model_dir = body["config"], folder / "model"
+        elif (folder / "explain_data.json").is_file():  # textrec 0.1: model files beside explain_data.json
+            meta, model_dir = json.loads((folder / "explain_data.json").read_text(encoding="utf-8")), folder
+        else:
+            raise ArtifactError(f"{folder}: not an explainer artifact")
         if dataset is None or isinstance(dataset, (str, Path)):
             from textrec.data.registry import load_dataset
 
             dataset = load_dataset(str(dataset or meta["dataset"]), data_root=data_root)
         data = build_data(dataset, {"data": meta["data"], "aspects": meta["aspects"]}, encoder=encoder,
                           progress=progress, with_examples=False)
-        return cls(data, ExplainModel.from_pretrained(folder))
+        return cls(data, ExplainModel.from_pretrained(model_dir))

@@ -10,38 +10,16 @@ are never in the index at all, so a generated explanation cannot copy its own re
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-# Same split as the ``tokenizers`` Whitespace pre-tokenizer, so metrics, aspects and the
-# generator's vocabulary all see identical word boundaries.
-_WORD = re.compile(r"\w+|[^\w\s]+")
+from textrec.text.words import STOPWORDS, content_words, words  # noqa: F401  (re-exported)
+
 _GLUED = re.compile(r"([a-z0-9\)][.!?]+)(?=[A-Z])")  # "affordable.I did" -> two sentences
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
-
-STOPWORDS = frozenset("""
-a about above after again against all also am an and any are aren as at be because been before being
-below between both but by can cannot could couldn did didn do does doesn doing don down during each
-even ever few for from further get gets got had hadn has hasn have haven having he her here hers herself
-him himself his how however i if in into is isn it its itself just let ll me more most much must mustn my
-myself no nor not now of off on once one only or other our ours ourselves out over own re really s same
-shan she should shouldn so some still such t than that the their theirs them themselves then there these
-they this those through to too under until up upon us ve very was wasn we were weren what when where
-which while who whom why will with won would wouldn y you your yours yourself yourselves d m o ain isn
-""".split())
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word and punctuation tokens (the Whitespace pre-tokenizer's split)."""
-    return _WORD.findall(str(text).lower())
-
-
-def content_words(tokens: Iterable[str]) -> set[str]:
-    """Alphabetic non-stopword tokens of length >= 2: the words grounding is measured on."""
-    return {t for t in tokens if t.isalpha() and len(t) > 1 and t not in STOPWORDS}
 
 
 def split_sentences(text: str, min_words: int = 1) -> list[str]:

@@ -138,7 +138,7 @@ def rmse_mae(true: Sequence[float], pred: Sequence[float]) -> dict[str, float]:
 
 def grounding_score(explanation: Sequence[str] | str, cited: Sequence[str]) -> float:
     """Share of the explanation's content words found in the cited sentences (nan if it has none)."""
-    from textrec.explain.sentences import content_words, words
+    from textrec.text.words import content_words, words
 
     toks = words(explanation) if isinstance(explanation, str) else list(explanation)
     cw = content_words(toks)

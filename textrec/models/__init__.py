@@ -1,6 +1,8 @@
-"""Recommenders: the shared interface, baselines, SASRec, and the text-based engines."""
+"""Recommenders: the shared interface, baselines, SASRec, and the text-based engines.
 
-from textrec.models import baselines, sasrec, text_knn, vqrec  # noqa: F401  (registers the built-in models)
-from textrec.models.base import Recommender, TrainView, register_model
+Importing this package imports no model; ``textrec.registry`` finds them by name.
+"""
 
-__all__ = ["Recommender", "TrainView", "register_model"]
+from textrec.models.base import Recommender, TrainView
+
+__all__ = ["Recommender", "TrainView"]

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from textrec.catalog import Catalog, UserTable
 from textrec.data.splits import EvalSet, Split
-from textrec.io import atomic_path, atomic_write_text, json_default
 
 
 @dataclass
@@ -32,13 +32,18 @@ class TrainView:
     n_items: int
     dataset_name: str = ""
     item_text: list[str] | None = None
+    #: original ids (and text) of the items and users, carried into saved artifacts
+    catalog: Catalog | None = None
+    user_ids: list[str] | None = None
 
     @classmethod
     def from_split(cls, split: Split, with_text: bool = False) -> TrainView:
         """The train/valid part of a split; the test set is deliberately left out."""
         return cls(train=split.train, valid=split.valid, n_users=split.n_users, n_items=split.n_items,
                    dataset_name=split.dataset.name,
-                   item_text=split.dataset.item_text() if with_text else None)
+                   item_text=split.dataset.item_text() if with_text else None,
+                   catalog=Catalog.from_dataset(split.dataset),
+                   user_ids=[str(u) for u in split.dataset.user_ids])
 
     @classmethod
     def concat(cls, views: list[TrainView], name: str | None = None) -> tuple[TrainView, np.ndarray]:
@@ -85,11 +90,23 @@ class TrainView:
 
 
 class Recommender(ABC):
-    """Base class: ``fit`` on a TrainView, ``score`` histories against the full catalog."""
+    """Base class: ``fit`` on a TrainView, ``score`` histories against the full catalog.
+
+    After ``fit`` the model keeps the view's :class:`~textrec.catalog.Catalog` (``self.catalog``)
+    and user table (``self.users``), so a saved folder maps scores to original ids on its own.
+    """
 
     name: str = "recommender"
     #: whether ``score`` can rank items that had no training events (text-based models)
     scores_new_items: bool = False
+    catalog: Catalog | None = None
+    users: UserTable | None = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "_keeps_catalog", False):
+            cls.fit = _keeping_catalog(fit)  # type: ignore[method-assign]
 
     @abstractmethod
     def fit(self, data: TrainView, progress: bool = True) -> Recommender:
@@ -104,15 +121,37 @@ class Recommender(ABC):
         """Top-k item indexes and scores for one history (fewer when k exceeds the unmasked items)."""
         from textrec.metrics.ranking import topk_items
 
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         hist = np.asarray(history, dtype=np.int64)
         s = torch.as_tensor(self.score(np.array([user]), [hist]), dtype=torch.float32).clone()
+        if len(hist) and (hist.min() < 0 or hist.max() >= s.shape[1]):
+            raise ValueError(f"history holds item indices outside [0, {s.shape[1]})")
         if exclude_history and len(hist):
             s[0, torch.from_numpy(hist)] = float("-inf")
         idx, val = topk_items(s, k)
         keep = torch.isfinite(val[0])  # masked items are never recommended, even when k is large
         return idx[0][keep].numpy(), val[0][keep].numpy()
 
-    # ---- persistence (config JSON + safetensors) --------------------------------------------
+    def recommend_ids(self, history_ids: list[str] | None = None, user_id: str | None = None, k: int = 10,
+                      exclude_history: bool = True) -> list[dict[str, Any]]:
+        """Top-k for a known user id or a history of original item ids: ``[{id, title, score}]``."""
+        if self.catalog is None:
+            raise RuntimeError(f"{type(self).__name__} has no catalog: fit it on a TrainView or load a saved one")
+        user = -1
+        hist: list[int] = []
+        if user_id is not None:
+            if self.users is None:
+                raise RuntimeError("this model was saved without users: pass a history instead")
+            user = self.users.index(user_id)
+            hist = list(self.users.histories[user])
+        if history_ids:
+            hist += [int(i) for i in self.catalog.indices(history_ids)]
+        idx, val = self.recommend(np.asarray(hist, dtype=np.int64), k=k, user=user, exclude_history=exclude_history)
+        return [{"id": self.catalog.id(i), "title": self.catalog.title(i), "score": float(v)}
+                for i, v in zip(idx, val)]
+
+    # ---- persistence (one artifact format: textrec.artifact) -------------------------------
     def get_config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments."""
         return {}
@@ -126,19 +165,24 @@ class Recommender(ABC):
         if tensors:
             raise NotImplementedError(f"{type(self).__name__} has no tensors to load")
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` atomically into ``path``."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the artifact folder (config, weights, catalog, users, extras, manifest) as one unit."""
+        from textrec.artifact import save_model
+        from textrec.registry import registered_name
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": type(self).__name__, **self.get_config()}
-        atomic_write_text(path / "config.json", json.dumps(config, indent=2, default=json_default))
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_tensors().items()}
-        tmp, final = atomic_path(path / "model.safetensors")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, final)
-        self.save_extra(path)
+        catalog = self.catalog
+        n = self.n_scored_items()
+        if catalog is not None and n is not None and len(catalog) != n:
+            raise RuntimeError(f"catalog has {len(catalog)} items but the model scores {n}")
+        return save_model(path, registered_name(type(self)), self.get_config(), self.state_tensors(),
+                          catalog=catalog, users=self.users, extra=self.save_extra)
+
+    def n_scored_items(self) -> int | None:
+        """How many items ``score`` returns columns for (probed with a one-item history; None if unfitted)."""
+        try:
+            return int(self.score(np.array([-1]), [np.zeros(1, dtype=np.int64)]).shape[1])
+        except (RuntimeError, ValueError, AttributeError):
+            return None
 
     def save_extra(self, path: Path) -> None:
         """Hook for models with more than tensors to save (e.g. a quantizer, a tokenizer)."""
@@ -150,31 +194,109 @@ class Recommender(ABC):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> Recommender:
-        """Load a model written by ``save_pretrained``."""
-        from safetensors.torch import load_file
+        """Load a model folder written by ``save_pretrained`` (verified against its manifest)."""
+        from textrec.artifact import ArtifactError, detect_format, read_config, read_tensors
+        from textrec.registry import model_class
 
         path = Path(path)
-        config = json.loads((path / "config.json").read_text())
-        model_type = config.pop("model_type")
-        target = cls if model_type == cls.__name__ else _model_class(model_type)
-        model = target(**config)
-        model.load_state_tensors(load_file(str(path / "model.safetensors")))
+        fmt = detect_format(path)
+        if fmt == "current":
+            body = read_config(path)
+            model_type, config = str(body["model_type"]), dict(body["config"])
+        elif fmt.startswith("a textrec 0.1 core model"):
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            model_type = str(config.pop("model_type"))
+        else:
+            raise ArtifactError(f"{path}: {fmt}, not a recommender this loader reads")
+        target = model_class(model_type)
+        if not (isinstance(target, type) and issubclass(target, cls)):
+            raise ArtifactError(f"{path}/config.json: model_type '{model_type}' is not a {cls.__name__}")
+        check_config(target, config, path / "config.json")
+        try:
+            model = target(**config)
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{path / 'config.json'}: invalid config for {model_type}: {e}") from None
+        model.load_state_tensors(read_tensors(path))
         model.load_extra(path)
+        if (path / "catalog.json").is_file():
+            model.catalog = Catalog.load(path)
+        model.users = UserTable.load(path)
+        n = model.n_scored_items()
+        if model.catalog is not None and n is not None and len(model.catalog) != n:
+            raise ArtifactError(f"{path / 'catalog.json'}: {len(model.catalog)} items but the weights "
+                                f"score {n}")
         return model
 
 
-_REGISTRY: dict[str, type[Recommender]] = {}
+def _keeping_catalog(fit):
+    """Wrap a subclass's ``fit`` so the fitted model keeps the view's catalog and users."""
+    import functools
+
+    @functools.wraps(fit)
+    def wrapped(self, data, *args, **kw):
+        out = fit(self, data, *args, **kw)
+        catalog = getattr(data, "catalog", None)
+        if catalog is not None:
+            self.catalog = catalog
+            if getattr(data, "user_ids", None) is not None:
+                self.users = UserTable(data.user_ids, data.sequences())
+        return out
+
+    wrapped._keeps_catalog = True
+    return wrapped
 
 
-def register_model(cls: type[Recommender]) -> type[Recommender]:
-    """Class decorator: make a model loadable by name from a saved config."""
-    _REGISTRY[cls.__name__] = cls
-    return cls
+def check_config(cls: type, config: dict[str, Any], where: Any) -> None:
+    """Type-check config values against ``cls.__init__``'s annotations; unknown keys are an error."""
+    import inspect
+    import typing
+
+    from textrec.artifact import ArtifactError
+
+    sig = inspect.signature(cls.__init__)
+    takes_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = [k for k in config if k not in sig.parameters]
+    if unknown and not takes_kw:
+        raise ArtifactError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: the constructor checks what it can
+        return
+    for key, value in config.items():
+        hint = hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            raise ArtifactError(f"{where}: field '{key}' = {value!r} is not {_hint_name(hint)}")
 
 
-def _model_class(name: str) -> type[Recommender]:
-    import textrec.models  # noqa: F401  (registers the built-in models)
+def _matches(value: Any, hint: Any) -> bool:
+    import collections.abc
+    import types
+    import typing
 
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model_type '{name}' in config.json; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    base = origin or hint
+    if base in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if base is dict:
+        return isinstance(value, dict)
+    if isinstance(base, type) and hasattr(base, "__dataclass_fields__"):
+        return isinstance(value, (dict, base))
+    return True  # other annotations: the constructor validates
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 
 __all__ = ["EASE", "ItemKNN", "MarkovChain", "Popularity", "EASE_MAX_ITEMS"]
 
@@ -85,7 +85,6 @@ def _check_fitted(model: Recommender, attr: str) -> None:
 
 
 # ---- Popularity ----------------------------------------------------------------------------
-@register_model
 class Popularity(Recommender):
     """Every user gets the same ranking: training event counts (ties: lower item index)."""
 
@@ -111,7 +110,6 @@ class Popularity(Recommender):
 
 
 # ---- ItemKNN -------------------------------------------------------------------------------
-@register_model
 class ItemKNN(Recommender):
     """Item-based k-nearest neighbours with cosine similarity over binary user vectors.
 
@@ -165,7 +163,6 @@ class ItemKNN(Recommender):
 
 
 # ---- EASE ----------------------------------------------------------------------------------
-@register_model
 class EASE(Recommender):
     """EASE (Steck 2019): closed-form shallow autoencoder with a zero-diagonal item weight matrix.
 
@@ -222,7 +219,6 @@ class EASE(Recommender):
 
 
 # ---- Markov chain --------------------------------------------------------------------------
-@register_model
 class MarkovChain(Recommender):
     """First-order Markov chain over each user's ordered training sequence.
 

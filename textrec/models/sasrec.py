@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
 
@@ -44,7 +44,6 @@ _BACKBONE_KEYS = {f.name for f in fields(BackboneConfig)}
 _TRAINER_KEYS = {f.name for f in fields(SeqTrainerConfig)}
 
 
-@register_model
 class SASRec(Recommender):
     """Self-attentive sequential recommender over item IDs.
 

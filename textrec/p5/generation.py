@@ -137,3 +137,15 @@ def predict_ratings(model: P5Model, sources: list[str], fallback: float = 3.0, l
             v = fallback
         vals.append(v)
     return RatingPredictions(np.asarray(vals, dtype=np.float64), texts, n_fb)
+
+
+def beam_score_matrix(model, sources: list[str], consumed: list[np.ndarray], n_items: int, k: int,
+                      num_beams: int | None = None, batch_size: int = 32) -> torch.Tensor:
+    """(rows, n_items): the beam score of each of the ``k`` generated items, ``-inf`` elsewhere."""
+    items, scores = generate_items(model, sources, consumed=consumed, k=k, num_beams=num_beams,
+                                   batch_size=batch_size)
+    out = torch.full((len(sources), n_items), float("-inf"))
+    rows, cols = np.nonzero(items >= 0)
+    out[torch.from_numpy(rows), torch.from_numpy(items[rows, cols])] = torch.from_numpy(scores[rows, cols])
+    return out
+

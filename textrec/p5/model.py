@@ -17,9 +17,9 @@ row, so they are represented by their id tokens alone (semantic codes carry thei
 LoRA (peft) is an option for checkpoints: the adapters train, and ``merge_lora`` folds them
 back so the saved model is a plain T5.
 
-Files (``save_pretrained``): ``p5_config.json``, ``t5/`` (HF config + safetensors),
-``whole_word.safetensors``, ``tokenizer/`` and ``item_index.json`` (+ ``item_ids.json``, the
-original ids, when known). Nothing is unpickled on load and no remote code runs.
+Files: a P5 artifact is the one textrec format (``config.json``, ``model.safetensors`` with the
+whole-word and item tables, ``catalog.json``, manifest) plus ``t5/`` (HF config + safetensors),
+``tokenizer/`` and ``item_index.json``. Nothing is unpickled on load and no remote code runs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from torch import nn
 
 from textrec.indexing.base import ItemIndex
 from textrec.indexing.trie import ItemTrie
-from textrec.io import atomic_path, atomic_write_text
 
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"d_model": 64, "d_ff": 256, "num_layers": 2, "num_heads": 2},
@@ -137,7 +136,8 @@ class P5Model(nn.Module):
         """
         if seed is not None:
             torch.manual_seed(seed)
-        if config.checkpoint and (Path(config.checkpoint) / "p5_config.json").is_file():
+        ckpt = Path(config.checkpoint) if config.checkpoint else None
+        if ckpt is not None and ((ckpt / "p5_config.json").is_file() or (ckpt / "item_index.json").is_file()):
             # A saved P5 model (e.g. another domain): keep its weights and tokenizer, swap the index.
             model = cls.from_pretrained(config.checkpoint)
             model.config = config
@@ -294,55 +294,85 @@ class P5Model(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ---- persistence -----------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write config, T5 weights, whole-word table, tokenizer and item index into ``path``."""
-        from safetensors.torch import save_file
-
-        self.merge_lora()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.t5.save_pretrained(path / "t5", safe_serialization=True)
-        tmp, final = atomic_path(path / "whole_word.safetensors")
-        tensors = {"weight": self.whole_word.weight.detach().cpu().contiguous()}
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """The whole-word (and item) tables: the artifact's ``model.safetensors`` (T5 has its own)."""
+        tensors = {"whole_word.weight": self.whole_word.weight.detach().cpu().contiguous()}
         if self.item_embedding is not None:
-            tensors["item_weight"] = self.item_embedding.weight.detach().cpu().contiguous()
-        save_file(tensors, str(tmp))
-        os.replace(tmp, final)
-        self.tokenizer.save_pretrained(path / "tokenizer")
-        self.index.save(path / "item_index.json")
-        if self.item_ids is not None:
-            atomic_write_text(path / "item_ids.json", json.dumps([str(i) for i in self.item_ids]))
-        cfg = {**asdict(self.config), "lora": False}  # adapters are merged before saving
-        atomic_write_text(path / "p5_config.json", json.dumps({"model_type": "P5Model", **cfg}, indent=2))
-        return path
+            tensors["item_embedding.weight"] = self.item_embedding.weight.detach().cpu().contiguous()
+        return tensors
+
+    def write_parts(self, folder: Path) -> None:
+        """Write ``t5/``, ``tokenizer/`` and ``item_index.json`` into an artifact folder."""
+        self.merge_lora()
+        folder = Path(folder)
+        self.t5.save_pretrained(folder / "t5", safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        self.index.save(folder / "item_index.json")
+
+    def config_dict(self) -> dict[str, Any]:
+        """The model config as saved (adapters are merged before saving)."""
+        return {**asdict(self.config), "lora": False}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> P5Model:
-        """Load a folder written by :meth:`save_pretrained`."""
-        from safetensors.torch import load_file
+    def read_parts(cls, folder: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor],
+                   item_ids: list[str] | None = None) -> P5Model:
+        """Rebuild a model from an artifact folder's parts (see :meth:`write_parts`)."""
         from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
 
-        path = Path(path)
-        if not (path / "p5_config.json").is_file():
-            raise FileNotFoundError(f"{path}: no p5_config.json (not a saved P5 model)")
-        cfg: dict[str, Any] = json.loads((path / "p5_config.json").read_text())
-        if cfg.pop("model_type", None) != "P5Model":
-            raise ValueError(f"{path}/p5_config.json is not a P5Model config")
         from textrec.recipes import config_from_dict
 
-        config = config_from_dict(P5Config, cfg, "P5 model")
-        tok = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
-        t5 = T5ForConditionalGeneration.from_pretrained(path / "t5")
-        index = ItemIndex.load(path / "item_index.json")
-        ids = json.loads((path / "item_ids.json").read_text()) if (path / "item_ids.json").is_file() else None
-        model = cls(config, tok, index, t5=t5, item_ids=ids)
-        extra = load_file(str(path / "whole_word.safetensors"))
-        item_weight = extra.pop("item_weight", None)
+        folder = Path(folder)
+        cfg = config_from_dict(P5Config, config, "P5 model")
+        tok = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
+        t5 = T5ForConditionalGeneration.from_pretrained(folder / "t5")
+        index = ItemIndex.load(folder / "item_index.json")
+        model = cls(cfg, tok, index, t5=t5, item_ids=item_ids)
+        item_weight = tensors.get("item_embedding.weight")
         if (item_weight is None) != (model.item_embedding is None):
-            raise ValueError(f"{path}: item_embeddings={config.item_embeddings} but whole_word.safetensors "
-                             f"{'lacks' if item_weight is None else 'has'} 'item_weight'")
-        model.whole_word.load_state_dict(extra)
+            raise ValueError(f"{folder}: item_embeddings={cfg.item_embeddings} but model.safetensors "
+                             f"{'lacks' if item_weight is None else 'has'} 'item_embedding.weight'")
+        model.whole_word.load_state_dict({"weight": tensors["whole_word.weight"]})
         if item_weight is not None:
             model.item_embedding.load_state_dict({"weight": item_weight})
         model.eval()
         return model
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Save as a P5 artifact with default recommender settings (``textrec.load`` gives a P5Recommender)."""
+        from textrec.artifact import save_model
+        from textrec.catalog import Catalog
+
+        self.merge_lora()
+        catalog = Catalog(self.item_ids) if self.item_ids is not None else None
+        return save_model(path, "P5", {"indexing": self.index.scheme, "model_config": self.config_dict()},
+                          self.extra_tensors(), catalog=catalog, extra=self.write_parts)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> P5Model:
+        """Load the model of a P5 artifact (current format, or a textrec 0.1 ``p5_config.json`` folder)."""
+        from textrec.artifact import ArtifactError, read_config, read_tensors
+        from textrec.catalog import Catalog
+
+        path = Path(path)
+        if (path / "p5_config.json").is_file():
+            return cls._from_legacy(path)
+        body = read_config(path)
+        if body["model_type"] != "P5":
+            raise ArtifactError(f"{path}: a {body['model_type']} artifact, not P5")
+        ids = Catalog.load(path).ids if (path / "catalog.json").is_file() else None
+        return cls.read_parts(path, body["config"]["model_config"], read_tensors(path), item_ids=ids)
+
+    @classmethod
+    def _from_legacy(cls, path: Path) -> P5Model:
+        """A folder written by textrec 0.1 (``p5_config.json``, ``whole_word.safetensors``)."""
+        from safetensors.torch import load_file
+
+        cfg: dict[str, Any] = json.loads((path / "p5_config.json").read_text())
+        if cfg.pop("model_type", None) != "P5Model":
+            raise ValueError(f"{path}/p5_config.json is not a P5Model config")
+        ids = json.loads((path / "item_ids.json").read_text()) if (path / "item_ids.json").is_file() else None
+        extra = load_file(str(path / "whole_word.safetensors"))
+        tensors = {"whole_word.weight": extra["weight"]}
+        if "item_weight" in extra:
+            tensors["item_embedding.weight"] = extra["item_weight"]
+        return cls.read_parts(path, cfg, tensors, item_ids=ids)

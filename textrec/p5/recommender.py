@@ -103,41 +103,63 @@ class P5Recommender(Recommender):
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         """Beam scores for the top-``k`` generated items, ``-inf`` for every other item."""
-        from textrec.p5.generation import generate_items
+        from textrec.p5.generation import beam_score_matrix
 
         if self.model is None:
             raise RuntimeError("P5Recommender is not fitted")
-        items, scores = generate_items(self.model, self.sources(users, histories), consumed=histories,
-                                       k=self.k, num_beams=self.num_beams, batch_size=self.batch_size)
-        out = torch.full((len(users), self.model.index.n_items), float("-inf"))
-        rows, cols = np.nonzero(items >= 0)
-        out[torch.from_numpy(rows), torch.from_numpy(items[rows, cols])] = torch.from_numpy(scores[rows, cols])
-        return out
+        return beam_score_matrix(self.model, self.sources(users, histories), histories, self.model.index.n_items,
+                                 k=self.k, num_beams=self.num_beams, batch_size=self.batch_size)
 
     def get_config(self) -> dict[str, Any]:
-        """Adapter settings (the model has its own files)."""
-        return {"template_id": self.template_id, "k": self.k, "num_beams": self.num_beams,
-                "batch_size": self.batch_size, "indexing": self.indexing,
-                "serializer_config": asdict(self.serializer_config), "seed": self.seed}
+        """Adapter settings and the model config (the T5 has its own folder)."""
+        cfg = {"template_id": self.template_id, "k": self.k, "num_beams": self.num_beams,
+               "batch_size": self.batch_size, "indexing": self.indexing,
+               "serializer_config": asdict(self.serializer_config), "seed": self.seed}
+        if self.model is not None:
+            cfg["model_config"] = self.model.config_dict()
+        return cfg
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Model folder (see :class:`P5Model`) plus ``p5_recommender.json`` and the item titles."""
-        from textrec.io import atomic_write_text
+    def n_scored_items(self) -> int | None:
+        return self.model.index.n_items if self.model is not None else None
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """One artifact: config, whole-word tables, catalog (ids + titles), ``t5/``, ``tokenizer/``, index."""
+        from textrec.artifact import save_model
+        from textrec.catalog import Catalog
 
         if self.model is None:
             raise RuntimeError("nothing to save: P5Recommender is not fitted")
-        path = Path(path)
-        self.model.save_pretrained(path)
-        atomic_write_text(path / "p5_recommender.json", json.dumps(self.get_config(), indent=2))
-        if self.serializer is not None and self.serializer.item_titles is not None:
-            atomic_write_text(path / "item_titles.json", json.dumps(self.serializer.item_titles))
+        model = self.model
+        catalog = self.catalog
+        titles = self.serializer.item_titles if self.serializer is not None else None
+        if catalog is None and (model.item_ids is not None or titles is not None):
+            ids = model.item_ids if model.item_ids is not None else [str(i) for i in range(model.index.n_items)]
+            catalog = Catalog(ids, titles=titles)
+        if catalog is not None and titles is not None and catalog.titles != list(map(str, titles)):
+            catalog = Catalog(catalog.ids, catalog.text, titles)  # the prompts' titles are what P5 reads
+        model.merge_lora()
+        return save_model(path, "P5", self.get_config(), model.extra_tensors(), catalog=catalog, users=self.users,
+                          extra=model.write_parts)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> P5Recommender:
-        """Load what :meth:`save_pretrained` wrote."""
+        """Load a P5 artifact (or a textrec 0.1 P5 folder, whose files are read as before)."""
+        from textrec.artifact import read_config, read_tensors
+        from textrec.catalog import Catalog, UserTable
+
         path = Path(path)
-        model = P5Model.from_pretrained(path)
-        cfg = json.loads((path / "p5_recommender.json").read_text()) if (path / "p5_recommender.json").is_file() else {}
-        titles = json.loads((path / "item_titles.json").read_text()) if (path / "item_titles.json").is_file() else None
+        if (path / "p5_config.json").is_file():
+            model = P5Model.from_pretrained(path)
+            cfg = json.loads((path / "p5_recommender.json").read_text()) if (path / "p5_recommender.json").is_file() else {}
+            titles = json.loads((path / "item_titles.json").read_text()) if (path / "item_titles.json").is_file() else None
+            cfg.pop("indexing", None)
+            return cls(model=model, item_titles=titles, **cfg)
+        body = read_config(path)
+        cfg = dict(body["config"])
+        catalog = Catalog.load(path) if (path / "catalog.json").is_file() else None
+        model = P5Model.read_parts(path, cfg.pop("model_config"), read_tensors(path),
+                                   item_ids=catalog.ids if catalog is not None else None)
         cfg.pop("indexing", None)
-        return cls(model=model, item_titles=titles, **cfg)
+        rec = cls(model=model, item_titles=catalog.titles if catalog is not None else None, **cfg)
+        rec.catalog, rec.users = catalog, UserTable.load(path)
+        return rec

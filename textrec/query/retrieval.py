@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -35,21 +34,12 @@ import numpy as np
 from textrec.io import atomic_write_text
 from textrec.metrics.ranking import MISS
 from textrec.query.catalog import Catalog
+from textrec.text.words import search_stopwords, search_terms
 
 RETRIEVER_FILE = "retriever.json"
-_TOKEN = re.compile(r"[a-z0-9]+")
 
 
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
-
-
-def tokenize(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
-    """Lower-cased alphanumeric tokens without English stopwords (the BM25 analyzer)."""
-    sw = _stopwords() if stopwords is None else stopwords
-    return [t for t in _TOKEN.findall(str(text).lower()) if t not in sw]
+tokenize = search_terms  # the BM25 analyzer (textrec.text.words)
 
 
 def _as_excludes(exclude, n: int) -> list[np.ndarray]:
@@ -165,7 +155,7 @@ class BM25Retriever(Retriever):
 
         self.catalog = catalog
         self.k1, self.b = float(k1), float(b)
-        self._sw = _stopwords()
+        self._sw = search_stopwords()
         if _index is None:
             corpus = [tokenize(d, self._sw) for d in catalog.documents]
             # An item with no token would break bm25s; a placeholder token keeps indexes aligned.

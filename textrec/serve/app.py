@@ -100,7 +100,7 @@ def create_app(artifacts: list[ServedArtifact], token: str | None = None) -> Fas
             raise HTTPException(403, "wrong token")
 
     def item_out(a: ServedArtifact, idx: int, score: float | None = None, rank: int | None = None) -> ItemOut:
-        return ItemOut(item_id=a.catalog.ids[idx], title=a.catalog.titles[idx],
+        return ItemOut(item_id=a.catalog.ids[idx], title=a.catalog.title(idx),
                        score=None if score is None else round(score, 6), rank=rank)
 
     def resolve(a: ServedArtifact, user: str | None, history: list[str] | None) -> tuple[int, np.ndarray]:

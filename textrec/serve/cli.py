@@ -19,20 +19,40 @@ def _split_name(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
-def load_artifacts(specs: list[str], data_root: str | None = None, query_llm: bool = False) -> list:
-    """Open every artifact folder given on the command line."""
+def _attachments(specs: list[str] | None, names: list[str], what: str) -> dict[str, str]:
+    """``[NAME=]DIR`` options -> {artifact name: folder}; a bare DIR goes to the first artifact."""
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, folder = _split_name(spec)
+        name = name or names[0]
+        if name not in names:
+            raise ValueError(f"--{what} {spec}: no served artifact named '{name}' (served: {names})")
+        out[name] = folder
+    return out
+
+
+def load_artifacts(specs: list[str], explainers: list[str] | None = None, query_writers: list[str] | None = None,
+                   data_root: str | None = None, query_llm: bool = False) -> list:
+    """Open every artifact folder given on the command line, with the engines attached to each."""
     from pathlib import Path
 
     from textrec.serve.backends import ServedArtifact
 
-    out = []
+    named = []
     for spec in specs:
         name, folder = _split_name(spec)
         name = name or Path(folder).resolve().name
         if not _NAME.match(name):
             raise ValueError(f"artifact name '{name}' must match {_NAME.pattern}; pass NAME=FOLDER")
+        named.append((name, folder))
+    names = [n for n, _ in named]
+    exp = _attachments(explainers, names, "explainer")
+    qw = _attachments(query_writers, names, "query-writer")
+    out = []
+    for name, folder in named:
         print(f"textrec serve: loading {folder} as '{name}'", file=sys.stderr)
-        out.append(ServedArtifact.load(folder, name=name, data_root=data_root, query_llm=query_llm))
+        out.append(ServedArtifact.load(folder, name=name, explainer=exp.get(name), query_writer=qw.get(name),
+                                       data_root=data_root, query_llm=query_llm))
     return out
 
 
@@ -45,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    artifacts = load_artifacts(args.artifacts, data_root=args.data_root, query_llm=args.query_llm)
+    artifacts = load_artifacts(args.artifacts, args.explainer, args.query_writer, data_root=args.data_root,
+                               query_llm=args.query_llm)
     app = create_app(artifacts, token=token)
     for a in artifacts:
         caps = ", ".join(k for k, v in a.capabilities.items() if v)
@@ -85,6 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"token that POST /items requires (default ${TOKEN_ENV}; none = adding items disabled)")
     p.add_argument("--threads", type=_threads, default=1,
                    help="torch threads per request (default 1: requests run in parallel instead)")
+    p.add_argument("--explainer", action="append", metavar="[NAME=]DIR",
+                   help="a saved explainer (ERRA) for artifact NAME (default: the first); repeatable")
+    p.add_argument("--query-writer", action="append", metavar="[NAME=]DIR",
+                   help="a saved Rec-R1 query writer for artifact NAME (default: the first); repeatable")
     p.add_argument("--query-llm", action="store_true",
                    help="write queries with the untrained SmolLM2 policy when an artifact has no trained "
                         "writer (default: Rec-R1's raw-history query)")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
-from textrec.models.base import Recommender, TrainView, register_model
+from textrec.models.base import Recommender, TrainView
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
@@ -157,7 +157,6 @@ class VQRecModule(nn.Module):
         return self.encoder(reps[items], mask)
 
 
-@register_model
 class VQRec(Recommender):
     """Sequential recommender over text codes; scores new items from their text.
 
@@ -396,13 +395,25 @@ class VQRec(Recommender):
         self.cold_start_offset = best
         return best, table
 
-    def add_items(self, texts: list[str] | None = None, codes: np.ndarray | None = None) -> np.ndarray:
+    def add_items(self, texts: list[str] | None = None, codes: np.ndarray | None = None,
+                  ids: list[str] | None = None) -> np.ndarray:
         """Append new items (from text, or from codes) to the catalog without retraining.
 
         Returns their new item indexes. New items get no ID residual: they are scored by codes only.
+        When the model carries a catalog (it was fitted on a view or loaded from a folder), ``ids``
+        names the new items and the catalog grows with them, so a save keeps the two in step.
         """
         if self.module is None:
             raise RuntimeError("fit or load the model before adding items")
+        if self.catalog is not None:
+            if ids is None:
+                raise ValueError("this model has an item catalog: pass ids for the new items")
+            n_new = len(texts) if texts is not None else len(codes) if codes is not None else 0
+            if len(ids) != n_new:
+                raise ValueError(f"{len(ids)} ids for {n_new} new items")
+            clash = [i for i in map(str, ids) if i in set(self.catalog.ids)]
+            if clash:
+                raise ValueError(f"item id(s) already in the catalog: {clash[:5]}")
         if codes is None:
             if self.quantizer is None:
                 raise RuntimeError("no quantizer: pass codes, or fit the model from text")
@@ -414,6 +425,8 @@ class VQRec(Recommender):
             raise ValueError(f"codes must be (n, {self.module.codes.shape[1]})")
         if codes.min() < 0 or codes.max() >= self.n_centroids:
             raise ValueError(f"codes must lie in [0, {self.n_centroids})")
+        if self.catalog is not None:  # validated above; grows in step with the code table
+            self.catalog.add(ids, text=texts)
         start = int(self.module.codes.shape[0])
         self.module.codes = torch.cat([self.module.codes, torch.from_numpy(codes).to(self.module.codes.device)])
         self.codes = self.module.codes.cpu().numpy()
@@ -423,6 +436,9 @@ class VQRec(Recommender):
         return np.arange(start, self.n_items)
 
     # ---- persistence ----------------------------------------------------------------------
+    def n_scored_items(self) -> int | None:
+        return int(self.n_items) if self.module is not None else None
+
     def get_config(self) -> dict[str, Any]:
         return {"backbone": self.backbone_config.to_dict(), "trainer": self.trainer_config.to_dict(),
                 "n_subvectors": self.n_subvectors, "n_centroids": self.n_centroids, "opq": self.opq,

@@ -45,19 +45,6 @@ def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
-def _write_catalog(folder: Path, ids: list[str]) -> None:
-    from textrec.io import atomic_write_text
-
-    atomic_write_text(folder / "catalog.json", json.dumps({"item_ids": ids}, indent=0))
-
-
-def _read_catalog(folder: Path) -> list[str]:
-    path = folder / "catalog.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (a model folder from `textrec vqrec train` has one)")
-    return [str(i) for i in json.loads(path.read_text(encoding="utf-8"))["item_ids"]]
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train VQ-Rec on a dataset with a recipe, report valid/test metrics, save the model."""
     import torch
@@ -65,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
-    from textrec.models.vqrec import VQRec
+    from textrec.vqrec.model import VQRec
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +65,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = run_protocol(model, split, progress=not args.quiet)
     out = Path(args.out)
     model.save_pretrained(out)
-    _write_catalog(out, [str(i) for i in ds.item_ids])
     print(json.dumps({"valid": {k: round(v, 4) for k, v in res.valid.metrics.items() if "@10" in k},
                       "test": {k: round(v, 4) for k, v in res.test.metrics.items() if "@10" in k},
                       "saved": str(out)}, indent=2))
@@ -87,45 +73,41 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_add_items(args: argparse.Namespace) -> int:
     """Append items from text to a trained model's catalog and save it (no retraining)."""
-    from textrec.models.vqrec import VQRec
+    from textrec.vqrec.model import VQRec
 
     folder = Path(args.model)
-    catalog = _read_catalog(folder)
+    model = VQRec.from_pretrained(folder)
+    if model.catalog is None:
+        raise ValueError(f"{folder}: the model has no item catalog; retrain it with `textrec vqrec train`")
     ids, texts = read_new_items(args.items)
-    known = set(catalog)
-    clash = [i for i in ids if i in known]
+    clash = [i for i in ids if i in set(model.catalog.ids)]
     if clash:
         raise ValueError(f"{args.items}: {len(clash)} item id(s) already in the catalog, e.g. '{clash[0]}'")
-    model = VQRec.from_pretrained(folder)
-    new = model.add_items(texts=texts)
+    new = model.add_items(texts=texts, ids=ids)
     out = Path(args.out or folder)
-    model.save_pretrained(out)
-    _write_catalog(out, catalog + ids)
+    model.save_pretrained(out)  # model, catalog and manifest are replaced together
     print(f"added {len(new)} items (indexes {int(new[0])}..{int(new[-1])}); catalog now {model.n_items} items; "
           f"saved to {out}")
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k items (original ids, scores) for a history of original item ids."""
-    import numpy as np
+    """Top-k items (original ids, titles, scores) for a history of original item ids."""
+    import textrec
 
-    from textrec.models.vqrec import VQRec
-
-    folder = Path(args.model)
-    catalog = _read_catalog(folder)
-    index = {item: i for i, item in enumerate(catalog)}
-    unknown = [h for h in args.history if h not in index]
-    if unknown:
-        raise ValueError(f"unknown item id(s) {unknown[:5]} (not in {folder / 'catalog.json'})")
-    model = VQRec.from_pretrained(folder)
-    items, scores = model.recommend(np.array([index[h] for h in args.history]), k=args.k)
-    rows = [{"item_id": catalog[int(i)], "score": round(float(s), 4)} for i, s in zip(items, scores)]
+    model = textrec.load(args.model)
+    if model.catalog is None:
+        raise ValueError(f"{args.model}: the model has no item catalog")
+    try:
+        rows = model.recommend_ids(history_ids=args.history, k=args.k)
+    except KeyError as e:
+        raise ValueError(f"{e} (not in {Path(args.model) / 'catalog.json'})") from None
+    rows = [{"item_id": r["id"], "title": r["title"], "score": round(r["score"], 4)} for r in rows]
     if args.json:
         print(json.dumps(rows))
     else:
         for r in rows:
-            print(f"{r['item_id']}\t{r['score']}")
+            print(f"{r['item_id']}\t{r['score']}\t{r['title']}")
     return 0
 
 

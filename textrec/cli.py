@@ -75,7 +75,7 @@ def parse_grids(specs: list[str] | None) -> dict[str, dict[str, list]]:
 
 
 ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli",
-               "textrec.demo")
+               "textrec.demo", "textrec.report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ VQ-Rec under the full-ranking protocol; both sequential models saved as servable
 (catalog with titles, known users); a new movie added to VQ-Rec from its text alone and ranked
 for a user; a search query written for that user (Rec-R1's raw-history query by default, the
 untrained SmolLM2 policy with ``--query-llm``) and what BM25 retrieves with it; with
-``--explain`` and the Amazon Instruments reviews present, a small ERRA explainer beside a
-TextKNN artifact on that data. It ends by printing the one command that serves all of it.
+``--explain`` and the Amazon Instruments reviews present, a small ERRA explainer beside an
+EASE artifact on that data. It ends by printing the one command that serves all of it.
 
 Threads are capped (``--threads``, default 2) for torch and FAISS alike, so the demo's time does
 not explode when other jobs share the cores.
@@ -155,7 +155,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     if explain:
         explained = _explain_demo(out, explain_minutes, data_root, progress)
         if explained:
-            serve_dirs += [explained["folder"], f"--explainer instruments-textknn={explained['explainer']}"]
+            serve_dirs += [explained["folder"], f"--explainer instruments-ease={explained['explainer']}"]
         clock.step("explain")
     else:
         print("   ML-100K has no review text, so its artifacts have no explainer (the page hides it).\n"
@@ -187,12 +187,15 @@ def _animation_fan(served) -> str:
 
 
 def _explain_demo(out: Path, minutes: float, data_root: str | None, progress: bool) -> dict | None:
-    """A TextKNN artifact on Amazon Instruments and a small ERRA explainer beside it."""
+    """An EASE artifact on Amazon Instruments and a small ERRA explainer beside it.
+
+    The Instruments reviews carry no item text, so this artifact explains and recommends but
+    cannot add items from text or write queries (the page hides both)."""
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.explain.pipeline import Explainer, build_data, train_variant
     from textrec.models.base import TrainView
-    from textrec.models.text_knn import TextKNN
+    from textrec.models.baselines import EASE
     from textrec.recipes import load_recipe
     from textrec.serve.backends import ServedArtifact
 
@@ -201,9 +204,8 @@ def _explain_demo(out: Path, minutes: float, data_root: str | None, progress: bo
     except FileNotFoundError as e:
         print(f"   skipped: {e}")
         return None
-    folder = out / "instruments-textknn"
-    knn = TextKNN().fit(TrainView.from_split(make_split(ds, "auto"), with_text=True), progress=progress)
-    knn.save_pretrained(folder)
+    folder = out / "instruments-ease"
+    EASE().fit(TrainView.from_split(make_split(ds, "auto")), progress=progress).save_pretrained(folder)
     recipe = load_recipe("erra")
     data = build_data(ds, recipe, progress=progress)
     model, history = train_variant(data, "erra", recipe, progress=progress,

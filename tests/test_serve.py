@@ -262,3 +262,31 @@ def test_cli_registers_serve():
     assert args.artifacts == ["a", "name=b"] and args.host == "127.0.0.1" and args.port == 8123
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "a", "--port", "70000"])
+
+
+def test_random_bodies_never_crash_the_server(client):
+    """Fuzz every JSON endpoint with random bodies: only 2xx/401/403/404/409/422, never a 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
+                        st.text(max_size=80), st.sampled_from(["u1", "i1", "i2", "harp", "", "vq", "sas"]))
+    values = st.one_of(scalars, st.lists(scalars, max_size=5), st.dictionaries(st.text(max_size=5), scalars, max_size=3))
+    keys = st.sampled_from(["user", "history", "k", "exclude_history", "model", "item", "title", "description",
+                            "item_id", "rank_for_user", "zzz"])
+    bodies = st.one_of(st.dictionaries(keys, values, max_size=6), values)
+    paths = st.sampled_from(["/recommend", "/explain", "/query", "/items"])
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(paths, bodies, st.booleans())
+    def check(path, body, auth):
+        headers = {"Authorization": "Bearer " + TOKEN} if auth else {}
+        r = client.post(path, json=body, headers=headers)
+        assert r.status_code in (200, 201, 401, 403, 404, 409, 422), (path, body, r.status_code, r.text)
+        assert "Traceback" not in r.text and isinstance(r.json()["detail" if r.status_code >= 400 else "model"], str)
+
+    check()
+    # what JSON libraries send for non-finite floats
+    for raw in (b'{"user": "u1", "k": NaN}', b'{"user": "u1", "k": Infinity}', b'{"history": [NaN]}'):
+        r = client.post("/recommend", content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and "Traceback" not in r.text

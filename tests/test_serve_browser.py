@@ -157,9 +157,14 @@ def test_page_recommend_explain_query_add(server, browser, tmp_path):
 def test_report_page_renders_plots(browser, tmp_path):
     from textrec.report import build_report
 
-    results = Path(__file__).resolve().parents[1] / "eval" / "results"
-    if not any(results.glob("*.json")):
-        pytest.skip(f"no result JSON in {results}")
+    committed = Path(__file__).resolve().parents[1] / "eval" / "results"
+    picked = [committed / n for n in ("baselines_ml-100k.json", "vqrec_ml-100k.json", "vqrec_ml-100k_code_usage.png")]
+    if not all(p.is_file() for p in picked):
+        pytest.skip(f"committed results missing in {committed}")
+    results = tmp_path / "results"  # a few real result files keep the test fast
+    results.mkdir()
+    for p in picked:
+        shutil.copy2(p, results / p.name)
     html, _ = build_report(results, tmp_path / "report")
     page = browser.new_page()
     page.goto(html.as_uri())

@@ -290,3 +290,23 @@ def test_random_bodies_never_crash_the_server(client):
     for raw in (b'{"user": "u1", "k": NaN}', b'{"user": "u1", "k": Infinity}', b'{"history": [NaN]}'):
         r = client.post("/recommend", content=raw, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "Traceback" not in r.text
+
+
+def test_query_with_a_saved_writer(folders, tmp_path):
+    """A saved Rec-R1 query writer (here a tiny random Llama) writes the query the API returns."""
+    from conftest import tiny_llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from textrec.query.policy import QueryWriter
+
+    words = "flute cello harp number query : movies watched products bought the a of".split()
+    words += [str(i) for i in range(30)]
+    base = tiny_llama(tmp_path / "llama", words)
+    writer = QueryWriter(AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base),
+                         base_model=base, max_new_tokens=6)
+    writer.save_pretrained(tmp_path / "writer")
+    art = ServedArtifact.load(folders["vq"], query_writer=tmp_path / "writer")
+    r = TestClient(create_app([art])).post("/query", json={"user": "u1", "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "writer" and body["query"].strip()

@@ -43,12 +43,18 @@ function itemLine(li, it) {
   if (it.score !== null && it.score !== undefined) li.appendChild(el("span", it.score.toFixed(3), "score"));
 }
 
+function showInfo() {
+  const m = current();
+  const c = m.capabilities;
+  $("model-info").textContent = `${m.model_type} · ${m.n_items} items · ${m.n_users} users` +
+    (c.explain ? " · explanations" : " · no explainer") + (c.query ? ` · queries (${m.query_method})` : "");
+}
+
 function applyCapabilities() {
   const m = current();
   if (!m) return;
   const c = m.capabilities;
-  $("model-info").textContent = `${m.model_type} · ${m.n_items} items · ${m.n_users} users` +
-    (c.explain ? " · explanations" : " · no explainer") + (c.query ? ` · queries (${m.query_method})` : "");
+  showInfo();
   $("user-row").hidden = !c.users;
   $("query-btn").hidden = !c.query;
   $("add-panel").hidden = !c.add_items;
@@ -164,7 +170,7 @@ async function addItem() {
     if (who_ && who_.user) body.rank_for_user = who_.user;
     const r = await api("POST", "/items", body, { Authorization: "Bearer " + $("add-token").value });
     current().n_items = r.n_items;
-    applyCapabilities();
+    showInfo();
     $("add-result").textContent = `added "${r.item.title}" as ${r.item.item_id}; catalog now ${r.n_items} items` +
       (r.rank_for_user ? `; it ranks #${r.rank_for_user} for user ${body.rank_for_user}` : "");
     if (who_) await recommend(r.item.item_id);

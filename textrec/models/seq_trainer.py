@@ -1,4 +1,7 @@
-"""One training loop for sequential next-item models over item representations.
+"""Sequential next-item training over item representations, on the one loop (:mod:`textrec.training`).
+
+This module supplies what is specific to next-item models (training windows, losses, scoring);
+optimisation, early stopping, checkpoints and devices are :class:`textrec.training.Trainer`'s.
 
 A model plugs in by being an ``nn.Module`` with two methods (:class:`SequentialModule`):
 
@@ -38,7 +41,6 @@ held out for zero-shot evaluation are never seen, not even as negatives.
 from __future__ import annotations
 
 import contextlib
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -48,11 +50,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from textrec.models.backbone import last_hidden, pad_left
 from textrec.models.base import Recommender, TrainView
 from textrec.recipes import config_from_dict
+from textrec.training import Trainer, TrainingConfig, TrainResult
 
 
 class SequentialModule(Protocol):
@@ -65,29 +67,25 @@ class SequentialModule(Protocol):
 
 
 @dataclass
-class SeqTrainerConfig:
-    """Optimisation, example construction and model selection."""
+class SeqTrainerConfig(TrainingConfig):
+    """The shared loop options (:class:`~textrec.training.TrainingConfig`) with this trainer's
+    defaults, plus example construction, loss and scoring."""
 
     epochs: int = 200
     batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    metric: str = "ndcg@10"            # valid metric for early stopping / best-weight selection
     max_len: int = 50                  # window length = the history length the model reads
     window_stride: int | None = None   # None = max_len (non-overlapping windows)
-    patience: int = 10                 # evaluations without valid improvement before stopping
-    eval_every: int = 1                # epochs between valid evaluations
-    metric: str = "ndcg@10"            # valid metric for early stopping / best-weight selection
-    seed: int = 0
     device: str = "cpu"                # "cpu", "cuda", "cuda:0", or "auto"
     loss: str = "ce"                   # key into LOSSES
-    grad_clip: float | None = None
     eval_batch_size: int = 512
     hard_negative_prob: float = 0.0    # "inbatch": code-replacement probability of the fake negatives
     catalog: str = "all"               # "all" items, or only items with "train" events, as negatives
 
     def __post_init__(self) -> None:
-        if self.max_len < 1 or self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
-            raise ValueError("max_len, batch_size, eval_every must be >= 1 and epochs >= 0")
+        super().__post_init__()
+        if self.max_len < 1:
+            raise ValueError("max_len must be >= 1")
         if self.window_stride is not None and not 1 <= self.window_stride <= self.max_len:
             raise ValueError("window_stride must be in [1, max_len]")
         if self.catalog not in ("all", "train"):
@@ -234,7 +232,8 @@ def resolve_device(device: str) -> torch.device:
 
 # ---- the loop ------------------------------------------------------------------------------
 class SeqTrainer:
-    """Seeded shuffling, AdamW, periodic valid evaluation, patience, best-weight restore."""
+    """Windows, losses and scoring for :class:`textrec.training.Trainer` (the one loop: seeded
+    shuffling, AdamW, periodic valid evaluation, patience, best-weight restore, checkpoints)."""
 
     def __init__(self, config: SeqTrainerConfig | dict | None = None) -> None:
         self.config = SeqTrainerConfig.from_dict(config)
@@ -243,95 +242,90 @@ class SeqTrainer:
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.best_metric: float | None = None
+        self.result: TrainResult | None = None
 
     def fit(self, module: nn.Module, data: TrainView, progress: bool = True, name: str = "model"
             ) -> list[dict[str, Any]]:
-        """Train ``module`` in place on ``data.sequences()``; return the per-epoch history."""
+        """Train ``module`` in place on ``data.sequences()``; return the per-epoch history.
+
+        The caller's torch RNG state is left as it was (training runs on a forked RNG)."""
+        device = next(module.parameters()).device
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._fit(module, data, progress, name)
+
+    def _fit(self, module: nn.Module, data: TrainView, progress: bool, name: str) -> list[dict[str, Any]]:
         from textrec.evaluation import evaluate
 
         cfg = self.config
-        device = next(module.parameters()).device
         loss_fn = LOSSES[cfg.loss]
         windows, n_loss = build_windows(data.sequences(), cfg.max_len, cfg.window_stride)
-        # catalog="train": the loss sees train items only; targets are remapped into that list
-        catalog = remap = None
-        if cfg.catalog == "train":
-            catalog = torch.from_numpy(np.unique(data.train["item"].to_numpy())).to(device)
-            remap = torch.full((data.n_items,), -1, dtype=torch.long, device=device)
-            remap[catalog] = torch.arange(len(catalog), device=device)
+        train_items = np.unique(data.train["item"].to_numpy()) if cfg.catalog == "train" else None
         windows_t = torch.from_numpy(windows)
         n_loss_t = torch.from_numpy(n_loss)
         n = len(windows)
         gen = torch.Generator().manual_seed(cfg.seed)
-        opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scorer = _ModuleScorer(module, cfg.max_len, name, cfg.eval_batch_size)
-        has_valid = len(data.valid) > 0
-        best_state: dict[str, torch.Tensor] | None = None
-        best, bad = -float("inf"), 0
-        self.history = []
         pos = torch.arange(cfg.max_len)
         ks = sorted({10, int(cfg.metric.partition("@")[2])})
-        bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {name}", disable=not progress)
-        with seeded(cfg.seed, device):
-            for epoch in bar:
-                t0 = time.perf_counter()
-                module.train()
-                perm = torch.randperm(n, generator=gen)
-                total, count = 0.0, 0
-                for start in range(0, n, cfg.batch_size):
-                    idx = perm[start:start + cfg.batch_size]
-                    w = windows_t[idx]
-                    valid = w >= 0
-                    # drop leading columns that are padding in every row of the batch
-                    first = int(valid.any(0).long().argmax())
-                    first = min(first, cfg.max_len - 1)
-                    w, valid = w[:, first:], valid[:, first:]
-                    inp, tgt = w[:, :-1].clamp(min=0), w[:, 1:]
-                    in_mask = valid[:, :-1]
-                    counts = (pos[first:] >= cfg.max_len - n_loss_t[idx, None])
-                    loss_mask = in_mask & valid[:, 1:] & counts
-                    if not loss_mask.any():
-                        continue
-                    inp, in_mask = inp.to(device), in_mask.to(device)
-                    loss_mask, tgt = loss_mask.to(device), tgt.to(device)
-                    reps = module.item_representations()
-                    hidden = module.encode(inp, in_mask, reps)
-                    t = tgt[loss_mask]
-                    if catalog is not None and not getattr(loss_fn, "in_batch", False):
-                        loss = loss_fn(hidden[loss_mask], remap[t], reps[catalog], module, cfg)
-                    else:
-                        loss = loss_fn(hidden[loss_mask], t, reps, module, cfg)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip:
-                        nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-                    opt.step()
-                    k = int(loss_mask.sum())
-                    total += float(loss.detach()) * k
-                    count += k
-                train_s = time.perf_counter() - t0
-                rec: dict[str, Any] = {"epoch": epoch, "loss": round(total / max(count, 1), 5),
-                                       "seconds": round(train_s, 3)}
-                if has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                    res = evaluate(scorer, data.valid, data.n_items, ks=ks, batch_size=cfg.eval_batch_size)
-                    m = res.metrics[cfg.metric]
-                    rec.update({"valid_ndcg@10": round(res.metrics["ndcg@10"], 5),
-                                "valid_hr@10": round(res.metrics["hr@10"], 5),
-                                "eval_seconds": round(res.seconds, 3)})
-                    rec[f"valid_{cfg.metric}"] = round(m, 5)
-                    if m > best:
-                        best, bad = m, 0
-                        self.best_epoch, self.best_metric = epoch, m
-                        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                    else:
-                        bad += 1
-                self.history.append(rec)
-                bar.set_postfix({k: rec[k] for k in ("loss", "valid_ndcg@10") if k in rec})
-                if has_valid and bad >= cfg.patience:
-                    break
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        module.eval()
+        # catalog="train": the loss sees train items only; targets are remapped into that list
+        catalog: dict[str, torch.Tensor] = {}
+
+        def batches(epoch: int) -> list[torch.Tensor]:
+            perm = torch.randperm(n, generator=gen)
+            return [perm[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
+
+        def loss(idx: torch.Tensor) -> dict[str, Any] | None:
+            device = next(module.parameters()).device
+            if train_items is not None and not catalog:
+                catalog["items"] = torch.from_numpy(train_items).to(device)
+                catalog["remap"] = torch.full((data.n_items,), -1, dtype=torch.long, device=device)
+                catalog["remap"][catalog["items"]] = torch.arange(len(train_items), device=device)
+            w = windows_t[idx]
+            valid = w >= 0
+            # drop leading columns that are padding in every row of the batch
+            first = int(valid.any(0).long().argmax())
+            first = min(first, cfg.max_len - 1)
+            w, valid = w[:, first:], valid[:, first:]
+            inp, tgt = w[:, :-1].clamp(min=0), w[:, 1:]
+            in_mask = valid[:, :-1]
+            counts = (pos[first:] >= cfg.max_len - n_loss_t[idx, None])
+            loss_mask = in_mask & valid[:, 1:] & counts
+            if not loss_mask.any():
+                return None
+            inp, in_mask = inp.to(device), in_mask.to(device)
+            loss_mask, tgt = loss_mask.to(device), tgt.to(device)
+            reps = module.item_representations()
+            hidden = module.encode(inp, in_mask, reps)
+            t = tgt[loss_mask]
+            if catalog and not getattr(loss_fn, "in_batch", False):
+                value = loss_fn(hidden[loss_mask], catalog["remap"][t], reps[catalog["items"]], module, cfg)
+            else:
+                value = loss_fn(hidden[loss_mask], t, reps, module, cfg)
+            return {"loss": value, "weight": int(loss_mask.sum())}
+
+        def valid_metrics() -> dict[str, float]:
+            res = evaluate(scorer, data.valid, data.n_items, ks=ks, batch_size=cfg.eval_batch_size)
+            return res.metrics
+
+        trainer = Trainer(cfg, module, batches=batches, loss=loss,
+                          evaluate=valid_metrics if len(data.valid) > 0 else None,
+                          rngs={"shuffle": gen},
+                          name=name, progress=progress)
+        self.result = result = trainer.fit()
+        self.history = []
+        for r in result.history:
+            rec: dict[str, Any] = {"epoch": r["epoch"], "loss": round(r["loss"] if r["steps"] else 0.0, 5),
+                                   "seconds": round(r["train_seconds"], 3)}
+            if "valid" in r:
+                v = r["valid"]
+                rec.update({"valid_ndcg@10": round(v["ndcg@10"], 5), "valid_hr@10": round(v["hr@10"], 5),
+                            "eval_seconds": round(r["eval_seconds"], 3)})
+                rec[f"valid_{cfg.metric}"] = round(v[cfg.metric], 5)
+            self.history.append(rec)
+        if result.stopped == "max_minutes" and self.history:
+            self.history[-1]["stopped"] = f"max_minutes={cfg.max_minutes} reached"
+        self.best_epoch, self.best_metric = result.best_epoch, result.best_metric
         return self.history
 
 

@@ -8,8 +8,8 @@ first) are scored with the reward retriever against that task's training target,
 one becomes the SFT completion. GRPO then explores around a policy that already writes useful
 queries instead of copying a truncated title. Only training tasks are used.
 
-Training is a plain loop (loss on the completion only) with LoRA; the adapter is merged
-afterwards so GRPO can add its own. TRL's ``SFTTrainer`` was tried first and was 12x slower
+Training runs on the one loop (:class:`textrec.training.Trainer`; loss on the completion only)
+with LoRA; the adapter is merged afterwards so GRPO can add its own. TRL's ``SFTTrainer`` was tried first and was 12x slower
 per step on CPU (see ``sft_warm_start``).
 """
 
@@ -120,13 +120,12 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
                    config: QuerySFTConfig | None = None, output_dir: str | os.PathLike = "runs/query_sft",
                    dataset_name: str = "", progress: bool = True):
     """Fine-tune ``model`` (LoRA, then merged) on the best heuristic queries; (model, report)."""
-    import torch
     from peft import get_peft_model
-    from tqdm.auto import tqdm
 
     from textrec.io import write_json
     from textrec.query.policy import completion_batch, lora_config
     from textrec.query.tasks import subsample
+    from textrec.training import Trainer, TrainingConfig
 
     cfg = config or QuerySFTConfig()
     tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
@@ -142,22 +141,25 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     # of 8 examples take 170 s against 14 s for this forward/backward (py-spy, Scientific prompts).
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [q for q in peft_model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
     order: list[int] = []
-    losses: list[float] = []
-    peft_model.train()
-    for _ in tqdm(range(cfg.steps), desc="SFT", disable=not progress):
+    batches = []
+    for _ in range(cfg.steps):  # fixed-size batches over reshuffled passes, a pass may end mid-batch
         if len(order) < cfg.batch_size:
             order += rng.permutation(len(rows)).tolist()
-        batch, order = [rows[i] for i in order[: cfg.batch_size]], order[cfg.batch_size:]
-        loss = peft_model(**completion_batch(batch, pad)).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(round(float(loss.detach()), 4))
+        batches.append([rows[i] for i in order[: cfg.batch_size]])
+        order = order[cfg.batch_size:]
+    losses: list[float] = []
+
+    def loss(batch):
+        out = peft_model(**completion_batch(batch, pad)).loss
+        losses.append(round(float(out.detach()), 4))
+        return out
+
+    # weight_decay 0.01: torch's AdamW default, which this warm start has always used
+    Trainer(TrainingConfig(epochs=1, batch_size=cfg.batch_size, lr=cfg.learning_rate, weight_decay=0.01,
+                           grad_clip=1.0, seed=cfg.seed),
+            peft_model, batches=lambda epoch: batches, loss=loss, params=params, name="SFT", progress=progress).fit()
     merged = peft_model.merge_and_unload()
     merged.eval()
     report.update({"config": asdict(cfg), "sft_examples": len(rows), "steps": len(losses), "losses": losses,

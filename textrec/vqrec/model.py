@@ -26,6 +26,7 @@ Three recipes, one loop (:class:`~textrec.models.seq_trainer.SeqTrainer`), confi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,7 @@ class VQRec(Recommender):
         new.code_report = {"quantizer": self.quantizer.report, "codes": code_stats(new.codes),
                            "coded_with": "pretrained quantizer"}
         new.n_items = new.n_warm = int(view.n_items)
+        new.keep_catalog(view)  # the target domain's ids travel with the transferred model
         new.module = new._build(new.codes, new.n_warm)
         state = {k: v for k, v in self.module.state_dict().items()
                  if k not in ("codes",) and not k.startswith("id_residual")}
@@ -323,6 +325,11 @@ class VQRec(Recommender):
             # the logits start at the identity and must travel O(1) to swap rows: a larger lr
             cfg = {**new.trainer_config.to_dict(), "epochs": permutation_epochs,
                    "patience": permutation_epochs, "lr": permutation_lr}
+            if cfg["output_dir"]:  # its own checkpoints: a resumed fine-tuning must not pick them up
+                cfg["output_dir"] = os.path.join(cfg["output_dir"], "permutation")
+            if cfg["resume"] is True:  # two stages: either may have no checkpoint yet
+                cfg["resume"] = "auto"
+                new.trainer_config = SeqTrainerConfig.from_dict({**new.trainer_config.to_dict(), "resume": "auto"})
             new.history += [{**h, "stage": "permutation"} for h in SeqTrainer(cfg).fit(
                 new.module, view, progress=progress, name=f"{new.name}-permute")]
             new.apply_permutation()

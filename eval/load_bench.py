@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     model = health["models"][0]
     faiss = model["ranking"] != "full"
     target = TARGETS_MS["recommend_faiss" if faiss else "recommend"] if args.endpoint == "recommend" else None
-    from textrec.bench import git_commit, machine
+    from textrec.results import git_commit, machine
 
     result = {
         "benchmark": "load", "name": args.name, "endpoint": f"/{args.endpoint}",

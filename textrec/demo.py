@@ -66,7 +66,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
          explain_minutes: float = 3.0, query_llm: bool = False, data_root: str | None = None,
          progress: bool = False) -> dict[str, Any]:
     """Run the demo; returns (and writes to ``<out_dir>/demo.json``) what it measured."""
-    from textrec.bench import git_commit, machine, tune
+    from textrec.bench import tune
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.data.stats import dataset_stats, format_stats, plot_long_tail
@@ -74,6 +74,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     from textrec.io import write_json
     from textrec.models.baselines import EASE, Popularity
     from textrec.models.sasrec import SASRec
+    from textrec.results import git_commit, machine
     from textrec.serve.backends import ServedArtifact
     from textrec.vqrec.model import VQRec
 

@@ -1,4 +1,4 @@
-"""``textrec bench baselines``: the core baselines tuned on valid, side by side (JSON + Markdown), and the demo."""
+"""``textrec bench baselines``: the core baselines tuned on valid, side by side (JSON + Markdown)."""
 
 from __future__ import annotations
 
@@ -236,14 +236,3 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.quiet, publish=args.publish, load_kw=load_kw)
     return 0
 
-
-def demo(out_dir: str = "textrec-demo", threads: int | None = None) -> None:
-    """Offline end-to-end run: ML-100K diagnostics + plot, split, tuned baselines and SASRec."""
-    from textrec.data.registry import load_dataset
-    from textrec.data.stats import dataset_stats, format_stats, plot_long_tail
-
-    out = Path(out_dir)
-    ds = load_dataset("ml-100k")
-    print(format_stats(dataset_stats(ds)))
-    print(f"long-tail plot: {plot_long_tail(ds, out / 'ml-100k_long_tail.png')}")
-    bench_baselines("ml-100k", out_dir=str(out), threads=threads, sasrec_epochs=30, name="demo_ml-100k")

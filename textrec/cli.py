@@ -33,7 +33,8 @@ from textrec.options import (
 )
 
 #: engine modules that add their own sub-commands with ``register(sub)``
-ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli")
+ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "textrec.explain.cli", "textrec.serve.cli",
+               "textrec.demo", "textrec.report")
 
 #: ``textrec train <name>``: engines -> the module whose ``add_train_arguments`` / ``cmd_train`` run it
 ENGINE_TRAINERS = {"vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli", "query": "textrec.query.cli",
@@ -262,14 +263,6 @@ def cmd_results(args: argparse.Namespace) -> int:
     return write_readme(Path(args.results), check=args.check)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The offline demo (ML-100K diagnostics, split, baselines, SASRec)."""
-    from textrec.bench import demo
-
-    demo(out_dir=args.out_dir, threads=args.threads)
-    return 0
-
-
 # ---- parser ------------------------------------------------------------------------------------
 def _add_bench_parsers(sub, argv: Sequence[str] | None) -> None:
     bench = sub.add_parser("bench", help="run a benchmark (results to runs/<bench>-<time>/, or --publish)")
@@ -354,11 +347,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     res.add_argument("--results", default=str(REPO_ROOT / "eval" / "results"), help="results folder")
     res.add_argument("--check", action="store_true", help="only check that eval/README.md is up to date")
     res.set_defaults(func=cmd_results)
-
-    demo = sub.add_parser("demo", help="offline end-to-end run on ML-100K: stats, split, baselines, SASRec")
-    demo.add_argument("--out-dir", default="textrec-demo")
-    add_threads_option(demo)
-    demo.set_defaults(func=cmd_demo)
 
     # Each engine owns its sub-commands in its own module (``register(sub)``),
     # importing its heavy modules only inside the command functions.

@@ -47,6 +47,31 @@ class TextKNN(Recommender):
                 out[i] = self.item_emb[torch.from_numpy(h)].mean(0)
         return F.normalize(out, dim=1) @ self.item_emb.T
 
+    def add_items(self, texts: list[str], ids: list[str] | None = None) -> np.ndarray:
+        """Append new items from their text (no retraining); returns their new item indexes.
+
+        When the model carries a catalog, ``ids`` names the new items and the catalog grows with them.
+        """
+        from textrec.text.encoder import TextEncoder
+
+        if self.item_emb is None:
+            raise RuntimeError("fit or load the model before adding items")
+        if not texts or any(not str(t).strip() for t in texts):
+            raise ValueError("add_items needs a non-empty text for every new item")
+        if self.catalog is not None:
+            if ids is None or len(ids) != len(texts):
+                raise ValueError(f"this model has an item catalog: pass one id per new item ({len(texts)})")
+            clash = [i for i in map(str, ids) if i in set(self.catalog.ids)]
+            if clash:
+                raise ValueError(f"item id(s) already in the catalog: {clash[:5]}")
+        emb = TextEncoder(self.encoder_name).encode(list(texts), progress=False)
+        new = F.normalize(torch.from_numpy(np.asarray(emb, dtype=np.float32)), dim=1)
+        if self.catalog is not None:
+            self.catalog.add(ids, text=texts)
+        start = int(self.item_emb.shape[0])
+        self.item_emb = torch.cat([self.item_emb, new])
+        return np.arange(start, int(self.item_emb.shape[0]))
+
     def get_config(self) -> dict[str, Any]:
         return {"encoder": self.encoder_name, "last_n": self.last_n}
 

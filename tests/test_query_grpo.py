@@ -283,3 +283,15 @@ def test_dropping_zero_advantage_completions_keeps_the_gradient(tiny, toy, tmp_p
     inputs["advantages"] = torch.zeros(n)
     loss = type(t).compute_loss(t, model, dict(inputs))
     assert float(loss) == 0.0 and t.skipped_batches == 1
+
+
+def test_resume_passes_over_an_incomplete_checkpoint(tmp_path):
+    from textrec.query.grpo_trainer import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    for n, complete in ((4, True), (8, True), (12, False)):  # step 12 was interrupted mid-write
+        d = tmp_path / f"checkpoint-{n}"
+        d.mkdir()
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-8"

@@ -49,9 +49,11 @@ def quiet_trainer_logs(hf_trainer) -> None:
 
 
 def _last_checkpoint(folder: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder of a GRPO run folder, or ``None``."""
-    ckpts = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return str(max(ckpts, key=lambda p: int(p.name.split("-")[-1]))) if ckpts else None
+    """The newest complete ``checkpoint-N`` folder of a GRPO run folder, or ``None``."""
+    from textrec.query.grpo_trainer import last_complete_checkpoint
+
+    found = last_complete_checkpoint(folder)
+    return str(found) if found is not None else None
 
 
 def _print_results(ds, catalog, items, scores) -> None:

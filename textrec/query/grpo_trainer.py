@@ -180,6 +180,17 @@ def learning_verdict(curve: dict[str, list]) -> str | None:
     return None
 
 
+def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest ``checkpoint-N`` that holds a ``trainer_state.json`` (HF writes it last, so a
+    checkpoint interrupted while being written lacks it and is passed over)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+
+
 def _callback_class():
     from transformers import TrainerCallback
 
@@ -292,12 +303,11 @@ class QueryGRPOTrainer:
         self.verdict: str | None = None
 
     def train(self, resume: bool | str = False) -> dict[str, list]:
-        """Run GRPO (from the last checkpoint when ``resume``); returns the reward curve."""
-        from transformers.trainer_utils import get_last_checkpoint
-
+        """Run GRPO (from the last complete checkpoint when ``resume``); returns the reward curve."""
         ckpt = None
         if resume is True:
-            ckpt = get_last_checkpoint(str(self.output_dir)) if self.output_dir.is_dir() else None
+            found = last_complete_checkpoint(self.output_dir)
+            ckpt = str(found) if found is not None else None
         elif isinstance(resume, str):
             ckpt = resume
         t0 = time.perf_counter()

@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=["peter", "erra", "erra_no_retrieval", "erra_no_aspects"])
     ap.add_argument("--epochs", type=int, default=None, help="override trainer.epochs")
     ap.add_argument("--max-minutes", type=float, default=None, help="override trainer.max_minutes (per variant)")
+    ap.add_argument("--seed", type=int, default=None, help="override trainer.seed (model init and batch order)")
     ap.add_argument("--limit-train", type=int, default=None, help="smoke runs: train on the first N examples only")
     ap.add_argument("--limit-eval", type=int, default=None,
                     help="evaluate every model on a seeded sample of N valid and N test examples (slow LM option)")
@@ -116,6 +117,8 @@ def main() -> None:
         over["epochs"] = args.epochs
     if args.max_minutes is not None:
         over["max_minutes"] = args.max_minutes
+    if args.seed is not None:
+        over["seed"] = args.seed
     t0 = time.perf_counter()
     ds = load_dataset(args.dataset)
     data = build_data(ds, recipe, progress=progress)

@@ -28,7 +28,7 @@ _EXPORTS = {
     "train_model": "textrec.explain.trainer", "Explainer": "textrec.explain.pipeline",
     "build_data": "textrec.explain.pipeline", "train_variant": "textrec.explain.pipeline",
     "copy_baseline": "textrec.explain.pipeline", "evaluate_predictions": "textrec.explain.pipeline",
-    "cite": "textrec.explain.pipeline",
+    "cite": "textrec.explain.faithfulness",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -144,3 +144,28 @@ def test_samples_markdown_shows_reference_and_each_model():
                                            "retrieved": [{"id": 1, "text": "c"}]}]}
     md = samples_markdown(result)
     assert "ref text" in md and "**copy**: c" in md and "**peter**: p" in md and "[1]" in md
+
+
+def test_rerank_keeps_a_retrieved_sentence_only_when_the_model_prefers_it(data, copy_model):
+    from textrec.explain.bench import rerank_with_retrieved, sequence_log_probs
+    from textrec.explain.sentences import words
+
+    exs = data.examples["test"][:5]
+    texts, _ = copy_model.predict(exs)
+    lp = sequence_log_probs(copy_model, exs, texts)
+    assert all(v <= 0 for v in lp)
+    assert rerank_with_retrieved(copy_model, exs, texts, bias=-1e9) == texts
+    top = [" ".join(words(e.retrieved[0].text)) for e in exs]
+    always = rerank_with_retrieved(copy_model, exs, texts, bias=1e9, k=1)
+    assert always == top
+
+
+def test_top_p_sampling_stays_in_the_nucleus():
+    from textrec.explain.peter import sample_top_p
+
+    torch.manual_seed(0)
+    logp = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]])).repeat(200, 1)
+    picks = sample_top_p(logp, 0.5)
+    assert set(picks.tolist()) == {0}  # 0.6 alone holds half the mass
+    picks = sample_top_p(logp, 0.8)
+    assert set(picks.tolist()) == {0, 1}

@@ -36,6 +36,10 @@ DECODING_GRID: list[tuple[str, dict[str, Any]]] = [
     ("greedy_block3", {"num_beams": 1, "no_repeat_ngram": 3}),
     ("beam4_block3", {"num_beams": 4, "no_repeat_ngram": 3, "length_penalty": 1.0}),
     ("beam4_block3_lp0.5", {"num_beams": 4, "no_repeat_ngram": 3, "length_penalty": 0.5}),
+    ("sample_p0.5", {"num_beams": 1, "no_repeat_ngram": 3, "top_p": 0.5}),
+    ("sample_p0.7", {"num_beams": 1, "no_repeat_ngram": 3, "top_p": 0.7}),
+    ("greedy_block3_rerank0", {"num_beams": 1, "no_repeat_ngram": 3, "rerank_bias": 0.0}),
+    ("greedy_block3_rerank0.5", {"num_beams": 1, "no_repeat_ngram": 3, "rerank_bias": 0.5}),
 ]
 METRICS = ["bleu1", "bleu4", "rouge1", "rouge2", "rougeL", "usr", "div", "fcr", "fmr", "rmse",
            "grounding", "cites_at_least_one", "unsupported_aspect_rate"]
@@ -51,15 +55,78 @@ def select_decoding(rows: dict[str, dict[str, float]], min_usr: float = 0.6) -> 
 
 
 def decode(model, examples: Sequence, setting: dict[str, Any], progress: bool = False) -> tuple[list[str], list[float]]:
-    """Predictions with the model's decoding config temporarily overridden by ``setting``."""
+    """Predictions with the model's decoding config temporarily overridden by ``setting``.
+
+    ``rerank_bias`` in ``setting`` (not a model option): then :func:`rerank_with_retrieved`.
+    """
+    import torch
+
+    setting = dict(setting)
+    bias = setting.pop("rerank_bias", None)
     old = {k: getattr(model.config, k) for k in setting}
     try:
         for k, v in setting.items():
             setattr(model.config, k, v)
-        return model.predict(examples, batch_size=64, progress=progress)
+        torch.manual_seed(0)  # sampling settings are reproducible
+        texts, ratings = model.predict(examples, batch_size=64, progress=progress)
+        if bias is not None:
+            texts = rerank_with_retrieved(model, examples, texts, bias)
+        return texts, ratings
     finally:
         for k, v in old.items():
             setattr(model.config, k, v)
+
+
+def sequence_log_probs(model, examples: Sequence, texts: Sequence[str], batch_size: int = 64) -> list[float]:
+    """Mean per-token log-probability (``</s>`` included) of ``texts`` as explanations of ``examples``.
+
+    For the PETER-family decoders (one teacher-forced pass; with the copy head when the model has it).
+    """
+    import dataclasses
+
+    import torch
+
+    from textrec.explain.tokenizer import PAD
+
+    out: list[float] = []
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(examples), batch_size):
+            chunk = [dataclasses.replace(e, target=t) for e, t in
+                     zip(examples[s:s + batch_size], texts[s:s + batch_size])]
+            batch = model.collate(chunk)
+            text = batch["text"]
+            h, n_pre = model._hidden(batch, text[:, :-1])
+            logp = model.word_log_probs(h[:, n_pre:], h, n_pre, batch)
+            tgt = text[:, 1:]
+            ok = tgt != PAD
+            lp = logp.gather(2, tgt[..., None]).squeeze(-1) * ok
+            out += (lp.sum(1) / ok.sum(1).clamp(min=1)).tolist()
+    model.train(was)
+    return out
+
+
+def rerank_with_retrieved(model, examples: Sequence, texts: Sequence[str], bias: float,
+                          k: int = 3) -> list[str]:
+    """Retrieval as a draft the model may keep: for each example pick, among its generated text and
+    its top-``k`` retrieved sentences, the one the model finds most likely (mean token log-prob;
+    retrieved sentences get ``bias`` added). Lets the generator keep a retrieved sentence whole
+    when it fits the user and item better than what it would write itself."""
+    from textrec.explain.sentences import words
+
+    best = list(texts)
+    score = sequence_log_probs(model, examples, texts)
+    for j in range(k):
+        idx = [n for n, e in enumerate(examples) if len(e.retrieved) > j]
+        if not idx:
+            break
+        cand = [" ".join(words(examples[n].retrieved[j].text)) for n in idx]
+        sc = sequence_log_probs(model, [examples[n] for n in idx], cand)
+        for n, c, v in zip(idx, cand, sc):
+            if v + bias > score[n]:
+                best[n], score[n] = c, v + bias
+    return best
 
 
 def sample_indices(n: int, k: int, seed: int = 0) -> list[int]:

@@ -80,6 +80,70 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if n_err and n_err == len(rows) else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an explainer on a dataset (registered name or any Amazon reviews file) and save it."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from textrec.data.registry import load_dataset
+    from textrec.explain.pipeline import (
+        VARIANTS,
+        Explainer,
+        build_data,
+        default_model_dir,
+        evaluate_predictions,
+        train_tokenizer,
+        train_variant,
+    )
+    from textrec.recipes import load_recipe
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    if args.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {args.variant!r}; known: {sorted(VARIANTS)}")
+    recipe = load_recipe(args.recipe)
+    over = {k: v for k, v in (("seed", args.seed), ("max_minutes", args.max_minutes), ("epochs", args.epochs))
+            if v is not None}
+    ds = load_dataset(args.dataset, data_root=args.data_root)
+    data = build_data(ds, recipe, progress=not args.quiet)
+    if not data.examples.get("train"):
+        raise ValueError(f"{args.dataset}: no training explanations (reviews with an aspect sentence of "
+                         f"{data.config.min_target_words}-{data.config.max_target_words} words)")
+    model, hist = train_variant(data, args.variant, recipe, tokenizer=train_tokenizer(data, recipe),
+                                progress=not args.quiet, trainer_overrides=over)
+    folder = Path(args.out) if args.out else default_model_dir(ds.name)
+    Explainer(data, model).save(folder, recipe)
+    valid = data.examples.get("valid", [])[: args.check]
+    summary = {"model_dir": str(folder), "dataset": ds.name, "variant": args.variant, "examples": data.report["examples"],
+               "best_epoch": hist["best_epoch"], "stopped": hist["stopped"], "train_seconds": hist["train_seconds"]}
+    if valid:
+        texts, ratings = model.predict(valid)
+        m = evaluate_predictions(data, valid, texts, ratings)
+        summary[f"valid_first_{len(valid)}"] = {k: round(float(m[k]), 4) for k in
+                                                 ("bleu4", "rougeL", "usr", "fcr", "grounding", "cites_at_least_one")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def register_train(sub) -> None:
+    """Add ``erra`` to a ``textrec train`` sub-command group (``sub``: its subparsers)."""
+    p = sub.add_parser("erra", help="train an ERRA explainer on a reviews dataset and save it for `textrec explain`")
+    p.add_argument("dataset", help="registered dataset name or a reviews file (Amazon JSON lines, ...)")
+    p.add_argument("--recipe", default="erra", help="recipe name or YAML path (default training/erra.yaml)")
+    p.add_argument("--variant", default="erra", help="model variant (default: ERRA with the copy head)")
+    p.add_argument("--out", help="where to save (default $TEXTREC_CACHE/erra/<dataset>)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap on training")
+    p.add_argument("--check", type=int, default=200, help="valid explanations scored after training (0 = none)")
+    p.add_argument("--data-root", help="folder holding the shared datasets")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
 def register(sub) -> None:
     """Add ``textrec explain`` to the top-level sub-command parsers."""
     p = sub.add_parser("explain", help="explain why a user would like an item (ERRA: aspects + cited review sentences)")

@@ -42,6 +42,8 @@ class PeterConfig:
     num_beams: int = 1
     no_repeat_ngram: int = 0  # decoding: never repeat an n-gram of this size (0 = off)
     length_penalty: float = 1.0  # beam score = log-prob / length ** length_penalty
+    top_p: float = 0.0  # > 0 with num_beams 1: nucleus sampling from the top_p mass (seed with torch)
+    temperature: float = 1.0  # sampling temperature
     rating_weight: float = 0.1  # PETER's defaults: rating 0.1, context 1.0, text 1.0
     context_weight: float = 1.0
     rating_min: float = 1.0
@@ -176,8 +178,14 @@ class PeterModel(ExplainModel):
                 logp[:, EOS] = keep
             logp[done] = float("-inf")
             logp[done, PAD] = 0.0  # finished beams only extend with padding, score unchanged
-            cand = (score.reshape(-1, 1) + logp).reshape(n, -1)
-            top, idx = cand.topk(beams, dim=1)
+            if beams == 1 and c.top_p > 0:
+                tok1 = sample_top_p(logp, c.top_p, c.temperature)
+                cand = (score.reshape(-1, 1) + logp).reshape(n, -1)
+                idx = tok1[:, None]
+                top = cand.gather(1, idx)
+            else:
+                cand = (score.reshape(-1, 1) + logp).reshape(n, -1)
+                top, idx = cand.topk(beams, dim=1)
             src = (idx // self.n_words) + torch.arange(n)[:, None] * beams
             tok = idx % self.n_words
             seq = torch.cat([seq[src.reshape(-1)], tok.reshape(-1, 1)], dim=1)
@@ -204,3 +212,13 @@ def block_repeats(logp: torch.Tensor, seq: torch.Tensor, n: int) -> None:
         for j in range(len(toks) - n + 1):
             if tuple(toks[j:j + n - 1]) == tail:
                 logp[b, toks[j + n - 1]] = float("-inf")
+
+
+def sample_top_p(logp: torch.Tensor, top_p: float, temperature: float = 1.0) -> torch.Tensor:
+    """One token id per row, sampled from the smallest set of tokens holding ``top_p`` of the mass."""
+    probs = torch.softmax(logp / max(temperature, 1e-6), dim=-1)
+    sp, si = probs.sort(dim=-1, descending=True)
+    keep = (sp.cumsum(-1) - sp) < top_p  # always keeps the most likely token
+    sp = sp * keep
+    pick = torch.multinomial(sp / sp.sum(-1, keepdim=True).clamp(min=1e-12), 1)
+    return si.gather(1, pick).squeeze(1)

@@ -32,14 +32,11 @@ import numpy as np
 
 #: decoding settings compared on valid: (name, overrides of the model's decoding config)
 DECODING_GRID: list[tuple[str, dict[str, Any]]] = [
-    ("greedy", {"num_beams": 1, "no_repeat_ngram": 0}),
     ("greedy_block3", {"num_beams": 1, "no_repeat_ngram": 3}),
     ("beam4_block3", {"num_beams": 4, "no_repeat_ngram": 3, "length_penalty": 1.0}),
-    ("beam4_block3_lp0.5", {"num_beams": 4, "no_repeat_ngram": 3, "length_penalty": 0.5}),
+    ("sample_p0.3", {"num_beams": 1, "no_repeat_ngram": 3, "top_p": 0.3}),
     ("sample_p0.5", {"num_beams": 1, "no_repeat_ngram": 3, "top_p": 0.5}),
-    ("sample_p0.7", {"num_beams": 1, "no_repeat_ngram": 3, "top_p": 0.7}),
-    ("greedy_block3_rerank0", {"num_beams": 1, "no_repeat_ngram": 3, "rerank_bias": 0.0}),
-    ("greedy_block3_rerank0.5", {"num_beams": 1, "no_repeat_ngram": 3, "rerank_bias": 0.5}),
+    ("sample_p0.5_rerank1", {"num_beams": 1, "no_repeat_ngram": 3, "top_p": 0.5, "rerank_bias": 1.0}),
 ]
 METRICS = ["bleu1", "bleu4", "rouge1", "rouge2", "rougeL", "usr", "div", "fcr", "fmr", "rmse",
            "grounding", "cites_at_least_one", "unsupported_aspect_rate"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from textrec.cli import parse_grids
+from textrec.options import parse_grids
 
 
 def test_parse_grids():

@@ -298,7 +298,7 @@ def test_cli_train_and_recommend_end_to_end(tmp_path, capsys):
                  "--no-progress", "--threads", "1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["model"] == "P5-collaborative" and 0 <= res["test"]["ndcg@5"] <= 1
-    assert main(["p5", "recommend", "--model", str(out), "--history", "I3", "I4", "--k", "3"]) == 0
+    assert main(["p5", "recommend", "--model", str(out), "--history", "I3", "I4", "--k", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and not {"I3", "I4"} & {r["item_id"] for r in rows}
     assert main(["p5", "recommend", "--model", str(out), "--history", "NOPE"]) == 2  # clear error, no traceback
@@ -322,7 +322,7 @@ def test_fine_tune_saved_model_on_a_new_domain(trained, tmp_path):
 
 def test_bench_secondary_tasks_score_rating_and_explanation():
     """The P5 benchmark's rating and explanation evaluation on a tiny multitask model."""
-    from eval.p5_bench import secondary_tasks
+    from textrec.benchmarks.p5 import secondary_tasks
     from textrec.data.dataset import RecDataset
     from textrec.data.splits import make_split
 

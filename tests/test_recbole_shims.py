@@ -1,4 +1,4 @@
-"""eval/recbole_shims.py and the tie-order reasoning of eval/recbole_side_by_side.py.
+"""textrec/benchmarks/recbole_shims.py and the tie-order reasoning of the RecBole side-by-side benchmark.
 
 The shims patch numpy/torch globally, so they are exercised in a subprocess (never in the
 pytest process). Skips cleanly when RecBole is not installed.
@@ -46,7 +46,7 @@ def test_shims_make_recbole_importable_and_checkpoints_loadable(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        from eval import recbole_shims
+        from textrec.benchmarks import recbole_shims
         applied = recbole_shims.apply()
         assert recbole_shims.apply() == applied  # idempotent
         import numpy as np, torch
@@ -68,7 +68,7 @@ def test_shims_make_recbole_importable_and_checkpoints_loadable(tmp_path):
 def test_float32_normalized_time_reorders_one_second_apart_events():
     # RecBole's rule: stable sort on min-max normalized float32 time, then file order.
     # Two events 1 s apart near the end of a long span collapse; file order then decides.
-    from eval.recbole_side_by_side import _simulate
+    from textrec.benchmarks.recbole import _simulate
 
     ts = np.array([0.0, 1e8 - 1, 1e8 - 2, 1e8])  # float32 step just below 1.0 is ~6 s here
     frame = pd.DataFrame({"user_id": ["u", "u", "u", "v"], "item_id": ["a", "b", "c", "d"]})

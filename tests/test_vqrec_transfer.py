@@ -75,6 +75,7 @@ def test_transfer_codes_only_freezes_transformer(pretrained):
     ft = model.transfer(view, train="codes", trainer={"epochs": 3, "loss": "ce", "patience": 3},
                         progress=False)
     assert ft.n_items == 20 and ft.codes.shape == (20, 4)
+    assert ft.catalog == view.catalog and zero.catalog == view.catalog  # target ids travel with the model
     for k, v in ft.module.encoder.state_dict().items():
         assert torch.equal(v, before[k]), k  # transformer untouched
     assert not torch.equal(ft.module.code_emb, model.module.code_emb)  # tables trained

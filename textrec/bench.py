@@ -1,14 +1,10 @@
-"""Benchmarks that write ``eval/results/<name>.json`` (+ a Markdown table) and the offline demo."""
+"""``textrec bench baselines``: the core baselines tuned on valid, side by side (JSON + Markdown), and the demo."""
 
 from __future__ import annotations
 
-import os
-import platform
-import resource
-import subprocess
+import argparse
 import time
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -16,34 +12,21 @@ import torch
 
 from textrec.data.splits import Split, make_split
 from textrec.evaluation import DEFAULT_KS, evaluate, run_protocol
-from textrec.io import atomic_write_text, write_json
 from textrec.models.base import Recommender, TrainView
+from textrec.options import (
+    add_dataset_options,
+    add_progress_option,
+    add_seed_option,
+    add_threads_option,
+    parse_grids,
+    positive_int,
+    set_threads,
+)
+from textrec.results import ResultWriter, add_output_options, metadata_line, peak_rss_mb
+from textrec.results import markdown_table as _table
 
 TUNED = ("ItemKNN", "EASE", "MarkovChain")
-
-
-def git_commit() -> str:
-    """The current commit of the source checkout (``unknown`` outside git), with a dirty flag."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> str:
-    """A one-line description of where a benchmark ran."""
-    return (f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-            f"{platform.system()} {platform.release()}, python {platform.python_version()}, torch {torch.__version__}")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+DEFAULT_MODELS = ("Popularity", "ItemKNN", "EASE", "MarkovChain", "SASRec")
 
 
 def make_model(name: str, params: dict | None = None, seed: int = 0, max_epochs: int | None = None) -> Recommender:
@@ -115,25 +98,33 @@ def _row(name: str, res, params: dict, extra: dict | None = None) -> dict:
     return d
 
 
-def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = ("Popularity", "ItemKNN", "EASE",
-                    "MarkovChain", "SASRec"), out_dir: str = "eval/results", seed: int = 0,
+def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MODELS,
+                    out_dir: str | Path | None = None, seed: int = 0,
                     split_kind: str = "auto", sasrec_epochs: int | None = None, refit: bool = False,
                     save_topk_dir: str | None = None, threads: int | None = None, data_root: str | None = None,
                     sampled_negatives: int | None = None, ks: Sequence[int] = DEFAULT_KS,
                     name: str | None = None, progress: bool = True,
-                    grids: dict[str, dict[str, list]] | None = None) -> dict:
+                    grids: dict[str, dict[str, list]] | None = None, publish: bool = False,
+                    load_kw: dict | None = None) -> dict:
     """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown.
 
-    ``grids``: per model, parameter lists that replace the default grid's (recorded in the JSON).
+    Results go to a new ``runs/baselines-<time>/`` unless ``out_dir`` is given (or ``publish``:
+    ``eval/results``). ``grids``: per model, parameter lists that replace the default grid's
+    (recorded in the JSON). Unknown model names fail before anything is trained.
     """
+    from textrec.models import baselines
+
+    unknown = [m for m in models if m != "SASRec" and not isinstance(getattr(baselines, m, None), type)]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {list(DEFAULT_MODELS)}")
     from textrec.data.registry import load_dataset
 
     if threads:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    t_start = time.perf_counter()
-    ds = load_dataset(dataset, data_root=data_root)
+    started = time.perf_counter()
+    ds = load_dataset(dataset, data_root=data_root, **(load_kw or {}))
     split = make_split(ds, split_kind)
     print(f"{ds!r}\nsplit: {split.describe()}")
     rows: dict[str, dict] = {}
@@ -167,19 +158,14 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = ("Populari
                     "history masked; ties broken by lower item index",
         "grid_overrides": grids or {},
         "seed": seed,
-        "git_commit": git_commit(),
-        "date": date.today().isoformat(),
-        "machine": machine(),
-        "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
         "models": rows,
     }
     name = name or f"baselines_{ds.name}"
-    out = Path(out_dir)
-    write_json(out / f"{name}.json", result)
-    atomic_write_text(out / f"{name}.md", markdown_table(result))
+    with ResultWriter("baselines", out=out_dir, publish=publish, seed=seed, started=started) as writer:
+        result = {**result, **writer.metadata()}
+        writer.write_json(f"{name}.json", result)
+        writer.write_text(f"{name}.md", markdown_table(result))
     print(markdown_table(result))
-    print(f"wrote {out / (name + '.json')}")
     return result
 
 
@@ -198,16 +184,43 @@ def _refit_row(name: str, params: dict, split: Split, ks: Sequence[int]) -> dict
 
 
 def markdown_table(result: dict, k: int = 10) -> str:
-    """README-ready table: HR/NDCG/MRR@k on test, valid NDCG, train time, inference users/s."""
-    lines = [f"| model | HR@{k} | NDCG@{k} | MRR@{k} | valid NDCG@{k} | train s | users/s |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r in result["models"].items():
-        t = r["test"]
-        v = r.get("valid", {}).get(f"ndcg@{k}")
-        lines.append(f"| {name} | {t[f'hr@{k}']:.4f} | {t[f'ndcg@{k}']:.4f} | {t[f'mrr@{k}']:.4f} | "
-                     f"{'' if v is None else f'{v:.4f}'} | {r['train_seconds']:.1f} | "
-                     f"{r['inference_users_per_s']:.0f} |")
-    return "\n".join(lines) + "\n"
+    """README-ready table: HR/NDCG/MRR@k on test, valid NDCG, train time, inference users/s; then how it ran."""
+    cols = [(f"HR@{k}", lambda r: r["test"][f"hr@{k}"], ".4f"), (f"NDCG@{k}", lambda r: r["test"][f"ndcg@{k}"], ".4f"),
+            (f"MRR@{k}", lambda r: r["test"][f"mrr@{k}"], ".4f"),
+            (f"valid NDCG@{k}", lambda r: r["valid"][f"ndcg@{k}"], ".4f"),
+            ("train s", lambda r: r["train_seconds"], ".1f"), ("users/s", lambda r: r["inference_users_per_s"], ".0f")]
+    text = _table(result["models"].items(), cols)
+    return text + ("\n" + metadata_line(result) + "\n" if "date" in result else "")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``textrec bench baselines``."""
+    add_dataset_options(p)
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    p.add_argument("--split", default="auto", help="auto = the published split if shipped, else leave-one-out")
+    add_seed_option(p)
+    add_threads_option(p)
+    add_progress_option(p)
+    p.add_argument("--sasrec-epochs", type=positive_int, default=None, help="cap SASRec epochs (default: recipe)")
+    p.add_argument("--refit", action="store_true", help="also report the refit-on-train+valid rows (labelled)")
+    p.add_argument("--save-topk-dir", help="write each model's test top-K lists (Parquet) here")
+    p.add_argument("--sampled-negatives", type=positive_int, default=None,
+                   help="ALSO report sampled metrics with this many negatives (never the headline)")
+    p.add_argument("--grid", action="append", metavar="MODEL.param=v1,v2",
+                   help="replace a default tuning grid (still widened when the best is at an edge)")
+    p.add_argument("--name", default=None, help="result file stem (default baselines_<dataset>)")
+    add_output_options(p, "baselines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``textrec bench baselines``."""
+    load_kw = {k: v for k, v in (("columns", args.columns), ("sep", args.sep), ("on_error", args.on_error)) if v}
+    bench_baselines(dataset=args.dataset, models=args.models, out_dir=args.out, seed=args.seed,
+                    split_kind=args.split, sasrec_epochs=args.sasrec_epochs, refit=args.refit,
+                    save_topk_dir=args.save_topk_dir, threads=args.threads, data_root=args.data_root,
+                    sampled_negatives=args.sampled_negatives, grids=parse_grids(args.grid), name=args.name,
+                    progress=not args.quiet, publish=args.publish, load_kw=load_kw)
+    return 0
 
 
 def demo(out_dir: str = "textrec-demo", threads: int | None = None) -> None:

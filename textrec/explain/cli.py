@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _read_pairs(path: str) -> list[tuple[str, str]]:
@@ -34,16 +35,81 @@ def _read_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
+TRAIN_HELP = "ERRA: explanations from selected aspects and retrieved review sentences"
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``textrec train erra``."""
+    from textrec.options import (
+        add_dataset_options,
+        add_recipe_options,
+        add_run_options,
+        positive_float,
+        positive_int,
+    )
+
+    add_dataset_options(p, default="instruments")
+    add_recipe_options(p, "erra")
+    p.add_argument("--variant", default="erra",
+                   help="which explanation model: erra (aspects + retrieval + copy head, default), erra_no_copy, erra_no_retrieval, "
+                        "erra_no_aspects, peter, erra_t5, erra_lm, pepler")
+    p.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: recipe)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="wall-clock training cap")
+    p.add_argument("--beams", type=positive_int, default=None, help="decoding beams for evaluation (default: greedy)")
+    p.add_argument("--out", default=None, help="model folder (default $TEXTREC_CACHE/erra/<dataset>, "
+                                               "where `textrec explain` looks)")
+    add_run_options(p, seed=None)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one explanation model, evaluate it on valid/test, save it for ``textrec explain``."""
+    from pathlib import Path
+
+    from textrec.explain.pipeline import (
+        Explainer,
+        build_data,
+        default_model_dir,
+        evaluate_predictions,
+        train_tokenizer,
+        train_variant,
+    )
+    from textrec.options import load_dataset_from_args, recipe_from_args, setup_run
+
+    setup_run(args)
+    recipe = recipe_from_args(args, "erra")
+    over = {k: v for k, v in (("epochs", args.epochs), ("max_minutes", args.max_minutes), ("seed", args.seed))
+            if v is not None}
+    ds = load_dataset_from_args(args)
+    data = build_data(ds, recipe, progress=not args.quiet)
+    tok = train_tokenizer(data, recipe)
+    model, hist = train_variant(data, args.variant, recipe, tokenizer=tok, progress=not args.quiet,
+                                trainer_overrides=over)
+    metrics = {}
+    for part in ("valid", "test"):
+        texts, ratings = model.predict(data.examples[part], num_beams=args.beams, progress=not args.quiet)
+        m = evaluate_predictions(data, data.examples[part], texts, ratings)
+        metrics[part] = {k: round(float(m[k]), 4) for k in ("bleu4", "rougeL", "usr", "div", "fcr", "rmse") if k in m}
+    out = Path(args.out) if args.out else default_model_dir(ds.name)
+    Explainer(data, model).save(out, recipe)
+    print(json.dumps({"model": args.variant, "saved": str(out), "epochs_run": len(hist["epochs"]),
+                      "best_epoch": hist["best_epoch"], "stopped": hist["stopped"], **metrics}, indent=2))
+    print(f"explain a pair: textrec explain --dataset {args.dataset} --model {out} --user USER --item ITEM",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Load the trained explainer of the dataset and explain the requested pair(s)."""
-    import torch
-
     from textrec.explain.pipeline import Explainer, default_model_dir
+    from textrec.options import setup_run
 
-    torch.set_num_threads(args.threads)
+    setup_run(args)
     if args.batch is None and (args.user is None or args.item is None):
         raise ValueError("give --user and --item, or --batch FILE")
     folder = args.model or default_model_dir(args.dataset)
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"no trained explainer in {folder}: train one with "
+                                f"`textrec train erra --dataset {args.dataset}` (or pass --model DIR)")
     exp = Explainer.load(folder, dataset=args.dataset, data_root=args.data_root, progress=not args.quiet)
     if args.batch is None:
         out = exp.explain(args.user, args.item, num_beams=args.beams)
@@ -80,82 +146,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if n_err and n_err == len(rows) else 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train an explainer on a dataset (registered name or any Amazon reviews file) and save it."""
-    import os
-    from pathlib import Path
-
-    import torch
-
-    from textrec.data.registry import load_dataset
-    from textrec.explain.pipeline import (
-        VARIANTS,
-        Explainer,
-        build_data,
-        default_model_dir,
-        evaluate_predictions,
-        train_tokenizer,
-        train_variant,
-    )
-    from textrec.recipes import load_recipe
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    if args.variant not in VARIANTS:
-        raise ValueError(f"unknown variant {args.variant!r}; known: {sorted(VARIANTS)}")
-    recipe = load_recipe(args.recipe)
-    over = {k: v for k, v in (("seed", args.seed), ("max_minutes", args.max_minutes), ("epochs", args.epochs))
-            if v is not None}
-    ds = load_dataset(args.dataset, data_root=args.data_root)
-    data = build_data(ds, recipe, progress=not args.quiet)
-    if not data.examples.get("train"):
-        raise ValueError(f"{args.dataset}: no training explanations (reviews with an aspect sentence of "
-                         f"{data.config.min_target_words}-{data.config.max_target_words} words)")
-    model, hist = train_variant(data, args.variant, recipe, tokenizer=train_tokenizer(data, recipe),
-                                progress=not args.quiet, trainer_overrides=over)
-    folder = Path(args.out) if args.out else default_model_dir(ds.name)
-    Explainer(data, model).save(folder, recipe)
-    valid = data.examples.get("valid", [])[: args.check]
-    summary = {"model_dir": str(folder), "dataset": ds.name, "variant": args.variant, "examples": data.report["examples"],
-               "best_epoch": hist["best_epoch"], "stopped": hist["stopped"], "train_seconds": hist["train_seconds"]}
-    if valid:
-        texts, ratings = model.predict(valid)
-        m = evaluate_predictions(data, valid, texts, ratings)
-        summary[f"valid_first_{len(valid)}"] = {k: round(float(m[k]), 4) for k in
-                                                 ("bleu4", "rougeL", "usr", "fcr", "grounding", "cites_at_least_one")}
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def register_train(sub) -> None:
-    """Add ``erra`` to a ``textrec train`` sub-command group (``sub``: its subparsers)."""
-    p = sub.add_parser("erra", help="train an ERRA explainer on a reviews dataset and save it for `textrec explain`")
-    p.add_argument("dataset", help="registered dataset name or a reviews file (Amazon JSON lines, ...)")
-    p.add_argument("--recipe", default="erra", help="recipe name or YAML path (default training/erra.yaml)")
-    p.add_argument("--variant", default="erra", help="model variant (default: ERRA with the copy head)")
-    p.add_argument("--out", help="where to save (default $TEXTREC_CACHE/erra/<dataset>)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap on training")
-    p.add_argument("--check", type=int, default=200, help="valid explanations scored after training (0 = none)")
-    p.add_argument("--data-root", help="folder holding the shared datasets")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
-
-
 def register(sub) -> None:
     """Add ``textrec explain`` to the top-level sub-command parsers."""
+    from textrec.options import add_dataset_options, add_threads_option, positive_int
+
     p = sub.add_parser("explain", help="explain why a user would like an item (ERRA: aspects + cited review sentences)")
-    p.add_argument("--dataset", default="instruments", help="dataset the model was trained on")
+    add_dataset_options(p, default="instruments")
     p.add_argument("--user", help="original user id (e.g. reviewerID)")
     p.add_argument("--item", help="original item id (e.g. asin)")
     p.add_argument("--batch", metavar="FILE", help="pairs, one per line: 'user item' or JSON {user, item}")
     p.add_argument("--out", metavar="JSONL", help="batch mode: write JSONL here (default stdout)")
     p.add_argument("--model", help="trained explainer folder (default $TEXTREC_CACHE/erra/<dataset>)")
-    p.add_argument("--beams", type=int, default=None, help="beam size (default: the model's, greedy)")
+    p.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, greedy)")
     p.add_argument("--json", action="store_true", help="print the single explanation as JSON")
-    p.add_argument("--data-root", help="folder holding the shared datasets")
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_explain)

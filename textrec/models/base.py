@@ -112,6 +112,13 @@ class Recommender(ABC):
     def fit(self, data: TrainView, progress: bool = True) -> Recommender:
         """Learn from training events; may use ``data.valid`` for early stopping."""
 
+    def keep_catalog(self, data: TrainView) -> None:
+        """Adopt the view's item catalog and user table (``fit`` does this; so must other ways to train)."""
+        if getattr(data, "catalog", None) is not None:
+            self.catalog = data.catalog
+            if getattr(data, "user_ids", None) is not None:
+                self.users = UserTable(data.user_ids, data.sequences())
+
     @abstractmethod
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         """Scores (len(users), n_items), higher is better. Masking is the harness's job."""
@@ -235,11 +242,7 @@ def _keeping_catalog(fit):
     @functools.wraps(fit)
     def wrapped(self, data, *args, **kw):
         out = fit(self, data, *args, **kw)
-        catalog = getattr(data, "catalog", None)
-        if catalog is not None:
-            self.catalog = catalog
-            if getattr(data, "user_ids", None) is not None:
-                self.users = UserTable(data.user_ids, data.sequences())
+        self.keep_catalog(data)
         return out
 
     wrapped._keeps_catalog = True

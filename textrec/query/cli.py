@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from textrec.options import add_seed_option, add_threads_option
+
 
 def _index_cache(args: argparse.Namespace) -> Path:
     if getattr(args, "index_dir", None):
@@ -20,15 +22,36 @@ def _index_cache(args: argparse.Namespace) -> Path:
 
 
 def _threads(args: argparse.Namespace) -> None:
-    import torch
+    from textrec.options import setup_run
 
-    torch.set_num_threads(args.threads or 1)
+    setup_run(args)
 
 
 def _dataset(args: argparse.Namespace):
-    from textrec.data.registry import load_dataset
+    from textrec.options import load_dataset_from_args
 
-    return load_dataset(args.dataset, data_root=getattr(args, "data_root", None))
+    return load_dataset_from_args(args)
+
+
+def quiet_trainer_logs(hf_trainer) -> None:
+    """Show a Trainer's step logs as the progress bar's reward/loss instead of printed raw dicts."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnlyProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {k: f"{logs[k]:.4g}" for k in ("reward", "loss") if isinstance(logs.get(k), float)}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
+
+    hf_trainer.remove_callback(ProgressCallback)
+    hf_trainer.add_callback(BarOnlyProgress)
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder of a GRPO run folder, or ``None``."""
+    ckpts = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return str(max(ckpts, key=lambda p: int(p.name.split("-")[-1]))) if ckpts else None
 
 
 def _print_results(ds, catalog, items, scores) -> None:
@@ -101,6 +124,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """GRPO-train a query writer on a dataset's training users; save it to ``<output>/final``."""
+    from textrec.options import recipe_from_args
     from textrec.query.catalog import Catalog
     from textrec.query.grpo_config import load_grpo_config
     from textrec.query.grpo_trainer import QueryGRPOTrainer
@@ -108,15 +132,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.query.tasks import make_tasks
 
     _threads(args)
-    cfg = load_grpo_config(args.recipe, max_steps=args.max_steps, model=args.model,
+    out = Path(args.output_dir or f"runs/query-{Path(args.dataset).name}-{args.setting}")
+    if args.resume and _last_checkpoint(out) is None:
+        raise FileNotFoundError(f"--resume: no checkpoint-N folder in {out} (nothing to resume; "
+                                f"drop --resume to start a fresh run)")
+    cfg = load_grpo_config(recipe_from_args(args, "query"), max_steps=args.max_steps, model=args.model,
                            reward_retrievers=args.retriever, max_train_tasks=args.max_train_tasks,
                            seed=args.seed)
     ds = _dataset(args)
     catalog = Catalog.from_dataset(ds, verbose=False)
     retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args)) for k in cfg.reward_retrievers}
     tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history)
-    out = Path(args.output_dir or f"runs/query-{ds.name}-{args.setting}")
     trainer = QueryGRPOTrainer(cfg, retrievers, tasks, out, dataset_name=ds.name)
+    quiet_trainer_logs(trainer.trainer)
     curve = trainer.train(resume=args.resume)
     trainer.save_pretrained(out / "final")
     r = [x for x in curve["reward"] if x is not None]
@@ -126,51 +154,65 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
-    """Add ``textrec query ...`` to the top-level subparsers."""
-    q = sub.add_parser("query", help="Rec-R1: an LLM writes search queries, trained by GRPO")
-    qs = q.add_subparsers(dest="query_command", required=True)
+TRAIN_HELP = "Rec-R1: GRPO-train an LLM that writes search queries (retrieval NDCG as reward)"
 
-    def common(p, retriever_default="bm25"):
-        p.add_argument("--dataset", default="ml-100k", help="ml-100k | scientific | beauty | instruments | a path")
-        p.add_argument("--data-root", help="folder holding the shared datasets (default ../shared/data)")
-        p.add_argument("--index-dir", help="where retriever indexes are cached (default $TEXTREC_CACHE/query_index)")
-        p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
 
-    s = qs.add_parser("search", help="search a dataset's catalog with a free-text query")
-    s.add_argument("text")
-    common(s)
-    s.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
-    s.add_argument("--k", type=int, default=10)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_search)
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """Arguments of ``textrec train query`` (= ``textrec query train``)."""
+    from textrec.options import add_recipe_options, positive_int
 
-    g = qs.add_parser("generate", help="write a query for one user and show what it retrieves")
-    common(g)
-    g.add_argument("--user", required=True, help="original user id")
-    g.add_argument("--writer", help="a saved query writer (textrec query train output/final); default: untrained base")
-    g.add_argument("--model", default=None, help="base policy (default smollm2-135m; any HF causal-LM folder/id)")
-    g.add_argument("--setting", default="transductive", choices=["transductive", "inductive"])
-    g.add_argument("--part", default="test", choices=["train", "valid", "test"])
-    g.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
-    g.add_argument("--max-history", type=int, default=8)
-    g.add_argument("--k", type=int, default=10)
-    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(func=cmd_generate)
-
-    t = qs.add_parser("train", help="GRPO-train the query writer (recipe in training/)")
-    common(t)
-    t.add_argument("--recipe", default="recr1_cpu", help="training/<name>.yaml (recr1 | recr1_cpu) or a path")
+    _common(t)
+    add_recipe_options(t, "recr1_cpu")
     t.add_argument("--setting", default="transductive", choices=["transductive", "inductive"],
                    help="which split's training data (inductive = new-item split, held-out items never seen)")
     t.add_argument("--retriever", nargs="+", default=None, choices=["bm25", "dense"],
                    help="reward retriever(s) (default: the recipe's)")
-    t.add_argument("--model", default=None)
-    t.add_argument("--max-steps", type=int, default=None)
-    t.add_argument("--max-train-tasks", type=int, default=None)
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--model", default=None, help="base policy (default: the recipe's, smollm2-135m)")
+    t.add_argument("--max-steps", type=positive_int, default=None, help="GRPO steps (default: the recipe's)")
+    t.add_argument("--max-train-tasks", type=positive_int, default=None)
+    add_seed_option(t, None)
     t.add_argument("--output-dir", default=None, help="default runs/query-<dataset>-<setting>")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+
+
+def _common(p) -> None:
+    from textrec.options import add_dataset_options
+
+    add_dataset_options(p)
+    p.add_argument("--index-dir", help="where retriever indexes are cached (default $TEXTREC_CACHE/query_index)")
+    add_threads_option(p)
+
+
+def register(sub) -> None:
+    """Add ``textrec query ...`` to the top-level subparsers."""
+    from textrec.options import positive_float, positive_int
+
+    q = sub.add_parser("query", help="Rec-R1: an LLM writes search queries, trained by GRPO")
+    qs = q.add_subparsers(dest="query_command", required=True)
+
+    s = qs.add_parser("search", help="search a dataset's catalog with a free-text query")
+    s.add_argument("text")
+    _common(s)
+    s.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
+    s.add_argument("--k", type=positive_int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    g = qs.add_parser("generate", help="write a query for one user and show what it retrieves")
+    _common(g)
+    g.add_argument("--user", required=True, help="original user id")
+    g.add_argument("--writer", help="a saved query writer (textrec train query output/final); default: untrained base")
+    g.add_argument("--model", default=None, help="base policy (default smollm2-135m; any HF causal-LM folder/id)")
+    g.add_argument("--setting", default="transductive", choices=["transductive", "inductive"])
+    g.add_argument("--part", default="test", choices=["train", "valid", "test"])
+    g.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
+    g.add_argument("--max-history", type=positive_int, default=8)
+    g.add_argument("--k", type=positive_int, default=10)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=positive_float, default=1.0)
+    add_seed_option(g)
+    g.set_defaults(func=cmd_generate)
+
+    t = qs.add_parser("train", help="GRPO-train the query writer (= textrec train query)")
+    add_train_arguments(t)
     t.set_defaults(func=cmd_train)

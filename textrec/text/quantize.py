@@ -34,12 +34,14 @@ are written to temporary names and moved in place with ``os.replace``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import math
 import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -87,6 +89,33 @@ def torch_threads() -> int:
         return int(torch.get_num_threads())
     except ImportError:  # pragma: no cover - torch is a dependency
         return 1
+
+
+@contextlib.contextmanager
+def _heartbeat(desc: str, enabled: bool | None):
+    """A ticking elapsed-time line while a long FAISS call runs (FAISS releases the GIL meanwhile).
+
+    ``enabled=None`` shows it on a terminal only (tqdm's rule), so logs and tests stay clean.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed} elapsed", disable=None if enabled is None else not enabled)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    if not bar.disable:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        bar.close()
 
 
 def choose_n_centroids(n_train: int, n_centroids: int,
@@ -169,8 +198,12 @@ class ProductQuantizer:
             raise RuntimeError("ProductQuantizer is not fitted: call fit() or load()")
 
     # ---- training ------------------------------------------------------------------------
-    def fit(self, embeddings: np.ndarray, extra_embeddings: np.ndarray | None = None) -> ProductQuantizer:
-        """Train the rotation and codebooks on ``embeddings`` (+ ``extra_embeddings``, train only)."""
+    def fit(self, embeddings: np.ndarray, extra_embeddings: np.ndarray | None = None,
+            progress: bool | None = None) -> ProductQuantizer:
+        """Train the rotation and codebooks on ``embeddings`` (+ ``extra_embeddings``, train only).
+
+        ``progress``: an elapsed-time line during the OPQ and PQ fits (default: on a terminal only).
+        """
         import faiss
 
         x = np.asarray(embeddings, dtype=np.float32)
@@ -220,11 +253,12 @@ class ProductQuantizer:
         threads_before = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(max(1, torch_threads()))
         try:
-            return self._fit(faiss, x, n_items, n_extra, d, D, K, k_eff, nbits, rng, notes)
+            return self._fit(faiss, x, n_items, n_extra, d, D, K, k_eff, nbits, rng, notes, progress)
         finally:
             faiss.omp_set_num_threads(threads_before)
 
-    def _fit(self, faiss, x, n_items, n_extra, d, D, K, k_eff, nbits, rng, notes) -> ProductQuantizer:
+    def _fit(self, faiss, x, n_items, n_extra, d, D, K, k_eff, nbits, rng, notes,
+             progress: bool | None = None) -> ProductQuantizer:
         n = len(x)
         t0 = time.perf_counter()
 
@@ -258,14 +292,17 @@ class ProductQuantizer:
             inner = new_pq()
             opq.pq = inner  # same K as the final PQ; `inner` stays referenced while training
             faiss.copy_array_to_vector(_random_rotation(d, rng).ravel(), opq.A)
-            opq.train(xo)
+            with _heartbeat(f"fitting OPQ rotation ({self.opq_iters} iterations, {len(xo):,} vectors, "
+                            f"{D}x{k_eff} codes)", progress):
+                opq.train(xo)
             rotation = faiss.vector_to_array(opq.A).reshape(d, d).astype(np.float32)
             del inner
             xr = np.ascontiguousarray(x @ rotation.T)
             t_opq = time.perf_counter() - t0
         pq = new_pq()
         pq.cp.niter = self.pq_iters
-        pq.train(xr)
+        with _heartbeat(f"fitting PQ codebooks ({self.pq_iters} iterations, {D}x{k_eff})", progress):
+            pq.train(xr)
         centroids = faiss.vector_to_array(pq.centroids).reshape(D, k_eff, d // D).astype(np.float32)
         self.rotation, self.centroids, self._faiss_index = rotation, centroids, None
         fit_s = time.perf_counter() - t0

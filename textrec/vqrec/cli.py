@@ -12,6 +12,18 @@ import argparse
 import json
 from pathlib import Path
 
+from textrec.options import (
+    add_dataset_options,
+    add_recipe_options,
+    add_run_options,
+    add_threads_option,
+    fraction,
+    load_dataset_from_args,
+    positive_int,
+    recipe_from_args,
+    setup_run,
+)
+
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     """(item ids, texts) from a JSONL file; bad lines raise a DataError naming line and field."""
@@ -45,23 +57,35 @@ def read_new_items(path: str | Path) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
+TRAIN_HELP = "VQ-Rec: item text -> OPQ codes behind a causal transformer"
+
+
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """Arguments of ``textrec train vqrec`` (= ``textrec vqrec train``)."""
+    add_dataset_options(t, default=None)
+    add_recipe_options(t, "vqrec_scratch")
+    t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "new_item"])
+    t.add_argument("--frac", type=fraction, default=0.2, help="new-item split: held-out share of items")
+    t.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: recipe)")
+    t.add_argument("--id-residual", action="store_true", help="codes + a per-item ID embedding for warm items")
+    add_run_options(t)
+    t.add_argument("--out", required=True, help="model folder to write")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train VQ-Rec on a dataset with a recipe, report valid/test metrics, save the model."""
-    import torch
-
-    from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
     from textrec.vqrec.model import VQRec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ds = load_dataset(args.dataset, data_root=args.data_root)
+    setup_run(args)
+    recipe = recipe_from_args(args, "sequential")
+    ds = load_dataset_from_args(args)
     kw = {"frac": args.frac, "seed": args.seed} if args.split == "new_item" else {}
     split = make_split(ds, args.split, **kw)
     options = {"id_residual": True} if args.id_residual else {}
     trainer = {"catalog": "train"} if args.split == "new_item" else {}
-    model = VQRec.from_recipe(args.recipe, seed=args.seed, max_epochs=args.epochs, trainer=trainer, **options)
+    model = VQRec.from_recipe(recipe, seed=args.seed, max_epochs=args.epochs, trainer=trainer, **options)
     res = run_protocol(model, split, progress=not args.quiet)
     out = Path(args.out)
     model.save_pretrained(out)
@@ -92,44 +116,28 @@ def cmd_add_items(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k items (original ids, titles, scores) for a history of original item ids."""
-    import textrec
+    """Top-k items (original ids, titles, scores): the same as ``textrec recommend``."""
+    from textrec.cli import cmd_recommend as recommend
 
-    model = textrec.load(args.model)
-    if model.catalog is None:
-        raise ValueError(f"{args.model}: the model has no item catalog")
-    try:
-        rows = model.recommend_ids(history_ids=args.history, k=args.k)
-    except KeyError as e:
-        raise ValueError(f"{e} (not in {Path(args.model) / 'catalog.json'})") from None
-    rows = [{"item_id": r["id"], "title": r["title"], "score": round(r["score"], 4)} for r in rows]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['item_id']}\t{r['score']}\t{r['title']}")
-    return 0
+    return recommend(args)
 
 
 def cmd_codes(args: argparse.Namespace) -> int:
     """Encode a dataset's item texts, fit OPQ/PQ on training items, report collisions and usage."""
     import numpy as np
 
-    from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.text.encoder import TextEncoder, item_texts
     from textrec.text.quantize import ProductQuantizer, code_stats, plot_code_usage
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # FAISS follows torch's thread count
-    ds = load_dataset(args.dataset, data_root=args.data_root)
+    setup_run(args)
+    ds = load_dataset_from_args(args)
     split = make_split(ds, "auto")
     texts = item_texts(ds, args.fields)
     emb = TextEncoder(args.encoder).encode(list(texts.texts), progress=not args.quiet)
     train_items = np.unique(split.train["item"].to_numpy())
-    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed).fit(emb[train_items])
+    q = ProductQuantizer(args.subvectors, args.centroids, opq=not args.no_opq, seed=args.seed)
+    q.fit(emb[train_items], progress=not args.quiet)
     codes = q.encode(emb)
     stats = code_stats(codes, q.n_centroids_)
     report = {"dataset": ds.name, "items": ds.n_items, "quantizer_trained_on": int(len(train_items)),
@@ -142,42 +150,31 @@ def cmd_codes(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``textrec vqrec ...`` to the top-level parser."""
+    from textrec.cli import add_recommend_arguments
+
     p = sub.add_parser("vqrec", help="VQ-Rec: train, add new items from text, recommend")
     vsub = p.add_subparsers(dest="vqrec_command", required=True)
-    t = vsub.add_parser("train", help="train on a dataset with a recipe and save the model")
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--recipe", default="vqrec_scratch")
-    t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "new_item"])
-    t.add_argument("--frac", type=float, default=0.2)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--id-residual", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--data-root")
-    t.add_argument("--quiet", action="store_true")
-    t.add_argument("--out", required=True, help="model folder to write")
+    t = vsub.add_parser("train", help="train on a dataset with a recipe and save the model (= textrec train vqrec)")
+    add_train_arguments(t)
     t.set_defaults(func=cmd_train)
     a = vsub.add_parser("add-items", help="add items to a trained model's catalog from their text")
     a.add_argument("--model", required=True)
     a.add_argument("--items", required=True, help='JSONL: {"item_id": ..., "text": ...} per line')
     a.add_argument("--out", help="write the grown model here (default: in place)")
     a.set_defaults(func=cmd_add_items)
-    r = vsub.add_parser("recommend", help="top-k for a history of item ids")
+    r = vsub.add_parser("recommend", help="top-k with titles for a user or a history of item ids")
     r.add_argument("--model", required=True)
-    r.add_argument("--history", nargs="+", required=True, help="original item ids, oldest first")
-    r.add_argument("--k", type=int, default=10)
-    r.add_argument("--json", action="store_true")
+    add_dataset_options(r, default="")
+    add_recommend_arguments(r)
+    add_threads_option(r)
     r.set_defaults(func=cmd_recommend)
     c = vsub.add_parser("codes", help="item text -> OPQ/PQ codes: collisions, code usage, PNG")
-    c.add_argument("--dataset", required=True)
+    add_dataset_options(c, default=None)
     c.add_argument("--fields", nargs="*", default=None, help="item text fields (default: all, title first)")
     c.add_argument("--encoder", default=None, help="sentence-transformers id or path (default: bundled MiniLM)")
-    c.add_argument("--subvectors", type=int, default=32)
-    c.add_argument("--centroids", type=int, default=256)
+    c.add_argument("--subvectors", type=positive_int, default=32)
+    c.add_argument("--centroids", type=positive_int, default=256)
     c.add_argument("--no-opq", action="store_true")
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--plot", metavar="PNG")
-    c.add_argument("--threads", type=int, default=None, help="torch and FAISS threads")
-    c.add_argument("--data-root")
-    c.add_argument("--quiet", action="store_true")
+    add_run_options(c)
     c.set_defaults(func=cmd_codes)

@@ -310,6 +310,7 @@ class VQRec(Recommender):
         new.code_report = {"quantizer": self.quantizer.report, "codes": code_stats(new.codes),
                            "coded_with": "pretrained quantizer"}
         new.n_items = new.n_warm = int(view.n_items)
+        new.keep_catalog(view)  # the target domain's ids travel with the transferred model
         new.module = new._build(new.codes, new.n_warm)
         state = {k: v for k, v in self.module.state_dict().items()
                  if k not in ("codes",) and not k.startswith("id_residual")}

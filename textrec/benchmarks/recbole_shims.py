@@ -1,7 +1,7 @@
 """Shims that let RecBole 1.2.1 run on this stack (NumPy 2, torch >= 2.6, pandas 3, no ``ray``).
 
-They live in ``eval/`` on purpose: only the side-by-side baseline imports them, never
-``textrec``. Call :func:`apply` *before* importing anything from ``recbole``; it is idempotent
+Only the RecBole side-by-side benchmark imports them (when it runs), never the rest of
+``textrec``: they patch third-party modules. Call :func:`apply` *before* importing anything from ``recbole``; it is idempotent
 and returns the list of shims it actually installed (recorded in the result JSON).
 
 What breaks without them:
@@ -56,7 +56,7 @@ def _ray_stub() -> list[str]:
     tune = types.ModuleType("ray.tune")
 
     def _unavailable(*_a, **_k):
-        raise ImportError("ray is not installed (stubbed by eval/recbole_shims.py); "
+        raise ImportError("ray is not installed (stubbed by textrec/benchmarks/recbole_shims.py); "
                           "RecBole hyper-parameter tuning is unavailable")
 
     tune.run = _unavailable

@@ -1,0 +1,308 @@
+"""``textrec bench p5``: every item indexing, constrained beams, side by side with the core baselines.
+
+textrec bench p5 --dataset ml-100k --recipe p5_ml100k --threads 1
+    [--indexings random sequential collaborative semantic] [--max-minutes M] [--save-models DIR]
+    [--split new_item]   (held-out items: test rows with new vs warm targets reported apart)
+
+Per indexing: build the ids from TRAIN data only, train a T5 from scratch on the sequential
+task (seen templates), early-stop on valid NDCG@10, then evaluate valid and test (valid event
+appended, no refit) with trie-constrained beams over the full catalogue, consumed items removed
+from the trie (= history masked). Also: test metrics per seen and per unseen (held-out, zero-shot)
+template, inference users/s, and for the sequential indexing how often the test target's number
+is "last history number + 1" (its leak). Writes p5_<dataset>_<indexing>.json as each indexing
+finishes, then p5_<dataset>.json and .md with the committed baselines' rows (in the run folder,
+or in eval/results with --publish, where indexings of earlier runs of the same recipe are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from textrec.data.splits import Split, make_split
+from textrec.evaluation import evaluate
+from textrec.indexing import build_index
+from textrec.metrics.text import bleu, rmse_mae, rouge, rouge_tokens
+from textrec.options import (
+    add_dataset_options,
+    add_progress_option,
+    add_recipe_options,
+    add_seed_option,
+    add_threads_option,
+    load_dataset_from_args,
+    positive_float,
+    recipe_from_args,
+)
+from textrec.p5.generation import generate_text, predict_ratings
+from textrec.p5.model import P5Config, P5Model
+from textrec.p5.recommender import P5Recommender, tokenizer_corpus
+from textrec.p5.serializer import P5Serializer, SerializerConfig, TrainData
+from textrec.p5.trainer import P5TrainConfig, train_p5
+from textrec.recipes import config_from_dict
+from textrec.results import add_output_options, metadata_line, published_result, writer_from_args
+
+KS = (5, 10)
+
+
+def item_titles(ds) -> list[str]:
+    """Short item names for prompts: title (+ year) when the catalog has them, else all text."""
+    fields = [f for f in ("title", "year") if f in ds.text_fields]
+    return ds.item_text(fields or None, sep=" ")
+
+
+def sequential_leak(index, evalset) -> float:
+    """Share of rows whose target's number equals the last history item's number + 1."""
+    num = np.array([int("".join(t[3:-1] for t in toks)) for toks in index.tokens])
+    hits = [num[evalset.targets(i)[0]] == num[evalset.history(i)[-1]] + 1
+            for i in range(len(evalset)) if len(evalset.history(i))]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def test_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) of every test row's target event."""
+    users = np.asarray(split.test.users)
+    items = np.array([split.test.targets(i)[0] for i in range(len(split.test))])
+    return users, items
+
+
+def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: TrainData, ecfg: dict,
+                    seed: int) -> dict:
+    """Rating RMSE/MAE and explanation BLEU/ROUGE on the test events (families the model was trained on).
+
+    Rating: the test target event's star rating, predicted as text and parsed (unparsable
+    outputs get the training mean and are counted); the training mean rating is the reference
+    row. Explanation: test target events that have a review; the reference is the review text
+    cut as in training (``review_words``), the prompt carries the true rating as in P5.
+    """
+    ds = split.dataset
+    out: dict = {}
+    users, items = test_pairs(split)
+    fams = ser.config.families
+    rng = np.random.default_rng(seed)
+    n_max = int(ecfg.get("secondary_rows", len(users)))
+    if "rating" in fams and data.ratings is not None:
+        inter = ds.interactions.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])["rating"]
+        true = inter.reindex(pd.MultiIndex.from_arrays([users, items])).to_numpy(dtype=float)
+        ok = np.flatnonzero(~np.isnan(true))
+        ok = np.sort(rng.choice(ok, size=min(n_max, len(ok)), replace=False))
+        train_mean = float(np.mean(np.concatenate([r for r in data.ratings if len(r)])))
+        res = {"n_rows": int(len(ok)), "train_mean_rating": round(train_mean, 4),
+               "train_mean_baseline": rmse_mae(true[ok], np.full(len(ok), train_mean)), "per_template": {}}
+        for tpl in ser.templates["rating"]:
+            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]))
+                   for i in ok]
+            pred = predict_ratings(model, src, fallback=train_mean)
+            res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
+                                           "n_fallback": pred.n_fallback,
+                                           "examples": [[src[j], pred.texts[j], float(true[ok][j])] for j in range(min(3, len(ok)))]}
+        out["rating"] = res
+    if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
+        rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
+        per_row = rev.reindex(pd.MultiIndex.from_arrays([users, items]))  # one review (or NaN) per test row
+        text = per_row["text"].fillna("").astype(str).to_numpy()
+        stars = per_row["rating"].to_numpy() if "rating" in per_row.columns else np.full(len(users), np.nan)
+        has = np.flatnonzero([bool(t.strip()) for t in text])
+        pick = np.sort(rng.choice(has, size=min(n_max, len(has)), replace=False))
+        res = {"n_rows": int(len(pick)), "rows_without_review": int(len(users) - len(has)), "per_template": {}}
+        refs = [" ".join(text[i].split()[:ser.config.review_words]) for i in pick]
+        for tpl in ser.templates["explanation"]:
+            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
+                                     rating="unknown" if pd.isna(stars[i]) else f"{float(stars[i]):g}")
+                   for i in pick]
+            hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
+                                 num_beams=int(ecfg.get("explanation_beams", 1)))
+            rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
+            res["per_template"][tpl.id] = {
+                "unseen": tpl.unseen, "bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
+                **rouge([" ".join(t) for t in rt], [" ".join(t) for t in ht]),
+                "distinct_outputs": round(len(set(hyps)) / max(len(hyps), 1), 4),
+                "examples": [[src[j], hyps[j], refs[j]] for j in range(min(3, len(pick)))]}
+        out["explanation"] = res
+    return out
+
+
+def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes: float | None,
+                 save_models: str | None, progress: bool) -> dict:
+    """Train and evaluate P5 with one indexing scheme; returns its result record."""
+    ds = split.dataset
+    t_all = time.perf_counter()
+    titles = item_titles(ds)
+    from textrec.text.encoder import item_texts
+
+    t0 = time.perf_counter()
+    index = build_index(scheme, split.train_sequences(), split.n_items,
+                        texts=item_texts(ds, verbose=False).texts if scheme == "semantic" else None,
+                        seed=seed, **(recipe.get("indexing", {}).get(scheme) or {}))
+    index_seconds = time.perf_counter() - t0
+    scfg = config_from_dict(SerializerConfig, {**recipe.get("serializer", {}), "seed": seed}, "P5 serializer")
+    ser = P5Serializer(index, titles, scfg)
+    data = TrainData.from_frame(split.train, split.n_users, split.n_items, reviews=ds.reviews)
+    mcfg = config_from_dict(P5Config, recipe.get("model", {}), "P5 model")
+    model = P5Model.build(mcfg, index, tokenizer_corpus(ser, data, titles, seed=seed), item_ids=list(ds.item_ids),
+                          seed=seed)
+    tr = {**recipe.get("trainer", {}), "seed": seed}
+    if max_minutes is not None:
+        tr["max_minutes"] = max_minutes
+    ecfg = recipe.get("eval", {})
+    seen = list(ecfg.get("seen_templates", ["seq-1"]))
+    unseen = list(ecfg.get("unseen_templates", ["seq-unseen-1"]))
+    tr.setdefault("eval_template", seen[0])
+    tcfg = config_from_dict(P5TrainConfig, tr, "P5 trainer")
+    t0 = time.perf_counter()
+    history = train_p5(model, ser, data, split.valid, tcfg, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    beams = int(ecfg.get("beams", 10))
+    rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
+    pop = split.item_popularity()
+    valid_set, valid_note = split.valid, "all valid rows"
+    n_v = ecfg.get("valid_rows")  # large catalogs: valid on a seeded subset of users (labelled), test on all
+    if n_v is not None and int(n_v) < len(split.valid):
+        keep = np.sort(np.random.default_rng(seed + 1).choice(len(split.valid), size=int(n_v), replace=False))
+        valid_set, valid_note = split.valid.select(keep), f"seeded subset of {int(n_v)} of {len(split.valid)} valid rows"
+    valid = evaluate(rec, valid_set, split.n_items, ks=KS, popularity=pop)
+    test = evaluate(rec, split.test, split.n_items, ks=KS, popularity=pop)
+    n_t = min(int(ecfg.get("template_users", len(split.test))), len(split.test))
+    rows = np.sort(np.random.default_rng(seed).choice(len(split.test), size=n_t, replace=False))
+    sub = split.test.select(rows)
+    per_template = {}
+    for tid in seen + unseen:
+        r = P5Recommender(model=model, serializer=ser, template_id=tid, k=beams)
+        res = test if (tid == seen[0] and n_t == len(split.test)) else evaluate(r, sub, split.n_items, ks=KS)
+        per_template[tid] = {"unseen": tid in unseen, "hr@10": round(res.metrics["hr@10"], 6),
+                             "ndcg@10": round(res.metrics["ndcg@10"], 6), "mrr@10": round(res.metrics["mrr@10"], 6),
+                             "users_per_s": round(res.users_per_second, 1)}
+
+    def mean_over(flag: bool) -> dict:
+        vals = [v for v in per_template.values() if v["unseen"] == flag]
+        return {k: round(float(np.mean([v[k] for v in vals])), 6) for k in ("hr@10", "ndcg@10", "mrr@10")}
+
+    out = {"indexing": scheme, "leaky": index.leaky, "index": repr(index), "index_report": index.report,
+           "index_seconds": round(index_seconds, 1), "n_parameters": model.n_parameters(),
+           "vocab_size": len(model.tokenizer), "train_seconds": round(train_seconds, 1),
+           "training_history": history, "beams": beams,
+           "valid": valid.to_dict(), "valid_rows": valid_note, "test": test.to_dict(),
+           "inference_users_per_s": round(test.users_per_second, 1),
+           "templates": {"headline": seen[0], "rows_per_template": n_t, "per_template": per_template,
+                         "seen_mean": mean_over(False), "unseen_mean": mean_over(True)},
+           "wall_seconds": round(time.perf_counter() - t_all, 1)}
+    t0 = time.perf_counter()
+    extra = secondary_tasks(model, ser, split, data, ecfg, seed)
+    if extra:
+        out["secondary_tasks"] = {**extra, "seconds": round(time.perf_counter() - t0, 1)}
+    if split.test.is_new is not None:  # new-item split: only semantic ids carry signal for unseen items
+        out["test_new_items"] = {**test.subset(split.test.is_new), "n_rows": int(split.test.is_new.sum())}
+        out["test_warm_items"] = {**test.subset(~split.test.is_new), "n_rows": int((~split.test.is_new).sum())}
+    if scheme == "sequential":
+        out["leak_target_is_last_plus_one"] = {"valid": sequential_leak(index, split.valid),
+                                               "test": sequential_leak(index, split.test)}
+    if save_models:
+        rec.save_pretrained(Path(save_models) / f"p5_{ds.name}_{scheme}")
+    return out
+
+
+def baseline_rows(dataset: str) -> dict:
+    """Test HR/NDCG/MRR@10 of the core baselines from their committed result JSON (empty if absent)."""
+    data = published_result(f"baselines_{dataset}.json")
+    if data is None:
+        return {}
+    # refit rows (trained on train+valid) have no valid metrics and another protocol: left out
+    return {name: {k: m["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr@10")} | {"valid_ndcg@10": m["valid"].get("ndcg@10")}
+            for name, m in data.get("models", {}).items() if "valid" in m and "test" in m}
+
+
+def markdown(res: dict) -> str:
+    """The README table: P5 per indexing next to the baselines."""
+    lines = [f"### P5 on {res['dataset']} ({res['split']['kind']}), full catalogue, history masked", "",
+             "| model | leaky | valid NDCG@10 | test HR@10 | test NDCG@10 | test MRR@10 | seen-tpl NDCG@10 "
+             "| unseen-tpl NDCG@10 | train s | users/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in res["p5"].items():
+        t = r["test"]
+        lines.append(f"| P5-{name} | {'yes' if r['leaky'] else 'no'} | {r['valid']['ndcg@10']:.4f} | {t['hr@10']:.4f} "
+                     f"| {t['ndcg@10']:.4f} | {t['mrr@10']:.4f} | {r['templates']['seen_mean']['ndcg@10']:.4f} "
+                     f"| {r['templates']['unseen_mean']['ndcg@10']:.4f} | {r['train_seconds']:.0f} "
+                     f"| {r['inference_users_per_s']:.1f} |")
+    for name, b in res["baselines"].items():
+        lines.append(f"| {name} (core) | no | {b['valid_ndcg@10']:.4f} | {b['hr@10']:.4f} | {b['ndcg@10']:.4f} "
+                     f"| {b['mrr@10']:.4f} | | | | |")
+    for name, r in res["p5"].items():
+        sec = r.get("secondary_tasks", {})
+        if "rating" in sec:
+            rt = sec["rating"]
+            lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
+                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
+                      + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
+                                  f" [{v['n_fallback']} fallback]" for t, v in rt["per_template"].items())]
+        if "explanation" in sec:
+            ex = sec["explanation"]
+            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L): "
+                      + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['bleu1']:.2f} / {v['bleu4']:.2f} / "
+                                  f"{v['rougeL']:.2f}" for t, v in ex["per_template"].items())]
+    lines += ["", f"Recipe: `training/{res['recipe']}.yaml`. " + metadata_line(res)]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Arguments of ``textrec bench p5``."""
+    ap.description = __doc__
+    ap.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_dataset_options(ap)
+    add_recipe_options(ap, "p5_ml100k")
+    ap.add_argument("--indexings", nargs="+", default=["random", "sequential", "collaborative", "semantic"],
+                    choices=["random", "sequential", "collaborative", "semantic"])
+    add_threads_option(ap)
+    ap.add_argument("--max-minutes", type=positive_float, default=None,
+                    help="training cap per indexing (default: recipe)")
+    add_seed_option(ap)
+    ap.add_argument("--split", default="auto", help="auto (leave-one-out here) or new_item (held-out items)")
+    ap.add_argument("--save-models", default=None, help="also save each trained model under this folder")
+    add_progress_option(ap)
+    add_output_options(ap, "p5")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every requested indexing, write the JSON/Markdown results."""
+    t0 = time.perf_counter()
+    ds = load_dataset_from_args(args)
+    split = make_split(ds, args.split)
+    recipe = recipe_from_args(args, "p5")
+    tag = ds.name + ("" if args.split == "auto" else f"_{args.split}")
+    stem = Path(args.recipe).stem.removeprefix("p5_")
+    if args.recipe != "p5_ml100k" and stem != ds.name:  # other recipes never overwrite the default run's files
+        tag += "_" + stem
+    combined = f"p5_{tag}.json"
+    res = {"benchmark": "p5_sequential", "dataset": ds.name, "split": split.describe(), "recipe": args.recipe,
+           "recipe_overrides": list(args.overrides),
+           "recipe_content": recipe, "protocol": "fit on train, early-stop on valid NDCG@10 (subset of valid rows), "
+           "test with valid appended and no refit; trie-constrained beam search over the full catalogue, consumed "
+           "items removed from the trie; items outside the beams score -inf (never hits), so HR/NDCG/MRR@K are "
+           "exact for K <= beams", "seed": args.seed, "p5": {}, "baselines": baseline_rows(ds.name)}
+    writer = writer_from_args(args, "p5")
+    writer.started = t0
+
+    def earlier_indexings() -> dict:
+        # keep indexings finished by earlier (or concurrent) runs of the same recipe in the same folder
+        path = writer.existing(combined)
+        if path is None:
+            return {}
+        old = json.loads(path.read_text())
+        return old.get("p5", {}) if old.get("recipe") == args.recipe else {}
+
+    res["p5"] = earlier_indexings()
+    with writer:
+        for scheme in args.indexings:
+            r = run_indexing(scheme, split, recipe, args.seed, args.max_minutes, args.save_models, not args.quiet)
+            res["p5"] = {**earlier_indexings(), **res["p5"], scheme: r}
+            writer.write_json(f"p5_{tag}_{scheme}.json", {**{k: v for k, v in res.items() if k != "p5"}, **r})
+            t = r["test"]
+            print(f"P5-{scheme}: test hr@10 {t['hr@10']:.4f} ndcg@10 {t['ndcg@10']:.4f} mrr@10 {t['mrr@10']:.4f} "
+                  f"valid ndcg@10 {r['valid']['ndcg@10']:.4f} unseen-tpl ndcg@10 "
+                  f"{r['templates']['unseen_mean']['ndcg@10']:.4f} train {r['train_seconds']:.0f}s", flush=True)
+            res.update(writer.metadata())
+            writer.write_json(combined, res)
+            writer.write_text(f"p5_{tag}.md", markdown(res))
+    return 0

@@ -63,10 +63,12 @@ def test_copy_model_round_trips(tmp_path, data, copy_model):
     assert again.copies and again.predict(exs) == before
 
 
-def test_no_copy_variant_has_no_pointer(data):
-    model, _ = train_variant(data, "erra_no_copy", {**COPY, "trainer": {**COPY["trainer"], "epochs": 1}},
-                             progress=False)
+def test_default_recipe_has_no_pointer_and_the_copy_variant_has_one(data):
+    one = {**RECIPE, "trainer": {**RECIPE["trainer"], "epochs": 1}}
+    model, _ = train_variant(data, "erra", one, progress=False)
     assert not model.copies and not hasattr(model, "copy_gate")
+    model, _ = train_variant(data, "erra_copy", one, progress=False)
+    assert model.copies and model.config.copy_words == 24
 
 
 def test_block_repeats_forbids_only_the_repeating_word():

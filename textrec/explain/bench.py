@@ -187,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--recipe", default="erra")
     ap.add_argument("--model", action="append", default=[], metavar="DIR",
                     help="a saved explainer (Explainer.save) or explanation model; repeat per seed")
-    ap.add_argument("--label", action="append", default=[], help="row name per --model (default erra_copy_sN)")
+    ap.add_argument("--label", action="append", default=[], help="row name per --model (default erra_sN)")
+    ap.add_argument("--target-prefix", default="erra_s", help="rows (by name prefix) checked against the targets")
     ap.add_argument("--valid-sample", type=int, default=300, help="valid explanations for the decoding choice")
     ap.add_argument("--decoding", nargs="*", default=None, help="names from the grid to compare (default all)")
     ap.add_argument("--reuse", metavar="JSON", help="rows of models not run now, from an earlier result (same split)")
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for j, folder in enumerate(args.model):
         folder = Path(folder)
         model = ExplainModel.from_pretrained(folder / "model" if (folder / "model").is_dir() else folder)
-        key = args.label[j] if j < len(args.label) else f"erra_copy_s{j}"
+        key = args.label[j] if j < len(args.label) else f"erra_s{j}"
         rows = {}
         for gname, setting in grid:
             tg = time.perf_counter()
@@ -275,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             texts[p], ratings[p] = decode(model, ex[p], setting, progress=progress)
         n_gen = sum(len(v) for v in ex.values())
         record(key, texts, ratings, bool(getattr(model.config, "use_retrieval", False)),
-               {"label": f"ERRA + copy head ({key})", "model_dir": str(folder), "config": vars(model.config),
+               {"label": f"ERRA{' + copy head' if getattr(model, 'copies', False) else ''} ({key})", "model_dir": str(folder), "config": vars(model.config),
                 "decoding": {"chosen": chosen, "setting": setting, "valid_sample": len(vsample), "grid": {
                     k: {m: v[m] for m in ("bleu4", "rougeL", "usr", "fcr", "grounding", "seconds")}
                     for k, v in rows.items()}},
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                        "label": {"peter": "PETER-style (earlier run)", "erra": "ERRA, no copy head (earlier run)"}
                        .get(k, k)}
                 result["models"][k if k != "erra" else "erra_no_copy"] = row
-    result["targets"] = targets(result)
+    result["targets"] = targets(result, args.target_prefix)
     result["samples"] = samples(data, ex["test"], preds, checks, old)
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out_dir / f"{name}.json", result)
@@ -302,10 +303,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown(result))
 
 
-def targets(result: dict) -> list[dict]:
-    """Issue targets on test: the copy-head models (mean over seeds) vs PETER-style and copy-retrieved."""
+def targets(result: dict, prefix: str = "erra_s") -> list[dict]:
+    """Issue targets on test: the default generator's rows (names starting with ``prefix``; mean
+    over seeds) vs PETER-style and copy-retrieved."""
     models = result["models"]
-    ours = [v["test"] for k, v in models.items() if k.startswith("erra_copy")]
+    ours = [v["test"] for k, v in models.items() if k.startswith(prefix)]
     if not ours:
         return []
     mean = {k: float(np.mean([o[k] for o in ours])) for k in ours[0] if isinstance(ours[0][k], (int, float))}

@@ -51,7 +51,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_options(p, default="instruments")
     add_recipe_options(p, "erra")
     p.add_argument("--variant", default="erra",
-                   help="which explanation model: erra (aspects + retrieval + copy head, default), erra_no_copy, erra_no_retrieval, "
+                   help="which explanation model: erra (aspects + retrieval, default), erra_copy (+ copy head), erra_no_retrieval, "
                         "erra_no_aspects, peter, erra_t5, erra_lm, pepler")
     p.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: recipe)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="wall-clock training cap")

@@ -9,6 +9,10 @@ ERRA conditions on retrieval, (2) it shares everything with the PETER-style base
 ablation changes only the conditioning, and (3) measured on the 2-core CPU it trains ~5x faster than
 a T5 that reads three whole sentences (0.54 vs 2.7 s per batch of 64 at d_model 128).
 
+Option (variant ``erra_copy``): a pointer head (See et al., 2017) over the words of the top
+retrieved sentence, placed last in the prefix; each next word mixes the vocabulary distribution
+with copy attention over those words, so the decoder can keep what the retrieved sentence says.
+
 Option, :class:`ERRAGenerator` (``kind: erra_t5``) — a T5 built from a config (no pretrained weights
 exist offline), whose encoder reads the aspects and the retrieved sentences as words::
 

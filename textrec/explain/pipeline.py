@@ -38,8 +38,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "erra": ("erra", {}),
     "erra_no_retrieval": ("erra", {"use_retrieval": False}),
     "erra_no_aspects": ("erra", {"use_aspects": False}),
-    # ERRA as published: no copy head, the retrieved sentences' content words as prefix tokens
-    "erra_no_copy": ("erra", {"copy_words": 0, "n_keywords": 8}),
+    # + a pointer head copying words of the top retrieved sentence (which replaces the keyword tokens)
+    "erra_copy": ("erra", {"copy_words": 24, "n_keywords": 0}),
     "erra_t5": ("erra_t5", {}),
     "erra_t5_no_retrieval": ("erra_t5", {"use_retrieval": False}),
     "peter": ("peter", {}),

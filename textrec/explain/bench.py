@@ -202,13 +202,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from textrec.bench import git_commit, machine
     from textrec.data.registry import load_dataset
     from textrec.explain.base import ExplainModel
     from textrec.explain.faithfulness import plot_grounding
     from textrec.explain.pipeline import build_data, copy_baseline, evaluate_predictions
     from textrec.io import atomic_write_text, write_json
     from textrec.recipes import load_recipe
+    from textrec.results import git_commit, machine
 
     torch.set_num_threads(args.threads)
     progress = not args.no_progress

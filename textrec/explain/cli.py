@@ -122,9 +122,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if out["cited"]:
             print("cited sentences:")
             for c in out["cited"]:
-                print(f"  - \"{c['text']}\" (review by {c['review_user']} of {c['review_item']})")
+                print(f"  - [{c['id']}] \"{c['text']}\" (review by {c['review_user']} of {c['review_item']})")
         else:
             print("cited sentences: (none)")
+        if out.get("grounding") is not None:
+            print(f"grounding: {out['grounding']:.2f} of its content words are in the cited sentences or item text")
+        if out.get("unsupported_aspects"):
+            print(f"unsupported aspects (in no source): {', '.join(out['unsupported_aspects'])}")
         return 0
     from tqdm.auto import tqdm
 

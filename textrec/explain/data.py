@@ -24,6 +24,7 @@ from textrec.data.dataset import SkipReport
 from textrec.explain.aspects import AspectConfig, AspectPreferences, AspectVocab, extract_aspects
 from textrec.explain.sentences import Encoder, Retrieved, SentenceIndex, split_sentences, words
 from textrec.explain.split import ReviewSplit, split_reviews
+from textrec.text.sanitize import cap_chars, strip_control
 
 
 @dataclass
@@ -38,6 +39,7 @@ class DataConfig:
     k_sentences: int = 3  # retrieved sentences per (user, item)
     aspect_boost: float = 0.1  # retrieval bonus of sentences that mention a selected aspect
     on_error: str = "skip"  # empty text / missing rating: count and skip, or raise
+    max_review_chars: int = 20_000  # longer review texts are cut (bounds memory and work per review)
 
 
 @dataclass
@@ -65,6 +67,30 @@ def target_sentence(text: str, vocab: AspectVocab, min_words: int = 4, max_words
             if found:
                 return " ".join(toks), found[0]
     return None
+
+
+def clean_reviews(reviews: pd.DataFrame, max_chars: int | None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Review texts without control/format characters (line breaks kept) and cut to ``max_chars``.
+
+    Returns a new frame (the dataset's own table is not changed) and how many texts changed.
+    """
+    counts = {"control_removed": 0, "truncated": 0}
+    if "text" not in reviews.columns:
+        return reviews, counts
+    out = []
+    for t in reviews["text"].tolist():
+        if not isinstance(t, str):
+            out.append(t)
+            continue
+        t, changed = strip_control(t, keep_newlines=True)
+        t, cut = cap_chars(t, max_chars)
+        counts["control_removed"] += changed
+        counts["truncated"] += cut
+        out.append(t)
+    if counts["control_removed"] or counts["truncated"]:
+        reviews = reviews.copy()
+        reviews["text"] = out
+    return reviews, counts
 
 
 class ExplainData:
@@ -101,7 +127,7 @@ class ExplainData:
         if reviews is None:
             raise ValueError(f"dataset '{getattr(dataset, 'name', '?')}' has no reviews table: "
                              "explanations need review text")
-        reviews = reviews.reset_index(drop=True)
+        reviews, cleaned = clean_reviews(reviews.reset_index(drop=True), cfg.max_review_chars)
         if encoder is None:
             from textrec.text.encoder import TextEncoder
 
@@ -116,7 +142,8 @@ class ExplainData:
                                   else np.zeros(len(reviews)), review_aspects, split.train, acfg)
         index = SentenceIndex(reviews, split.train, encoder, min_words=cfg.sentence_min_words,
                               max_words=cfg.sentence_max_words, progress=progress)
-        report = {"split": split.describe(), "aspects": len(vocab), "indexed_sentences": len(index)}
+        report = {"split": split.describe(), "aspects": len(vocab), "indexed_sentences": len(index),
+                  "sanitized": cleaned}
         data = cls(getattr(dataset, "name", "reviews"), reviews, split, vocab, prefs, index, cfg, {}, report,
                    getattr(dataset, "user_ids", None), getattr(dataset, "item_ids", None))
         if getattr(dataset, "text_fields", None) and hasattr(dataset, "item_text"):
@@ -136,7 +163,8 @@ class ExplainData:
         report["examples"] = {k: len(v) for k, v in data.examples.items()}
         if progress:
             print(f"textrec: explain data {data.name}: {report['examples']} examples; {split.skipped.summary()}; "
-                  f"moved to train {split.moved_to_train}; no target {no_target.summary()}", file=sys.stderr)
+                  f"moved to train {split.moved_to_train}; no target {no_target.summary()}"
+                  + (f"; review texts cleaned {cleaned}" if any(cleaned.values()) else ""), file=sys.stderr)
         return data
 
     def make_example(self, row: int, target: str = "", feature: str = "") -> Example:

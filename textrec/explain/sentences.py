@@ -19,16 +19,23 @@ import numpy as np
 from textrec.text.words import STOPWORDS, content_words, words  # noqa: F401  (re-exported)
 
 _GLUED = re.compile(r"([a-z0-9\)][.!?]+)(?=[A-Z])")  # "affordable.I did" -> two sentences
-_BOUNDARY = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
+# Splitting is linear: whitespace runs become one " " (no line break in the run) or one "\n"
+# in two left-to-right passes, then the text splits on "\n" and on " " after .!?. (The former
+# one-regex split, ``\s*\n+\s*``, rescanned every whitespace run from each start: quadratic.)
+_INLINE_SPACE = re.compile(r"[^\S\n]+")
+_BREAK_RUN = re.compile(r" ?\n\s*")
+_BOUNDARY = re.compile(r"(?<=[.!?]) |\n")
 
 
 def split_sentences(text: str, min_words: int = 1) -> list[str]:
     """Split review text into sentences on ``.!?`` and line breaks (also ``word.Next`` glued ones)."""
     text = _GLUED.sub(r"\1 ", str(text).strip())
+    text = _BREAK_RUN.sub("\n", _INLINE_SPACE.sub(" ", text))
     out = []
     for part in _BOUNDARY.split(text):
-        part = " ".join(part.split())
-        if part and len(words(part)) >= min_words:
+        part = part.strip()
+        # a non-empty part has at least one word token, so count words only when asked for more
+        if part and (min_words <= 1 or len(words(part)) >= min_words):
             out.append(part)
     return out
 

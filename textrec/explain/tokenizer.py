@@ -4,12 +4,17 @@ Word level (not BPE) because PETER/ERRA evaluate on words: what the model emits 
 words BLEU/ROUGE count. Lower-cased; split like :func:`textrec.explain.sentences.words`. Ids 0/1/2
 are ``<pad>``/``</s>``/``<unk>`` as T5 expects; users and items get their own tokens ``<u_N>`` /
 ``<i_N>`` (integer indexes) so the generator sees them as input symbols.
+
+Text is sanitized before it is tokenized (:mod:`textrec.text.sanitize`): a review holding
+``<u_3>`` or ``</s>`` reads as words, never as the user token or end of sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from textrec.text.sanitize import SanitizeStats, TextSanitizer
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "<bos>", "<sep>", "<asp>", "<ctx>"]
 PAD, EOS, UNK, BOS, SEP, ASP, CTX = range(len(SPECIALS))
@@ -23,6 +28,13 @@ class WordTokenizer:
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.user_offset = tok.token_to_id("<u_0>") if n_users else len(tok.get_vocab())
         self.item_offset = tok.token_to_id("<i_0>") if n_items else len(tok.get_vocab())
+        # Specials and user/item tokens match the generic patterns; no literal list needed.
+        self.sanitizer = TextSanitizer()
+
+    @property
+    def sanitize_stats(self) -> SanitizeStats:
+        """What sanitizing changed in the texts encoded so far."""
+        return self.sanitizer.stats
 
     @classmethod
     def train(cls, texts: Iterable[str], n_users: int, n_items: int, vocab_size: int = 8000,
@@ -35,7 +47,8 @@ class WordTokenizer:
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size + len(SPECIALS), min_frequency=min_frequency,
                                             special_tokens=SPECIALS, show_progress=False)
-        tok.train_from_iterator(texts, trainer=trainer)
+        clean = TextSanitizer()
+        tok.train_from_iterator((clean(t) for t in texts), trainer=trainer)
         tok.add_special_tokens([f"<u_{u}>" for u in range(n_users)] + [f"<i_{i}>" for i in range(n_items)])
         return cls(tok, n_users, n_items)
 
@@ -44,7 +57,9 @@ class WordTokenizer:
 
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """Word ids of a text, no special tokens; truncated to ``max_len``."""
-        ids = self.tok.encode(text, add_special_tokens=False).ids
+        # a word is rarely over 40 characters: the cap only bounds work on megabyte-long texts
+        cap = None if max_len is None else 40 * max_len + 200
+        ids = self.tok.encode(self.sanitizer(text, cap), add_special_tokens=False).ids
         return ids[:max_len] if max_len is not None else ids
 
     def decode(self, ids: Sequence[int]) -> str:

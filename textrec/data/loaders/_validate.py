@@ -11,6 +11,17 @@ Policies (the same for all loaders):
   ``"error"``.
 * Blank lines carry no data and are ignored; an input with no usable row is always an error
   ("no interactions"), whatever ``on_error`` says, because there is nothing to return.
+
+Plausibility (a value that parses but cannot be right is a bad row, never a silent load):
+
+* numbers are plain ASCII decimals (``1_000`` and full-width digits are refused, though Python's
+  ``float`` takes them); ratings must lie in the loader's ``rating_range`` (configurable);
+* timestamps are not negative and not after :func:`max_timestamp` (one year from now), which
+  also catches milliseconds read as seconds;
+* ids are strings or integers without control, format or bidi characters (NUL, ESC, U+202E...),
+  at most ``MAX_ID_CHARS`` long, never a JSON list or object;
+* JSON lines may not nest deeper than ``MAX_JSON_DEPTH`` nor hold lone surrogates (``"\\ud800"``),
+  and no line may be longer than ``MAX_LINE_BYTES``.
 """
 
 from __future__ import annotations
@@ -20,9 +31,12 @@ import gzip
 import json
 import logging
 import math
+import re
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,12 +44,21 @@ import numpy as np
 import pandas as pd
 
 from textrec.data.dataset import DataError, RecDataset, SkipReport
+from textrec.text.sanitize import find_control
 
 logger = logging.getLogger("textrec.data")
 
 ON_ERROR = ("raise", "skip")
 DUPLICATES = ("keep", "drop", "error")
 EXAMPLE_CHARS = 200
+MAX_ID_CHARS = 256
+MAX_JSON_DEPTH = 32  # the Amazon files nest 3 deep; Python's own limit (~1,000) would crash instead
+MAX_LINE_BYTES = 32 << 20
+FUTURE_SLACK_S = 366 * 86400
+# Plain ASCII decimals only: float() would also take "1_000", "\uff11\uff12" and " nan ".
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+_SURROGATE_ESCAPE = re.compile(r"\\[uU]0{0,4}[dD][89a-fA-F]")
 
 
 def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
@@ -88,7 +111,12 @@ def iter_lines(path: str | Path, errors: RowErrors, encoding: str = "utf-8",
     lineno = 0
     try:
         with open_binary(path) as fh:
-            for lineno, raw in enumerate(fh, 1):
+            for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                        pass  # drop the rest of the over-long line without holding it
+                    errors.bad("line too long", f"line longer than {MAX_LINE_BYTES >> 20} MiB", path, lineno)
+                    continue
                 try:
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
@@ -125,7 +153,7 @@ def json_locator(raw: bytes) -> str | None:
     """A ``locate`` function for JSON lines: the first key whose value holds undecodable bytes."""
     try:
         obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -135,15 +163,44 @@ def json_locator(raw: bytes) -> str | None:
     return None
 
 
-def _has_surrogate(value: Any) -> bool:
+def _has_surrogate(value: Any, low: str = "\udc80", high: str = "\udcff") -> bool:
     # surrogateescape turns each undecodable byte into a lone surrogate U+DC80..U+DCFF
-    if isinstance(value, str):
-        return any("\udc80" <= ch <= "\udcff" for ch in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    return False
+    return any(isinstance(s, str) and any(low <= ch <= high for ch in s) for s in _strings(value))
+
+
+def _strings(value: Any) -> Iterator[Any]:
+    """Every key and leaf of a parsed JSON value, iteratively (no recursion limit to hit)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        else:
+            yield v
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), computed iteratively."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list, tuple)):
+            deepest = max(deepest, d + 1)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _surrogate_field(obj: dict[str, Any]) -> str | None:
+    """The first key of ``obj`` whose key or value holds a lone surrogate (from a ``\\udXXX`` escape)."""
+    for key, value in obj.items():
+        if _has_surrogate(key, "\ud800", "\udfff") or _has_surrogate(value, "\ud800", "\udfff"):
+            return str(key)
+    return None
 
 
 def parse_json_line(text: str, path: Path, line: int, errors: RowErrors,
@@ -155,12 +212,15 @@ def parse_json_line(text: str, path: Path, line: int, errors: RowErrors,
     """
     try:
         obj = json.loads(text)
+    except RecursionError:
+        errors.bad("malformed JSON line", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path, line)
+        return None
     except ValueError as exc:
         obj = None
         if allow_python_literal:
             try:
                 obj = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 obj = None
         if obj is None:
             errors.bad("malformed JSON line", f"malformed JSON ({exc.msg} at column {exc.colno})", path, line)
@@ -168,6 +228,16 @@ def parse_json_line(text: str, path: Path, line: int, errors: RowErrors,
     if not isinstance(obj, dict):
         errors.bad("malformed JSON line", f"expected a JSON object, got {type(obj).__name__}", path, line)
         return None
+    # Cheap text tests first: almost every line has few brackets and no surrogate escape.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(obj) > MAX_JSON_DEPTH:
+        errors.bad("malformed JSON line", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path, line)
+        return None
+    if _SURROGATE_ESCAPE.search(text) or (allow_python_literal and "\\U" in text):
+        bad = _surrogate_field(obj)
+        if bad is not None:
+            errors.bad("lone surrogate", "a \\uD800-\\uDFFF escape that is not half of a pair (not valid "
+                       "Unicode text)", path, line, bad)
+            return None
     return obj
 
 
@@ -191,20 +261,84 @@ def _is_missing(value: Any) -> bool:
     return value is pd.NaT or value is pd.NA
 
 
-def require_id(value: Any, field: str, path: Path, line: int, errors: RowErrors) -> str | None:
-    """A non-empty id as a string, or ``None`` after reporting a missing field."""
+def require_id(value: Any, field: str, path: Path, line: int | None, errors: RowErrors) -> str | None:
+    """A valid id as a string, or ``None`` after reporting a missing or implausible one.
+
+    Ids are strings or integers (a float that is a whole number counts as one: parquet and
+    pandas store integer ids as floats when a value is missing); never booleans, JSON lists or
+    objects; at most ``MAX_ID_CHARS`` characters; free of control, format and bidi characters.
+    """
+    if isinstance(value, (list, tuple, dict, set, np.ndarray)):
+        errors.bad("bad id", f"'{field}' is a {'JSON object' if isinstance(value, dict) else 'JSON list'}, "
+                   "not a string or number", path, line, field)
+        return None
     if _is_missing(value):
         errors.bad("missing required field", f"missing required field '{field}'", path, line, field)
         return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # parquet/pandas turns integer ids into floats when NaN is present
-    return str(value).strip()
+    if isinstance(value, (bool, np.bool_, bytes)):
+        errors.bad("bad id", f"'{field}' is {type(value).__name__} {value!r}, not a string or number", path,
+                   line, field)
+        return None
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value) or not float(value).is_integer():
+            errors.bad("bad id", f"'{field}' is the number {value!r}, not an id", path, line, field)
+            return None
+        value = int(value)
+    text = str(value).strip()
+    if len(text) > MAX_ID_CHARS:
+        errors.bad("bad id", f"id longer than {MAX_ID_CHARS} characters ({len(text)})", path, line, field)
+        return None
+    bad = find_control(text)
+    if bad is not None:
+        errors.bad("bad id", f"id contains the control/format character U+{ord(bad):04X}", path, line, field)
+        return None
+    if len(text) > 1 and (text[0], text[-1]) in (("[", "]"), ("{", "}")):
+        # a list or dict column written out as text (pandas, json.dumps), not one id
+        errors.bad("bad id", f"'{field}' looks like a serialized list or object: {text[:40]!r}", path, line, field)
+        return None
+    return text
 
 
-def to_seconds(value: Any) -> float:
-    """Seconds since the epoch from a number, a numeric string, an ISO date or a datetime.
+def parse_index(value: str, field: str, path: Path, line: int, errors: RowErrors, what: str = "index"
+                ) -> int | None:
+    """A plain ASCII integer (no ``1_000``, no full-width digits), or ``None`` after reporting it."""
+    text = value.strip()
+    if not _INTEGER.fullmatch(text):
+        errors.bad("bad index", f"{what} is not an integer: {text[:40]!r}", path, line, field)
+        return None
+    return int(text)
+
+
+def strict_number(value: Any) -> float:
+    """A finite float from a number or a plain ASCII decimal string; ``ValueError`` otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _NUMBER.fullmatch(text):
+            raise ValueError(f"not a plain decimal number: {text[:40]!r}")
+        value = text
+    elif not isinstance(value, (int, float, np.integer, np.floating, Decimal)):  # Decimal: parquet decimals
+        raise ValueError(f"not a number: {str(value)[:40]!r}")
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ValueError(f"number out of range: {str(value)[:40]}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"not a finite number: {str(value)[:40]!r}")
+    return out
+
+
+def max_timestamp() -> float:
+    """The latest plausible timestamp: one year from now (later ones are corrupt or in ms)."""
+    return time.time() + FUTURE_SLACK_S
+
+
+def to_seconds(value: Any, scale: float = 1.0) -> float:
+    """Seconds since the epoch from a number (times ``scale``), a numeric string, an ISO date or a datetime.
 
     Naive dates are taken as UTC so the result does not depend on the machine's time zone.
+    ``scale`` converts numbers only (``1e-3`` for milliseconds); dates are already seconds.
     Raises ``ValueError`` with a short reason when the value is not a valid, non-negative time.
     """
     if isinstance(value, bool):
@@ -214,18 +348,22 @@ def to_seconds(value: Any) -> float:
         secs = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
     elif isinstance(value, date):
         secs = datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
-    elif isinstance(value, (int, float, np.integer, np.floating)):
-        secs = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            secs = float(text)
-        except ValueError:
+    elif isinstance(value, (int, float, np.integer, np.floating, Decimal)):
+        secs = strict_number(value) * scale
+    elif isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            secs = strict_number(text) * scale
+        else:
             try:
+                if not text.isascii():  # fromisoformat would read full-width digits
+                    raise ValueError
                 dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
             except ValueError:
                 raise ValueError(f"not a number or an ISO date: {text[:40]!r}") from None
             secs = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    else:
+        raise ValueError(f"not a number or an ISO date: {str(value)[:40]!r}")
     if not math.isfinite(secs):
         raise ValueError(f"not a finite number: {value!r}")
     if secs < 0:
@@ -240,28 +378,48 @@ def parse_timestamp(value: Any, field: str, path: Path, line: int, errors: RowEr
         errors.bad("missing required field", f"missing required field '{field}'", path, line, field)
         return None
     try:
-        return to_seconds(value) * scale
-    except ValueError as exc:
+        secs = to_seconds(value, scale)
+    except (ValueError, OverflowError) as exc:
         errors.bad("bad timestamp", str(exc), path, line, field)
         return None
+    if secs > max_timestamp():
+        when = "year > 9999" if secs >= 253402300800 else datetime.fromtimestamp(secs, timezone.utc).date()
+        hint = " (milliseconds read as seconds?)" if secs / 1000 <= max_timestamp() else ""
+        errors.bad("bad timestamp", f"timestamp {str(value)[:40]} is in the future ({when}){hint}", path, line,
+                   field)
+        return None
+    return secs
 
 
 def parse_float(value: Any, field: str, path: Path, line: int, errors: RowErrors,
-                reason: str = "bad rating") -> float | None:
-    """A finite float (e.g. a rating), or ``None`` after reporting the bad value."""
+                reason: str = "bad rating", valid_range: tuple[float, float] | None = None) -> float | None:
+    """A finite float in ``valid_range`` (e.g. a rating), or ``None`` after reporting the bad value."""
     if _is_missing(value):
         errors.bad("missing required field", f"missing required field '{field}'", path, line, field)
         return None
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        out = float(value)
-        if not math.isfinite(out):
-            raise ValueError
-    except (TypeError, ValueError):
-        errors.bad(reason, f"not a finite number: {str(value)[:40]!r}", path, line, field)
+        out = strict_number(value)
+    except ValueError as exc:
+        errors.bad(reason, f"not a finite number: {str(value)[:40]!r} ({exc})", path, line, field)
+        return None
+    if valid_range is not None and not valid_range[0] <= out <= valid_range[1]:
+        errors.bad(reason, f"{out:g} is outside the scale {valid_range[0]:g}..{valid_range[1]:g} (pass "
+                   "rating_range=(low, high), or None to accept any finite number)", path, line, field)
         return None
     return out
+
+
+def check_rating_range(valid_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Validate a ``rating_range`` argument: ``None`` or ``(low, high)`` with finite low <= high."""
+    if valid_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in valid_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating_range must be (low, high) or None, got {valid_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"rating_range must be finite with low <= high, got {valid_range!r}")
+    return low, high
 
 
 def text_value(value: Any) -> str:
@@ -275,11 +433,19 @@ def text_value(value: Any) -> str:
 
 
 def _leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _leaves(v)
-    elif not _is_missing(value):
-        yield str(value).strip()
+    """Leaves of nested lists in order, iteratively (depth is bounded by the JSON check anyway)."""
+    stack = [iter([value])]
+    while stack:
+        v = next(stack[-1], _END)
+        if v is _END:
+            stack.pop()
+        elif isinstance(v, (list, tuple)):
+            stack.append(iter(v))
+        elif not _is_missing(v):
+            yield str(v).strip()
+
+
+_END = object()
 
 
 # ---- whole tables --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from textrec.data.dataset import RecDataset
 from textrec.data.loaders._validate import (
     RowErrors,
     apply_duplicates,
+    check_rating_range,
     finish,
     iter_lines,
     json_locator,
@@ -36,6 +37,7 @@ from textrec.data.loaders._validate import (
 SCHEMA_2014 = ("reviewerID", "asin", "overall", "reviewText", "summary", "unixReviewTime", 1.0)
 SCHEMA_2023 = ("user_id", "parent_asin", "rating", "text", "title", "timestamp", 1e-3)
 META_FIELDS = ["title", "brand", "category", "description"]
+RATING_RANGE = (1.0, 5.0)  # Amazon stars
 
 
 def dataset_name(path: Path) -> str:
@@ -47,14 +49,17 @@ def dataset_name(path: Path) -> str:
 
 
 def load_amazon_reviews(path: str | Path, name: str | None = None, meta_path: str | Path | None = None,
-                        on_error: str = "raise", duplicates: str = "keep") -> RecDataset:
+                        on_error: str = "raise", duplicates: str = "keep",
+                        rating_range: tuple[float, float] | None = RATING_RANGE) -> RecDataset:
     """Load an Amazon review file into interactions (with ratings) and the reviews table.
 
     ``meta_path``: optional Amazon metadata (JSON lines, or the 2014 Python-literal lines)
     giving item fields title, brand, category, description. Without it the items have one empty
-    ``title`` field. ``name`` defaults to the file name without extensions.
+    ``title`` field. ``name`` defaults to the file name without extensions. Ratings outside
+    ``rating_range`` (1-5 stars; ``None``: any finite number) are bad rows.
     """
     path = Path(path)
+    rating_range = check_rating_range(rating_range)
     errors = RowErrors(on_error)
     notes: list[str] = []
     cols: dict[str, list[Any]] = {k: [] for k in ("user_id", "item_id", "rating", "text", "summary",
@@ -69,7 +74,8 @@ def load_amazon_reviews(path: str | Path, name: str | None = None, meta_path: st
             f_item = "asin"
         user = require_id(obj.get(f_user), f_user, path, lineno, errors)
         item = None if user is None else require_id(obj.get(f_item), f_item, path, lineno, errors)
-        rating = None if item is None else parse_float(obj.get(f_rating), f_rating, path, lineno, errors)
+        rating = None if item is None else parse_float(obj.get(f_rating), f_rating, path, lineno, errors,
+                                                         valid_range=rating_range)
         ts = None if rating is None else parse_timestamp(obj.get(f_time), f_time, path, lineno, errors, scale)
         if ts is None:
             continue

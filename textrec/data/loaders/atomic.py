@@ -20,6 +20,7 @@ checked against it: its history must be exactly the (truncated) prefix before it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,12 @@ from textrec.data.dataset import DataError, RecDataset
 from textrec.data.loaders._validate import (
     RowErrors,
     apply_duplicates,
+    check_rating_range,
     finish,
     iter_lines,
     parse_atomic_header,
     parse_float,
+    parse_index,
     parse_timestamp,
     require_id,
     require_rows,
@@ -41,6 +44,8 @@ from textrec.data.loaders._validate import (
 )
 
 SPLITS = ("train", "valid", "test")
+_PLAIN_INT = re.compile(r"[+-]?\d+", re.ASCII)  # int() would also take "1_0" and full-width digits
+RATING_RANGE = (0.0, 10.0)  # generic default; pass rating_range= for other scales
 # Longest first, so "x.train.inter" is not taken for a plain "x.inter".
 SUFFIXES = (".train.inter", ".valid.inter", ".test.inter", ".item2index", ".user2index",
             ".inter", ".item", ".text")
@@ -58,16 +63,17 @@ class AtomicFrames:
 
 
 def load_atomic(folder: str | Path, name: str | None = None, on_error: str = "raise",
-                duplicates: str = "keep") -> RecDataset:
+                duplicates: str = "keep", rating_range: tuple[float, float] | None = RATING_RANGE) -> RecDataset:
     """Load RecBole atomic files (plain ``.inter`` or UniSRec pre-split) from ``folder``.
 
     ``name`` defaults to the folder name. See the module docstring for the layouts, the
-    positional timestamps of the pre-split layout and its ``split`` column.
+    positional timestamps of the pre-split layout and its ``split`` column. A ``rating`` outside
+    ``rating_range`` (``None``: any finite number) is a bad row.
     """
     folder = Path(folder)
     if folder.is_file():
         folder = folder.parent
-    frames = read_atomic_frames(folder, on_error=on_error, duplicates=duplicates)
+    frames = read_atomic_frames(folder, on_error=on_error, duplicates=duplicates, rating_range=rating_range)
     ds = RecDataset.from_frames(name or folder.name, frames.interactions, items=frames.items,
                                 text_fields=frames.text_fields, source=str(folder),
                                 skipped=frames.errors.skipped)
@@ -101,8 +107,10 @@ def find_atomic_files(folder: Path) -> dict[str, Path]:
     return out
 
 
-def read_atomic_frames(folder: Path, on_error: str = "raise", duplicates: str = "keep") -> AtomicFrames:
+def read_atomic_frames(folder: Path, on_error: str = "raise", duplicates: str = "keep",
+                       rating_range: tuple[float, float] | None = RATING_RANGE) -> AtomicFrames:
     """Read the atomic files of ``folder`` into frames keyed by original ids."""
+    rating_range = check_rating_range(rating_range)
     files = find_atomic_files(folder)
     errors = RowErrors(on_error)
     notes: list[str] = []
@@ -110,7 +118,7 @@ def read_atomic_frames(folder: Path, on_error: str = "raise", duplicates: str = 
         return _read_presplit(folder, files, errors, notes)
     if ".inter" not in files:
         raise DataError("no .inter or .train/.valid/.test.inter file", path=str(folder))
-    inter = _read_inter(files[".inter"], errors, notes)
+    inter = _read_inter(files[".inter"], errors, notes, rating_range)
     inter = apply_duplicates(inter, duplicates, files[".inter"], errors, notes)
     items, text_fields = _read_catalogs([files[s] for s in (".item", ".text") if s in files], errors)
     return AtomicFrames(inter, items, text_fields, errors, notes)
@@ -142,7 +150,8 @@ def _split_row(text: str, columns: list[str], path: Path, lineno: int, errors: R
     return parts
 
 
-def _read_inter(path: Path, errors: RowErrors, notes: list[str]) -> pd.DataFrame:
+def _read_inter(path: Path, errors: RowErrors, notes: list[str],
+                rating_range: tuple[float, float] | None) -> pd.DataFrame:
     columns: list[str] = []
     lines = iter_lines(path, errors, locate=split_locator(columns, "\t"))
     _header(path, lines, ("user_id", "item_id"), columns)
@@ -165,7 +174,7 @@ def _read_inter(path: Path, errors: RowErrors, notes: list[str]) -> pd.DataFrame
         if ts is None:
             continue
         if ir is not None:
-            r = parse_float(parts[ir], "rating", path, lineno, errors)
+            r = parse_float(parts[ir], "rating", path, lineno, errors, valid_range=rating_range)
             if r is None:
                 continue
             ratings.append(r)
@@ -240,15 +249,13 @@ def _read_index(path: Path, errors: RowErrors, what: str) -> dict[int, str]:
             errors.bad("wrong number of columns", f"expected '<{what}> <TAB> <index>', got {len(parts)} "
                        "columns", path, lineno)
             continue
-        orig, raw = parts[0].strip(), parts[1].strip()
-        try:
-            idx = int(raw)
-        except ValueError:
-            errors.bad("bad index", f"index is not an integer: {raw[:40]!r}", path, lineno, "index")
+        idx = parse_index(parts[1], "index", path, lineno, errors)
+        if idx is None:
             continue
-        if not orig:
-            errors.bad("missing required field", f"missing required field '{what}'", path, lineno, what)
-        elif idx in out:
+        orig = require_id(parts[0], what, path, lineno, errors)
+        if orig is None:
+            continue
+        if idx in out:
             errors.bad("duplicate index", f"index {idx} already used for '{out[idx]}'", path, lineno, "index")
         elif orig in seen:
             errors.bad("duplicate index", f"'{orig}' already on line {seen[orig]}", path, lineno, what)
@@ -271,10 +278,8 @@ def _read_split(path: Path, split: str, errors: RowErrors, item_of: dict[int, st
         parts = _split_row(text, columns, path, lineno, errors)
         if parts is None:
             continue
-        try:
-            u = int(parts[iu])
-        except ValueError:
-            errors.bad("bad index", f"user index is not an integer: {parts[iu][:40]!r}", path, lineno, "user_id")
+        u = parse_index(parts[iu], "user_id", path, lineno, errors, "user index")
+        if u is None:
             continue
         if user_of and u not in user_of:
             errors.bad("unknown user in a split file", f"user index {u} is not in the .user2index file",
@@ -282,11 +287,10 @@ def _read_split(path: Path, split: str, errors: RowErrors, item_of: dict[int, st
             continue
         parsed: list[int] = []
         for fld, raw in (("item_id_list", parts[ih]), ("item_id", parts[it])):
-            try:
-                values = [int(t) for t in raw.split()]
-            except ValueError:
+            if not all(_PLAIN_INT.fullmatch(t) for t in raw.split()):
                 errors.bad("bad index", f"item index is not an integer in {raw[:40]!r}", path, lineno, fld)
                 break
+            values = [int(t) for t in raw.split()]
             unknown = [v for v in values if v not in item_of]
             if unknown or (fld == "item_id" and len(values) != 1):
                 msg = (f"unknown item in a split file: index {unknown[0]} is not in the .item2index file"

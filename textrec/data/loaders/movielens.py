@@ -16,6 +16,7 @@ from textrec.data.dataset import DataError, RecDataset
 from textrec.data.loaders._validate import (
     RowErrors,
     apply_duplicates,
+    check_rating_range,
     finish,
     iter_lines,
     parse_float,
@@ -27,6 +28,7 @@ from textrec.data.loaders._validate import (
 from textrec.data.loaders.atomic import read_atomic_frames
 
 NAME = "ml-100k"
+RATING_RANGE = (1.0, 5.0)
 TEXT_FIELDS = ["title", "year", "genres"]
 # RecBole's column names -> ours.
 ATOMIC_RENAME = {"movie_title": "title", "release_year": "year", "class": "genres"}
@@ -51,23 +53,26 @@ def recbole_ml100k_dir() -> Path:
 
 
 def load_movielens_100k(path: str | Path | None = None, on_error: str = "raise",
-                        duplicates: str = "keep") -> RecDataset:
+                        duplicates: str = "keep",
+                        rating_range: tuple[float, float] | None = RATING_RANGE) -> RecDataset:
     """MovieLens-100K with item fields title, year, genres and 1-5 ratings.
 
     ``path=None`` reads the atomic files shipped in the recbole wheel; a folder holding
-    ``ml-100k.inter`` (atomic) or ``u.data`` (GroupLens) is read as that format.
+    ``ml-100k.inter`` (atomic) or ``u.data`` (GroupLens) is read as that format. Ratings outside
+    ``rating_range`` are bad rows.
     """
     folder = recbole_ml100k_dir() if path is None else Path(path)
+    rating_range = check_rating_range(rating_range)
     if folder.is_file():
         folder = folder.parent
     if (folder / "u.data").is_file():
-        return _load_grouplens(folder, on_error, duplicates)
+        return _load_grouplens(folder, on_error, duplicates, rating_range)
     if not folder.is_dir():
         raise DataError("MovieLens-100K folder not found", path=str(folder))
     if not any(p.suffix == ".inter" for p in folder.iterdir()) and (folder / "ml-100k").is_dir():
-        return load_movielens_100k(folder / "ml-100k", on_error, duplicates)
+        return load_movielens_100k(folder / "ml-100k", on_error, duplicates, rating_range)
 
-    frames = read_atomic_frames(folder, on_error=on_error, duplicates=duplicates)
+    frames = read_atomic_frames(folder, on_error=on_error, duplicates=duplicates, rating_range=rating_range)
     items = frames.items
     if items is None:
         raise DataError("MovieLens atomic files need an .item file for titles", path=str(folder))
@@ -103,7 +108,8 @@ def _year_notes(items: pd.DataFrame) -> list[str]:
     return [f"{len(odd)} items have no 4-digit year (item ids {', '.join(odd[:5])})"] if odd else []
 
 
-def _load_grouplens(folder: Path, on_error: str, duplicates: str) -> RecDataset:
+def _load_grouplens(folder: Path, on_error: str, duplicates: str,
+                    rating_range: tuple[float, float] | None) -> RecDataset:
     """GroupLens ``u.data`` (tab: user item rating ts) + ``u.item`` (pipe, latin-1) + ``u.genre``."""
     errors = RowErrors(on_error)
     notes: list[str] = []
@@ -118,7 +124,7 @@ def _load_grouplens(folder: Path, on_error: str, duplicates: str) -> RecDataset:
             continue
         u = require_id(parts[0], "user_id", path, lineno, errors)
         i = None if u is None else require_id(parts[1], "item_id", path, lineno, errors)
-        r = None if i is None else parse_float(parts[2], "rating", path, lineno, errors)
+        r = None if i is None else parse_float(parts[2], "rating", path, lineno, errors, valid_range=rating_range)
         ts = None if r is None else parse_timestamp(parts[3], "timestamp", path, lineno, errors)
         if ts is None:
             continue
@@ -146,7 +152,7 @@ def _read_u_item(folder: Path, errors: RowErrors) -> pd.DataFrame:
     genres = GROUPLENS_GENRES
     if (folder / "u.genre").is_file():
         pairs = [t.split("|") for _, t in iter_lines(folder / "u.genre", errors, encoding="latin-1")]
-        pairs = [p for p in pairs if len(p) == 2 and p[1].strip().isdigit()]
+        pairs = [p for p in pairs if len(p) == 2 and p[1].strip().isascii() and p[1].strip().isdigit()]
         genres = [name for name, _ in sorted(pairs, key=lambda p: int(p[1]))]
     path = folder / "u.item"
     rows, seen = [], set()
@@ -168,7 +174,7 @@ def _read_u_item(folder: Path, errors: RowErrors) -> pd.DataFrame:
         m = _TITLE_YEAR.match(title)
         if m:
             title, year = m.group(1), m.group(2)
-        elif parts[2].strip()[-4:].isdigit():  # fall back to the release date "01-Jan-1995"
+        elif parts[2].strip()[-4:].isascii() and parts[2].strip()[-4:].isdigit():  # fall back to the release date "01-Jan-1995"
             year = parts[2].strip()[-4:]
         flags = parts[5:]
         rows.append({"item_id": item, "title": title, "year": year,

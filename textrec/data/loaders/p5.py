@@ -14,7 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from textrec.data.dataset import DataError, RecDataset
-from textrec.data.loaders._validate import RowErrors, finish, iter_lines, require_rows
+from textrec.data.loaders._validate import (
+    MAX_JSON_DEPTH,
+    RowErrors,
+    finish,
+    iter_lines,
+    require_id,
+    require_rows,
+)
 
 
 def load_p5_sequential(folder: str | Path, name: str | None = None, on_error: str = "raise") -> RecDataset:
@@ -27,7 +34,7 @@ def load_p5_sequential(folder: str | Path, name: str | None = None, on_error: st
     if folder.is_file():
         folder = folder.parent
     errors = RowErrors(on_error)
-    id2user, id2item = _read_datamaps(folder / "datamaps.json")
+    id2user, id2item = _read_datamaps(folder / "datamaps.json", errors)
     path = folder / "sequential_data.txt"
     users, items, times = [], [], []
     seen: dict[str, int] = {}
@@ -60,7 +67,7 @@ def load_p5_sequential(folder: str | Path, name: str | None = None, on_error: st
     inter = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": times})
 
     def id_order(k: str) -> tuple[int, str]:
-        return (int(k), k) if k.isdigit() else (1 << 62, k)
+        return (int(k), k) if k.isascii() and k.isdigit() else (1 << 62, k)
 
     catalog = pd.DataFrame({"item_id": [id2item[k] for k in sorted(id2item, key=id_order)]})
     ds = RecDataset.from_frames(name or folder.name, inter, items=catalog, text_fields=[], source=str(folder),
@@ -77,14 +84,21 @@ def load_p5_sequential(folder: str | Path, name: str | None = None, on_error: st
     return finish(ds, notes)
 
 
-def _read_datamaps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """``id2user`` and ``id2item`` (P5 id -> original id), built from the inverse maps if needed."""
+def _read_datamaps(path: Path, errors: RowErrors) -> tuple[dict[str, str], dict[str, str]]:
+    """``id2user`` and ``id2item`` (P5 id -> original id), built from the inverse maps if needed.
+
+    Each entry is checked like any id (no control characters, not a list or object); a bad
+    entry is a bad row (skipped and counted in skip mode: sequences using it then fail as
+    unknown ids).
+    """
     if not path.is_file():
         raise DataError("file not found", path=str(path))
     try:
         maps = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise DataError(f"not valid UTF-8 (byte {exc.start})", path=str(path)) from exc
+    except RecursionError as exc:
+        raise DataError(f"malformed JSON (nested deeper than {MAX_JSON_DEPTH} levels)", path=str(path)) from exc
     except ValueError as exc:
         raise DataError(f"malformed JSON ({exc})", path=str(path),
                         line=getattr(exc, "lineno", None)) from exc
@@ -93,9 +107,16 @@ def _read_datamaps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     out = []
     for fwd, inv in (("id2user", "user2id"), ("id2item", "item2id")):
         if isinstance(maps.get(fwd), dict):
-            out.append({str(k): str(v) for k, v in maps[fwd].items()})
+            pairs, field = list(maps[fwd].items()), fwd
         elif isinstance(maps.get(inv), dict):
-            out.append({str(v): str(k) for k, v in maps[inv].items()})
+            pairs, field = [(v, k) for k, v in maps[inv].items()], inv
         else:
             raise DataError(f"missing required field '{fwd}' (or '{inv}')", path=str(path), field=fwd)
+        entries: dict[str, str] = {}
+        for k, v in pairs:
+            key = require_id(k, field, path, None, errors)
+            value = None if key is None else require_id(v, field, path, None, errors)
+            if value is not None:
+                entries[key] = value
+        out.append(entries)
     return out[0], out[1]

@@ -19,6 +19,7 @@ from textrec.data.dataset import DataError, RecDataset
 from textrec.data.loaders._validate import (
     RowErrors,
     apply_duplicates,
+    check_rating_range,
     finish,
     iter_lines,
     parse_float,
@@ -30,6 +31,7 @@ from textrec.data.loaders._validate import (
 
 INTERACTION_KEYS = ("user_id", "item_id", "timestamp", "rating")
 _EXTS = (".gz", ".parquet", ".csv", ".tsv", ".tab", ".txt")
+RATING_RANGE = (0.0, 10.0)  # generic default; pass rating_range= for other scales
 
 
 def table_name(path: Path) -> str:
@@ -42,16 +44,19 @@ def table_name(path: Path) -> str:
 
 def load_table(path: str | Path, columns: dict[str, str], name: str | None = None,
                item_path: str | Path | None = None, item_columns: dict[str, str] | None = None,
-               sep: str | None = None, on_error: str = "raise", duplicates: str = "keep") -> RecDataset:
+               sep: str | None = None, on_error: str = "raise", duplicates: str = "keep",
+               rating_range: tuple[float, float] | None = RATING_RANGE) -> RecDataset:
     """Load a CSV/TSV/Parquet interaction table through the ``columns`` mapping.
 
     ``item_path`` / ``item_columns``: an optional item table; ``item_columns`` maps ``item_id``
     and any text field names to its columns (default: the interaction table's item column and
     every other column as a text field under its own name). ``sep`` applies to both files; by
     default each file's delimiter follows its extension (.tsv/.tab: tab, .csv: comma, otherwise
-    sniffed from the header).
+    sniffed from the header). A rating outside ``rating_range`` (``None``: any finite number)
+    is a bad row.
     """
     path = Path(path)
+    rating_range = check_rating_range(rating_range)
     unknown = set(columns) - set(INTERACTION_KEYS)
     if unknown or not {"user_id", "item_id"} <= set(columns):
         raise ValueError(f"columns must map user_id and item_id (and optionally timestamp, rating) to the "
@@ -74,7 +79,7 @@ def load_table(path: str | Path, columns: dict[str, str], name: str | None = Non
             continue
         rating = 0.0
         if "rating" in raw:
-            rating = parse_float(raw["rating"], wanted["rating"], path, lineno, errors)
+            rating = parse_float(raw["rating"], wanted["rating"], path, lineno, errors, valid_range=rating_range)
             if rating is None:
                 continue
         for key, value in (("user_id", user), ("item_id", item), ("timestamp", ts), ("rating", rating),
@@ -138,14 +143,32 @@ def _guess_sep(path: Path, header_line: str | None = None) -> str:
 
 
 def _header(path: Path, sep: str | None) -> list[str]:
+    if not path.is_file():
+        raise DataError("file not found", path=str(path))
     if _is_parquet(path):
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...: all mean "not a parquet file"
+            raise DataError(f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})",
+                            path=str(path)) from exc
     first = next(iter_lines(path, RowErrors("skip")), None)
     if first is None:
         raise DataError("no interactions (empty file)", path=str(path))
-    return next(csv.reader([first[1]], delimiter=sep or _guess_sep(path, first[1])))
+    try:
+        return next(csv.reader([first[1]], delimiter=sep or _guess_sep(path, first[1])))
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV header ({exc})", path=str(path), line=first[0]) from exc
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """The whole Parquet table; any read failure is a DataError naming the file."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # corrupt footer, bad page, unsupported type: ArrowInvalid, OSError...
+        raise DataError(f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})",
+                        path=str(path)) from exc
 
 
 class _LineFeed:
@@ -171,12 +194,16 @@ def _records(path: Path, needed: list[str], sep: str | None,
     if not path.is_file():
         raise DataError("file not found", path=str(path))
     if _is_parquet(path):
-        frame = pd.read_parquet(path)
+        frame = _read_parquet(path)
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"no column '{missing[0]}' (columns: {', '.join(map(str, frame.columns))})",
                             path=str(path), field=missing[0])
-        values = {c: frame[c].tolist() for c in needed}
+        try:
+            values = {c: frame[c].tolist() for c in needed}
+        except Exception as exc:  # a column pyarrow cannot turn into Python values
+            raise DataError(f"unreadable column values ({type(exc).__name__}: {str(exc)[:200]})",
+                            path=str(path)) from exc
         for i in range(len(frame)):
             yield i + 1, {c: values[c][i] for c in needed}
         return
@@ -187,7 +214,10 @@ def _records(path: Path, needed: list[str], sep: str | None,
     header: list[str] = []  # filled below; the encoding locator reads it
     feed = _LineFeed(iter_lines(path, errors, locate=split_locator(header, sep)))
     reader = csv.reader(feed, delimiter=sep)
-    header.extend(next(reader, []))
+    try:
+        header.extend(next(reader, []))
+    except csv.Error as exc:  # e.g. a header field beyond csv's field size limit
+        raise DataError(f"malformed CSV header ({exc})", path=str(path), line=feed.start or 1) from exc
     if not header:
         raise DataError("no interactions (empty file)", path=str(path))
     header_line, feed.start = feed.start, None
@@ -196,13 +226,18 @@ def _records(path: Path, needed: list[str], sep: str | None,
         raise DataError(f"no column '{missing[0]}' in the header (columns: {', '.join(header)})",
                         path=str(path), line=header_line, field=missing[0])
     index = {c: header.index(c) for c in needed}
-    try:
-        for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field beyond csv's size limit, a bad quote...: this record only
             lineno, feed.start = feed.start, None
-            if len(row) != len(header):
-                errors.bad("wrong number of columns", f"expected {len(header)} columns, got {len(row)}", path,
-                           lineno, header[len(row)] if len(row) < len(header) else None)
-                continue
-            yield lineno or 0, {c: row[i] for c, i in index.items()}
-    except csv.Error as exc:
-        raise DataError(f"malformed CSV ({exc})", path=str(path), line=feed.start) from exc
+            errors.bad("malformed CSV", f"malformed CSV ({exc})", path, lineno)
+            continue
+        lineno, feed.start = feed.start, None
+        if len(row) != len(header):
+            errors.bad("wrong number of columns", f"expected {len(header)} columns, got {len(row)}", path,
+                       lineno, header[len(row)] if len(row) < len(header) else None)
+            continue
+        yield lineno or 0, {c: row[i] for c, i in index.items()}

@@ -5,7 +5,8 @@ Modules: ``sentences`` (splitting, FAISS sentence index, leakage-safe retrieval)
 (``ExplainData``: everything the models read), ``tokenizer`` (word level, ``tokenizers``),
 ``peter`` (PETER-style baseline), ``generator`` (ERRA decoder, T5 option), ``lm`` (pretrained
 causal LM + LoRA option, PEPLER-style), ``trainer``,
-``pipeline`` (train/evaluate/cite/``Explainer``), ``cli`` (``textrec explain``).
+``pipeline`` (train/evaluate/``Explainer``), ``faithfulness`` (citations, grounding, unsupported
+aspects), ``bench`` (saved models vs copy-retrieved, decoding chosen on valid), ``cli`` (``textrec explain``).
 
 Names are imported lazily so ``textrec --help`` does not load torch.
 """
@@ -28,7 +29,7 @@ _EXPORTS = {
     "train_model": "textrec.explain.trainer", "Explainer": "textrec.explain.pipeline",
     "build_data": "textrec.explain.pipeline", "train_variant": "textrec.explain.pipeline",
     "copy_baseline": "textrec.explain.pipeline", "evaluate_predictions": "textrec.explain.pipeline",
-    "cite": "textrec.explain.pipeline",
+    "cite": "textrec.explain.faithfulness",
 }
 __all__ = sorted(_EXPORTS)
 

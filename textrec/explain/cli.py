@@ -51,7 +51,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_options(p, default="instruments")
     add_recipe_options(p, "erra")
     p.add_argument("--variant", default="erra",
-                   help="which explanation model: erra (aspects + retrieval, default), erra_no_retrieval, "
+                   help="which explanation model: erra (aspects + retrieval, default), erra_copy (+ copy head), erra_no_retrieval, "
                         "erra_no_aspects, peter, erra_t5, erra_lm, pepler")
     p.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: recipe)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="wall-clock training cap")
@@ -122,9 +122,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if out["cited"]:
             print("cited sentences:")
             for c in out["cited"]:
-                print(f"  - \"{c['text']}\" (review by {c['review_user']} of {c['review_item']})")
+                print(f"  - [{c['id']}] \"{c['text']}\" (review by {c['review_user']} of {c['review_item']})")
         else:
             print("cited sentences: (none)")
+        if out.get("grounding") is not None:
+            print(f"grounding: {out['grounding']:.2f} of its content words are in the cited sentences or item text")
+        if out.get("unsupported_aspects"):
+            print(f"unsupported aspects (in no source): {', '.join(out['unsupported_aspects'])}")
         return 0
     from tqdm.auto import tqdm
 

@@ -107,6 +107,7 @@ class ExplainData:
         self.user_ids = np.asarray(user_ids if user_ids is not None else np.arange(self.n_users), dtype=object)
         self.item_ids = np.asarray(item_ids if item_ids is not None else np.arange(self.n_items), dtype=object)
         self._sent_aspects: list[set[str]] | None = None
+        self.item_texts: list[str] | None = None  # item titles/descriptions, when the dataset has them
         # plain arrays: per-row pandas access dominated the build time
         self._users = reviews["user"].to_numpy()
         self._items = reviews["item"].to_numpy()
@@ -145,6 +146,8 @@ class ExplainData:
                   "sanitized": cleaned}
         data = cls(getattr(dataset, "name", "reviews"), reviews, split, vocab, prefs, index, cfg, {}, report,
                    getattr(dataset, "user_ids", None), getattr(dataset, "item_ids", None))
+        if getattr(dataset, "text_fields", None) and hasattr(dataset, "item_text"):
+            data.item_texts = list(dataset.item_text())
         no_target = SkipReport()
         for part in ("train", "valid", "test") if with_examples else ():
             exs = []

@@ -40,6 +40,10 @@ class PeterConfig:
     min_words: int = 4
     max_words: int = 25
     num_beams: int = 1
+    no_repeat_ngram: int = 0  # decoding: never repeat an n-gram of this size (0 = off)
+    length_penalty: float = 1.0  # beam score = log-prob / length ** length_penalty
+    top_p: float = 0.0  # > 0 with num_beams 1: nucleus sampling from the top_p mass (seed with torch)
+    temperature: float = 1.0  # sampling temperature
     rating_weight: float = 0.1  # PETER's defaults: rating 0.1, context 1.0, text 1.0
     context_weight: float = 1.0
     rating_min: float = 1.0
@@ -122,12 +126,17 @@ class PeterModel(ExplainModel):
         pad = torch.cat([pre_pad, words == PAD], dim=1)
         return self.encoder(x, mask=self.peter_mask(length, n_pre), src_key_padding_mask=pad), n_pre
 
+    def word_log_probs(self, hw: torch.Tensor, h: torch.Tensor, n_pre: int,
+                       batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Next-word log-probabilities (B, T, V) at word states ``hw``; ``h`` = all states (copy models)."""
+        return F.log_softmax(self.lm_head(hw), dim=-1)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses: ``loss`` (weighted total), ``text`` (next-word NLL), ``context``, ``rating``."""
         c, text = self.config, batch["text"]
         h, n_pre = self._hidden(batch, text[:, :-1])
-        logits = self.lm_head(h[:, n_pre:])
-        tl = F.cross_entropy(logits.reshape(-1, self.n_words), text[:, 1:].reshape(-1), ignore_index=PAD)
+        logp = self.word_log_probs(h[:, n_pre:], h, n_pre, batch)
+        tl = F.nll_loss(logp.reshape(-1, self.n_words), text[:, 1:].reshape(-1), ignore_index=PAD)
         # context prediction: the item position predicts every word of the explanation (bag of words)
         ctx = F.log_softmax(self.lm_head(h[:, 1]), dim=-1)
         tgt = text[:, 1:]
@@ -155,8 +164,10 @@ class PeterModel(ExplainModel):
         score[:, 1:] = float("-inf")  # all beams start identical: keep one alive at step 0
         done = torch.zeros(n * beams, dtype=torch.bool)
         for step in range(c.max_words + 1):
-            hs, _ = self._hidden(rep, seq)
-            logp = F.log_softmax(self.lm_head(hs[:, -1]), dim=-1)
+            hs, n_pre = self._hidden(rep, seq)
+            logp = self.word_log_probs(hs[:, -1:], hs, n_pre, rep)[:, 0].clone()
+            if c.no_repeat_ngram > 0:
+                block_repeats(logp, seq[:, 1:], c.no_repeat_ngram)
             logp[:, PAD] = float("-inf")
             logp[:, UNK] = float("-inf")  # never emit <unk>
             if step < c.min_words:
@@ -167,8 +178,14 @@ class PeterModel(ExplainModel):
                 logp[:, EOS] = keep
             logp[done] = float("-inf")
             logp[done, PAD] = 0.0  # finished beams only extend with padding, score unchanged
-            cand = (score.reshape(-1, 1) + logp).reshape(n, -1)
-            top, idx = cand.topk(beams, dim=1)
+            if beams == 1 and c.top_p > 0:
+                tok1 = sample_top_p(logp, c.top_p, c.temperature)
+                cand = (score.reshape(-1, 1) + logp).reshape(n, -1)
+                idx = tok1[:, None]
+                top = cand.gather(1, idx)
+            else:
+                cand = (score.reshape(-1, 1) + logp).reshape(n, -1)
+                top, idx = cand.topk(beams, dim=1)
             src = (idx // self.n_words) + torch.arange(n)[:, None] * beams
             tok = idx % self.n_words
             seq = torch.cat([seq[src.reshape(-1)], tok.reshape(-1, 1)], dim=1)
@@ -177,6 +194,31 @@ class PeterModel(ExplainModel):
             if done.all():
                 break
         lengths = ((seq != PAD) & (seq != BOS)).sum(1).float().reshape(n, beams)
-        best = (score / lengths.clamp(min=1)).argmax(1) if beams > 1 else torch.zeros(n, dtype=torch.long)
+        best = (score / lengths.clamp(min=1) ** c.length_penalty).argmax(1) if beams > 1 else torch.zeros(n, dtype=torch.long)
         out = seq.reshape(n, beams, -1)[torch.arange(n), best]
         return [self.tokenizer.decode(s) for s in out.tolist()], ratings
+
+
+def block_repeats(logp: torch.Tensor, seq: torch.Tensor, n: int) -> None:
+    """In place: forbid each row's next word where it would repeat an n-gram already in ``seq``."""
+    if seq.shape[1] < n:
+        return
+    rows = seq.tolist()
+    for b, toks in enumerate(rows):
+        toks = [t for t in toks if t != PAD]
+        if len(toks) < n:
+            continue
+        tail = tuple(toks[len(toks) - n + 1:])
+        for j in range(len(toks) - n + 1):
+            if tuple(toks[j:j + n - 1]) == tail:
+                logp[b, toks[j + n - 1]] = float("-inf")
+
+
+def sample_top_p(logp: torch.Tensor, top_p: float, temperature: float = 1.0) -> torch.Tensor:
+    """One token id per row, sampled from the smallest set of tokens holding ``top_p`` of the mass."""
+    probs = torch.softmax(logp / max(temperature, 1e-6), dim=-1)
+    sp, si = probs.sort(dim=-1, descending=True)
+    keep = (sp.cumsum(-1) - sp) < top_p  # always keeps the most likely token
+    sp = sp * keep
+    pick = torch.multinomial(sp / sp.sum(-1, keepdim=True).clamp(min=1e-12), 1)
+    return si.gather(1, pick).squeeze(1)

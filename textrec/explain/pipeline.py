@@ -24,12 +24,13 @@ import numpy as np
 from textrec.explain.aspects import AspectConfig
 from textrec.explain.base import ExplainModel
 from textrec.explain.data import DataConfig, Example, ExplainData
+from textrec.explain.faithfulness import check, cite, grounding, unsupported_aspects
 from textrec.explain.generator import ERRAConfig, ERRADecoder, ERRAGenerator, GeneratorConfig
 from textrec.explain.peter import PeterConfig, PeterModel
-from textrec.explain.sentences import Retrieved, content_words, words
+from textrec.explain.sentences import words
 from textrec.explain.tokenizer import WordTokenizer
 from textrec.explain.trainer import TrainConfig, train_model
-from textrec.metrics.text import explanation_metrics, grounding_score
+from textrec.metrics.text import explanation_metrics
 from textrec.recipes import config_from_dict
 
 # variant name -> (model kind, overrides of that kind's recipe section)
@@ -37,6 +38,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "erra": ("erra", {}),
     "erra_no_retrieval": ("erra", {"use_retrieval": False}),
     "erra_no_aspects": ("erra", {"use_aspects": False}),
+    # + a pointer head copying words of the top retrieved sentence (which replaces the keyword tokens)
+    "erra_copy": ("erra", {"copy_words": 24, "n_keywords": 0}),
     "erra_t5": ("erra_t5", {}),
     "erra_t5_no_retrieval": ("erra_t5", {"use_retrieval": False}),
     "peter": ("peter", {}),
@@ -124,23 +127,24 @@ def copy_baseline(examples: Sequence[Example], reviews=None) -> tuple[list[str],
     return texts, ratings
 
 
-def cite(explanation: str, retrieved: Sequence[Retrieved], max_cited: int = 3) -> list[Retrieved]:
-    """The retrieved sentences sharing content words with the explanation, most overlap first."""
-    cw = content_words(words(explanation))
-    scored = [(len(cw & content_words(words(r.text))), k, r) for k, r in enumerate(retrieved)]
-    return [r for n, _, r in sorted(scored, key=lambda x: (-x[0], x[1])) if n > 0][:max_cited]
-
-
 def evaluate_predictions(data: ExplainData, examples: Sequence[Example], texts: Sequence[str],
-                         ratings: Sequence[float]) -> dict[str, float]:
-    """BLEU, ROUGE, USR, DIV, FCR, FMR, RMSE/MAE and grounding of predictions for ``examples``."""
+                         ratings: Sequence[float], conditioned: bool = True,
+                         faith: dict | None = None) -> dict[str, float]:
+    """BLEU, ROUGE, USR, DIV, FCR, FMR, RMSE/MAE and the faithfulness checks of predictions.
+
+    ``conditioned``: the model read the retrieved sentences (it then always cites one; see
+    :mod:`textrec.explain.faithfulness`). ``faith``: filled with the per-explanation checks if given.
+    """
     feats = [data.vocab.find(t.split()) for t in texts]
-    ground = [grounding_score(t, [r.text for r in cite(t, e.retrieved)]) for t, e in zip(texts, examples)]
+    f = check(texts, examples, data.vocab, getattr(data, "item_texts", None), conditioned=conditioned)
     ok = [i for i, r in enumerate(ratings) if not math.isnan(r)]
     m = explanation_metrics([e.target for e in examples], list(texts), feats, [e.feature for e in examples],
-                            len(data.vocab), grounding=ground)
+                            len(data.vocab), grounding=f.grounding)
+    m.update({k: v for k, v in f.summary().items() if k not in m})
     if ok:
         m.update(_rmse_mae([examples[i].rating for i in ok], [ratings[i] for i in ok]))
+    if faith is not None:
+        faith["checks"] = f
     return m
 
 
@@ -162,14 +166,19 @@ class Explainer:
         uses_ctx = getattr(self.model.config, "use_retrieval", False)
         uses_asp = getattr(self.model.config, "use_aspects", False)
         d = self.data
-        cited = cite(texts[0], ex.retrieved) if uses_ctx else []
+        cited = cite(texts[0], ex.retrieved, at_least_one=True) if uses_ctx else []
+        item = d.item_texts[ex.item] if d.item_texts is not None else ""
+        sources = [r.text for r in cited] + ([item] if item else [])
         return {"user": str(d.user_ids[ex.user]), "item": str(d.item_ids[ex.item]),
                 "explanation": texts[0], "rating": round(float(ratings[0]), 3),
                 "aspects": list(ex.aspects) if uses_asp else [],
-                "cited": [{"text": r.text, "review_user": str(d.user_ids[d.reviews['user'].iat[r.review]]),
+                "cited": [{"id": int(r.sid), "text": r.text,
+                           "review_user": str(d.user_ids[d.reviews['user'].iat[r.review]]),
                            "review_item": str(d.item_ids[d.reviews['item'].iat[r.review]]),
                            "score": round(r.score, 4)} for r in cited],
-                "grounding": grounding_score(texts[0], [r.text for r in cited]) if cited else None}
+                "grounding": grounding(texts[0], sources) if sources else None,
+                "unsupported_aspects": unsupported_aspects(texts[0], d.vocab, [r.text for r in ex.retrieved]
+                                                           + ([item] if item else []), ex.aspects)}
 
     def explain(self, user_id: str, item_id: str, num_beams: int | None = None) -> dict[str, Any]:
         """Explain an (original user id, original item id) pair."""

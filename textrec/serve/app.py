@@ -190,9 +190,6 @@ def create_app(artifacts: list[ServedArtifact], token: str | None = None) -> Fas
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from textrec._version import __version__
 
-        return version("textrec")
-    except Exception:  # not installed (running from a checkout)
-        return "0+unknown"
+    return __version__

@@ -47,7 +47,7 @@ def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
     """A (temporary, final) pair in the same folder: write to the first, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)  # hidden until renamed
     os.close(fd)
     os.chmod(tmp, _umask_mode())  # mkstemp files are 0600; artifacts should be readable
     return Path(tmp), path

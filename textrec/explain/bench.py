@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result: dict[str, Any] = {
         "benchmark": "erra_explanations_vs_copy", "dataset": ds.name, "split": {**data.report},
         "command": "python -m textrec.explain.bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": date.today().isoformat(), "machine": machine() + " (contended: ~9 agents on 2 cores)",
+        "date": date.today().isoformat(), "machine": machine(),
         "git_commit": git_commit(), "threads": args.threads, "seeds": len(args.model),
         "evaluated": {p: len(v) for p, v in ex.items()}, "models": {}, "faithfulness_histograms": {},
         "selection": "decoding chosen on a seeded valid sample (highest BLEU-4 + ROUGE-L with USR >= 0.6); "

@@ -522,15 +522,14 @@ class TextFusionRec(Recommender):
         self.n_items = self.module.n_items
 
     def save_extra(self, path: Path) -> None:
-        if self.quantizer is not None:
-            self.quantizer.save(Path(path) / "quantizer")
+        from textrec.text.quantize import save_quantizer
+
+        save_quantizer(self.quantizer, path)
 
     def load_extra(self, path: Path) -> None:
-        qdir = Path(path) / "quantizer"
-        if qdir.is_dir():
-            from textrec.text.quantize import ProductQuantizer
+        from textrec.text.quantize import load_quantizer
 
-            self.quantizer = ProductQuantizer.load(qdir)
+        self.quantizer = load_quantizer(path)
 
     def copy_unfitted(self, **overrides: Any) -> TextFusionRec:
         """A fresh, unfitted model with this one's config (``overrides`` replace keys)."""

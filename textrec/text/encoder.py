@@ -33,7 +33,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from textrec.io import atomic_file, write_json
 from textrec.text.sanitize import TextSanitizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,17 +99,9 @@ def _folder_fingerprint(folder: Path) -> str:
 
 
 def _atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write arrays to ``path`` as ``.npz`` through a temporary file and ``os.replace`` (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write arrays to ``path`` as ``.npz`` atomically (:func:`textrec.io.atomic_file`)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _write_shard_file(folder: Path, **arrays: np.ndarray) -> Path:
@@ -118,16 +110,8 @@ def _write_shard_file(folder: Path, **arrays: np.ndarray) -> Path:
     np.savez(buf, **arrays)
     data = buf.getvalue()
     path = folder / f"shard-{hashlib.sha256(data).hexdigest()[:32]}.npz"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -297,10 +281,7 @@ class TextEncoder:
         if not meta.exists():
             info = {"identity": self.identity, "format": CACHE_FORMAT, "model": self.model_name,
                     "path": self.model_path, "normalize": self.normalize, "dim": int(vecs.shape[1])}
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=folder)
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f, indent=1)
-            os.replace(tmp, meta)
+            write_json(meta, info)
         if len(self._shard_paths) > MAX_SHARDS:
             self._compact()
 

@@ -40,7 +40,6 @@ import importlib.util
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -63,16 +62,10 @@ class SmallCatalogWarning(UserWarning):
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from textrec.io import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
@@ -522,3 +515,16 @@ def plot_code_usage(codes: np.ndarray, path: str | os.PathLike, n_centroids: int
     out = Path(path)
     _atomic_write_bytes(out, buf.getvalue())
     return out
+
+
+def save_quantizer(quantizer: ProductQuantizer | None, folder: str | os.PathLike) -> None:
+    """Save a model's quantizer (if any) into ``<folder>/quantizer``: the layout VQ-Rec and TextFusion share."""
+    if quantizer is not None:
+        quantizer.save(Path(folder) / "quantizer")
+
+
+def load_quantizer(folder: str | os.PathLike) -> ProductQuantizer | None:
+    """The quantizer in ``<folder>/quantizer``, or None when the model was saved without one."""
+    qdir = Path(folder) / "quantizer"
+    return ProductQuantizer.load(qdir) if qdir.is_dir() else None
+

@@ -471,15 +471,14 @@ class VQRec(Recommender):
         self.module.eval()
 
     def save_extra(self, path: Path) -> None:
-        if self.quantizer is not None:
-            self.quantizer.save(Path(path) / "quantizer")
+        from textrec.text.quantize import save_quantizer
+
+        save_quantizer(self.quantizer, path)
 
     def load_extra(self, path: Path) -> None:
-        qdir = Path(path) / "quantizer"
-        if qdir.is_dir():
-            from textrec.text.quantize import ProductQuantizer
+        from textrec.text.quantize import load_quantizer
 
-            self.quantizer = ProductQuantizer.load(qdir)
+        self.quantizer = load_quantizer(path)
 
 
 __all__ = ["VQRec", "VQRecModule", "CodePermutation"]

@@ -273,6 +273,27 @@ def test_max_minutes_stops_and_is_recorded(split):
     assert len(m.history) < 500 and m.history[-1]["stopped"] == "max_minutes=0.02 reached"
 
 
+def test_max_cpu_minutes_counts_cpu_not_sleep():
+    """A CPU cap ignores time spent waiting (a contended machine) and stops on CPU actually spent."""
+    trainer, _ = _toy_trainer(TrainingConfig(epochs=40, batch_size=8, max_cpu_minutes=0.005),
+                              evaluate=lambda: {"loss": 1.0})
+    fast = trainer.loss_fn
+
+    def burn(b):
+        t = time.process_time()
+        while time.process_time() - t < 0.002:  # CPU work, so the cap is reached
+            pass
+        return fast(b)
+
+    trainer.loss_fn = lambda b: (time.sleep(0.003), burn(b))[1]
+    res = trainer.fit()
+    assert res.stopped == "max_cpu_minutes" and len(res.history) < 40
+    assert res.train_cpu_seconds >= 0.3 and res.train_seconds > res.train_cpu_seconds  # sleeping is not charged
+    assert [r["cpu_seconds"] for r in res.history] == sorted(r["cpu_seconds"] for r in res.history)
+    with pytest.raises(ValueError, match="max_cpu_minutes"):
+        TrainingConfig(max_cpu_minutes=0)
+
+
 # ---- (e) patience and best-weight restore ----------------------------------------------------
 def test_patience_stops_and_best_weights_are_restored():
     scores = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.9])

@@ -15,7 +15,8 @@ engine supplies three callables and keeps everything else here:
 The loop owns the rest, defined once in :class:`TrainingConfig`: seeding, AdamW with warm-up and
 an optional linear decay, gradient accumulation, gradient clipping, mixed precision where the
 device has it, periodic evaluation, patience, best-weight restore, a wall-clock cap
-(``max_minutes``, recorded in the history when it stopped training), one tqdm bar whose ETA
+(``max_minutes``) and a CPU-time cap (``max_cpu_minutes``; each recorded in the history when it
+stopped training), one tqdm bar whose ETA
 respects that cap, and resumable checkpoints every ``checkpoint_every`` optimizer steps.
 
 Checkpoints (``<output_dir>/checkpoints/step-<N>/``) hold the weights and the best weights
@@ -84,6 +85,8 @@ class TrainingConfig:
     min_delta: float = 0.0             # an improvement must beat the best by more than this
     max_minutes: float | None = None   # wall-clock cap on training (resumed runs included); it can
                                        # stop inside an accumulation group, whose batches then count for nothing
+    max_cpu_minutes: float | None = None  # cap on this process's CPU time in training (valid checks included),
+                                       # the budget that holds on a shared machine; stops like max_minutes
     seed: int = 0
     checkpoint_every: int | None = None  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2          # newest complete checkpoints kept on disk
@@ -110,6 +113,8 @@ class TrainingConfig:
             raise ValueError("patience must be >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError("max_minutes must be > 0 (or None for no cap)")
+        if self.max_cpu_minutes is not None and not self.max_cpu_minutes > 0:
+            raise ValueError("max_cpu_minutes must be > 0 (or None for no cap)")
         if self.checkpoint_every is not None:
             if self.checkpoint_every < 1:
                 raise ValueError("checkpoint_every must be >= 1 (or None for no checkpoints)")
@@ -239,7 +244,8 @@ class TrainState:
     best_epoch: int | None = None
     bad_evals: int = 0
     elapsed: float = 0.0           # training seconds, resumed runs included
-    stopped: str | None = None     # "completed", "early_stop" or "max_minutes"
+    cpu_elapsed: float = 0.0       # CPU seconds of the main process, resumed runs included
+    stopped: str | None = None     # "completed", "early_stop", "max_minutes" or "max_cpu_minutes"
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     running: dict[str, Any] = field(default_factory=dict)  # partial sums of the current epoch
@@ -256,6 +262,7 @@ class TrainResult:
     global_step: int
     train_seconds: float
     resumed_from: str | None = None
+    train_cpu_seconds: float = 0.0
 
 
 # ---- checkpoint files ----------------------------------------------------------------------
@@ -570,9 +577,21 @@ class Trainer:
         t_run = time.perf_counter()
         elapsed0 = st.elapsed
         cap = cfg.max_minutes * 60 if cfg.max_minutes is not None else None
+        cpu_run, cpu_elapsed0 = time.process_time(), st.cpu_elapsed
+        cpu_cap = cfg.max_cpu_minutes * 60 if cfg.max_cpu_minutes is not None else None
 
         def elapsed() -> float:
             return elapsed0 + time.perf_counter() - t_run
+
+        def cpu_elapsed() -> float:
+            return cpu_elapsed0 + time.process_time() - cpu_run
+
+        def over_budget() -> str | None:
+            if cap is not None and elapsed() > cap:
+                return "max_minutes"
+            if cpu_cap is not None and cpu_elapsed() > cpu_cap:
+                return "max_cpu_minutes"
+            return None
 
         bar = None
         run_steps = 0
@@ -655,12 +674,13 @@ class Trainer:
                     if stepped and cfg.checkpoint_every and st.global_step % cfg.checkpoint_every == 0:
                         run["train_seconds"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
-                        st.elapsed = elapsed()
+                        st.elapsed, st.cpu_elapsed = elapsed(), cpu_elapsed()
                         self._save_checkpoint(opt, sched, best_state, epoch_rngs)
                     if self.on_step_end is not None:
                         self.on_step_end(self)
-                    if cap is not None:
-                        out_of_time = self._agree(elapsed() > cap)
+                    if cap is not None or cpu_cap is not None:
+                        spent = over_budget()
+                        out_of_time = self._agree(spent is not None)
                         if out_of_time:
                             break
                 run["train_seconds"] += time.perf_counter() - t0
@@ -686,6 +706,7 @@ class Trainer:
                         best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
                     else:
                         st.bad_evals += 1
+                record["cpu_seconds"] = cpu_elapsed()  # so far: where a CPU budget went, epoch by epoch
                 st.history.append(record)
                 st.epoch, st.step_in_epoch, st.running = epoch + 1, 0, {}
                 if self.on_epoch_end is not None and acc.is_main_process:
@@ -696,9 +717,10 @@ class Trainer:
                         post[f"valid_{cfg.metric}"] = f"{record['valid'][cfg.metric]:.4f}"
                     bar.set_postfix(post)
                 if out_of_time:
-                    st.stopped = "max_minutes"
+                    st.stopped = "max_cpu_minutes" if over_budget() == "max_cpu_minutes" else "max_minutes"
                     if acc.is_main_process:
-                        tqdm.write(f"{self.name}: stopped by max_minutes={cfg.max_minutes} at epoch {epoch + 1} "
+                        limit = getattr(cfg, st.stopped)
+                        tqdm.write(f"{self.name}: stopped by {st.stopped}={limit} at epoch {epoch + 1} "
                                    f"({st.global_step} optimizer steps)", file=sys.stderr)
                     break
                 if self.evaluate_fn is not None and st.bad_evals >= cfg.patience:
@@ -706,7 +728,7 @@ class Trainer:
                     break
             if st.stopped is None:
                 st.stopped = "completed"
-            st.elapsed = elapsed()
+            st.elapsed, st.cpu_elapsed = elapsed(), cpu_elapsed()
             if best_state is not None:
                 self.model.load_state_dict(best_state)
             if cfg.checkpoint_every and not st.finished:
@@ -719,7 +741,7 @@ class Trainer:
             self.model.eval()
         return TrainResult(history=st.history, best_epoch=st.best_epoch, best_metric=st.best_metric,
                            stopped=st.stopped, global_step=st.global_step, train_seconds=st.elapsed,
-                           resumed_from=str(ck) if ck is not None else None)
+                           resumed_from=str(ck) if ck is not None else None, train_cpu_seconds=st.cpu_elapsed)
 
     def _epoch_totals(self, run: dict[str, Any]) -> tuple[float, float, int, dict[str, float]]:
         """(loss sum, weight, batches, part sums) of the epoch over every process."""

@@ -203,6 +203,20 @@ def test_tiny_model_learns_planted_next_item(trained):
         assert len(set(row.tolist())) == 3 and np.all(np.diff(sc) <= 0)
 
 
+def test_cpu_cap_stops_p5_training_and_is_recorded():
+    """max_cpu_minutes stops P5 mid-schedule; the history names that cap and counts CPU seconds per epoch."""
+    seqs = planted_sequences()
+    index = random_index(N_ITEMS)
+    ser = P5Serializer(index, None, SerializerConfig(max_history=3), templates=SHORT)
+    data = TrainData(seqs, N_ITEMS)
+    hist = train_p5(tiny_model(index, ser, data), ser, data, None,
+                    P5TrainConfig(epochs=500, batch_size=32, max_cpu_minutes=0.01), progress=False)
+    assert hist["stopped"] == "max_cpu_minutes=0.01 reached" and len(hist["epochs"]) < 500
+    assert hist["train_cpu_seconds"] >= 0.6
+    cpu = [e["cpu_seconds_so_far"] for e in hist["epochs"]]
+    assert cpu == sorted(cpu) and cpu[-1] <= hist["train_cpu_seconds"]
+
+
 def test_recommender_scores_are_minus_inf_outside_beams(trained):
     from textrec.data.splits import EvalSet
     from textrec.evaluation import evaluate

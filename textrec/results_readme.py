@@ -37,7 +37,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                "p5_beauty.json", "p5_ml-100k_compact_tiny.json",
                                                "p5_ml-100k_compact_mini.json", "p5_instruments_compact.json",
                                                "p5_ml-100k_old_recipe_cost.json", "p5_ml-100k_compact_cost.json",
-                                               "p5_ml-100k_compact_mini_cost.json"]),
+                                               "p5_ml-100k_compact_mini_cost.json", "p5_ml-100k_cpu60.json",
+                                               "p5_scientific_new_item_compact_text.json"]),
     ("erra", "ERRA explanations (issue #6)", ["erra_instruments.json", "erra_instruments_lm.json",
                                               "erra_instruments_lm_reference.json"]),
     ("query", "Rec-R1 query writing (issue #5, reduced CPU runs)", [
@@ -133,10 +134,12 @@ def _p5(r: dict) -> str:
             ("NDCG@10", lambda m: m["test"]["ndcg@10"], ".4f"), ("MRR@10", lambda m: m["test"]["mrr@10"], ".4f"),
             ("seen-tpl NDCG@10", lambda m: m["templates"]["seen_mean"]["ndcg@10"], ".4f"),
             ("unseen-tpl NDCG@10", lambda m: m["templates"]["unseen_mean"]["ndcg@10"], ".4f"),
-            ("train s", lambda m: m["train_seconds"], ".0f"), ("users/s", lambda m: m["inference_users_per_s"], ".1f")]
+            ("train s", lambda m: m["train_seconds"], ".0f"), ("train CPU s", lambda m: m.get("train_cpu_seconds"), ".0f"),
+            ("users/s", lambda m: m["inference_users_per_s"], ".1f")]
     rows = [(f"P5-{n}", m) for n, m in r["p5"].items()]
     rows += [(f"{n} (core)", {"leaky": False, "valid": {"ndcg@10": b.get("valid_ndcg@10")}, "test": b,
-                              "templates": None, "train_seconds": None, "inference_users_per_s": None})
+                              "templates": None, "train_seconds": None, "train_cpu_seconds": None,
+                              "inference_users_per_s": None})
              for n, b in r.get("baselines", {}).items()]
     out = markdown_table(rows, cols)
     for n, m in r["p5"].items():

@@ -275,7 +275,7 @@ def test_max_minutes_stops_and_is_recorded(split):
 
 def test_max_cpu_minutes_counts_cpu_not_sleep():
     """A CPU cap ignores time spent waiting (a contended machine) and stops on CPU actually spent."""
-    trainer, _ = _toy_trainer(TrainingConfig(epochs=40, batch_size=8, max_cpu_minutes=0.005),
+    trainer, _ = _toy_trainer(TrainingConfig(epochs=40, batch_size=8, max_cpu_minutes=0.005, patience=100),
                               evaluate=lambda: {"loss": 1.0})
     fast = trainer.loss_fn
 

@@ -124,10 +124,16 @@ def _baseline_rows(split: Split, args: argparse.Namespace) -> tuple[dict[str, An
     return rows, lam
 
 
+def _objective(args: argparse.Namespace) -> str:
+    """The mix-tuning objective: ``--tune-objective``, else "balanced" on the new-item split (new and
+    warm rows weigh the same there), "rows" elsewhere."""
+    return args.tune_objective or ("balanced" if args.mode == "new-items" else "rows")
+
+
 def _fusion(args: argparse.Namespace, seed: int, lam: float, catalog: str) -> TextFusionRec:
     trainer = {"catalog": catalog}
     opts: dict[str, Any] = {"ease_lam": lam, "n_centroids": args.centroids, "small_catalog": args.small_catalog,
-                            "new_item_dropout": args.new_item_dropout}
+                            "new_item_dropout": args.new_item_dropout, "tune_objective": _objective(args)}
     if args.code_corpus:
         opts["code_corpus"] = list(args.code_corpus)
     return TextFusionRec.from_recipe("fusion", seed=seed, max_epochs=args.epochs, trainer=trainer, **opts)
@@ -148,7 +154,7 @@ def _fusion_rows(split: Split, args: argparse.Namespace, lam: float, catalog: st
         tuned = dict(model.mix)
         variants = {"sequential part only": dict(DEFAULT_MIX)}
         if split.test.is_new is not None:
-            variants["mix without text cosine"] = {**tuned, "mu": 0.0}
+            variants["mix without text cosine"] = {**tuned, "mu": 0.0, "mu_cold": 0.0}
             variants["mix without cold offset"] = {**tuned, "cold_offset": 0.0}
         else:
             variants["mix without EASE"] = {**tuned, "lam": 0.0}
@@ -156,6 +162,14 @@ def _fusion_rows(split: Split, args: argparse.Namespace, lam: float, catalog: st
             model.mix = mix
             rows[f"TextFusion seed {seed}: {name}"] = {**_eval_row(model, split, res.train_seconds, valid=False),
                                                        "mix": dict(mix), "ablation_of": f"TextFusion seed {seed}"}
+        if split.test.is_new is not None:  # the same trained model, mix re-tuned on valid with the other objective
+            other = "rows" if model.tune_objective == "balanced" else "balanced"
+            report = model.mix_report
+            model.tune(split.valid, objective=other)
+            rows[f"TextFusion seed {seed}: mix tuned on valid by '{other}'"] = {
+                **_eval_row(model, split, res.train_seconds), "mix": model.mix_report,
+                "ablation_of": f"TextFusion seed {seed}"}
+            model.mix_report = report
         model.mix = tuned
     return rows
 
@@ -326,9 +340,10 @@ def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
                     ("EASE", EASE(lam=lam)),
                     ("TextFusion scratch", TextFusionRec.from_recipe(
                         "fusion", seed=seed, max_epochs=epochs, ease_lam=lam, n_centroids=args.centroids,
-                        small_catalog=args.small_catalog)),
+                        small_catalog=args.small_catalog, tune_objective=_objective(args))),
                     ("TextFusion pretrained+fine-tuned", TextFusionRec.from_recipe(
-                        "fusion", seed=seed, max_epochs=epochs, ease_lam=lam).warm_start(pre))):
+                        "fusion", seed=seed, max_epochs=epochs, ease_lam=lam,
+                        tune_objective=_objective(args)).warm_start(pre))):
                 t1, c1 = time.perf_counter(), time.process_time()
                 res = run_protocol(model, split, progress=args.progress)
                 rows[f"{tag}: {name}"] = {"valid": _short(res.valid.metrics), "test": _short(res.test.metrics),
@@ -374,6 +389,8 @@ def main() -> None:
     ap.add_argument("--small-catalog", default="lower", choices=["lower", "keep"])
     ap.add_argument("--code-corpus", nargs="*", default=None, help="datasets whose item text also fits the quantizer")
     ap.add_argument("--new-item-dropout", type=float, default=0.2)
+    ap.add_argument("--tune-objective", choices=["rows", "balanced"], default=None,
+                    help="how the fusion mix is scored on valid (default: balanced for new-items, else rows)")
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0])
     ap.add_argument("--sasrec", action="store_true", help="also run ID-SASRec side by side")
     ap.add_argument("--k-grid", type=int, nargs="+", default=[16, 64, 128, 256])
@@ -390,11 +407,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
+    commit = git_commit()  # the code as it was when the run started
     out = {"published": run_published, "new-items": run_new_items, "codes": run_codes,
            "efficiency": run_efficiency}[args.mode](args)
     name = args.name or out.pop("name")
     out.pop("name", None)
-    out.update({"seeds": args.seeds, "git_commit": git_commit(), "date": date.today().isoformat(),
+    out.update({"seeds": args.seeds, "git_commit": commit, "date": date.today().isoformat(),
                 "machine": machine(), "torch_threads": torch.get_num_threads(),
                 "wall_seconds": round(time.perf_counter() - t0, 1),
                 "cpu_seconds": round(time.process_time() - c0, 1), "peak_rss_mb": round(peak_rss_mb(), 1),

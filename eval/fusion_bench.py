@@ -158,6 +158,8 @@ def _fusion_rows(split: Split, args: argparse.Namespace, lam: float, catalog: st
             variants["mix without cold offset"] = {**tuned, "cold_offset": 0.0}
         else:
             variants["mix without EASE"] = {**tuned, "lam": 0.0}
+        if args.few_ablations:
+            variants = {"sequential part only": variants["sequential part only"]}
         for name, mix in variants.items():
             model.mix = mix
             rows[f"TextFusion seed {seed}: {name}"] = {**_eval_row(model, split, res.train_seconds, valid=False),
@@ -393,6 +395,8 @@ def main() -> None:
                     help="how the fusion mix is scored on valid (default: balanced for new-items, else rows)")
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0])
     ap.add_argument("--sasrec", action="store_true", help="also run ID-SASRec side by side")
+    ap.add_argument("--few-ablations", action="store_true",
+                    help="published/new-items: evaluate only the sequential-part ablation (and the other objective)")
     ap.add_argument("--k-grid", type=int, nargs="+", default=[16, 64, 128, 256])
     ap.add_argument("--opq-iters", type=int, default=50, help="codes: OPQ iterations (FAISS default 50)")
     ap.add_argument("--source", nargs="+", default=["office", "ml-100k"], help="efficiency: pretraining domains")

@@ -338,14 +338,19 @@ def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
             best, table = _tuned_ease(split, args.ease_grid)
             lam = float(best["lam"])
             tag = f"{int(frac * 100)}% users, seed {seed}"
-            for name, model in (
-                    ("EASE", EASE(lam=lam)),
-                    ("TextFusion scratch", TextFusionRec.from_recipe(
-                        "fusion", seed=seed, max_epochs=epochs, ease_lam=lam, n_centroids=args.centroids,
-                        small_catalog=args.small_catalog, tune_objective=_objective(args))),
-                    ("TextFusion pretrained+fine-tuned", TextFusionRec.from_recipe(
-                        "fusion", seed=seed, max_epochs=epochs, ease_lam=lam,
-                        tune_objective=_objective(args)).warm_start(pre))):
+            conditions: list[tuple[str, Any]] = [
+                ("EASE", EASE(lam=lam)),
+                ("TextFusion scratch", TextFusionRec.from_recipe(
+                    "fusion", seed=seed, max_epochs=epochs, ease_lam=lam, n_centroids=args.centroids,
+                    small_catalog=args.small_catalog, tune_objective=_objective(args))),
+                ("TextFusion pretrained+fine-tuned", TextFusionRec.from_recipe(
+                    "fusion", seed=seed, max_epochs=epochs, ease_lam=lam,
+                    tune_objective=_objective(args)).warm_start(pre))]
+            if args.own_codes_too:  # transfer the adaptor and encoder only; codes from the target's items
+                conditions.append(("TextFusion pretrained (own codes)+fine-tuned", TextFusionRec.from_recipe(
+                    "fusion", seed=seed, max_epochs=epochs, ease_lam=lam, n_centroids=args.centroids,
+                    small_catalog=args.small_catalog, tune_objective=_objective(args)).warm_start(pre, codes="own")))
+            for name, model in conditions:
                 t1, c1 = time.perf_counter(), time.process_time()
                 res = run_protocol(model, split, progress=args.progress)
                 rows[f"{tag}: {name}"] = {"valid": _short(res.valid.metrics), "test": _short(res.test.metrics),
@@ -365,10 +370,14 @@ def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
             vals = [r["test"][key] for k, r in rows.items() if k.startswith(f"{int(frac * 100)}% users")
                     and k.endswith(name)]
             return float(np.mean(vals)) if vals else float("nan")
-        pt, sc, ea = (mean(n, "ndcg@10") for n in ("pretrained+fine-tuned", "scratch", ": EASE"))
+        pt, sc, ea = (mean(n, "ndcg@10") for n in (": TextFusion pretrained+fine-tuned", "scratch", ": EASE"))
         targets[f"{int(frac * 100)}%"] = {"pretrained_over_scratch_ndcg@10": round(pt / sc, 3),
                                           "pretrained_over_ease_ndcg@10": round(pt / ea, 3),
                                           "met": bool(pt / sc >= 1.2 and pt >= ea)}
+        if args.own_codes_too:
+            own = mean("(own codes)+fine-tuned", "ndcg@10")
+            targets[f"{int(frac * 100)}%"].update({"own_codes_over_scratch_ndcg@10": round(own / sc, 3),
+                                                   "own_codes_over_ease_ndcg@10": round(own / ea, 3)})
     return {"name": f"fusion_efficiency_{ds.name}", "benchmark": "fusion_data_efficiency", "dataset": ds.name,
             "split": full.describe(), "pretrain": pretrain, "models": rows,
             "fine_tune_epoch_cap": args.epochs, "fine_tune_full_data_epochs": args.epochs_full_equiv,
@@ -402,6 +411,8 @@ def main() -> None:
     ap.add_argument("--source", nargs="+", default=["office", "ml-100k"], help="efficiency: pretraining domains")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25])
     ap.add_argument("--pretrain-epochs", type=int, default=None)
+    ap.add_argument("--own-codes-too", action="store_true",
+                    help="efficiency: also fine-tune from the pretrained adaptor+encoder with the target's own codes")
     ap.add_argument("--epochs-full-equiv", type=float, default=None,
                     help="efficiency: cap each run at ceil(x / fraction) epochs (x full-data epochs of steps)")
     ap.add_argument("--threads", type=int, default=1)

@@ -210,3 +210,20 @@ def test_warm_start_reuses_pretrained_text_path_and_quantizer():
     for key in ("adaptor.weight", "code_emb", "encoder.blocks.0.qkv.weight"):
         assert torch.equal(pre_state[key], state[key]), key
     assert model.module.id_residual.num_embeddings == 24 and not model.module.id_residual.weight.any()
+
+
+def test_warm_start_with_own_codes_keeps_adaptor_and_encoder_only():
+    torch.set_num_threads(1)
+    source = TrainView.from_split(leave_one_out(_planted(n_items=30, n_users=60, seed=1)), with_text=True)
+    target = TrainView.from_split(leave_one_out(_planted(n_items=24, n_users=40, seed=2)), with_text=True)
+    pre = _model(tune_mix=False, trainer={**SMALL["trainer"], "epochs": 2})
+    pre.pretrain([source], progress=False)
+    model = _model(trainer={**SMALL["trainer"], "epochs": 0}).warm_start(pre, codes="own")
+    model.fit(target, progress=False)
+    assert model.quantizer is not pre.quantizer and "coded_with" not in model.code_report
+    pre_state, state = pre.module.state_dict(), model.module.state_dict()
+    for key in ("adaptor.weight", "encoder.blocks.0.qkv.weight"):
+        assert torch.equal(pre_state[key], state[key]), key
+    assert not torch.equal(pre_state["code_emb"], state["code_emb"])  # fresh tables for the own codes
+    with pytest.raises(ValueError, match="codes must be"):
+        _model().warm_start(pre, codes="shared")

@@ -215,6 +215,7 @@ class TextFusionRec(Recommender):
         #: optional ``texts -> (n, dim) float32`` used instead of the sentence encoder (tests, caching)
         self.text_embedder: Callable[[list[str]], np.ndarray] | None = None
         self.warm_start_from: TextFusionRec | None = None
+        self.warm_start_codes = "pretrained"  # or "own": this domain's quantizer, fresh code tables
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
@@ -279,7 +280,7 @@ class TextFusionRec(Recommender):
         counts = data.popularity().astype(np.float32)
         codes = None
         start = self.warm_start_from
-        if start is not None and start.quantizer is not None:
+        if start is not None and start.quantizer is not None and self.warm_start_codes == "pretrained":
             from textrec.text.quantize import code_stats
 
             # codes from the pretrained quantizer, so the pretrained code tables mean the same
@@ -320,6 +321,8 @@ class TextFusionRec(Recommender):
         self.module = self._build(emb, codes, counts > 0)
         if self.warm_start_from is not None:
             skip = ("text_emb", "warm", "codes", "id_residual.weight")
+            if self.warm_start_codes == "own":  # codes from this domain's quantizer: their tables start fresh
+                skip += ("code_emb",)
             state = {k: v for k, v in self.warm_start_from.module.state_dict().items() if k not in skip}
             self.module.load_state_dict(state, strict=False)
         self._train(data, progress, self.name)
@@ -341,11 +344,18 @@ class TextFusionRec(Recommender):
         self._train(merged, progress, f"{self.name}-pretrain")
         return self
 
-    def warm_start(self, pretrained: TextFusionRec) -> TextFusionRec:
-        """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder."""
+    def warm_start(self, pretrained: TextFusionRec, codes: str = "pretrained") -> TextFusionRec:
+        """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder.
+
+        ``codes="own"`` keeps only the adaptor and encoder: this domain's items are coded by a
+        quantizer fitted on its own training items (as from scratch) and the code tables start fresh.
+        """
         if pretrained.module is None:
             raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
+        if codes not in ("pretrained", "own"):
+            raise ValueError(f"codes must be 'pretrained' or 'own', got {codes!r}")
         self.warm_start_from = pretrained
+        self.warm_start_codes = codes
         return self
 
     # ---- scoring -----------------------------------------------------------------------------

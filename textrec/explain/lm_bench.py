@@ -120,7 +120,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         out[label] = time_model(model, train, gen, args.batch_size)
         print(f"{label}: {out[label]}", file=sys.stderr, flush=True)
         del model
-    return {"probe": out, "n_examples": args.n, "batch_size": args.batch_size}
+    return {"benchmark": "erra_lm_probe", "probe": out, "n_examples": args.n, "batch_size": args.batch_size}
 
 
 def _setup(args):
@@ -183,7 +183,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
             trainer.model.train(was)
             next_at[0] += args.eval_every
 
-    next_at[0] = args.eval_every
+    next_at[0] = 0  # the first point after the first batch: the prompted LM almost untrained
     torch.manual_seed(args.seed)
     train_c0[0] = time.process_time()
     over = {"epochs": 1, "seed": args.seed, "max_minutes": args.max_minutes, "patience": 1}
@@ -218,14 +218,18 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
                                           "decoding": {"chosen": chosen, "valid_pairs": len(valid), "grid": {
                                               k: _metrics_row(v) | {"cpu_s": v["cpu_s"]} for k, v in grid.items()}},
                                           "cpu_s_per_test_explanation": round(gen_cpu / max(len(test), 1), 4)}}
+    reuse_note = None
     if args.reuse:
         old = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
-        if old.get("evaluated", {}).get("test") != len(test) or old["split"] != _split_report(data):
-            raise SystemExit(f"{args.reuse}: a different test set; its rows cannot be compared")
-        for k, v in old["models"].items():
-            if k != "copy":
-                models[k] = {"label": v.get("label", k) + " (from " + Path(args.reuse).name + ")",
-                             "test": v["test"]}
+        if old.get("evaluated", {}).get("test") != len(test) or old.get("split") != _split_report(data):
+            # a late mismatch must not lose the run: the rows are left out and the reason recorded
+            reuse_note = f"{args.reuse}: a different test set; its rows were not added"
+            print(f"warning: {reuse_note}", file=sys.stderr)
+        else:
+            for k, v in old["models"].items():
+                if k != "copy":
+                    models[k] = {"label": v.get("label", k) + " (from " + Path(args.reuse).name + ")",
+                                 "test": v["test"]}
     result = {
         "benchmark": "erra_lm_capped_curve", "dataset": data.name, "split": _split_report(data),
         "command": "python -m textrec.explain.lm_bench " + " ".join(sys.argv[1:]),
@@ -237,6 +241,8 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s_per_train_example": round(train_cpu / max(seen, 1), 4),
         "history": history, "curve": points, "models": models,
         "selection": "decoding chosen on the 100 valid pairs of the curve; test decoded once; never tuned on test",
+        "reuse": reuse_note or (f"rows of the other models from {args.reuse} (same split, same test pairs)"
+                                if args.reuse else None),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "cpu_seconds": round(time.process_time() - c_start, 1)}
     result["samples"] = _samples(data, test, texts, holder["checks"], ctexts)

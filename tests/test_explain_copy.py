@@ -187,3 +187,12 @@ def test_rerank_bias_is_picked_by_targets_met_against_copy():
             "bias9": {"bleu4": 1.4, "rougeL": 12.0, "fcr": 0.5, "usr": 0.7, "grounding": 1.0}}
     assert [targets_met_vs(rows[k], copy) for k in ("none", "bias1", "bias9")] == [2, 4, 2]
     assert select_rerank_bias(rows, copy) == "bias1"
+
+
+def test_same_split_ignores_only_a_zero_sanitized_count():
+    from textrec.explain.bench import same_split
+
+    old = {"split": {"train": 8203}, "aspects": 361}
+    assert same_split(old, {**old, "sanitized": {"control_removed": 0, "truncated": 0}})
+    assert not same_split(old, {**old, "sanitized": {"control_removed": 2, "truncated": 0}})
+    assert not same_split(old, {**old, "aspects": 360}) and not same_split(None, old)

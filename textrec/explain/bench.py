@@ -154,6 +154,20 @@ def select_rerank_bias(rows: dict[str, dict[str, float]], copy_row: dict[str, fl
     return max(rows, key=lambda k: (targets_met_vs(rows[k], copy_row), rows[k]["bleu4"] + rows[k]["rougeL"], k))
 
 
+def same_split(a: dict | None, b: dict | None) -> bool:
+    """Whether two results' split reports describe the same data: equal, up to a ``sanitized`` count
+    (added to the report later) that says no text was changed."""
+    def core(r: dict | None) -> dict | None:
+        if r is None:
+            return None
+        r = dict(r)
+        if not any((r.get("sanitized") or {}).values()):
+            r.pop("sanitized", None)
+        return r
+
+    return a is not None and core(a) == core(b)
+
+
 def sample_indices(n: int, k: int, seed: int = 0) -> list[int]:
     """``k`` sorted distinct indices of ``range(n)`` (seeded; the same picks as eval/erra_bench.py)."""
     rng = np.random.default_rng(seed)
@@ -356,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     old: dict = {}
     if args.reuse:
         old = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
-        if old.get("split") != result["split"]:
+        if not same_split(old.get("split"), result["split"]):
             raise SystemExit(f"{args.reuse}: a different split; cannot reuse its rows")
         for k in args.reuse_rows:
             if k in old.get("models", {}):

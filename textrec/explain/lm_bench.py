@@ -1,8 +1,9 @@
 """What the pretrained-LM explainer (ERRA-LM) costs on a CPU, and what it learns per example seen.
 
     python -m textrec.explain.lm_bench probe --dataset instruments          # CPU-s per example
-    python -m textrec.explain.lm_bench curve --dataset instruments --limit-train 3000 \\
+    python -m textrec.explain.lm_bench curve --dataset instruments --eval-every 1800 \\
         --reuse eval/results/erra_instruments_decoding.json --name erra_instruments_lm_capped
+    python -m textrec.explain.lm_bench attach --name erra_instruments_lm_capped --reuse OTHER.json
 
 ``probe``: CPU seconds (``time.process_time``, one thread) per training example (forward,
 backward, optimizer step) and per generated explanation, for the LM option as it was before the
@@ -15,6 +16,7 @@ seeded set of 100 *valid* pairs after every ``--eval-every`` examples; then the 
 on those valid pairs and the whole test split is explained once. Rows of the other models on the
 same test split can be taken from an earlier result (``--reuse``), so every row compares on the
 same explanations. Writes ``<name>.json``, ``<name>.md`` and ``<name>_samples.md``.
+``attach`` adds such rows to a finished curve result afterwards.
 """
 
 from __future__ import annotations
@@ -218,18 +220,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
                                           "decoding": {"chosen": chosen, "valid_pairs": len(valid), "grid": {
                                               k: _metrics_row(v) | {"cpu_s": v["cpu_s"]} for k, v in grid.items()}},
                                           "cpu_s_per_test_explanation": round(gen_cpu / max(len(test), 1), 4)}}
-    reuse_note = None
-    if args.reuse:
-        old = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
-        if old.get("evaluated", {}).get("test") != len(test) or old.get("split") != _split_report(data):
-            # a late mismatch must not lose the run: the rows are left out and the reason recorded
-            reuse_note = f"{args.reuse}: a different test set; its rows were not added"
-            print(f"warning: {reuse_note}", file=sys.stderr)
-        else:
-            for k, v in old["models"].items():
-                if k != "copy":
-                    models[k] = {"label": v.get("label", k) + " (from " + Path(args.reuse).name + ")",
-                                 "test": v["test"]}
+    reuse_note = add_reused_rows(models, args.reuse, len(test), _split_report(data)) if args.reuse else None
     result = {
         "benchmark": "erra_lm_capped_curve", "dataset": data.name, "split": _split_report(data),
         "command": "python -m textrec.explain.lm_bench " + " ".join(sys.argv[1:]),
@@ -241,11 +232,35 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s_per_train_example": round(train_cpu / max(seen, 1), 4),
         "history": history, "curve": points, "models": models,
         "selection": "decoding chosen on the 100 valid pairs of the curve; test decoded once; never tuned on test",
-        "reuse": reuse_note or (f"rows of the other models from {args.reuse} (same split, same test pairs)"
-                                if args.reuse else None),
+        "reuse": reuse_note,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "cpu_seconds": round(time.process_time() - c_start, 1)}
     result["samples"] = _samples(data, test, texts, holder["checks"], ctexts)
+    return result
+
+
+def add_reused_rows(models: dict, reuse: str, n_test: int, split: dict) -> str:
+    """Add the test rows of the other models of an earlier result on the same split and test pairs
+    (its ``copy`` row is not taken: ours is recomputed). Returns a note saying what was done; a
+    mismatch leaves the rows out rather than losing the run."""
+    from textrec.explain.bench import same_split
+
+    old = json.loads(Path(reuse).read_text(encoding="utf-8"))
+    if old.get("evaluated", {}).get("test") != n_test or not same_split(old.get("split"), split):
+        note = f"{reuse}: a different test set; its rows were not added"
+        print(f"warning: {note}", file=sys.stderr)
+        return note
+    for k, v in old["models"].items():
+        if k != "copy":
+            models[k] = {"label": v.get("label", k) + " (from " + Path(reuse).name + ")", "test": v["test"]}
+    return f"rows of the other models from {reuse} (same split, same {n_test} test pairs)"
+
+
+def attach(args: argparse.Namespace) -> dict[str, Any]:
+    """Add reused rows to a finished curve result (the run itself is not repeated)."""
+    path = Path(args.out_dir) / f"{args.name}.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["reuse"] = add_reused_rows(result["models"], args.reuse, result["evaluated"]["test"], result["split"])
     return result
 
 
@@ -323,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``probe`` or ``curve`` (see the module docstring); results as JSON (+ Markdown)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("probe", "curve"):
+    for name in ("probe", "curve", "attach"):
         p = sub.add_parser(name)
         p.add_argument("--dataset", default="instruments")
         p.add_argument("--recipe", default="erra")
@@ -344,11 +359,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     cu.add_argument("--max-minutes", type=float, default=60.0, help="wall-clock safety cap on training")
     cu.add_argument("--model-out", default=None)
     cu.add_argument("--reuse", default=None, metavar="JSON")
+    sub.choices["attach"].add_argument("--reuse", required=True, metavar="JSON")
     args = ap.parse_args(argv)
     from textrec.io import atomic_write_text, write_json
     from textrec.results import git_commit
 
     t0, c0 = time.perf_counter(), time.process_time()
+    if args.cmd == "attach":
+        result = attach(args)
+        out = Path(args.out_dir)
+        write_json(out / f"{args.name}.json", result)
+        atomic_write_text(out / f"{args.name}.md", markdown(result))
+        print(result["reuse"])
+        return
     result = probe(args) if args.cmd == "probe" else curve(args)
     meta = {"git_commit": git_commit(), "command": "python -m textrec.explain.lm_bench "
             + " ".join(sys.argv[1:] if argv is None else argv),

@@ -356,3 +356,37 @@ def test_causal_lm_option_trains_generates_and_round_trips(data: ExplainData, va
     back = ExplainModel.from_pretrained(tmp_path / "m")
     t2, r2 = back.predict(test, batch_size=4)
     assert t2 == texts and np.allclose(r2, ratings, atol=1e-5)
+
+
+def test_capped_lm_option_stops_backprop_at_the_adapted_layers(data: ExplainData, tmp_path):
+    """The CPU-sized LM option: no ID vectors, bf16 base, adapters on every projection of the top layer."""
+    recipe = {**RECIPE, "lm": {"model": _tiny_lm(tmp_path / "lm"), "max_words": 12, "lora_top_layers": 1,
+                               "k_sentences": 1, "max_sentence_words": 6, "id_prompts": False, "item_words": 4,
+                               "base_dtype": "bfloat16", "no_repeat_ngram": 2,
+                               "lora_targets": ["q_proj", "v_proj", "up_proj", "down_proj"]},
+              "lm_trainer": {"epochs": 3, "batch_size": 8, "lr": 1e-2}}
+    seen = []
+    model, hist = train_variant(data, "erra_lm", recipe, progress=False,
+                                on_step_end=lambda tr: seen.append(tr.state.global_step))
+    assert seen == sorted(seen) and len(seen) >= 3  # the step callback reaches the caller
+    assert hist["epochs"][-1]["train"]["text"] < hist["epochs"][0]["train"]["text"]
+    trained = {k: v for k, v in model.named_parameters() if v.requires_grad}
+    assert not any("user_emb" in k or "item_emb" in k for k in trained)
+    assert any("lora" in k and "up_proj" in k for k in trained) and all(v.dtype == torch.float32 for v in trained.values())
+    assert next(p for n, p in model.named_parameters() if "embed_tokens" in n).dtype == torch.bfloat16
+    # only the adapted top layer (and the rating head) receive gradients: backprop stops there
+    batch = model.collate(data.examples["train"][:4])
+    model(batch)["loss"].backward()
+    assert all(v.grad is not None for v in trained.values())
+    prompt = model.prompt_text(data.examples["test"][0])
+    assert prompt.count("|") == 0 and "Others said" in prompt  # one retrieved sentence only
+    model.item_texts = ["a red guitar case with extra pockets"] * data.n_items
+    assert model.prompt_text(data.examples["test"][0]).startswith("Item: a red guitar case. Aspects")
+    model.item_texts = None
+    test = data.examples["test"][:5]
+    texts, ratings = model.predict(test, batch_size=3)
+    assert len(texts) == 5 and all(1 <= r <= 5 for r in ratings)
+    assert [model.predict([e])[0][0] for e in test] == texts  # left padding changes nothing
+    model.save_pretrained(tmp_path / "m")
+    back = ExplainModel.from_pretrained(tmp_path / "m")
+    assert back.predict(test, batch_size=3)[0] == texts

@@ -171,3 +171,28 @@ def test_top_p_sampling_stays_in_the_nucleus():
     assert set(picks.tolist()) == {0}  # 0.6 alone holds half the mass
     picks = sample_top_p(logp, 0.8)
     assert set(picks.tolist()) == {0, 1}
+
+
+def test_rerank_bias_is_picked_by_targets_met_against_copy():
+    from textrec.explain.bench import pick_with_bias, select_rerank_bias, targets_met_vs
+
+    scored = [[("own words", -2.0), ("retrieved one", -2.5), ("retrieved two", -2.2)],
+              [("mine", -1.0), ("theirs", -3.0)]]
+    assert pick_with_bias(scored, 0.0) == ["own words", "mine"]
+    assert pick_with_bias(scored, 0.4) == ["retrieved two", "mine"]  # the best biased candidate wins
+    assert pick_with_bias(scored, 5.0) == ["retrieved two", "theirs"]
+    copy = {"bleu4": 1.4, "rougeL": 12.0, "fcr": 0.5, "usr": 0.7, "grounding": 1.0}
+    rows = {"none": {"bleu4": 0.8, "rougeL": 14.0, "fcr": 0.1, "usr": 0.8, "grounding": 0.3},
+            "bias1": {"bleu4": 1.5, "rougeL": 13.0, "fcr": 0.2, "usr": 0.8, "grounding": 0.6},
+            "bias9": {"bleu4": 1.4, "rougeL": 12.0, "fcr": 0.5, "usr": 0.7, "grounding": 1.0}}
+    assert [targets_met_vs(rows[k], copy) for k in ("none", "bias1", "bias9")] == [2, 4, 2]
+    assert select_rerank_bias(rows, copy) == "bias1"
+
+
+def test_same_split_ignores_only_a_zero_sanitized_count():
+    from textrec.explain.bench import same_split
+
+    old = {"split": {"train": 8203}, "aspects": 361}
+    assert same_split(old, {**old, "sanitized": {"control_removed": 0, "truncated": 0}})
+    assert not same_split(old, {**old, "sanitized": {"control_removed": 2, "truncated": 0}})
+    assert not same_split(old, {**old, "aspects": 360}) and not same_split(None, old)

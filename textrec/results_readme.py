@@ -39,8 +39,11 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                "p5_ml-100k_old_recipe_cost.json", "p5_ml-100k_compact_cost.json",
                                                "p5_ml-100k_compact_mini_cost.json", "p5_ml-100k_cpu60.json",
                                                "p5_scientific_new_item_compact_text.json"]),
-    ("erra", "ERRA explanations (issue #6)", ["erra_instruments.json", "erra_instruments_lm.json",
-                                              "erra_instruments_lm_reference.json"]),
+    ("erra", "ERRA explanations (issues #6, #18)", ["erra_instruments.json", "erra_instruments_lm.json",
+                                                    "erra_instruments_lm_reference.json",
+                                                    "erra_instruments_decoding.json", "erra_instruments_copyhead.json",
+                                                    "erra_instruments_rerank.json", "erra_instruments_lm_probe.json",
+                                                    "erra_instruments_lm_capped.json"]),
     ("query", "Rec-R1 query writing (issue #5, reduced CPU runs)", [
         "query_ml-100k.json", "query_scientific.json", "query_scientific_sft.json",
         "query_scientific_sft240.json", "query_scientific_heuristics.json"]),
@@ -184,6 +187,24 @@ def _erra(r: dict) -> str:
     return (f"Test, {n} explanations (BLEU/ROUGE x100):\n\n" if n else "") + markdown_table(r["models"].items(), cols)
 
 
+def _erra_lm_probe(r: dict) -> str:
+    cols = [("CPU-s / training example", lambda m: m["cpu_s_per_train_example"], ".3f"),
+            ("CPU-s / explanation", lambda m: m["cpu_s_per_explanation"], ".3f"),
+            ("tokens / example", lambda m: m["tokens_per_train_example"], ".0f"),
+            ("trained params", lambda m: m["trained_params"], "d")]
+    return (f"{r.get('n_examples')} examples per setting, batch {r.get('batch_size')}, one thread:\n\n"
+            + markdown_table(r["probe"].items(), cols, "setting"))
+
+
+def _erra_lm_curve(r: dict) -> str:
+    cols = [("train CPU-s", lambda m: m["train_cpu_s"], ".0f"), ("ROUGE-L", lambda m: m.get("rougeL"), ".2f"),
+            ("USR", lambda m: m.get("usr"), ".3f"), ("BLEU-4", lambda m: m.get("bleu4"), ".2f"),
+            ("FCR", lambda m: m.get("fcr"), ".3f")]
+    curve = markdown_table([(str(p["examples_seen"]), p) for p in r["curve"]], cols, "examples seen")
+    return (f"Valid curve ({r['evaluated']['valid_curve_pairs']} fixed pairs) against examples seen "
+            f"({r['examples_seen']} of {r['train_pairs_available']} training pairs):\n\n{curve}\n" + _erra(r))
+
+
 def _query(r: dict) -> str:
     rows = []
     for setting, by_r in r["results"].items():
@@ -207,6 +228,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "baselines": _baselines, "vqrec_from_scratch": _vqrec_scratch, "vqrec_new_items": _vqrec_new_items,
     "vqrec_transfer": _vqrec_transfer, "vqrec_speed": _vqrec_speed, "p5_sequential": _p5,
     "p5_planted_transitions": _p5_planted, "erra_explanations": _erra, "query_recr1": _query,
+    "erra_explanations_vs_copy": _erra, "erra_lm_probe": _erra_lm_probe, "erra_lm_capped_curve": _erra_lm_curve,
     "query_recr1_heuristics": _query,
 }
 

@@ -110,20 +110,62 @@ def rerank_with_retrieved(model, examples: Sequence, texts: Sequence[str], bias:
     its top-``k`` retrieved sentences, the one the model finds most likely (mean token log-prob;
     retrieved sentences get ``bias`` added). Lets the generator keep a retrieved sentence whole
     when it fits the user and item better than what it would write itself."""
+    return pick_with_bias(rerank_scores(model, examples, texts, k), bias)
+
+
+def rerank_scores(model, examples: Sequence, texts: Sequence[str], k: int = 3) -> list[list[tuple[str, float]]]:
+    """Per example, ``(text, mean token log-prob)`` of its generated text first, then of its top-``k``
+    retrieved sentences: scored once, so any number of biases can be tried (:func:`pick_with_bias`)."""
     from textrec.explain.sentences import words
 
-    best = list(texts)
-    score = sequence_log_probs(model, examples, texts)
+    out = [[(t, v)] for t, v in zip(texts, sequence_log_probs(model, examples, texts))]
     for j in range(k):
         idx = [n for n, e in enumerate(examples) if len(e.retrieved) > j]
         if not idx:
             break
         cand = [" ".join(words(examples[n].retrieved[j].text)) for n in idx]
-        sc = sequence_log_probs(model, [examples[n] for n in idx], cand)
-        for n, c, v in zip(idx, cand, sc):
-            if v + bias > score[n]:
-                best[n], score[n] = c, v + bias
+        for n, c, v in zip(idx, cand, sequence_log_probs(model, [examples[n] for n in idx], cand)):
+            out[n].append((c, v))
+    return out
+
+
+def pick_with_bias(scored: Sequence[Sequence[tuple[str, float]]], bias: float) -> list[str]:
+    """The generated text unless a retrieved sentence's score + ``bias`` beats it (first best wins)."""
+    best = []
+    for row in scored:
+        text, score = row[0]
+        for c, v in row[1:]:
+            if v + bias > score:
+                text, score = c, v + bias
+        best.append(text)
     return best
+
+
+def targets_met_vs(row: dict[str, float], base: dict[str, float]) -> int:
+    """How many of the issue's targets a metrics row meets against a baseline row on the same pairs:
+    BLEU-4, ROUGE-L and FCR above the baseline's, USR >= 0.6, grounding >= 0.5."""
+    return (sum(row[k] > base[k] for k in TARGET_METRICS) + (row["usr"] >= 0.6)
+            + (row.get("grounding", 0.0) >= 0.5))
+
+
+def select_rerank_bias(rows: dict[str, dict[str, float]], copy_row: dict[str, float]) -> str:
+    """The rerank setting (``none`` or a bias) meeting the most targets against copy-retrieved on the
+    valid sample; ties broken by BLEU-4 + ROUGE-L, then by name."""
+    return max(rows, key=lambda k: (targets_met_vs(rows[k], copy_row), rows[k]["bleu4"] + rows[k]["rougeL"], k))
+
+
+def same_split(a: dict | None, b: dict | None) -> bool:
+    """Whether two results' split reports describe the same data: equal, up to a ``sanitized`` count
+    (added to the report later) that says no text was changed."""
+    def core(r: dict | None) -> dict | None:
+        if r is None:
+            return None
+        r = dict(r)
+        if not any((r.get("sanitized") or {}).values()):
+            r.pop("sanitized", None)
+        return r
+
+    return a is not None and core(a) == core(b)
 
 
 def sample_indices(n: int, k: int, seed: int = 0) -> list[int]:
@@ -154,9 +196,17 @@ def markdown(result: dict) -> str:
             lines.append(f"- {name}: decoding `{d['chosen']}` chosen on {d['valid_sample']} valid explanations: " +
                          ", ".join(f"{k} BLEU-4 {v['bleu4']:.2f} ROUGE-L {v['rougeL']:.2f} USR {v['usr']:.3f}"
                                    for k, v in d["grid"].items()))
-    if "targets" in result:
-        lines += ["", "**Targets (test)**", ""]
-        lines += [f"- {t['target']}: **{'met' if t['met'] else 'missed'}** ({t['detail']})" for t in result["targets"]]
+    for name, row in result["models"].items():
+        if "rerank" in row:
+            r = row["rerank"]
+            lines.append(f"- {name}: rerank `{r['chosen']}` chosen on {r['valid_sample']} valid explanations "
+                         f"(most targets met vs copy-retrieved on the same pairs): " +
+                         ", ".join(f"{k} BLEU-4 {v['bleu4']:.2f} ROUGE-L {v['rougeL']:.2f} FCR {v['fcr']:.3f} "
+                                   f"grounding {v['grounding']:.3f}" for k, v in r["grid"].items()))
+    for key, title in (("targets", "Targets (test)"), ("targets_rerank", "Targets (test), with the rerank")):
+        if key in result:
+            lines += ["", f"**{title}**", ""]
+            lines += [f"- {t['target']}: **{'met' if t['met'] else 'missed'}** ({t['detail']})" for t in result[key]]
     return "\n".join(lines) + "\n"
 
 
@@ -196,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out-dir", default="eval/results")
     ap.add_argument("--name", default=None)
     ap.add_argument("--limit-eval", type=int, default=None, help="smoke runs: first N valid and test examples only")
+    ap.add_argument("--rerank-biases", type=float, nargs="*", default=None,
+                    help="after the decoding choice, also try keeping a retrieved sentence when the model scores it "
+                         "within BIAS of its own text (chosen on the valid sample; adds <key>_rerank rows)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -253,6 +306,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     for p in ("valid", "test"):
         texts[p], ratings[p] = copy_baseline(ex[p], data.reviews)
     record("copy", texts, ratings, True, {"label": "copy top retrieved sentence"})
+    reranked: dict[str, tuple[dict, dict, dict]] = {}
+
+    def rerank_rows(key, model, setting, texts, ratings, vpick, vsample) -> None:
+        """Bias chosen on the valid sample (vs copy-retrieved on the same pairs); test reranked once."""
+        c0 = time.process_time()
+        vtexts = [texts["valid"][k] for k in vpick]  # the sample's own explanations under the chosen decoding
+        vrat = [ratings["valid"][k] for k in vpick]
+        scored = rerank_scores(model, vsample, vtexts)
+        copy_v = evaluate_predictions(data, vsample, *copy_baseline(vsample, data.reviews))
+        opts = {"none": evaluate_predictions(data, vsample, vtexts, vrat)}
+        for b in args.rerank_biases:
+            opts[f"bias{b:g}"] = evaluate_predictions(data, vsample, pick_with_bias(scored, b), vrat)
+        best = select_rerank_bias(opts, copy_v)
+        grid_out = {k: {m: round(float(v[m]), 4) for m in ("bleu4", "rougeL", "usr", "fcr", "grounding")}
+                    | {"targets_met_vs_copy": targets_met_vs(v, copy_v)} for k, v in opts.items()}
+        print(f"{key} rerank on valid sample: {grid_out} -> {best}", file=sys.stderr, flush=True)
+        new = dict(texts)
+        if best != "none":
+            b = float(best[len("bias"):])
+            for p in ("valid", "test"):
+                new[p] = pick_with_bias(rerank_scores(model, ex[p], texts[p]), b)
+        reranked[key] = (new, ratings, {"rerank": {"chosen": best, "valid_sample": len(vsample), "grid": grid_out,
+                                                   "copy_on_valid_sample": {m: round(float(copy_v[m]), 4) for m in
+                                                                            ("bleu4", "rougeL", "usr", "fcr")},
+                                                   "cpu_seconds": round(time.process_time() - c0, 1)}})
 
     grid = [(n, s) for n, s in DECODING_GRID if args.decoding is None or n in args.decoding]
     vpick = sample_indices(len(ex["valid"]), args.valid_sample, seed=1)
@@ -275,17 +353,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         for p in ("valid", "test"):
             texts[p], ratings[p] = decode(model, ex[p], setting, progress=progress)
         n_gen = sum(len(v) for v in ex.values())
+        if args.rerank_biases:
+            rerank_rows(key, model, setting, texts, ratings, vpick, vsample)
         record(key, texts, ratings, bool(getattr(model.config, "use_retrieval", False)),
                {"label": f"ERRA{' + copy head' if getattr(model, 'copies', False) else ''} ({key})", "model_dir": str(folder), "config": vars(model.config),
                 "decoding": {"chosen": chosen, "setting": setting, "valid_sample": len(vsample), "grid": {
                     k: {m: v[m] for m in ("bleu4", "rougeL", "usr", "fcr", "grounding", "seconds")}
                     for k, v in rows.items()}},
                 "inference_pairs_per_s": round(n_gen / max(time.perf_counter() - tg, 1e-9), 2)})
+        if key in reranked:
+            rt, rr, extra = reranked[key]
+            rkey = key.replace("_s", "_rerank_s", 1) if "_s" in key else f"{key}_rerank"
+            record(rkey, rt, rr, True, {"label": f"ERRA + rerank with retrieved ({key})", "model_dir": str(folder),
+                                        **extra})
 
     old: dict = {}
     if args.reuse:
         old = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
-        if old.get("split") != result["split"]:
+        if not same_split(old.get("split"), result["split"]):
             raise SystemExit(f"{args.reuse}: a different split; cannot reuse its rows")
         for k in args.reuse_rows:
             if k in old.get("models", {}):
@@ -294,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                        .get(k, k)}
                 result["models"][k if k != "erra" else "erra_no_copy"] = row
     result["targets"] = targets(result, args.target_prefix)
+    if reranked:
+        result["targets_rerank"] = targets(result, args.target_prefix.replace("_s", "_rerank_s", 1))
     result["samples"] = samples(data, ex["test"], preds, checks, old)
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out_dir / f"{name}.json", result)

@@ -46,7 +46,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # option: a pretrained causal LM with LoRA and continuous user/item prompts (PEPLER-style)
     "erra_lm": ("erra_lm", {}),
     "erra_lm_no_retrieval": ("erra_lm", {"use_retrieval": False}),
-    "pepler": ("erra_lm", {"use_retrieval": False, "use_aspects": False}),
+    "pepler": ("erra_lm", {"use_retrieval": False, "use_aspects": False, "id_prompts": True}),
 }
 
 
@@ -97,8 +97,13 @@ def make_model(variant: str, tokenizer: WordTokenizer, recipe: dict | None = Non
 
 def train_variant(data: ExplainData, variant: str, recipe: dict | None = None,
                   tokenizer: WordTokenizer | None = None, progress: bool = True,
-                  trainer_overrides: dict | None = None) -> tuple[ExplainModel, dict]:
-    """Train one variant on ``data.examples['train']`` with early stopping on valid; (model, history)."""
+                  trainer_overrides: dict | None = None, valid: Sequence[Example] | None = None,
+                  on_step_end=None) -> tuple[ExplainModel, dict]:
+    """Train one variant on ``data.examples['train']`` with early stopping on valid; (model, history).
+
+    ``valid``: the examples early stopping watches (default: all of ``data.examples['valid']``);
+    ``on_step_end(trainer)``: called after every batch (learning curves).
+    """
     import torch
 
     recipe = recipe or {}
@@ -111,8 +116,16 @@ def train_variant(data: ExplainData, variant: str, recipe: dict | None = None,
     train = data.examples["train"]
     mean = float(np.mean([e.rating for e in train])) if train else 4.0
     model = make_model(variant, tok, recipe, rating_mean=mean)
-    history = train_model(model, train, data.examples.get("valid", []), tcfg, progress=progress, name=variant)
+    attach_item_texts(model, data)
+    valid = data.examples.get("valid", []) if valid is None else valid
+    history = train_model(model, train, valid, tcfg, progress=progress, name=variant, on_step_end=on_step_end)
     return model, history
+
+
+def attach_item_texts(model: ExplainModel, data: ExplainData) -> None:
+    """Give a model that reads item names (the LM option) the dataset's item texts, when there are any."""
+    if hasattr(model, "item_texts") and getattr(data, "item_texts", None) is not None:
+        model.item_texts = data.item_texts
 
 
 def copy_baseline(examples: Sequence[Example], reviews=None) -> tuple[list[str], list[float]]:
@@ -159,6 +172,7 @@ class Explainer:
 
     def __init__(self, data: ExplainData, model: ExplainModel):
         self.data, self.model = data, model
+        attach_item_texts(model, data)
 
     def explain_example(self, ex: Example, num_beams: int | None = None) -> dict[str, Any]:
         """Explanation, predicted rating, aspects used and cited sentences for a prepared example."""

@@ -49,8 +49,11 @@ def evaluate_loss(model, examples: Sequence, batch_size: int = 256) -> dict[str,
 
 
 def train_model(model, train: Sequence, valid: Sequence, config: TrainConfig | None = None,
-                progress: bool = True, log=None, name: str | None = None) -> dict:
-    """Train ``model`` in place; returns the history (per-epoch losses, seconds, best epoch)."""
+                progress: bool = True, log=None, name: str | None = None, on_step_end=None) -> dict:
+    """Train ``model`` in place; returns the history (per-epoch losses, seconds, best epoch).
+
+    ``on_step_end(trainer)``: called after every batch (e.g. to record a learning curve).
+    """
     cfg = config or TrainConfig()
     rng = np.random.default_rng(cfg.seed)
     name = name or model.kind
@@ -74,7 +77,8 @@ def train_model(model, train: Sequence, valid: Sequence, config: TrainConfig | N
             log(msg)
 
     trainer = Trainer(cfg, model, batches=batches, loss=loss, evaluate=evaluate if len(valid) else None,
-                      rngs={"shuffle": rng}, name=name, progress=progress, on_epoch_end=on_epoch)
+                      rngs={"shuffle": rng}, name=name, progress=progress, on_epoch_end=on_epoch,
+                      on_step_end=on_step_end)
     result = trainer.fit()
     stopped = {"completed": "max_epochs", "early_stop": "early_stop", "max_minutes": "time_budget"}[result.stopped]
     # without a valid set the last epoch counts as the best

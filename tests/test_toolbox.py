@@ -248,6 +248,36 @@ def test_persona_round_trip_and_recipe(split, fitted_persona, tmp_path):
         PersonaRec(n_personas=0)
 
 
+def test_persona_named_in_recommend_ids_and_cli(split, fitted_persona, tmp_path, capsys):
+    import json
+
+    from textrec.cli import main
+
+    model, _ = fitted_persona
+    hist = split.test.history(0)
+    hist_ids = [model.catalog.id(i) for i in hist]
+    expected = model.recommend_with_personas(hist, k=4)
+    rows = model.recommend_ids(history_ids=hist_ids, k=4)
+    assert [r["id"] for r in rows] == [model.catalog.id(e["item"]) for e in expected]
+    for r, e in zip(rows, expected):
+        assert r["persona"] == e["persona"] and r["persona_weight"] == e["persona_weight"]
+        assert [b["id"] for b in r["because_of"]] == [model.catalog.id(b["item"]) for b in e["because_of"]]
+        assert {b["id"] for b in r["because_of"]} <= set(hist_ids)
+
+    model.save_pretrained(tmp_path / "p")
+    assert main(["recommend", "--model", str(tmp_path / "p"), "--history", *hist_ids, "--k", "4", "--json"]) == 0
+    cli_rows = json.loads(capsys.readouterr().out)
+    assert [r["item_id"] for r in cli_rows] == [r["id"] for r in rows]
+    assert [r["persona"] for r in cli_rows] == [r["persona"] for r in rows]
+    assert [[b["item_id"] for b in r["because_of"]] for r in cli_rows] == \
+        [[b["id"] for b in r["because_of"]] for r in rows]
+    assert main(["recommend", "--model", str(tmp_path / "p"), "--history", *hist_ids, "--k", "4"]) == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if "persona" in ln]
+    assert len(lines) == 4 and f"[{rows[0]['because_of'][0]['id']}]" in lines[0]
+    assert f"persona {rows[0]['persona']} " in lines[0]
+
+
 # ---- GHRS side-information cold start --------------------------------------------------------
 def _attribute_world(n_users: int = 160, n_items: int = 40, seed: int = 0):
     """Two user groups (attribute 0/1) each prefer one item genre (genre 0/1); items alternate genres."""

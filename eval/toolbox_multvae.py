@@ -8,6 +8,11 @@ baseline.
 
     python eval/toolbox_multvae.py --dataset ml-100k --seed 0
     python eval/toolbox_multvae.py --dataset beauty --seed 0 --grid MultVAE.anneal_cap=0.2
+    python eval/toolbox_multvae.py --dataset ml-100k --add-seed-to-table 0
+
+``--add-seed-to-table S`` adds that seed file's Mult-VAE / Mult-DAE rows to the dataset's
+baseline table (``baselines_<dataset>.json``, same split and seed required), as
+``textrec bench baselines --add-to`` does for a fresh run.
 """
 
 from __future__ import annotations
@@ -111,6 +116,23 @@ def run_fixed(dataset: str, models: list[str], grids: dict[str, dict[str, list]]
             "machine": machine(), "wall_seconds": round(time.perf_counter() - t0, 1), "models": rows}
 
 
+def add_seed_to_table(out_dir: Path, dataset: str, seed: int, models: tuple[str, ...] = ("MultVAE", "MultDAE")
+                      ) -> dict:
+    """Add the rows of ``models`` from one seed file to ``baselines_<dataset>.json`` (and its Markdown)."""
+    from textrec.bench import _extend_table, _table_to_extend, markdown_table
+
+    table_path = out_dir / f"baselines_{dataset}.json"
+    table = _table_to_extend(table_path)
+    run = json.loads((out_dir / f"toolbox_multvae_{dataset}_seed{seed}.json").read_text())
+    run = {**run, "models": {m: run["models"][m] for m in models if m in run["models"]}}
+    merged = _extend_table(table, run, run.get("grid_overrides") or {})
+    for m in run["models"]:
+        merged["added_rows"][m]["source"] = f"eval/results/toolbox_multvae_{dataset}_seed{seed}.json"
+    write_json(table_path, merged)
+    (out_dir / f"baselines_{dataset}.md").write_text(markdown_table(merged), encoding="utf-8")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run one seed, then merge all seeds of the dataset."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -122,9 +144,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fixed", action="store_true",
                    help="take each --grid as the fixed parameters (chosen on another seed's valid): no tuning fit")
     p.add_argument("--merge-only", action="store_true", help="only merge existing seed files")
+    p.add_argument("--add-seed-to-table", type=int, metavar="SEED", default=None,
+                   help="add this seed file's MultVAE/MultDAE rows to baselines_<dataset>.json and stop")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out_dir)
+    if args.add_seed_to_table is not None:
+        merged = add_seed_to_table(out, args.dataset, args.add_seed_to_table)
+        print(f"rows added to baselines_{args.dataset}.json: {sorted(merged['added_rows'])}")
+        return
     if not args.merge_only:
         name = f"toolbox_multvae_{args.dataset}_seed{args.seed}"
         if args.fixed:

@@ -63,6 +63,22 @@ def test_vae_kl_annealing_reaches_cap_and_dae_has_none(fitted_vaes):
     assert all(h["beta"] == 0.0 for h in dae.history)
 
 
+def test_vae_single_run_cap_search_stops_at_the_valid_peak(split):
+    from textrec.models.base import TrainView
+    from textrec.models.vae import MultVAE
+
+    model = MultVAE(hidden=[32], latent=8, epochs=40, batch_size=32, lr=3e-3, patience=2, anneal_cap=1.0,
+                    anneal_epochs=100, stop_during_anneal=True)
+    model.fit(TrainView.from_split(split), progress=False)
+    hist = model.history
+    # stopped long before beta reached its cap, two evaluations after the valid peak
+    assert len(hist) < 40 and hist[-1]["beta"] < 1.0
+    assert len(hist) == model.best_epoch + 2
+    assert model.best_beta == hist[model.best_epoch - 1]["beta"] > 0
+    assert max(h["valid_ndcg@10"] for h in hist) == hist[model.best_epoch - 1]["valid_ndcg@10"]
+    assert model.get_config()["stop_during_anneal"] is True
+
+
 def test_vae_folds_in_any_history(split, fitted_vaes):
     model, _ = fitted_vaes["MultVAE"]
     # two unseen users whose histories sit in different clusters rank their own cluster first

@@ -63,6 +63,22 @@ def test_vae_kl_annealing_reaches_cap_and_dae_has_none(fitted_vaes):
     assert all(h["beta"] == 0.0 for h in dae.history)
 
 
+def test_vae_single_run_cap_search_stops_at_the_valid_peak(split):
+    from textrec.models.base import TrainView
+    from textrec.models.vae import MultVAE
+
+    model = MultVAE(hidden=[32], latent=8, epochs=40, batch_size=32, lr=3e-3, patience=2, anneal_cap=1.0,
+                    anneal_epochs=100, stop_during_anneal=True)
+    model.fit(TrainView.from_split(split), progress=False)
+    hist = model.history
+    # stopped long before beta reached its cap, two evaluations after the valid peak
+    assert len(hist) < 40 and hist[-1]["beta"] < 1.0
+    assert len(hist) == model.best_epoch + 2
+    assert model.best_beta == hist[model.best_epoch - 1]["beta"] > 0
+    assert max(h["valid_ndcg@10"] for h in hist) == hist[model.best_epoch - 1]["valid_ndcg@10"]
+    assert model.get_config()["stop_during_anneal"] is True
+
+
 def test_vae_folds_in_any_history(split, fitted_vaes):
     model, _ = fitted_vaes["MultVAE"]
     # two unseen users whose histories sit in different clusters rank their own cluster first
@@ -246,6 +262,36 @@ def test_persona_round_trip_and_recipe(split, fitted_persona, tmp_path):
     assert r.n_personas == 2 and r.trainer_config.epochs == 1
     with pytest.raises(ValueError):
         PersonaRec(n_personas=0)
+
+
+def test_persona_named_in_recommend_ids_and_cli(split, fitted_persona, tmp_path, capsys):
+    import json
+
+    from textrec.cli import main
+
+    model, _ = fitted_persona
+    hist = split.test.history(0)
+    hist_ids = [model.catalog.id(i) for i in hist]
+    expected = model.recommend_with_personas(hist, k=4)
+    rows = model.recommend_ids(history_ids=hist_ids, k=4)
+    assert [r["id"] for r in rows] == [model.catalog.id(e["item"]) for e in expected]
+    for r, e in zip(rows, expected):
+        assert r["persona"] == e["persona"] and r["persona_weight"] == e["persona_weight"]
+        assert [b["id"] for b in r["because_of"]] == [model.catalog.id(b["item"]) for b in e["because_of"]]
+        assert {b["id"] for b in r["because_of"]} <= set(hist_ids)
+
+    model.save_pretrained(tmp_path / "p")
+    assert main(["recommend", "--model", str(tmp_path / "p"), "--history", *hist_ids, "--k", "4", "--json"]) == 0
+    cli_rows = json.loads(capsys.readouterr().out)
+    assert [r["item_id"] for r in cli_rows] == [r["id"] for r in rows]
+    assert [r["persona"] for r in cli_rows] == [r["persona"] for r in rows]
+    assert [[b["item_id"] for b in r["because_of"]] for r in cli_rows] == \
+        [[b["id"] for b in r["because_of"]] for r in rows]
+    assert main(["recommend", "--model", str(tmp_path / "p"), "--history", *hist_ids, "--k", "4"]) == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if "persona" in ln]
+    assert len(lines) == 4 and f"[{rows[0]['because_of'][0]['id']}]" in lines[0]
+    assert f"persona {rows[0]['persona']} " in lines[0]
 
 
 # ---- GHRS side-information cold start --------------------------------------------------------

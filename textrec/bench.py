@@ -67,6 +67,9 @@ def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True
     from textrec.models.tuning import DEFAULT_GRIDS
 
     grid = {**{k: list(v) for k, v in DEFAULT_GRIDS[name].items()}, **(grid or {})}
+    if all(len(v) == 1 for v in grid.values()):
+        # one grid point: nothing to choose, so no selection fit (the protocol run fits it once)
+        return {k: v[0] for k, v in grid.items()}, []
     table: list[dict] = []
     for _ in range(max_widen + 1):
         best, rows, edge = _grid(name, grid, split, metric, progress)
@@ -119,18 +122,25 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
                     sampled_negatives: int | None = None, ks: Sequence[int] = DEFAULT_KS,
                     name: str | None = None, progress: bool = True,
                     grids: dict[str, dict[str, list]] | None = None, publish: bool = False,
-                    load_kw: dict | None = None) -> dict:
+                    load_kw: dict | None = None, add_to: str | Path | None = None) -> dict:
     """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown.
 
     Results go to a new ``runs/baselines-<time>/`` unless ``out_dir`` is given (or ``publish``:
     ``eval/results``). ``grids``: per model, parameter lists that replace the default grid's
     (recorded in the JSON). Unknown model names fail before anything is trained.
+
+    ``add_to``: an existing table (JSON) of the same dataset, split and seed; only ``models`` are
+    run and their rows are added to it (replacing rows of the same name), each added row carrying
+    its own command, date, commit and machine, so a new model joins a table without rerunning it.
     """
     from textrec.models import baselines
+    from textrec.registry import MODELS
 
-    unknown = [m for m in models if m != "SASRec" and not isinstance(getattr(baselines, m, None), type)]
+    unknown = [m for m in models if m != "SASRec" and not isinstance(getattr(baselines, m, None), type)
+               and m not in MODELS]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; known: {list(DEFAULT_MODELS)}")
+        raise ValueError(f"unknown model(s) {unknown}; known: {list(DEFAULT_MODELS)} and the registry's")
+    base_table = _table_to_extend(add_to) if add_to else None
     from textrec.data.registry import load_dataset
 
     if threads:
@@ -155,6 +165,8 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
         extra: dict = {"tuning": table} if table else {}
         if hasattr(model, "history"):
             extra["training_history"] = model.history
+        if getattr(model, "best_beta", None) is not None:
+            extra["kl_weight_at_best_valid"] = model.best_beta
         if sampled_negatives:
             extra["test_sampled"] = evaluate(model, split.test, split.n_items, ks=ks,
                                              sampled_negatives=sampled_negatives, seed=seed).to_dict()
@@ -177,10 +189,46 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
     name = name or f"baselines_{ds.name}"
     with ResultWriter("baselines", out=out_dir, publish=publish, seed=seed, started=started) as writer:
         result = {**result, **writer.metadata()}
-        writer.write_json(f"{name}.json", result)
+        if base_table is not None:
+            result = _extend_table(base_table, result, grids or {})
+        # an extended table keeps its original metadata; the added rows carry their own
+        writer.write_json(f"{name}.json", result, metadata=base_table is None)
         writer.write_text(f"{name}.md", markdown_table(result))
     print(markdown_table(result))
     return result
+
+
+def _table_to_extend(path: str | Path) -> dict:
+    """The table ``--add-to`` extends (read before anything is trained, so a bad path fails fast)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no baseline table to add rows to")
+    table = json.loads(path.read_text(encoding="utf-8"))
+    if table.get("benchmark") != "baselines" or not isinstance(table.get("models"), dict):
+        raise ValueError(f"{path}: not a baselines table (needs benchmark 'baselines' and a 'models' map)")
+    return table
+
+
+def _extend_table(table: dict, run: dict, grids: dict) -> dict:
+    """``table`` with ``run``'s rows added; the run must share the table's dataset, split and seed."""
+    import json
+
+    for key in ("dataset", "split", "seed"):
+        if table.get(key) != json.loads(json.dumps(run.get(key), default=str)):
+            raise ValueError(f"cannot add rows: the table's {key} {table.get(key)!r} differs from this "
+                             f"run's {run.get(key)!r}")
+    added = dict(table.get("added_rows", {}))
+    meta = {k: run[k] for k in ("command", "date", "git_commit", "machine", "threads", "wall_seconds",
+                                "peak_rss_mb") if k in run}
+    for name in run["models"]:
+        added[name] = {**meta, "grid_overrides": {k: v for k, v in grids.items() if k == name}}
+    out = {**table, "models": {**table["models"], **run["models"]}, "added_rows": added}
+    out["note"] = ("rows listed in added_rows were run later, on their own, in the same harness, split, users "
+                   "and seed, and added to this table; the top-level command, date and commit are the "
+                   "original run's")
+    return out
 
 
 def _refit_row(name: str, params: dict, split: Split, ks: Sequence[int]) -> dict:
@@ -204,7 +252,10 @@ def markdown_table(result: dict, k: int = 10) -> str:
             (f"valid NDCG@{k}", lambda r: r["valid"][f"ndcg@{k}"], ".4f"),
             ("train s", lambda r: r["train_seconds"], ".1f"), ("users/s", lambda r: r["inference_users_per_s"], ".0f")]
     text = _table(result["models"].items(), cols)
-    return text + ("\n" + metadata_line(result) + "\n" if "date" in result else "")
+    text += "\n" + metadata_line(result) + "\n" if "date" in result else ""
+    for row, meta in result.get("added_rows", {}).items():
+        text += f"Row {row} added later: {metadata_line(meta)}\n"
+    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -223,6 +274,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", action="append", metavar="MODEL.param=v1,v2",
                    help="replace a default tuning grid (still widened when the best is at an edge)")
     p.add_argument("--name", default=None, help="result file stem (default baselines_<dataset>)")
+    p.add_argument("--add-to", metavar="JSON", default=None,
+                   help="run only --models and add their rows to this existing table of the same split")
     add_output_options(p, "baselines")
 
 
@@ -233,6 +286,6 @@ def run(args: argparse.Namespace) -> int:
                     split_kind=args.split, sasrec_epochs=args.sasrec_epochs, refit=args.refit,
                     save_topk_dir=args.save_topk_dir, threads=args.threads, data_root=args.data_root,
                     sampled_negatives=args.sampled_negatives, grids=parse_grids(args.grid), name=args.name,
-                    progress=not args.quiet, publish=args.publish, load_kw=load_kw)
+                    progress=not args.quiet, publish=args.publish, load_kw=load_kw, add_to=args.add_to)
     return 0
 

@@ -163,16 +163,30 @@ def print_recommendations(rows: list[dict], as_json: bool) -> None:
     for r in rows:
         title = f"  {r['title']}" if r.get("title") and r["title"] != r["item_id"] else ""
         print(f"{r['rank']:3d}. [{r['item_id']}]{title}  (score {r['score']:.4f})")
+        if "persona" in r:
+            because = "; ".join(f"[{b['item_id']}]" + (f" {b['title']}" if b.get("title") else "")
+                                + f" ({b['weight']:.2f})" for b in r["because_of"])
+            print(f"       persona {r['persona']} ({r['persona_weight']:.0%}) because of: {because}")
 
 
 def recommend_rows(model, history, k: int, user: int, item_ids: Sequence[str],
                    titles: Sequence[str] | None) -> list[dict]:
-    """Top-k of ``model`` for ``history`` as printable rows (original ids, titles, scores)."""
+    """Top-k of ``model`` for ``history`` as printable rows (original ids, titles, scores; a
+    multi-persona model adds each item's persona and the history items behind it)."""
     import numpy as np
 
+    def named(i) -> dict:
+        return {"item_id": str(item_ids[int(i)]), "title": titles[int(i)] if titles else None}
+
+    if hasattr(model, "recommend_with_personas"):
+        # a multi-persona model names, per item, the persona it serves and that persona's history items
+        return [{"rank": r + 1, **named(x["item"]), "score": round(x["score"], 4), "persona": x["persona"],
+                 "persona_weight": x["persona_weight"],
+                 "because_of": [{**named(b["item"]), "weight": b["weight"]} for b in x["because_of"]]}
+                for r, x in enumerate(model.recommend_with_personas(history, k=k))]
     items, scores = model.recommend(history, k=k, user=user)
-    return [{"rank": r + 1, "item_id": str(item_ids[int(i)]), "title": titles[int(i)] if titles else None,
-             "score": round(float(s), 4)} for r, (i, s) in enumerate(zip(items, scores)) if np.isfinite(s)]
+    return [{"rank": r + 1, **named(i), "score": round(float(s), 4)}
+            for r, (i, s) in enumerate(zip(items, scores)) if np.isfinite(s)]
 
 
 def load_model(folder):

@@ -175,6 +175,31 @@ class PersonaRec(SASRec):
         return [self._explain(view, int(i), n_because) for i, v in zip(top.indices, top.values)
                 if torch.isfinite(v)]
 
+    def recommend_ids(self, history_ids: list[str] | None = None, user_id: str | None = None, k: int = 10,
+                      exclude_history: bool = True, n_because: int = 3) -> list[dict[str, Any]]:
+        """``Recommender.recommend_ids`` with the reason attached to each entry.
+
+        Every entry: ``id``, ``title``, ``score`` (as for any recommender), ``persona``,
+        ``persona_weight`` and ``because_of``: ``[{id, title, weight}]``, the history items that
+        form the persona serving that item.
+        """
+        if self.catalog is None:
+            raise RuntimeError("PersonaRec has no catalog: fit it on a TrainView or load a saved one")
+        hist: list[int] = []
+        if user_id is not None:
+            if self.users is None:
+                raise RuntimeError("this model was saved without users: pass a history instead")
+            hist = list(self.users.histories[self.users.index(user_id)])
+        if history_ids:
+            hist += [int(i) for i in self.catalog.indices(history_ids)]
+        recs = self.recommend_with_personas(np.asarray(hist, dtype=np.int64), k=k,
+                                            exclude_history=exclude_history, n_because=n_because)
+        cat = self.catalog
+        return [{"id": cat.id(r["item"]), "title": cat.title(r["item"]), "score": r["score"],
+                 "persona": r["persona"], "persona_weight": r["persona_weight"],
+                 "because_of": [{"id": cat.id(b["item"]), "title": cat.title(b["item"]), "weight": b["weight"]}
+                                for b in r["because_of"]]} for r in recs]
+
     def explain_recommendation(self, history: np.ndarray | list[int], item: int,
                                n_because: int = 3) -> dict[str, Any]:
         """Why ``item`` is scored as it is for ``history``: its persona and that persona's history items."""

@@ -9,7 +9,11 @@ top-N ranking better than per-item Gaussian or logistic losses.
 
 Mult-VAE encodes a Gaussian (mean, log-variance) and adds ``beta * KL(q(z|x) || N(0, I))``,
 with ``beta`` annealed linearly from 0 to ``anneal_cap`` over ``anneal_epochs`` epochs; the
-cap is the knob the valid grid chooses. Mult-DAE is the deterministic version (no KL, no
+cap is the knob chosen on valid. Two ways: a grid of caps (one fit each), or Liang et al.'s own
+single run: anneal toward a high cap with ``stop_during_anneal=True`` and read the cap off the
+valid peak (``best_beta``). A run annealed to cap ``c`` at the same slope follows the very same
+trajectory until ``beta`` reaches ``c``, so the checkpoint kept at the peak is that run's model
+up to there. Mult-DAE is the deterministic version (no KL, no
 sampling). Scoring folds any history in: the encoder's mean is decoded, so valid/test users
 (or unseen ones) are scored from their history alone, like EASE. The user index is ignored.
 
@@ -104,7 +108,8 @@ class _MultBase(Recommender):
     def __init__(self, hidden: Sequence[int] | int = (600,), latent: int = 200, dropout: float = 0.5,
                  anneal_cap: float = 0.2, anneal_epochs: int = 20, epochs: int = 200, batch_size: int = 128,
                  lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 20, eval_every: int = 1,
-                 seed: int = 0, n_items: int | None = None, eval_batch_size: int = 1024) -> None:
+                 seed: int = 0, n_items: int | None = None, eval_batch_size: int = 1024,
+                 stop_during_anneal: bool = False) -> None:
         hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
         if latent < 1 or any(h < 1 for h in hidden):
             raise ValueError(f"{self.name} needs positive layer sizes, got hidden={hidden}, latent={latent}")
@@ -127,17 +132,21 @@ class _MultBase(Recommender):
         self.eval_every = int(eval_every)
         self.seed = int(seed)
         self.eval_batch_size = int(eval_batch_size)
+        self.stop_during_anneal = bool(stop_during_anneal)
         self.n_items = n_items
         self.module: MultAutoencoder | None = None
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
+        #: the KL weight at the best valid epoch: the cap chosen on valid by a single annealing run
+        self.best_beta: float | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {"hidden": self.hidden, "latent": self.latent, "dropout": self.dropout,
                 "anneal_cap": self.anneal_cap, "anneal_epochs": self.anneal_epochs, "epochs": self.epochs,
                 "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
                 "patience": self.patience, "eval_every": self.eval_every, "seed": self.seed,
-                "n_items": self.n_items, "eval_batch_size": self.eval_batch_size}
+                "n_items": self.n_items, "eval_batch_size": self.eval_batch_size,
+                "stop_during_anneal": self.stop_during_anneal}
 
     def _build(self, n_items: int) -> MultAutoencoder:
         self.n_items = int(n_items)
@@ -175,7 +184,7 @@ class _MultBase(Recommender):
         opt = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         has_valid = len(data.valid) > 0
         best, bad, best_state, step = -float("inf"), 0, None, 0
-        self.history, self.best_epoch = [], None
+        self.history, self.best_epoch, self.best_beta = [], None, None
         bar = tqdm(range(1, self.epochs + 1), desc=f"train {self.name}", disable=not progress)
         for epoch in bar:
             t0 = time.perf_counter()
@@ -198,11 +207,12 @@ class _MultBase(Recommender):
                 m = evaluate(self, data.valid, data.n_items, ks=(10,), batch_size=self.eval_batch_size)
                 rec["valid_ndcg@10"] = round(m.metrics["ndcg@10"], 5)
                 if m.metrics["ndcg@10"] > best:
-                    best, bad, self.best_epoch = m.metrics["ndcg@10"], 0, epoch
+                    best, bad, self.best_epoch, self.best_beta = m.metrics["ndcg@10"], 0, epoch, rec["beta"]
                     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
                 # patience counts only once beta has reached its cap: the paper's best point is
                 # often mid-annealing, and stopping before the cap would not test the cap at all
-                elif step >= anneal_steps or not self.variational:
+                # (unless this run is the single-run cap search, which stops at the valid peak)
+                elif step >= anneal_steps or not self.variational or self.stop_during_anneal:
                     bad += 1
             self.history.append(rec)
             bar.set_postfix({k: rec[k] for k in ("loss", "beta", "valid_ndcg@10") if k in rec})

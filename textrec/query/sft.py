@@ -44,6 +44,7 @@ class QuerySFTConfig:
     max_query_words: int = 16
     max_tasks: int | None = 2000  # seeded subsample of training tasks used as SFT data
     reward_k: int = 1000
+    max_prompt_tokens: int | None = None  # the GRPO/generation prompt cap
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -98,11 +99,12 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
 
 
 def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]], template, tokenizer,
-              dataset_name: str = "") -> list[tuple[list[int], list[int]]]:
+              dataset_name: str = "", max_prompt_tokens: int | None = None) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids + EOS) per task and target (a task may have several targets).
 
     Prompts are rendered exactly as GRPO and evaluation render them (bare, or the chat template
-    with the generation prompt), so SFT, GRPO and generation see one format.
+    with the generation prompt), capped at ``max_prompt_tokens``, so SFT, GRPO and generation see
+    one format.
     """
     out = []
     for t, qs in zip(tasks, targets):
@@ -110,7 +112,8 @@ def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]]
         qs = [q for q in qs if q]
         if not qs:
             continue
-        prompt_ids = tokenizer(prompt_text(t, template, tokenizer, dataset_name), add_special_tokens=False)["input_ids"]
+        prompt = prompt_text(t, template, tokenizer, dataset_name, max_prompt_tokens)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         for q in qs:
             # A leading space: the query continues the prompt's last line like natural text.
             ids = tokenizer((" " + q) if is_bare(template) else q, add_special_tokens=False)["input_ids"]
@@ -133,7 +136,7 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
     t0 = time.perf_counter()
     targets, report = sft_targets(tasks, retriever, cfg)
-    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name)
+    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name, cfg.max_prompt_tokens)
     layers = None
     if cfg.lora_top_layers:
         n = int(model.config.num_hidden_layers)

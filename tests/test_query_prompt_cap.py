@@ -114,3 +114,21 @@ def test_dense_and_hybrid_rewards_in_the_trainer(tiny, tmp_path):
     good, bad = dense(None, ["green apple pie", "digital caliper steel"], target=[1, 1], history=[[0], [0]])
     assert good == 1.0 and 0.0 < bad < good
     assert tr.reward_funcs[0](None, ["digital caliper steel"], target=[1], history=[[0]]) == [0.0]
+
+
+def test_sft_targets_under_a_hybrid_reward_sum_both_retrievers():
+    from test_query import HashEncoder
+
+    from textrec.query.retrieval import BM25Retriever, DenseRetriever
+    from textrec.query.sft import QuerySFTConfig, sft_targets
+
+    catalog = Catalog.from_texts(DOCS, name="toy")
+    bm25, dense = BM25Retriever(catalog), DenseRetriever(catalog, encoder=HashEncoder(), progress=False)
+    tasks = [QueryTask(user=u, history=np.array([u]), target=(u + 1) % 5, context=[DOCS[(u + 1) % 5], DOCS[u]])
+             for u in range(5)]
+    cfg = QuerySFTConfig(reward_k=5, max_query_words=8)
+    _, one = sft_targets(tasks, bm25, cfg)
+    _, both = sft_targets(tasks, [bm25, dense], cfg)
+    assert one["reward_retriever"] == "bm25" and both["reward_retriever"] == "bm25+dense"
+    # summed NDCGs: the hybrid best is at least the BM25 best and at most 2
+    assert one["mean_ndcg@5_best"] <= both["mean_ndcg@5_best"] <= 2.0

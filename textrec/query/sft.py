@@ -59,24 +59,28 @@ def candidate_queries(task: QueryTask, max_words: int = 16) -> dict[str, str]:
 
 def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
                 ) -> tuple[list[list[str]], dict[str, Any]]:
-    """The best heuristic queries per task under the reward retriever, and a report.
+    """The best heuristic queries per task under the reward retriever(s), and a report.
 
     Each candidate is scored with the reward itself (NDCG@reward_k of the task's target,
-    history masked, ``retriever`` = the GRPO reward retriever). Every distinct candidate that
+    history masked, ``retriever`` = the GRPO reward retriever, or a list of them for a hybrid
+    reward: their NDCGs summed, as GRPO sums its reward functions). Every distinct candidate that
     reaches a task's best score is a target (ties keep several); where no candidate retrieves
     the target at all, the kind that is best on average is the one target.
     """
     cfg = config or QuerySFTConfig()
+    retrievers = list(retriever) if isinstance(retriever, (list, tuple)) else [retriever]
     cands = [candidate_queries(t, cfg.max_query_words) for t in tasks]
     score = {}
     for kind in CANDIDATES:
         qs = [c[kind] for c in cands]
         rows = [i for i, q in enumerate(qs) if q]
-        ranks = np.full(len(tasks), MISS, dtype=np.int64)
-        if rows:
-            ranks[rows] = retriever.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
-                                                 [tasks[i].history for i in rows])
-        score[kind] = reward_metric(ranks, cfg.reward_k, "ndcg")
+        score[kind] = np.zeros(len(tasks))
+        for r in retrievers:
+            ranks = np.full(len(tasks), MISS, dtype=np.int64)
+            if rows:
+                ranks[rows] = r.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
+                                             [tasks[i].history for i in rows])
+            score[kind] += reward_metric(ranks, cfg.reward_k, "ndcg")
     order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
     mat = np.stack([score[k] for k in order], axis=1)
     best = mat.max(1)
@@ -87,7 +91,7 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         qs = list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k]))
         won.update(kinds)
         targets.append(qs)
-    report = {"n_tasks": len(tasks), "reward_retriever": getattr(retriever, "kind", "?"),
+    report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
               "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}_best": round(float(best.mean()), 4),

@@ -8,10 +8,11 @@
              seeded new-item split (20% of items never in training, not even as negatives):
              new-item and warm-item rows for Popularity, EASE, TextKNN and TextFusion (+ its
              sequential part alone, and the mix without the text-cosine term, as ablations).
-  efficiency python eval/fusion_bench.py efficiency --dataset scientific --source office ml-100k
-             pretrain TextFusion on the source domains, then for 10% / 25% (--fractions) of the
+  efficiency python eval/fusion_bench.py efficiency --dataset scientific --source office instruments
+             pretrain TextFusion once on the source domains, then for 10% / 25% (--fractions) of the
              target's training users: EASE, TextFusion from scratch, pretrained + fine-tuned; the
-             test rows are every user's (same rows for each condition).
+             test rows are every user's (same rows for each condition). --epochs-full-equiv X caps
+             each run at ceil(X / fraction) epochs (the same number of steps at every fraction).
   codes      python eval/fusion_bench.py codes --dataset scientific
              code collisions/usage and the new-item quality of the codes alone (kNN over the
              decoded code vectors) for K in 16..256, quantizer fitted on the target's training
@@ -31,45 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from textrec.bench import git_commit, machine, peak_rss_mb
-from textrec.data import RecDataset
-from textrec.data.registry import available_datasets, load_dataset, register_dataset
+from textrec.data.registry import load_dataset
 from textrec.data.splits import Split, make_split
 from textrec.evaluation import evaluate, run_protocol
 from textrec.io import write_json
 from textrec.models.base import TrainView
 from textrec.models.fusion import DEFAULT_MIX, TextFusionRec
+from textrec.results import git_commit, machine, peak_rss_mb
 
 KEYS = ("hr@10", "recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20")
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: the domains whose item text can train the quantizer (the target contributes training items only)
 CORPUS = ["scientific", "office", "ml-100k"]
-
-
-# ---- Office (ReChorus files) ---------------------------------------------------------------
-def load_office(folder: str | Path | None = None) -> RecDataset:
-    """Amazon Office 5-core as published by ReChorus: train/dev/test.csv (tab-separated
-    ``user_id item_id time``) + ``Office.text`` (ASIN, text) + ``Office.item2index``; the files'
-    own leave-one-out-by-time split becomes the ``split`` column (dev -> valid)."""
-    folder = Path(folder) if folder else SHARED / "office"
-    frames = []
-    for fname, label in (("train.csv", "train"), ("dev.csv", "valid"), ("test.csv", "test")):
-        f = pd.read_csv(folder / fname, sep="\t", usecols=["user_id", "item_id", "time"])
-        f["split"] = label
-        frames.append(f)
-    inter = pd.concat(frames, ignore_index=True).rename(columns={"time": "timestamp"})
-    idx = pd.read_csv(folder / "Office.item2index", sep="\t", header=None, names=["asin", "item_id"])
-    text = pd.read_csv(folder / "Office.text", sep="\t", quoting=3, dtype=str).rename(columns={"id": "asin"})
-    items = idx.merge(text, on="asin", how="left").fillna({"text": ""})
-    items = items.sort_values("item_id")[["item_id", "text"]]
-    return RecDataset.from_frames("office", inter, items, text_fields=["text"], source=str(folder))
-
-
-if "office" not in available_datasets():
-    register_dataset("office", lambda data_root=None, **kw: load_office())
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -149,10 +124,16 @@ def _baseline_rows(split: Split, args: argparse.Namespace) -> tuple[dict[str, An
     return rows, lam
 
 
+def _objective(args: argparse.Namespace) -> str:
+    """The mix-tuning objective: ``--tune-objective``, else "balanced" on the new-item split (new and
+    warm rows weigh the same there), "rows" elsewhere."""
+    return args.tune_objective or ("balanced" if args.mode == "new-items" else "rows")
+
+
 def _fusion(args: argparse.Namespace, seed: int, lam: float, catalog: str) -> TextFusionRec:
     trainer = {"catalog": catalog}
     opts: dict[str, Any] = {"ease_lam": lam, "n_centroids": args.centroids, "small_catalog": args.small_catalog,
-                            "new_item_dropout": args.new_item_dropout}
+                            "new_item_dropout": args.new_item_dropout, "tune_objective": _objective(args)}
     if args.code_corpus:
         opts["code_corpus"] = list(args.code_corpus)
     return TextFusionRec.from_recipe("fusion", seed=seed, max_epochs=args.epochs, trainer=trainer, **opts)
@@ -173,14 +154,24 @@ def _fusion_rows(split: Split, args: argparse.Namespace, lam: float, catalog: st
         tuned = dict(model.mix)
         variants = {"sequential part only": dict(DEFAULT_MIX)}
         if split.test.is_new is not None:
-            variants["mix without text cosine"] = {**tuned, "mu": 0.0}
+            variants["mix without text cosine"] = {**tuned, "mu": 0.0, "mu_cold": 0.0}
             variants["mix without cold offset"] = {**tuned, "cold_offset": 0.0}
         else:
             variants["mix without EASE"] = {**tuned, "lam": 0.0}
+        if args.few_ablations:
+            variants = {"sequential part only": variants["sequential part only"]}
         for name, mix in variants.items():
             model.mix = mix
             rows[f"TextFusion seed {seed}: {name}"] = {**_eval_row(model, split, res.train_seconds, valid=False),
                                                        "mix": dict(mix), "ablation_of": f"TextFusion seed {seed}"}
+        if split.test.is_new is not None:  # the same trained model, mix re-tuned on valid with the other objective
+            other = "rows" if model.tune_objective == "balanced" else "balanced"
+            report = model.mix_report
+            model.tune(split.valid, objective=other)
+            rows[f"TextFusion seed {seed}: mix tuned on valid by '{other}'"] = {
+                **_eval_row(model, split, res.train_seconds), "mix": model.mix_report,
+                "ablation_of": f"TextFusion seed {seed}"}
+            model.mix_report = report
         model.mix = tuned
     return rows
 
@@ -308,6 +299,16 @@ def subset_split(split: Split, frac: float, seed: int) -> Split:
     return dataclasses.replace(split, train=train, valid=valid, report=report)
 
 
+def fine_tune_epochs(frac: float, cap: int | None, full_equiv: float | None) -> int | None:
+    """Epoch cap of one run on a ``frac`` share of users: ``ceil(full_equiv / frac)`` epochs (about
+    ``full_equiv`` full-data epochs' worth of steps, so small subsets are not starved of updates),
+    at most ``cap``; ``None`` leaves the recipe's cap."""
+    if full_equiv is None:
+        return cap
+    n = int(np.ceil(full_equiv / frac - 1e-9))
+    return n if cap is None else min(n, cap)
+
+
 def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
     """Pretrain on the source domains, then per share of target training users: EASE, TextFusion
     from scratch, TextFusion warm-started from the pretrained model (same test rows)."""
@@ -317,49 +318,70 @@ def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.source:
         ds = load_dataset(name)
         sources.append(TrainView.from_split(make_split(ds, "auto"), with_text=True))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pre = TextFusionRec.from_recipe("fusion", seed=args.seeds[0], max_epochs=args.pretrain_epochs,
                                     tune_mix=False, n_centroids=args.centroids, small_catalog=args.small_catalog)
     pre.pretrain(sources, progress=args.progress)
-    pretrain = {"domains": args.source, "seconds": round(time.perf_counter() - t0, 1), "history": pre.history,
+    pretrain = {"domains": args.source, "seconds": round(time.perf_counter() - t0, 1),
+                "cpu_seconds": round(time.process_time() - c0, 1), "history": pre.history,
                 "codes": pre.code_report}
-    print(f"pretrained on {args.source} in {pretrain['seconds']}s", flush=True)
+    print(f"pretrained on {args.source} in {pretrain['seconds']}s ({pretrain['cpu_seconds']} CPU s)", flush=True)
     ds = load_dataset(args.dataset)
     full = make_split(ds, "auto")
     rows: dict[str, Any] = {}
+    # the rows so far go to runs/ after every condition, so a run cut short keeps what it measured
+    partial = Path("runs") / f"fusion_efficiency_{ds.name}.part.json"
     for frac in args.fractions:
+        epochs = fine_tune_epochs(frac, args.epochs, args.epochs_full_equiv)
         for seed in args.seeds:
             split = subset_split(full, frac, seed)
             best, table = _tuned_ease(split, args.ease_grid)
             lam = float(best["lam"])
             tag = f"{int(frac * 100)}% users, seed {seed}"
-            for name, model in (
-                    ("EASE", EASE(lam=lam)),
-                    ("TextFusion scratch", TextFusionRec.from_recipe(
-                        "fusion", seed=seed, max_epochs=args.epochs, ease_lam=lam, n_centroids=args.centroids,
-                        small_catalog=args.small_catalog)),
-                    ("TextFusion pretrained+fine-tuned", TextFusionRec.from_recipe(
-                        "fusion", seed=seed, max_epochs=args.epochs, ease_lam=lam).warm_start(pre))):
-                t1 = time.perf_counter()
+            conditions: list[tuple[str, Any]] = [
+                ("EASE", EASE(lam=lam)),
+                ("TextFusion scratch", TextFusionRec.from_recipe(
+                    "fusion", seed=seed, max_epochs=epochs, ease_lam=lam, n_centroids=args.centroids,
+                    small_catalog=args.small_catalog, tune_objective=_objective(args))),
+                ("TextFusion pretrained+fine-tuned", TextFusionRec.from_recipe(
+                    "fusion", seed=seed, max_epochs=epochs, ease_lam=lam,
+                    tune_objective=_objective(args)).warm_start(pre))]
+            if args.own_codes_too:  # transfer the adaptor and encoder only; codes from the target's items
+                conditions.append(("TextFusion pretrained (own codes)+fine-tuned", TextFusionRec.from_recipe(
+                    "fusion", seed=seed, max_epochs=epochs, ease_lam=lam, n_centroids=args.centroids,
+                    small_catalog=args.small_catalog, tune_objective=_objective(args)).warm_start(pre, codes="own")))
+            for name, model in conditions:
+                t1, c1 = time.perf_counter(), time.process_time()
                 res = run_protocol(model, split, progress=args.progress)
                 rows[f"{tag}: {name}"] = {"valid": _short(res.valid.metrics), "test": _short(res.test.metrics),
-                                          "train_seconds": round(res.train_seconds, 1), "train_users_frac": frac,
-                                          "seed": seed, "mix": getattr(model, "mix", None),
-                                          "epochs": len(getattr(model, "history", []))}
-                print(f"{tag} {name}: test {rows[f'{tag}: {name}']['test']} ({time.perf_counter() - t1:.0f}s)",
-                      flush=True)
+                                          "train_seconds": round(res.train_seconds, 1),
+                                          "wall_seconds": round(time.perf_counter() - t1, 1),
+                                          "cpu_seconds": round(time.process_time() - c1, 1),
+                                          "train_users_frac": frac, "train_users": split.report["train_users"],
+                                          "seed": seed, "epoch_cap": epochs, "mix": getattr(model, "mix", None),
+                                          "epochs": len(getattr(model, "history", [])),
+                                          "training_history": getattr(model, "history", None)}
+                print(f"{tag} {name}: test {rows[f'{tag}: {name}']['test']} "
+                      f"({time.perf_counter() - t1:.0f}s, {time.process_time() - c1:.0f} CPU s)", flush=True)
+                write_json(partial, {"pretrain": pretrain, "models": rows})
     targets = {}
     for frac in args.fractions:
         def mean(name: str, key: str, frac: float = frac) -> float:
             vals = [r["test"][key] for k, r in rows.items() if k.startswith(f"{int(frac * 100)}% users")
                     and k.endswith(name)]
             return float(np.mean(vals)) if vals else float("nan")
-        pt, sc, ea = (mean(n, "ndcg@10") for n in ("pretrained+fine-tuned", "scratch", ": EASE"))
+        pt, sc, ea = (mean(n, "ndcg@10") for n in (": TextFusion pretrained+fine-tuned", "scratch", ": EASE"))
         targets[f"{int(frac * 100)}%"] = {"pretrained_over_scratch_ndcg@10": round(pt / sc, 3),
                                           "pretrained_over_ease_ndcg@10": round(pt / ea, 3),
                                           "met": bool(pt / sc >= 1.2 and pt >= ea)}
+        if args.own_codes_too:
+            own = mean("(own codes)+fine-tuned", "ndcg@10")
+            targets[f"{int(frac * 100)}%"].update({"own_codes_over_scratch_ndcg@10": round(own / sc, 3),
+                                                   "own_codes_over_ease_ndcg@10": round(own / ea, 3)})
     return {"name": f"fusion_efficiency_{ds.name}", "benchmark": "fusion_data_efficiency", "dataset": ds.name,
             "split": full.describe(), "pretrain": pretrain, "models": rows,
+            "fine_tune_epoch_cap": args.epochs, "fine_tune_full_data_epochs": args.epochs_full_equiv,
+            "pretrain_epoch_cap": args.pretrain_epochs,
             "targets": {"goal": "at 10% and 25% of training users: pretrained+fine-tuned >= 1.2x scratch and "
                                 ">= EASE on the same subset", **targets}}
 
@@ -378,27 +400,37 @@ def main() -> None:
     ap.add_argument("--small-catalog", default="lower", choices=["lower", "keep"])
     ap.add_argument("--code-corpus", nargs="*", default=None, help="datasets whose item text also fits the quantizer")
     ap.add_argument("--new-item-dropout", type=float, default=0.2)
+    ap.add_argument("--tune-objective", choices=["rows", "balanced"], default=None,
+                    help="how the fusion mix is scored on valid (default: balanced for new-items, else rows)")
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0])
     ap.add_argument("--sasrec", action="store_true", help="also run ID-SASRec side by side")
+    ap.add_argument("--few-ablations", action="store_true",
+                    help="published/new-items: evaluate only the sequential-part ablation (and the other objective)")
     ap.add_argument("--k-grid", type=int, nargs="+", default=[16, 64, 128, 256])
     ap.add_argument("--opq-iters", type=int, default=50, help="codes: OPQ iterations (FAISS default 50)")
     ap.add_argument("--source", nargs="+", default=["office", "ml-100k"], help="efficiency: pretraining domains")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25])
     ap.add_argument("--pretrain-epochs", type=int, default=None)
+    ap.add_argument("--own-codes-too", action="store_true",
+                    help="efficiency: also fine-tune from the pretrained adaptor+encoder with the target's own codes")
+    ap.add_argument("--epochs-full-equiv", type=float, default=None,
+                    help="efficiency: cap each run at ceil(x / fraction) epochs (x full-data epochs of steps)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--name", default=None)
     ap.add_argument("--out-dir", default="eval/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    commit = git_commit()  # the code as it was when the run started
     out = {"published": run_published, "new-items": run_new_items, "codes": run_codes,
            "efficiency": run_efficiency}[args.mode](args)
     name = args.name or out.pop("name")
     out.pop("name", None)
-    out.update({"seeds": args.seeds, "git_commit": git_commit(), "date": date.today().isoformat(),
+    out.update({"seeds": args.seeds, "git_commit": commit, "date": date.today().isoformat(),
                 "machine": machine(), "torch_threads": torch.get_num_threads(),
-                "wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+                "wall_seconds": round(time.perf_counter() - t0, 1),
+                "cpu_seconds": round(time.process_time() - c0, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
                 "command": "python eval/fusion_bench.py " + " ".join(sys.argv[1:])})
     path = Path(args.out_dir) / f"{name}.json"
     write_json(path, out)

@@ -9,7 +9,7 @@ import torch
 
 from textrec.data import RecDataset
 from textrec.data.splits import leave_one_out, new_item_split
-from textrec.evaluation import run_protocol
+from textrec.evaluation import evaluate, run_protocol
 from textrec.models import Recommender
 from textrec.models.backbone import BackboneConfig
 from textrec.models.base import TrainView
@@ -68,7 +68,7 @@ def test_fit_scores_full_catalog_and_beats_popularity(trained):
     pop = run_protocol(Popularity(), split, progress=False)
     assert res.test.metrics["ndcg@10"] > pop.test.metrics["ndcg@10"] + 0.2
     assert model.mix_report["best"] >= model.mix_report["seq_only"]
-    assert set(model.mix) == {"lam", "kappa", "mu", "cold_offset"}
+    assert set(model.mix) == {"lam", "kappa", "mu", "mu_cold", "cold_offset"}
 
 
 def test_zero_event_item_is_scored_from_text_alone():
@@ -95,6 +95,46 @@ def test_zero_event_item_is_scored_from_text_alone():
     with torch.no_grad():
         full, text = model.module.item_representations(), model.module.text_representations()
     assert torch.allclose(full[new], text[new])
+
+
+def test_mu_cold_reorders_cold_items_by_text_without_moving_them():
+    torch.set_num_threads(1)
+    ds = _planted(n_items=30, n_users=80)
+    split = new_item_split(ds, frac=0.2, seed=0)
+    model = _model(trainer={**SMALL["trainer"], "epochs": 1, "catalog": "train"}, tune_mix=False)
+    model.fit(TrainView.from_split(split, with_text=True), progress=False)
+    parts = model.components(split.test.histories()[:4])
+    cold = model.counts == 0
+    base = {**model.mix, "lam": 1.0}
+    a = model.combine(parts, model.gate(0.0), cold, base)
+    w = 1e5
+    b = model.combine(parts, model.gate(0.0), cold, {**base, "mu_cold": w})
+    assert torch.equal(a[:, ~cold], b[:, ~cold])  # warm items untouched
+    # with a huge weight the top cold item is the one closest in text (ties aside)
+    text = parts["text"][:, cold]
+    top = b[:, cold].argmax(1)
+    assert torch.allclose(text.gather(1, top[:, None])[:, 0], text.max(1).values)
+    # and the cold block moves only by how far its mean cosine is from the mean over all items
+    diff = (b - a)[:, cold].mean(1)
+    mean_shift = w * (text.mean(1) - parts["text"].mean(1))
+    assert torch.allclose(diff, mean_shift, rtol=1e-3, atol=1e-2)
+
+
+def test_balanced_objective_averages_cold_and_warm_target_rows():
+    torch.set_num_threads(1)
+    ds = _planted(n_items=30, n_users=80)
+    split = new_item_split(ds, frac=0.2, seed=0)
+    model = _model(trainer={**SMALL["trainer"], "epochs": 1, "catalog": "train"}, tune_objective="balanced")
+    model.fit(TrainView.from_split(split, with_text=True), progress=False)
+    rep = model.mix_report
+    is_new = split.valid.is_new
+    assert rep["objective"] == "balanced" and rep["valid_rows_cold_target"] == int(is_new.sum()) > 0
+    res = evaluate(model, split.valid, split.n_items)
+    by_group = (res.subset(is_new)["ndcg@10"] + res.subset(~is_new)["ndcg@10"]) / 2
+    assert rep["best"] == pytest.approx(by_group, abs=1e-4)
+    assert rep["best"] != pytest.approx(res.metrics["ndcg@10"], abs=1e-4)  # not the all-rows mean
+    with pytest.raises(ValueError, match="tune_objective"):
+        _model(tune_objective="new-only")
 
 
 def test_add_items_scores_them_from_text(trained):
@@ -170,3 +210,20 @@ def test_warm_start_reuses_pretrained_text_path_and_quantizer():
     for key in ("adaptor.weight", "code_emb", "encoder.blocks.0.qkv.weight"):
         assert torch.equal(pre_state[key], state[key]), key
     assert model.module.id_residual.num_embeddings == 24 and not model.module.id_residual.weight.any()
+
+
+def test_warm_start_with_own_codes_keeps_adaptor_and_encoder_only():
+    torch.set_num_threads(1)
+    source = TrainView.from_split(leave_one_out(_planted(n_items=30, n_users=60, seed=1)), with_text=True)
+    target = TrainView.from_split(leave_one_out(_planted(n_items=24, n_users=40, seed=2)), with_text=True)
+    pre = _model(tune_mix=False, trainer={**SMALL["trainer"], "epochs": 2})
+    pre.pretrain([source], progress=False)
+    model = _model(trainer={**SMALL["trainer"], "epochs": 0}).warm_start(pre, codes="own")
+    model.fit(target, progress=False)
+    assert model.quantizer is not pre.quantizer and "coded_with" not in model.code_report
+    pre_state, state = pre.module.state_dict(), model.module.state_dict()
+    for key in ("adaptor.weight", "encoder.blocks.0.qkv.weight"):
+        assert torch.equal(pre_state[key], state[key]), key
+    assert not torch.equal(pre_state["code_emb"], state["code_emb"])  # fresh tables for the own codes
+    with pytest.raises(ValueError, match="codes must be"):
+        _model().warm_start(pre, codes="shared")

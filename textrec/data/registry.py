@@ -1,4 +1,4 @@
-"""Load a dataset by name ("ml-100k", "scientific", "beauty", "instruments") or by path.
+"""Load a dataset by name ("ml-100k", "scientific", "beauty", "instruments", "office") or by path.
 
 Named datasets other than ml-100k live under a data root: ``data_root=`` if given, else the
 ``TEXTREC_DATA`` environment variable, else ``../shared/data`` next to the project checkout
@@ -20,9 +20,11 @@ from textrec.data.loaders import (
     load_atomic,
     load_movielens_100k,
     load_p5_sequential,
+    load_rechorus,
     load_table,
 )
 from textrec.data.loaders.movielens import recbole_ml100k_dir
+from textrec.data.loaders.rechorus import is_rechorus_folder
 
 ENV_VAR = "TEXTREC_DATA"
 # textrec/data/registry.py -> the repository checkout holding the package.
@@ -103,6 +105,10 @@ def _instruments(data_root: str | Path | None = None, **kw: Any) -> RecDataset:
     return load_amazon_reviews(files[0], name="instruments", **kw)
 
 
+def _office(data_root: str | Path | None = None, **kw: Any) -> RecDataset:
+    return load_rechorus(_subfolder(data_root, "office"), name="office", **kw)
+
+
 def register_dataset(name: str, loader_fn: LoaderFn, overwrite: bool = False) -> None:
     """Make ``load_dataset(name, **kw)`` call ``loader_fn(**kw)``.
 
@@ -119,13 +125,13 @@ def available_datasets() -> list[str]:
 
 
 for _name, _fn in (("ml-100k", _ml100k), ("scientific", _scientific), ("beauty", _beauty),
-                   ("instruments", _instruments)):
+                   ("instruments", _instruments), ("office", _office)):
     register_dataset(_name, _fn)
 
 
 # ---- paths ---------------------------------------------------------------------------------
 def detect_format(path: str | Path) -> str:
-    """The loader a path needs: "atomic", "p5", "grouplens", "amazon" or "tabular"."""
+    """The loader a path needs: "atomic", "p5", "grouplens", "rechorus", "amazon" or "tabular"."""
     path = Path(path)
     if path.is_dir():
         names = [p.name for p in path.iterdir() if p.is_file()]
@@ -133,9 +139,11 @@ def detect_format(path: str | Path) -> str:
             return "p5"
         if "u.data" in names:
             return "grouplens"
+        if is_rechorus_folder(path):
+            return "rechorus"
         if any(n.endswith((".inter", ".text")) for n in names):
             return "atomic"
-        raise DataError("cannot tell the format of this folder (expected .inter/.text atomic files, "
+        raise DataError("cannot tell the format of this folder (expected .inter/.text atomic files, ReChorus train/dev/test.csv, "
                         "train/valid/test.inter, sequential_data.txt or u.data)", path=str(path))
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (and is not a dataset name: "
@@ -176,6 +184,8 @@ def load_dataset(name_or_path: str | Path, data_root: str | Path | None = None, 
         return load_p5_sequential(path, **kw)
     if fmt == "grouplens":
         return load_movielens_100k(path, **kw)
+    if fmt == "rechorus":
+        return load_rechorus(path, **kw)
     if fmt == "atomic":
         return load_atomic(path, **kw)
     if fmt == "amazon":

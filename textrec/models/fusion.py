@@ -11,13 +11,23 @@ the *sequential* score of item ``i`` is ``h . rep(i)``. The final score adds co-
 raw text evidence, each gated by how much behaviour the item has (``n_i`` training events)::
 
     w_i   = n_i / (n_i + kappa)                  # 0 for an item without events, -> 1 when popular
-    score = h . rep(i) + lam * w_i * EASE(history, i) + mu * (1 - w_i) * cos(text(history), text(i))
-            + cold_offset * [n_i == 0]
+    c_ui  = cos(text(history), text(i))
+    score = h . rep(i) + lam * w_i * EASE(history, i) + mu * (1 - w_i) * c_ui
+            + [n_i == 0] * (mu_cold * (c_ui - mean_j c_uj) + cold_offset)
 
-EASE is fitted in closed form on the same training events; ``lam``, ``kappa``, ``mu`` and
-``cold_offset`` are chosen on the valid rows after training (coordinate ascent on valid
-NDCG@10; the test set is never read). An item with no events is scored from text alone (adaptor
-+ codes + text cosine); a popular one mostly from behaviour (ID residual + EASE).
+EASE is fitted in closed form on the same training events; ``lam``, ``kappa``, ``mu``,
+``mu_cold`` and ``cold_offset`` are chosen on the valid rows after training (coordinate ascent
+on valid NDCG@10; the test set is never read). An item with no events is scored from text alone
+(adaptor + codes + text cosine); a popular one mostly from behaviour (ID residual + EASE).
+
+The zero-evidence items have their own two parameters: ``mu_cold`` weighs the raw text cosine
+*centred per user*, so it reorders the cold items among themselves without moving them as a
+block, and ``cold_offset`` sets where that block sits against the warm items. (``mu`` alone
+cannot do this: the uncentred cosine of MiniLM is positive on average, so raising ``mu`` also
+lifts every cold item, which the all-rows objective punishes.) ``tune_objective="balanced"``
+scores a mix by the mean of NDCG@10 over valid rows whose target has no training events and over
+the other rows, so a deployment that must serve new items weighs both kinds of row equally;
+``"rows"`` (default) averages over all rows, where new-item targets are few.
 
 Training prepares the text path for new items: in every batch a share ``new_item_dropout`` of
 the warm items is treated as new, i.e. their ID residual is dropped from the representation the
@@ -49,7 +59,9 @@ from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
 #: the score-mix parameters chosen on valid, and their values before tuning
-DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "cold_offset": 0.0}
+DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0}
+#: how ``tune`` averages valid NDCG@10: over all rows, or the mean of cold-target and warm-target rows
+TUNE_OBJECTIVES = ("rows", "balanced")
 
 
 class MoEAdaptor(nn.Module):
@@ -165,7 +177,7 @@ class TextFusionRec(Recommender):
                  opq: bool = True, small_catalog: str = "lower", code_corpus: list[str] | None = None,
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
                  ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
-                 early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
+                 tune_objective: str = "rows", early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
                  max_epochs: int | None = None, seed: int = 0) -> None:
         if not 0.0 <= new_item_dropout < 1.0:
             raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
@@ -173,6 +185,8 @@ class TextFusionRec(Recommender):
             raise ValueError("n_subvectors must be >= 0 (0 = no codes)")
         if ease_lam <= 0:
             raise ValueError("ease_lam must be > 0")
+        if tune_objective not in TUNE_OBJECTIVES:
+            raise ValueError(f"tune_objective must be one of {TUNE_OBJECTIVES}, got {tune_objective!r}")
         unknown = set(mix or {}) - set(DEFAULT_MIX)
         if unknown:
             raise ValueError(f"unknown mix key(s) {sorted(unknown)}; known: {sorted(DEFAULT_MIX)}")
@@ -189,6 +203,7 @@ class TextFusionRec(Recommender):
         self.new_item_dropout, self.ease_lam = float(new_item_dropout), float(ease_lam)
         self.mix = {**DEFAULT_MIX, **{k: float(v) for k, v in (mix or {}).items()}}
         self.tune_mix = bool(tune_mix)
+        self.tune_objective = tune_objective
         # early stopping reads a seeded sample of this many valid rows (None = all): valid
         # scoring of the full catalog every epoch was as costly as the epoch itself on a CPU
         self.early_stop_rows = early_stop_rows
@@ -200,6 +215,7 @@ class TextFusionRec(Recommender):
         #: optional ``texts -> (n, dim) float32`` used instead of the sentence encoder (tests, caching)
         self.text_embedder: Callable[[list[str]], np.ndarray] | None = None
         self.warm_start_from: TextFusionRec | None = None
+        self.warm_start_codes = "pretrained"  # or "own": this domain's quantizer, fresh code tables
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
@@ -264,7 +280,7 @@ class TextFusionRec(Recommender):
         counts = data.popularity().astype(np.float32)
         codes = None
         start = self.warm_start_from
-        if start is not None and start.quantizer is not None:
+        if start is not None and start.quantizer is not None and self.warm_start_codes == "pretrained":
             from textrec.text.quantize import code_stats
 
             # codes from the pretrained quantizer, so the pretrained code tables mean the same
@@ -305,11 +321,13 @@ class TextFusionRec(Recommender):
         self.module = self._build(emb, codes, counts > 0)
         if self.warm_start_from is not None:
             skip = ("text_emb", "warm", "codes", "id_residual.weight")
+            if self.warm_start_codes == "own":  # codes from this domain's quantizer: their tables start fresh
+                skip += ("code_emb",)
             state = {k: v for k, v in self.warm_start_from.module.state_dict().items() if k not in skip}
             self.module.load_state_dict(state, strict=False)
         self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
-            self.tune(data.valid)
+            self.tune(data.valid, objective=self.tune_objective)
         return self
 
     def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
@@ -326,11 +344,18 @@ class TextFusionRec(Recommender):
         self._train(merged, progress, f"{self.name}-pretrain")
         return self
 
-    def warm_start(self, pretrained: TextFusionRec) -> TextFusionRec:
-        """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder."""
+    def warm_start(self, pretrained: TextFusionRec, codes: str = "pretrained") -> TextFusionRec:
+        """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder.
+
+        ``codes="own"`` keeps only the adaptor and encoder: this domain's items are coded by a
+        quantizer fitted on its own training items (as from scratch) and the code tables start fresh.
+        """
         if pretrained.module is None:
             raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
+        if codes not in ("pretrained", "own"):
+            raise ValueError(f"codes must be 'pretrained' or 'own', got {codes!r}")
         self.warm_start_from = pretrained
+        self.warm_start_codes = codes
         return self
 
     # ---- scoring -----------------------------------------------------------------------------
@@ -370,6 +395,9 @@ class TextFusionRec(Recommender):
             out += mix["lam"] * gate[None, :] * parts["ease"]
         if mix["mu"]:
             out += mix["mu"] * (1.0 - gate)[None, :] * parts["text"]
+        if mix.get("mu_cold"):
+            centred = parts["text"] - parts["text"].mean(dim=1, keepdim=True)
+            out += mix["mu_cold"] * cold[None, :].float() * centred
         if mix["cold_offset"]:
             out += mix["cold_offset"] * cold[None, :].float()
         return out
@@ -379,12 +407,19 @@ class TextFusionRec(Recommender):
         return self.combine(parts, self.gate(), self.counts == 0, self.mix)
 
     # ---- mix tuning on valid -------------------------------------------------------------------
-    def tune(self, valid, metric: str = "ndcg@10", sweeps: int = 2, max_rows: int = 6000) -> dict[str, float]:
-        """Choose ``lam``, ``kappa``, ``mu``, ``cold_offset`` by coordinate ascent on ``valid`` rows.
+    def tune(self, valid, metric: str = "ndcg@10", sweeps: int = 2, max_rows: int = 6000,
+             objective: str = "rows") -> dict[str, float]:
+        """Choose the mix (``lam``, ``kappa``, ``mu``, ``mu_cold``, ``cold_offset``) by coordinate
+        ascent on ``valid`` rows.
 
         Grids are relative to the spread of each part (so they fit any score scale); the valid
         score parts are computed once. At most ``max_rows`` rows (a seeded sample) are used.
+        ``objective``: ``"rows"`` averages ``metric`` over rows; ``"balanced"`` takes the mean of
+        its averages over rows with a zero-event target and over the others (``"rows"`` when one
+        of the two groups is empty).
         """
+        if objective not in TUNE_OBJECTIVES:
+            raise ValueError(f"objective must be one of {TUNE_OBJECTIVES}, got {objective!r}")
         from textrec.metrics.ranking import metrics_from_ranks, target_ranks
 
         rows = np.arange(len(valid))
@@ -401,12 +436,19 @@ class TextFusionRec(Recommender):
         tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
         cold = self.counts == 0
         k = int(metric.partition("@")[2])
+        # a row is "cold" when one of its targets has no training events
+        cold_row = np.zeros(len(rows), dtype=bool)
+        cold_row[t_rows[cold.numpy()[t_items]]] = True
+        groups = [cold_row, ~cold_row] if objective == "balanced" and cold_row.any() and (~cold_row).any() else []
 
         def value(mix: dict[str, float]) -> float:
             s = self.combine(parts, self.gate(mix["kappa"]), cold, mix)
             s[mask] = float("-inf")
             ranks = target_ranks(s, tr, ti).numpy()
-            return float(metrics_from_ranks(ranks, t_rows, len(rows), [k])[metric].mean())
+            per_row = metrics_from_ranks(ranks, t_rows, len(rows), [k])[metric]
+            if groups:
+                return float(np.mean([per_row[g].mean() for g in groups]))
+            return float(per_row.mean())
 
         def spread(x: torch.Tensor) -> float:
             x = x[:, :n]
@@ -416,9 +458,10 @@ class TextFusionRec(Recommender):
         grids = {"lam": [0.0] + [s_seq / spread(parts["ease"]) * f for f in (0.25, 0.5, 1, 2, 4, 8)],
                  "kappa": [0.0, 1.0, 3.0, 10.0, 30.0],
                  "mu": [0.0] + [s_seq / spread(parts["text"]) * f for f in (0.25, 0.5, 1, 2, 4)],
-                 "cold_offset": [s_seq * f for f in (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0)]}
+                 "mu_cold": [0.0] + [s_seq / spread(parts["text"]) * f for f in (0.25, 0.5, 1, 2, 4, 8)],
+                 "cold_offset": [s_seq * f for f in (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)]}
         if not bool(cold.any()):
-            grids["cold_offset"] = [0.0]
+            grids["mu_cold"] = grids["cold_offset"] = [0.0]
         mix = dict(DEFAULT_MIX)
         table = [{**mix, metric: round(value(mix), 5)}]
         best = table[0][metric]
@@ -436,7 +479,9 @@ class TextFusionRec(Recommender):
             if not changed:
                 break
         self.mix = mix
-        self.mix_report = {"metric": metric, "valid_rows_used": int(len(rows)), "best": round(best, 5),
+        self.mix_report = {"metric": metric, "objective": objective if groups else "rows",
+                           "valid_rows_used": int(len(rows)), "valid_rows_cold_target": int(cold_row.sum()),
+                           "best": round(best, 5),
                            "seq_only": table[0][metric], "chosen": dict(mix), "grids": grids, "table": table}
         return mix
 
@@ -492,7 +537,7 @@ class TextFusionRec(Recommender):
                 "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
-                "tune_mix": self.tune_mix, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
+                "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:

@@ -1,4 +1,5 @@
-"""``textrec vqrec train | add-items | recommend``: VQ-Rec from the command line.
+"""``textrec vqrec train | add-items | recommend``: VQ-Rec from the command line; and
+``textrec add-items`` for any saved model that scores items from text alone (VQ-Rec, TextFusion).
 
 A model folder written here holds the model (``save_pretrained``) plus ``catalog.json``: the
 original item ids in index order, so the CLI speaks original ids while the model speaks indexes.
@@ -97,12 +98,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_add_items(args: argparse.Namespace) -> int:
     """Append items from text to a trained model's catalog and save it (no retraining)."""
-    from textrec.vqrec.model import VQRec
+    from textrec.models.base import Recommender
 
     folder = Path(args.model)
-    model = VQRec.from_pretrained(folder)
+    model = Recommender.from_pretrained(folder)
+    if not (getattr(model, "scores_new_items", False) and callable(getattr(model, "add_items", None))):
+        raise ValueError(f"{folder}: a {type(model).__name__} model cannot add items from text "
+                         "(VQ-Rec and TextFusion can)")
     if model.catalog is None:
-        raise ValueError(f"{folder}: the model has no item catalog; retrain it with `textrec vqrec train`")
+        raise ValueError(f"{folder}: the model has no item catalog; retrain it with `textrec train`")
     ids, texts = read_new_items(args.items)
     clash = [i for i in ids if i in set(model.catalog.ids)]
     if clash:
@@ -157,11 +161,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = vsub.add_parser("train", help="train on a dataset with a recipe and save the model (= textrec train vqrec)")
     add_train_arguments(t)
     t.set_defaults(func=cmd_train)
-    a = vsub.add_parser("add-items", help="add items to a trained model's catalog from their text")
-    a.add_argument("--model", required=True)
-    a.add_argument("--items", required=True, help='JSONL: {"item_id": ..., "text": ...} per line')
-    a.add_argument("--out", help="write the grown model here (default: in place)")
-    a.set_defaults(func=cmd_add_items)
+    for parent in (vsub, sub):  # `textrec vqrec add-items` and `textrec add-items` (any text model)
+        a = parent.add_parser("add-items", help="add items to a trained text model's catalog (VQ-Rec, TextFusion) "
+                                                "from their text, no retraining")
+        a.add_argument("--model", required=True)
+        a.add_argument("--items", required=True, help='JSONL: {"item_id": ..., "text": ...} per line')
+        a.add_argument("--out", help="write the grown model here (default: in place)")
+        a.set_defaults(func=cmd_add_items)
     r = vsub.add_parser("recommend", help="top-k with titles for a user or a history of item ids")
     r.add_argument("--model", required=True)
     add_dataset_options(r, default="")

@@ -46,7 +46,9 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                     "erra_instruments_lm_capped.json"]),
     ("query", "Rec-R1 query writing (issue #5, reduced CPU runs)", [
         "query_ml-100k.json", "query_scientific.json", "query_scientific_sft.json",
-        "query_scientific_sft240.json", "query_scientific_heuristics.json"]),
+        "query_scientific_sft240.json", "query_scientific_heuristics.json", "query_scientific_nollm_bm25.json",
+        "query_scientific_nollm_bm25_q16.json", "query_scientific_nollm_dense.json",
+        "query_scientific_llm_dense.json", "query_scientific_llm_dense_inductive.json"]),
 ]
 
 #: engine results whose test rows share the core split and harness with the baselines (summary table)
@@ -224,12 +226,18 @@ def _query(r: dict) -> str:
     return out + "\n"
 
 
+def _query_resolvable(r: dict) -> str:
+    from textrec.query.bench import block_tables
+
+    return "\n".join(block_tables(r, bold_headings=True)) + "\n"
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "baselines": _baselines, "vqrec_from_scratch": _vqrec_scratch, "vqrec_new_items": _vqrec_new_items,
     "vqrec_transfer": _vqrec_transfer, "vqrec_speed": _vqrec_speed, "p5_sequential": _p5,
     "p5_planted_transitions": _p5_planted, "erra_explanations": _erra, "query_recr1": _query,
     "erra_explanations_vs_copy": _erra, "erra_lm_probe": _erra_lm_probe, "erra_lm_capped_curve": _erra_lm_curve,
-    "query_recr1_heuristics": _query,
+    "query_recr1_heuristics": _query, "query_recr1_resolvable": _query_resolvable,
 }
 
 

@@ -4,12 +4,13 @@ the same users, with paired bootstrap intervals on every ratio to raw history.
     # no-LLM rows (heuristics + oracle) on 1,000 seeded Scientific test users, BM25 also on all users
     textrec bench query --dataset scientific --n-users 1000 --threads 1
 
-    # train (SFT then GRPO) on the new-item split's training users, then add both writers as rows
-    textrec train query --dataset scientific --setting inductive --recipe recr1_cpu_sft \
-        --output-dir runs/recr1_scientific
-    textrec bench query --dataset scientific --n-users 1000 \
-        --writer llm_sft=runs/recr1_scientific/sft/writer --writer llm_grpo=runs/recr1_scientific/final \
-        --compare llm_grpo:llm_sft --name query_scientific_llm
+    # train (SFT then GRPO, dense reward, 30 wall-clock minutes of GRPO) on the new-item split's
+    # training users, then add both writers as rows (one run per setting: generation is the cost)
+    textrec train query --dataset scientific --setting inductive --recipe recr1_cpu_sft_dense \
+        --output-dir runs/recr1_sci_dense
+    textrec bench query --dataset scientific --n-users 1000 --settings transductive --retrievers dense bm25 \
+        --no-valid --no-all-users --writer llm_sft=runs/recr1_sci_dense/sft/writer \
+        --writer llm_grpo=runs/recr1_sci_dense/final --compare llm_grpo:llm_sft --name query_scientific_llm_dense
 
 The logic lives in :mod:`textrec.query.bench`; this module parses options and writes the result
 (JSON + Markdown) through the one result writer.

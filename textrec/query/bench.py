@@ -248,22 +248,35 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
 def markdown(res: dict[str, Any]) -> str:
     """A table per block: NDCG@10 and its ratio to raw history with the 95% interval."""
     lines = [f"### Rec-R1 query benchmark on {res['dataset']}", "", res["protocol"], ""]
+    return "\n".join(lines + block_tables(res)) + "\n"
+
+
+def block_tables(res: dict[str, Any], bold_headings: bool = False) -> list[str]:
+    """Markdown lines: per block a heading, the rows' NDCG@10 / Recall@10 / ratio to raw history
+    [95% CI], then the requested differences with their intervals (``eval/README.md`` uses bold
+    headings, under its own per-file heading)."""
+    lines: list[str] = []
     for key, b in res["blocks"].items():
-        lines += [f"#### {key} ({b['n_rows']} rows of {b['rows_total']})", "",
+        title = f"{key} ({b['n_rows']} rows of {b['rows_total']})"
+        lines += [f"**{title}**" if bold_headings else f"#### {title}", "",
                   "| row | reward retriever | eval retriever | NDCG@10 | Recall@10 | ratio to raw [95% CI] |",
                   "|---|---|---|---|---|---|"]
         for name, r in b["rows"].items():
             m = r["metrics"]
             vs = r.get(f"vs_raw_history_{HEADLINE}")
-            ratio = ("1" if name == "raw_history" else "n/a") if vs is None else (f"{vs['ratio']:.3f} [{vs['ratio_ci95'][0]:.3f}, {vs['ratio_ci95'][1]:.3f}]"
-                                            if vs.get("ratio") is not None else "n/a")
-            lines.append(f"| {name} | {r.get('reward_retriever') or '-'} | {r.get('evaluation_retriever')} | "
+            ratio = ("1" if name == "raw_history" else "n/a") if vs is None else (
+                f"{vs['ratio']:.3f} [{vs['ratio_ci95'][0]:.3f}, {vs['ratio_ci95'][1]:.3f}]"
+                if vs.get("ratio") is not None else "n/a")
+            reward = r.get("reward_retriever") or "-"
+            if isinstance(reward, list):
+                reward = "+".join(reward)
+            lines.append(f"| {name} | {reward} | {r.get('evaluation_retriever')} | "
                          f"{m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {ratio} |")
         for pair, d in b.get("differences", {}).items():
             lines.append(f"\n{pair}: NDCG@10 difference {d['diff']:+.4f} [95% CI {d['diff_ci95'][0]:+.4f}, "
                          f"{d['diff_ci95'][1]:+.4f}]")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "compare_runs"]
+__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "block_tables", "compare_runs"]

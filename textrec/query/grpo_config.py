@@ -29,6 +29,7 @@ class QueryGRPOConfig:
     template_family: str = "query/recr1"
     template_id: str = "query-plain"
     max_history: int = 8
+    max_prompt_tokens: int | None = 256  # oldest context lines go first beyond this (tasks.cap_context)
     max_train_tasks: int | None = None  # seeded subsample of the training users
     # GRPO (Rec-R1 ran group 5, KL 1e-3; TRL names in brackets)
     num_generations: int = 4  # group size G [num_generations]
@@ -76,6 +77,8 @@ class QueryGRPOConfig:
             raise ValueError("prompts_per_step must be >= 1")
         if not self.reward_retrievers:
             raise ValueError("reward_retrievers must name at least one retriever (bm25 | dense)")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
         bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense")]
         if bad:
             raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense")
@@ -86,7 +89,8 @@ class QueryGRPOConfig:
 
         return QuerySFTConfig(steps=self.sft_steps, batch_size=self.sft_batch_size,
                               learning_rate=self.sft_learning_rate, max_query_words=self.sft_max_query_words,
-                              max_tasks=self.sft_max_tasks, reward_k=self.reward_k, lora_r=self.lora_r,
+                              max_tasks=self.sft_max_tasks, reward_k=self.reward_k,
+                              max_prompt_tokens=self.max_prompt_tokens, lora_r=self.lora_r,
                               lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                               lora_top_layers=self.lora_top_layers, seed=self.seed)
 

@@ -271,7 +271,7 @@ class QueryGRPOTrainer:
         self.tokenizer = tokenizer
         self.template = load_template(config.template_id, config.template_family)
         tasks = subsample(list(train_tasks), config.max_train_tasks, config.seed)
-        self.train_dataset = to_hf_dataset(tasks, self.template, tokenizer, dataset_name)
+        self.train_dataset = to_hf_dataset(tasks, self.template, tokenizer, dataset_name, config.max_prompt_tokens)
         self.reward_funcs = [
             RetrievalReward(retrievers[r], k=config.reward_k, metric=config.reward_metric,
                             min_words=config.min_words, max_words=config.max_words,
@@ -350,7 +350,7 @@ class QueryGRPOTrainer:
         return QueryWriter(self.trainer.model, self.tokenizer, template_id=self.config.template_id,
                            template_family=self.config.template_family, max_history=self.config.max_history,
                            max_new_tokens=self.config.eval_max_new_tokens, base_model=self.base_model,
-                           dataset_name=self.dataset_name)
+                           dataset_name=self.dataset_name, max_prompt_tokens=self.config.max_prompt_tokens)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Save the trained writer (adapter + ``querywriter.json``)."""

@@ -33,7 +33,7 @@ class QueryWriter:
 
     def __init__(self, model, tokenizer, template_id: str = "query-plain", template_family: str = "query/recr1",
                  max_history: int = 8, max_new_tokens: int = 24, base_model: str = DEFAULT_POLICY,
-                 dataset_name: str = ""):
+                 dataset_name: str = "", max_prompt_tokens: int | None = None):
         from textrec.query.tasks import load_template
 
         prepare_tokenizer(tokenizer)
@@ -43,6 +43,7 @@ class QueryWriter:
         self.max_history, self.max_new_tokens = int(max_history), int(max_new_tokens)
         self.base_model = str(base_model)
         self.dataset_name = dataset_name
+        self.max_prompt_tokens = None if max_prompt_tokens is None else int(max_prompt_tokens)
 
     @classmethod
     def from_base(cls, model_name: str | None = None, **kw) -> QueryWriter:
@@ -51,10 +52,10 @@ class QueryWriter:
         return cls(model, tok, base_model=model_name or DEFAULT_POLICY, **kw)
 
     def prompts(self, tasks) -> list[str]:
-        """Rendered prompt strings for tasks."""
+        """Rendered prompt strings for tasks (at most ``max_prompt_tokens`` tokens each)."""
         from textrec.query.tasks import prompt_text
 
-        return [prompt_text(t, self.template, self.tokenizer, self.dataset_name) for t in tasks]
+        return [prompt_text(t, self.template, self.tokenizer, self.dataset_name, self.max_prompt_tokens) for t in tasks]
 
     def generate(self, tasks, batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
                  max_new_tokens: int | None = None, seed: int = 0, progress: bool = True) -> list[str]:
@@ -105,7 +106,7 @@ class QueryWriter:
             "base_model": self.base_model, "weights": "adapter" if is_peft else "model",
             "template_family": self.template_family, "template_id": self.template_id,
             "max_history": self.max_history, "max_new_tokens": self.max_new_tokens,
-            "dataset": self.dataset_name}, indent=1))
+            "dataset": self.dataset_name, "max_prompt_tokens": self.max_prompt_tokens}, indent=1))
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, merge: bool = True) -> QueryWriter:
@@ -133,4 +134,5 @@ class QueryWriter:
         return cls(model, tok, template_id=cfg.get("template_id", "query-plain"),
                    template_family=cfg.get("template_family", "query/recr1"),
                    max_history=cfg.get("max_history", 8), max_new_tokens=cfg.get("max_new_tokens", 24),
-                   base_model=cfg["base_model"], dataset_name=cfg.get("dataset", ""))
+                   base_model=cfg["base_model"], dataset_name=cfg.get("dataset", ""),
+                   max_prompt_tokens=cfg.get("max_prompt_tokens"))

@@ -44,6 +44,7 @@ class QuerySFTConfig:
     max_query_words: int = 16
     max_tasks: int | None = 2000  # seeded subsample of training tasks used as SFT data
     reward_k: int = 1000
+    max_prompt_tokens: int | None = None  # the GRPO/generation prompt cap
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -58,24 +59,28 @@ def candidate_queries(task: QueryTask, max_words: int = 16) -> dict[str, str]:
 
 def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
                 ) -> tuple[list[list[str]], dict[str, Any]]:
-    """The best heuristic queries per task under the reward retriever, and a report.
+    """The best heuristic queries per task under the reward retriever(s), and a report.
 
     Each candidate is scored with the reward itself (NDCG@reward_k of the task's target,
-    history masked, ``retriever`` = the GRPO reward retriever). Every distinct candidate that
+    history masked, ``retriever`` = the GRPO reward retriever, or a list of them for a hybrid
+    reward: their NDCGs summed, as GRPO sums its reward functions). Every distinct candidate that
     reaches a task's best score is a target (ties keep several); where no candidate retrieves
     the target at all, the kind that is best on average is the one target.
     """
     cfg = config or QuerySFTConfig()
+    retrievers = list(retriever) if isinstance(retriever, (list, tuple)) else [retriever]
     cands = [candidate_queries(t, cfg.max_query_words) for t in tasks]
     score = {}
     for kind in CANDIDATES:
         qs = [c[kind] for c in cands]
         rows = [i for i, q in enumerate(qs) if q]
-        ranks = np.full(len(tasks), MISS, dtype=np.int64)
-        if rows:
-            ranks[rows] = retriever.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
-                                                 [tasks[i].history for i in rows])
-        score[kind] = reward_metric(ranks, cfg.reward_k, "ndcg")
+        score[kind] = np.zeros(len(tasks))
+        for r in retrievers:
+            ranks = np.full(len(tasks), MISS, dtype=np.int64)
+            if rows:
+                ranks[rows] = r.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
+                                             [tasks[i].history for i in rows])
+            score[kind] += reward_metric(ranks, cfg.reward_k, "ndcg")
     order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
     mat = np.stack([score[k] for k in order], axis=1)
     best = mat.max(1)
@@ -86,7 +91,7 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         qs = list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k]))
         won.update(kinds)
         targets.append(qs)
-    report = {"n_tasks": len(tasks), "reward_retriever": getattr(retriever, "kind", "?"),
+    report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
               "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
               f"mean_ndcg@{cfg.reward_k}_best": round(float(best.mean()), 4),
@@ -98,11 +103,12 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
 
 
 def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]], template, tokenizer,
-              dataset_name: str = "") -> list[tuple[list[int], list[int]]]:
+              dataset_name: str = "", max_prompt_tokens: int | None = None) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids + EOS) per task and target (a task may have several targets).
 
     Prompts are rendered exactly as GRPO and evaluation render them (bare, or the chat template
-    with the generation prompt), so SFT, GRPO and generation see one format.
+    with the generation prompt), capped at ``max_prompt_tokens``, so SFT, GRPO and generation see
+    one format.
     """
     out = []
     for t, qs in zip(tasks, targets):
@@ -110,7 +116,8 @@ def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]]
         qs = [q for q in qs if q]
         if not qs:
             continue
-        prompt_ids = tokenizer(prompt_text(t, template, tokenizer, dataset_name), add_special_tokens=False)["input_ids"]
+        prompt = prompt_text(t, template, tokenizer, dataset_name, max_prompt_tokens)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         for q in qs:
             # A leading space: the query continues the prompt's last line like natural text.
             ids = tokenizer((" " + q) if is_bare(template) else q, add_special_tokens=False)["input_ids"]
@@ -133,7 +140,7 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
     t0 = time.perf_counter()
     targets, report = sft_targets(tasks, retriever, cfg)
-    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name)
+    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name, cfg.max_prompt_tokens)
     layers = None
     if cfg.lora_top_layers:
         n = int(model.config.num_hidden_layers)

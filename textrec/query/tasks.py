@@ -20,7 +20,7 @@ snippet where the dataset has reviews for that user and item).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,17 +174,64 @@ def is_bare(template: Template) -> bool:
     return template.extra.get("chat", True) is False
 
 
-def prompt_text(task: QueryTask, template: Template, tokenizer: Any, dataset_name: str = "") -> str:
+def prompt_text(task: QueryTask, template: Template, tokenizer: Any, dataset_name: str = "",
+                max_tokens: int | None = None) -> str:
     """The prompt string for one task: the filled source for a bare template, else the chat rendering.
 
     A bare prompt is about a third of the chat prompt's length (the system turn and the chat
-    markup go), and prompt length is what a CPU GRPO step pays for.
+    markup go), and prompt length is what a CPU GRPO step pays for. ``max_tokens`` caps the
+    prompt (see :func:`cap_context`); ``None`` leaves it whole.
     """
+    if max_tokens is not None:
+        task = cap_context(task, template, tokenizer, dataset_name, max_tokens)
+    return _render(task, template, tokenizer, dataset_name)
+
+
+def _render(task: QueryTask, template: Template, tokenizer: Any, dataset_name: str) -> str:
     if is_bare(template):
         domain, action = DOMAIN_WORDS.get(dataset_name, DEFAULT_DOMAIN)
         history = "\n".join(f"- {line}" for line in task.context) or "(nothing yet)"
         return template.render_source(history=history, n=len(task.context), domain=domain, action=action)
     return render_prompt(prompt_messages(task, template, dataset_name), tokenizer)
+
+
+def prompt_tokens(text: str, tokenizer: Any) -> int:
+    """How many tokens a prompt string is, counted as generation feeds it (no special tokens added)."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def cap_context(task: QueryTask, template: Template, tokenizer: Any, dataset_name: str, max_tokens: int
+                ) -> QueryTask:
+    """The task with its context shortened until its prompt is at most ``max_tokens`` tokens.
+
+    The oldest lines go first (the next item follows the most recent ones); if the newest line
+    alone is still too long, its end is cut. Prompt length is what a step and a generation pay
+    for, and a catalog title can be arbitrarily long. Raises ``ValueError`` when the template
+    without any history already exceeds the cap.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1, got {max_tokens}")
+    lines = list(task.context)
+    n = prompt_tokens(_render(task, template, tokenizer, dataset_name), tokenizer)
+    if n <= max_tokens:
+        return task
+    while len(lines) > 1 and n > max_tokens:
+        lines.pop(0)
+        n = prompt_tokens(_render(replace(task, context=lines), template, tokenizer, dataset_name), tokenizer)
+    if n > max_tokens and lines:
+        ids = tokenizer(lines[0], add_special_tokens=False)["input_ids"]
+        keep = len(ids) - (n - max_tokens)
+        while keep > 0 and n > max_tokens:  # decoding and re-encoding may merge tokens: re-check
+            lines = [tokenizer.decode(ids[:keep], skip_special_tokens=True).strip()]
+            n = prompt_tokens(_render(replace(task, context=lines), template, tokenizer, dataset_name), tokenizer)
+            keep -= 1
+        if n > max_tokens:
+            lines = []
+            n = prompt_tokens(_render(replace(task, context=lines), template, tokenizer, dataset_name), tokenizer)
+    if n > max_tokens:
+        raise ValueError(f"template '{template.id}' alone takes {n} prompt tokens, more than "
+                         f"max_prompt_tokens={max_tokens}")
+    return replace(task, context=lines)
 
 
 def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
@@ -195,12 +242,14 @@ def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
     return "\n".join(parts) + "\nassistant:"
 
 
-def to_hf_dataset(tasks: Sequence[QueryTask], template: Template, tokenizer: Any, dataset_name: str = ""):
-    """A ``datasets.Dataset`` for TRL: ``prompt`` (string) plus ``target``, ``history``, ``user``."""
+def to_hf_dataset(tasks: Sequence[QueryTask], template: Template, tokenizer: Any, dataset_name: str = "",
+                  max_prompt_tokens: int | None = None):
+    """A ``datasets.Dataset`` for TRL: ``prompt`` (string, capped at ``max_prompt_tokens``) plus
+    ``target``, ``history``, ``user``."""
     import datasets
 
     return datasets.Dataset.from_dict({
-        "prompt": [prompt_text(t, template, tokenizer, dataset_name) for t in tasks],
+        "prompt": [prompt_text(t, template, tokenizer, dataset_name, max_prompt_tokens) for t in tasks],
         "target": [int(t.target) for t in tasks],
         "history": [[int(i) for i in t.history] for t in tasks],
         "user": [int(t.user) for t in tasks],

@@ -42,15 +42,17 @@ def train_writers(cfg: QueryGRPOConfig, retrievers: dict[str, Any], tasks: Seque
         else:
             model, tok = load_policy(cfg.model)
             template = load_template(cfg.template_id, cfg.template_family)
-            model, sft_report = sft_warm_start(model, tok, template, tasks, retrievers[cfg.reward_retrievers[0]],
+            reward_retrievers = [retrievers[r] for r in cfg.reward_retrievers]  # several: a hybrid reward
+            model, sft_report = sft_warm_start(model, tok, template, tasks, reward_retrievers,
                                                cfg.sft_config(), out / "sft", dataset_name=dataset_name,
                                                progress=progress)
             writer = QueryWriter(model, tok, template_id=cfg.template_id, template_family=cfg.template_family,
                                  max_history=cfg.max_history, max_new_tokens=cfg.eval_max_new_tokens,
-                                 base_model=cfg.model, dataset_name=dataset_name)
+                                 base_model=cfg.model, dataset_name=dataset_name,
+                                 max_prompt_tokens=cfg.max_prompt_tokens)
             writer.save_pretrained(sft_dir)
             write_json(sft_dir / TRAINING_INFO, {
-                "stage": "sft", "reward_retrievers": list(cfg.reward_retrievers[:1]),
+                "stage": "sft", "reward_retrievers": list(cfg.reward_retrievers),
                 "report": {k: v for k, v in sft_report.items() if k != "losses"}})
         base_model = str((sft_dir / "model").resolve())
     else:

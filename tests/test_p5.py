@@ -602,3 +602,12 @@ def test_compact_item_recommender_fits_scores_every_item_and_round_trips(tmp_pat
     back = textrec.load(rec.save_pretrained(tmp_path / "p5"))
     assert back.model.index.scheme == "item" and back.decode == "auto"
     torch.testing.assert_close(back.score(np.array([0, 1]), hist), scores)
+
+
+def test_p5_bench_shows_core_baselines_only_for_their_own_split():
+    from textrec.benchmarks.p5 import baseline_rows
+
+    same = baseline_rows("scientific", "published")
+    assert "EASE" in same and same["EASE"]["ndcg@10"] > 0
+    # the committed Scientific table is on the published split: a new-item run must not show it
+    assert baseline_rows("scientific", "new_item") == {}

@@ -204,14 +204,27 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     return out
 
 
-def baseline_rows(dataset: str) -> dict:
-    """Test HR/NDCG/MRR@10 of the core baselines from their committed result JSON (empty if absent)."""
+def baseline_rows(dataset: str, split_kind: str | None = None) -> dict:
+    """Test HR/NDCG/MRR@10 of the core baselines from their committed result JSON.
+
+    Empty if absent, or if that table was measured on another split than ``split_kind``: rows of
+    another split are not comparable and must not stand beside the P5 rows.
+    """
     data = published_result(f"baselines_{dataset}.json")
     if data is None:
+        return {}
+    if split_kind is not None and _split_kind(data.get("split")) not in (None, split_kind):
         return {}
     # refit rows (trained on train+valid) have no valid metrics and another protocol: left out
     return {name: {k: m["test"].get(k) for k in ("hr@10", "ndcg@10", "mrr@10")} | {"valid_ndcg@10": m["valid"].get("ndcg@10")}
             for name, m in data.get("models", {}).items() if "valid" in m and "test" in m}
+
+
+def _split_kind(split: object) -> str | None:
+    """The split name a result JSON records (a dict with ``kind``, or a plain string)."""
+    if isinstance(split, dict):
+        return split.get("kind")
+    return split if isinstance(split, str) else None
 
 
 def _train_cell(r: dict) -> str:
@@ -235,6 +248,12 @@ def markdown(res: dict) -> str:
         lines.append(f"| {name} (core) | no | {b['valid_ndcg@10']:.4f} | {b['hr@10']:.4f} | {b['ndcg@10']:.4f} "
                      f"| {b['mrr@10']:.4f} | | | | |")
     for name, r in res["p5"].items():
+        if "test_new_items" in r:
+            new_rows, warm_rows = r["test_new_items"], r["test_warm_items"]
+            lines += ["", f"P5-{name} test rows by target: new items (no training event) HR@10 "
+                      f"{new_rows['hr@10']:.4f} / NDCG@10 {new_rows['ndcg@10']:.4f} on {new_rows['n_rows']} rows; "
+                      f"warm items HR@10 {warm_rows['hr@10']:.4f} / NDCG@10 {warm_rows['ndcg@10']:.4f} on "
+                      f"{warm_rows['n_rows']} rows."]
         sec = r.get("secondary_tasks", {})
         if "rating" in sec:
             rt = sec["rating"]
@@ -315,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
            "test with valid appended and no refit; multi-token ids: trie-constrained beam search over the full "
            "catalogue, consumed items removed from the trie, items outside the beams score -inf (never hits), so "
            "HR/NDCG/MRR@K are exact for K <= beams; one-token ids: every item scored by its first-token "
-           "log-probability (full ranking), history masked", "seed": args.seed, "p5": {}, "baselines": baseline_rows(ds.name)}
+           "log-probability (full ranking), history masked", "seed": args.seed, "p5": {}, "baselines": baseline_rows(ds.name, split.describe().get("kind"))}
     writer = writer_from_args(args, "p5")
     writer.started = t0
 

@@ -43,7 +43,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                     "erra_instruments_lm_reference.json",
                                                     "erra_instruments_decoding.json", "erra_instruments_copyhead.json",
                                                     "erra_instruments_rerank.json", "erra_instruments_lm_probe.json",
-                                                    "erra_instruments_lm_capped.json"]),
+                                                    "erra_instruments_lm_capped.json", "erra_instruments_seeds.json"]),
     ("query", "Rec-R1 query writing (issue #5, reduced CPU runs)", [
         "query_ml-100k.json", "query_scientific.json", "query_scientific_sft.json",
         "query_scientific_sft240.json", "query_scientific_heuristics.json", "query_scientific_nollm_bm25.json",

@@ -39,6 +39,13 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                "p5_ml-100k_old_recipe_cost.json", "p5_ml-100k_compact_cost.json",
                                                "p5_ml-100k_compact_mini_cost.json", "p5_ml-100k_cpu60.json",
                                                "p5_scientific_new_item_compact_text.json"]),
+    ("fusion", "TextFusion: text, codes, IDs and co-occurrence (issue #13)", [
+        "fusion_scientific_published_seed0.json", "fusion_scientific_published_seed1.json",
+        "fusion_office_published_seed0.json", "fusion_office_published_seed1.json",
+        "fusion_new_items_scientific.json", "fusion_new_items_scientific_seed1.json",
+        "fusion_efficiency_scientific.json", "fusion_efficiency_scientific_half_full.json",
+        "fusion_efficiency_office.json", "fusion_efficiency_scientific_pretrain3ep.json",
+        "fusion_codes_scientific.json", "fusion_new_items_scientific_try.json"]),
     ("erra", "ERRA explanations (issues #6, #18)", ["erra_instruments.json", "erra_instruments_lm.json",
                                                     "erra_instruments_lm_reference.json",
                                                     "erra_instruments_decoding.json", "erra_instruments_copyhead.json",

@@ -37,7 +37,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                "p5_beauty.json", "p5_ml-100k_compact_tiny.json",
                                                "p5_ml-100k_compact_mini.json", "p5_instruments_compact.json",
                                                "p5_ml-100k_old_recipe_cost.json", "p5_ml-100k_compact_cost.json",
-                                               "p5_ml-100k_compact_mini_cost.json", "p5_ml-100k_cpu60.json",
+                                               "p5_ml-100k_compact_mini_cost.json", "p5_ml-100k_cpu60.json", "p5_ml-100k_cpu60_seed1.json",
                                                "p5_scientific_new_item_compact_text.json"]),
     ("fusion", "TextFusion: text, codes, IDs and co-occurrence (issue #13)", [
         "fusion_scientific_published_seed0.json", "fusion_scientific_published_seed1.json",

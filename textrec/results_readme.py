@@ -22,7 +22,7 @@ SUMMARY_END = "<!-- end of summary table -->"
 #: (section key, title, result files in order); a notes file eval/notes/<key>.md precedes the tables
 SECTIONS: list[tuple[str, str, list[str]]] = [
     ("baselines", "Core baselines", ["baselines_ml-100k.json", "baselines_scientific.json",
-                                     "baselines_beauty.json", "baselines_instruments.json"]),
+                                     "baselines_beauty.json", "baselines_instruments.json", "baselines_office.json"]),
     ("recbole", "Side by side with RecBole 1.2.1 (ML-100K)", ["recbole_ml-100k.json",
                                                                "recbole_ml-100k_gru4rec.json"]),
     ("vqrec", "VQ-Rec (issue #3)", ["vqrec_ml-100k.json", "vqrec_ml-100k_idres.json", "vqrec_scientific.json",

@@ -268,9 +268,10 @@ def test_max_minutes_stops_and_is_recorded(split):
     assert res.stopped == "max_minutes" and len(res.history) < 1000
     assert "valid" in res.history[-1]  # the cut epoch is still evaluated
     # an engine records it in its own history
-    m = _sasrec(epochs=500, max_minutes=0.02)
+    # patience beyond any reachable epoch: on a fast idle machine patience must not stop it first
+    m = _sasrec(epochs=100_000, max_minutes=0.02, patience=1_000_000)
     m.fit(TrainView.from_split(split), progress=False)
-    assert len(m.history) < 500 and m.history[-1]["stopped"] == "max_minutes=0.02 reached"
+    assert len(m.history) < 100_000 and m.history[-1]["stopped"] == "max_minutes=0.02 reached"
 
 
 def test_max_cpu_minutes_counts_cpu_not_sleep():

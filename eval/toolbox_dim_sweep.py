@@ -1,13 +1,19 @@
-"""Embedding size vs popularity bias: SASRec at hidden sizes 8..256 on ML-100K.
+"""Embedding size vs popularity bias: SASRec and the text engine at hidden sizes 8..256.
 
-Each size is one call (``run --hidden 32``) that trains SASRec from the recipe with the hidden
-size (feed-forward width 4x hidden) under the given budget and writes a part file; ``merge``
-collects the parts (and the size-64 collision-free run of ``toolbox_id_table.py`` when its
-budget matches) into ``toolbox_dim_sweep_ml-100k.json`` and a plot of test NDCG@10 beside the
-catalog coverage, tail share and mean popularity percentile of the top-10 lists.
+Each size is one call (``run --dataset scientific --model sasrec --hidden 32``) that trains the
+model from its recipe with that hidden size (feed-forward width 4x hidden) under the given
+budget and writes a part file; ``merge`` collects the parts of one dataset and model (and, for
+SASRec, the size-64 collision-free run of ``toolbox_id_table.py`` when its budget matches) into
+``toolbox_dim_sweep_<dataset>[_textfusion].json`` and a plot of test NDCG@10 beside the catalog
+coverage, tail share and mean popularity percentile of the top-10 lists.
 
-    python eval/toolbox_dim_sweep.py run --hidden 8 --max-epochs 8 --window-stride 50
-    python eval/toolbox_dim_sweep.py merge
+The text engine is TextFusion (:mod:`textrec.models.fusion`): its hidden size is the width of
+every item vector (text adaptor output, code tables, ID residual) and of the encoder. Its
+sweep reports the sequential score ``h . rep(i)`` alone, so the size is the only thing that
+moves (the valid-tuned EASE/text mix would add a size-independent term).
+
+    python eval/toolbox_dim_sweep.py run --dataset scientific --model sasrec --hidden 8 --max-epochs 8
+    python eval/toolbox_dim_sweep.py merge --dataset scientific --model sasrec --max-epochs 8
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from textrec.io import write_json
@@ -26,40 +34,97 @@ from textrec.results import git_commit, machine
 
 OUT = Path("eval/results")
 METRICS = ("ndcg@10", "hr@10", "coverage@10", "tail_share@10", "mean_pop_percentile@10")
+MODELS = ("sasrec", "textfusion")
 
 
-def run(hidden: int, max_epochs: int, stride: int, seed: int, command: str) -> None:
+def _stem(dataset: str, model: str) -> str:
+    """File stem of one sweep (SASRec keeps the original ``toolbox_dim_sweep_<dataset>`` name)."""
+    return f"toolbox_dim_sweep_{dataset}" + ("" if model == "sasrec" else f"_{model}")
+
+
+def build_model(model: str, hidden: int, max_epochs: int, stride: int, seed: int, patience: int | None = None):
+    """The recipe's model with this hidden size (ff = 4 x hidden)."""
+    extra = {} if patience is None else {"patience": patience}
+    if model == "sasrec":
+        from textrec.models.sasrec import SASRec
+
+        return SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, hidden=hidden, ff=4 * hidden,
+                                  window_stride=stride, **extra)
+    from textrec.models.fusion import TextFusionRec
+
+    # sequential score only: the mix is not tuned, so every size is scored by h . rep(i).
+    # Plain PQ codes: OPQ's rotation is size-independent and cost ~7 CPU-minutes per run
+    return TextFusionRec.from_recipe("fusion", seed=seed, max_epochs=max_epochs, tune_mix=False, opq=False,
+                                     backbone={"hidden": hidden, "ff": 4 * hidden},
+                                     trainer={"window_stride": stride, **extra})
+
+
+def standard_errors(res, popularity: np.ndarray) -> dict[str, float]:
+    """Standard errors over test rows of NDCG@10 and of the per-list tail share / popularity percentile."""
+    from textrec.metrics.ranking import popularity_percentiles, tail_items
+
+    n = res.n_rows
+    out = {"ndcg@10_se": float(np.std(res.per_row["ndcg@10"], ddof=1) / np.sqrt(n))}
+    top = res.topk[:, :10]
+    for key, per_item in (("tail_share@10", tail_items(popularity, 0.2).astype(float)),
+                          ("mean_pop_percentile@10", popularity_percentiles(popularity))):
+        per_list = np.where(top >= 0, per_item[top.clip(min=0)], np.nan)
+        out[f"{key}_se"] = float(np.nanstd(np.nanmean(per_list, 1), ddof=1) / np.sqrt(n))
+    return {k: round(v, 6) for k, v in out.items()}
+
+
+def run(dataset: str, model_name: str, hidden: int, max_epochs: int, stride: int, seed: int, command: str,
+        patience: int | None = None) -> None:
     """Train and test one size; write its part file."""
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
-    from textrec.models.sasrec import SASRec
 
     torch.set_num_threads(1)
-    split = make_split(load_dataset("ml-100k"), "auto")
-    model = SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, hidden=hidden, ff=4 * hidden,
-                               window_stride=stride)
+    split = make_split(load_dataset(dataset), "auto")
+    model = build_model(model_name, hidden, max_epochs, stride, seed, patience)
+    cpu0 = time.process_time()
     res = run_protocol(model, split, progress=True)
-    part = {"hidden": hidden, "ff": 4 * hidden, "seed": seed, "max_epochs": max_epochs,
-            "recipe_overrides": {"window_stride": stride}, "best_epoch": model.best_epoch,
-            "valid": res.valid.to_dict(), "test": res.test.to_dict(), "train_seconds": round(res.train_seconds, 1),
+    part = {"dataset": dataset, "model": model_name, "hidden": hidden, "ff": 4 * hidden, "seed": seed,
+            "max_epochs": max_epochs, "recipe_overrides": _overrides(stride, patience),
+            "best_epoch": model.best_epoch if model_name == "sasrec" else _best_epoch(model),
+            "valid": res.valid.to_dict(), "test": res.test.to_dict(),
+            "test_se": standard_errors(res.test, split.item_popularity()),
+            "train_seconds": round(res.train_seconds, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
+            "training_history": model.history, "split": split.describe(),
             "command": command, "date": date.today().isoformat(), "machine": machine(), "git_commit": git_commit()}
-    write_json(OUT / f"toolbox_dim_sweep_ml-100k_h{hidden}_seed{seed}.part.json", part)
-    print({m: res.test.metrics[m] for m in METRICS})
+    suffix = "" if model_name == "sasrec" else f"_{model_name}"
+    write_json(OUT / f"toolbox_dim_sweep_{dataset}{suffix}_h{hidden}_seed{seed}.part.json", part)
+    print({m: res.test.metrics[m] for m in METRICS}, part["test_se"], "cpu s", part["cpu_seconds"])
 
 
-def merge(max_epochs: int, stride: int, seed: int) -> dict:
+def _best_epoch(model) -> int | None:
+    """Epoch with the best valid metric in a model's history (TextFusion keeps no attribute)."""
+    rows = [r for r in model.history if "valid_ndcg@10" in r]
+    return max(rows, key=lambda r: r["valid_ndcg@10"])["epoch"] if rows else None
+
+
+def _overrides(stride: int, patience: int | None) -> dict:
+    """The recipe settings a sweep changes (its budget, besides max_epochs)."""
+    return {"window_stride": stride} if patience is None else {"window_stride": stride, "patience": patience}
+
+
+def merge(dataset: str, model_name: str, max_epochs: int, stride: int, seed: int, patience: int | None = None
+          ) -> dict:
     """One table + plot over every size run with this budget."""
+    stem = _stem(dataset, model_name)
+    budget = _overrides(stride, patience)
     rows = []
-    for p in sorted(OUT.glob(f"toolbox_dim_sweep_ml-100k_h*_seed{seed}.part.json")):
+    for p in sorted(OUT.glob(f"{stem}_h*_seed{seed}.part.json")):
         part = json.loads(p.read_text())
-        if part["max_epochs"] == max_epochs and part["recipe_overrides"] == {"window_stride": stride}:
+        if part["max_epochs"] == max_epochs and part["recipe_overrides"] == budget:
             rows.append({"hidden": part["hidden"], "best_epoch": part["best_epoch"], "source": p.name,
-                         "valid_ndcg@10": part["valid"]["ndcg@10"], **{m: part["test"][m] for m in METRICS}})
-    ref = OUT / f"toolbox_id_table_ml-100k_collision_free_seed{seed}.part.json"
-    if ref.is_file() and not any(r["hidden"] == 64 for r in rows):
+                         "valid_ndcg@10": part["valid"]["ndcg@10"], **{m: part["test"][m] for m in METRICS},
+                         **part.get("test_se", {}), "cpu_seconds": part.get("cpu_seconds")})
+    ref = OUT / f"toolbox_id_table_{dataset}_collision_free_seed{seed}.part.json"
+    if model_name == "sasrec" and ref.is_file() and not any(r["hidden"] == 64 for r in rows):
         part = json.loads(ref.read_text())
-        if part["max_epochs"] == max_epochs and part["recipe_overrides"] == {"window_stride": stride}:
+        if part["max_epochs"] == max_epochs and part["recipe_overrides"] == budget:
             rows.append({"hidden": 64, "best_epoch": part["best_epoch"], "source": ref.name,
                          "valid_ndcg@10": part["valid"]["ndcg@10"], **{m: part["test"][m] for m in METRICS}})
     if not rows:
@@ -68,22 +133,26 @@ def merge(max_epochs: int, stride: int, seed: int) -> dict:
     best_ndcg = max(rows, key=lambda r: r["ndcg@10"])["hidden"]
     best_tail = max(rows, key=lambda r: r["tail_share@10"])["hidden"]
     best_cov = max(rows, key=lambda r: r["coverage@10"])["hidden"]
-    result = {"benchmark": "toolbox_dim_sweep", "dataset": "ml-100k", "model": "SASRec (recipe, ff = 4 x hidden)",
-              "budget": {"max_epochs": max_epochs, "window_stride": stride, "seed": seed, "n_seeds": 1},
+    label = ("SASRec (recipe, ff = 4 x hidden)" if model_name == "sasrec"
+             else "TextFusion (recipe fusion, ff = 4 x hidden), sequential score h . rep(i), mix not tuned")
+    result = {"benchmark": "toolbox_dim_sweep", "dataset": dataset, "model": label,
+              "budget": {"max_epochs": max_epochs, **budget, "seed": seed, "n_seeds": 1},
               "protocol": "fit on train, early stop on valid, test with valid appended; full ranking, history "
-                          "masked; tail = all but the 20% most-trained items",
+                          "masked; tail = all but the 20% most-trained items; *_se = standard error over "
+                          "test rows (one seed: seed-to-seed spread not included)",
               "rows": rows, "hidden_max_ndcg@10": best_ndcg, "hidden_max_tail_share@10": best_tail,
-              "hidden_max_coverage@10": best_cov, "plot": "toolbox_dim_sweep_ml-100k.png",
+              "hidden_max_coverage@10": best_cov, "plot": f"{stem}.png",
               "date": date.today().isoformat(), "machine": machine(), "git_commit": git_commit()}
-    write_json(OUT / "toolbox_dim_sweep_ml-100k.json", result)
-    plot(rows, OUT / "toolbox_dim_sweep_ml-100k.png")
+    write_json(OUT / f"{stem}.json", result)
+    plot(rows, OUT / f"{stem}.png", f"{dataset}: {'SASRec' if model_name == 'sasrec' else 'TextFusion'}")
     for r in rows:
         print(r)
     return result
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """NDCG@10 (left axis) and the popularity measures (right axis) against the hidden size."""
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """NDCG@10 (left axis, +-1 s.e. where known) and the popularity measures (right axis) against
+    the hidden size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,10 +160,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     dims = [r["hidden"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(dims, [r["ndcg@10"] for r in rows], "o-", color="black", label="test NDCG@10")
+    ax.errorbar(dims, [r["ndcg@10"] for r in rows], yerr=[r.get("ndcg@10_se", 0.0) for r in rows],
+                fmt="o-", color="black", capsize=3, label="test NDCG@10")
     ax.set_xscale("log", base=2)
     ax.set_xticks(dims, [str(d) for d in dims])
-    ax.set_xlabel("SASRec embedding size")
+    ax.set_xlabel("embedding size")
     ax.set_ylabel("NDCG@10")
     ax2 = ax.twinx()
     for key, style in (("coverage@10", "s--"), ("tail_share@10", "^--"), ("mean_pop_percentile@10", "v--")):
@@ -104,7 +174,7 @@ def plot(rows: list[dict], path: Path) -> None:
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)
-    ax.set_title("ML-100K: embedding size vs accuracy and popularity bias")
+    ax.set_title(f"{title}: embedding size vs accuracy and popularity bias", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -118,16 +188,19 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="what", required=True)
     for name in ("run", "merge"):
         s = sub.add_parser(name)
+        s.add_argument("--dataset", default="ml-100k")
+        s.add_argument("--model", choices=MODELS, default="sasrec")
         s.add_argument("--max-epochs", type=int, default=8)
         s.add_argument("--window-stride", type=int, default=50)
         s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--patience", type=int, default=None, help="override the recipe's early-stopping patience")
         if name == "run":
             s.add_argument("--hidden", type=int, required=True)
     args = p.parse_args(argv)
     if args.what == "run":
-        run(args.hidden, args.max_epochs, args.window_stride, args.seed, command)
+        run(args.dataset, args.model, args.hidden, args.max_epochs, args.window_stride, args.seed, command, args.patience)
     else:
-        merge(args.max_epochs, args.window_stride, args.seed)
+        merge(args.dataset, args.model, args.max_epochs, args.window_stride, args.seed, args.patience)
 
 
 if __name__ == "__main__":

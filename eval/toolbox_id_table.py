@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--max-epochs", type=int, default=None)
     s.add_argument("--window-stride", type=int, default=None, help="override the recipe's (25)")
+    s.add_argument("--patience", type=int, default=None, help="override the recipe's (10)")
     m = sub.add_parser("merge")
     m.add_argument("--dataset", default="ml-100k")
     st = sub.add_parser("stream")
@@ -241,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.what == "sasrec":
-        extra = {"window_stride": args.window_stride} if args.window_stride else None
-        run_sasrec(args.dataset, args.table, args.seed, args.max_epochs, command, extra)
+        extra = {k: v for k, v in (("window_stride", args.window_stride), ("patience", args.patience)) if v}
+        run_sasrec(args.dataset, args.table, args.seed, args.max_epochs, command, extra or None)
     elif args.what == "merge":
         merge(args.dataset)
     else:

@@ -366,3 +366,30 @@ def test_ghrs_side_info_is_optional_but_must_match():
     assert graph_only.score(np.array([0]), [np.array([1])]).shape == (1, 40)
     with pytest.raises(ValueError, match="side information has"):
         GHRS().set_side_info(np.zeros((3, 2)), np.zeros((40, 2))).fit(view, progress=False)
+
+
+# ---- dimension sweep (eval/toolbox_dim_sweep.py) ---------------------------------------------
+def test_dim_sweep_builds_both_engines_at_the_asked_size():
+    from eval.toolbox_dim_sweep import build_model
+
+    sas = build_model("sasrec", 16, max_epochs=2, stride=50, seed=0, patience=3)
+    assert (sas.backbone_config.hidden, sas.backbone_config.ff) == (16, 64)
+    assert sas.trainer_config.patience == 3 and sas.trainer_config.epochs == 2
+    tf = build_model("textfusion", 32, max_epochs=2, stride=50, seed=0)
+    assert (tf.backbone_config.hidden, tf.backbone_config.ff) == (32, 128)
+    # the sweep scores the sequential part alone: no tuned mix, which would not depend on the size
+    assert tf.tune_mix is False and all(v == 0 for v in tf.mix.values())
+
+
+def test_dim_sweep_standard_errors_match_hand_values():
+    from eval.toolbox_dim_sweep import standard_errors
+    from textrec.evaluation import EvalResult
+
+    pop = np.array([100.0, 50, 10, 5, 1])  # head (20%) = item 0
+    ndcg = np.array([1.0, 0.0, 0.5, 0.0])
+    topk = np.array([[0, 1], [0, 2], [3, 4], [0, 0]])
+    res = EvalResult(metrics={}, n_rows=4, per_row={"ndcg@10": ndcg}, topk=topk)
+    se = standard_errors(res, pop)
+    assert se["ndcg@10_se"] == pytest.approx(np.std(ndcg, ddof=1) / 2, abs=1e-6)
+    tail_per_list = np.array([0.5, 0.5, 1.0, 0.0])
+    assert se["tail_share@10_se"] == pytest.approx(np.std(tail_per_list, ddof=1) / 2, abs=1e-6)

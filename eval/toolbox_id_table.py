@@ -85,7 +85,8 @@ def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, comm
         "collision_report_by_frequency_decile": report,
         "train_seconds": round(res.train_seconds, 1), "wall_seconds": round(time.perf_counter() - t0, 1),
         "training_history": model.history,
-        "test_top10": res.test.topk[:, :10].tolist(),  # for list-level metrics (diversity) elsewhere
+        # top-10 lists for list-level metrics elsewhere; not kept for large test sets (MBs of JSON)
+        "test_top10": res.test.topk[:, :10].tolist() if len(split.test) <= 5000 else None,
         "split": split.describe(), "dataset": dataset, "command": command,
         "date": date.today().isoformat(), "machine": machine(), "git_commit": git_commit(),
     }

@@ -56,6 +56,12 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "query_scientific_sft240.json", "query_scientific_heuristics.json", "query_scientific_nollm_bm25.json",
         "query_scientific_nollm_bm25_q16.json", "query_scientific_nollm_dense.json",
         "query_scientific_llm_dense.json", "query_scientific_llm_dense_inductive.json"]),
+    ("toolbox", "Small-data toolbox (issue #19)", [
+        "toolbox_multvae_ml-100k.json", "toolbox_multvae_ml-100k_seed0.json", "toolbox_multvae_ml-100k_seed1.json",
+        "toolbox_multvae_tables.json", "toolbox_dim_sweep_ml-100k.json", "toolbox_dim_sweep_scientific.json",
+        "toolbox_dim_sweep_scientific_textfusion.json", "toolbox_id_table_ml-100k.json",
+        "toolbox_id_table_beauty.json", "toolbox_id_table_stream.json", "toolbox_persona_ml-100k.json",
+        "toolbox_ghrs_ml-100k_new_user.json", "toolbox_ghrs_ml-100k_new_item.json"]),
 ]
 
 #: engine results whose test rows share the core split and harness with the baselines (summary table)
@@ -239,12 +245,40 @@ def _query_resolvable(r: dict) -> str:
     return "\n".join(block_tables(r, bold_headings=True)) + "\n"
 
 
+def _toolbox_dim_sweep(r: dict) -> str:
+    def se(key: str) -> Callable[[dict], Any]:
+        return lambda m: (f"{m[key]:.4f} ± {m[key + '_se']:.4f}" if m.get(key + "_se") is not None
+                          else f"{m[key]:.4f}")
+
+    cols = [("best epoch", lambda m: m["best_epoch"], ""), ("valid NDCG@10", lambda m: m["valid_ndcg@10"], ".4f"),
+            ("test NDCG@10 ± s.e.", se("ndcg@10"), ""), ("coverage@10", lambda m: m["coverage@10"], ".3f"),
+            ("tail share@10 ± s.e.", se("tail_share@10"), ""),
+            ("mean pop. percentile", lambda m: m["mean_pop_percentile@10"], ".3f"),
+            ("CPU s", lambda m: m.get("cpu_seconds"), ".0f")]
+    table = markdown_table([(str(m["hidden"]), m) for m in r["rows"]], cols, first="size")
+    return (f"{r['model']}; budget {r['budget']}. Size with the best test NDCG@10: "
+            f"{r['hidden_max_ndcg@10']}; best tail share: {r['hidden_max_tail_share@10']}.\n\n{table}"
+            + (f"\n![{r['plot']}](results/{r['plot']})\n" if r.get("plot") else ""))
+
+
+def _toolbox_id_table(r: dict) -> str:
+    cols = [("rows", lambda m: m["table_rows"], ""), ("epochs", lambda m: m["epochs_run"], ""),
+            ("test NDCG@10", lambda m: m["test_ndcg@10"], ".4f"),
+            ("popular targets", lambda m: m["test_ndcg@10_popular_targets"], ".4f"),
+            ("rare targets", lambda m: m["test_ndcg@10_rare_targets"], ".4f"),
+            ("loss popular", lambda m: m.get("loss_popular"), ".4f"), ("loss rare", lambda m: m.get("loss_rare"), ".4f"),
+            ("popular targets colliding", lambda m: m["popular_target_collision_rate"], ".0%"),
+            ("rare targets colliding", lambda m: m["rare_target_collision_rate"], ".0%")]
+    return markdown_table([(m["table"], m) for m in r["rows"]], cols, first="table")
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "baselines": _baselines, "vqrec_from_scratch": _vqrec_scratch, "vqrec_new_items": _vqrec_new_items,
     "vqrec_transfer": _vqrec_transfer, "vqrec_speed": _vqrec_speed, "p5_sequential": _p5,
     "p5_planted_transitions": _p5_planted, "erra_explanations": _erra, "query_recr1": _query,
     "erra_explanations_vs_copy": _erra, "erra_lm_probe": _erra_lm_probe, "erra_lm_capped_curve": _erra_lm_curve,
     "query_recr1_heuristics": _query, "query_recr1_resolvable": _query_resolvable,
+    "toolbox_dim_sweep": _toolbox_dim_sweep, "toolbox_id_table": _toolbox_id_table,
 }
 
 
@@ -260,7 +294,7 @@ def _generic(r: dict) -> str | None:
 
 
 #: result files that are parts or by-products of another (per-indexing P5 files, query lists, checks)
-SKIP_OTHER = ("_queries.json", "_agreement.json", "_smoke.json")
+SKIP_OTHER = ("_queries.json", "_agreement.json", "_smoke.json", ".part.json")
 
 
 def other_results(results: Path) -> list[str]:

@@ -58,6 +58,11 @@ def test_fit_calibration_recovers_a_line_and_handles_a_constant():
     a, b = fit_calibration(x, 1.0 + 0.5 * x)
     assert a == pytest.approx(1.0) and b == pytest.approx(0.5)
     assert fit_calibration(np.full(4, 4.2), np.array([5., 4, 5, 2])) == (4.0, 0.0)
+    # a nearly constant prediction cannot be stretched by a slope fitted to noise, nor reversed
+    noise = np.array([4.500, 4.501, 4.502, 4.503])
+    a, b = fit_calibration(noise, np.array([1., 5, 2, 5]))
+    assert b == 2.0 and a == pytest.approx(3.25 - 2.0 * noise.mean())
+    assert fit_calibration(x, 9.0 - x)[1] == 0.0
 
 
 def test_bench_rating_is_calibrated_on_valid_and_explanations_are_also_sampled():

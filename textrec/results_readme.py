@@ -163,14 +163,24 @@ def _p5(r: dict) -> str:
         if "rating" in sec:
             rt = sec["rating"]
             out += (f"\nP5-{n} rating on {rt['n_rows']} test events, RMSE / MAE (training mean "
-                    f"{rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
+                    f"{rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}"
+                    + (f"; user+item means alone {rt['prior_baseline']['rmse']:.4f} / {rt['prior_baseline']['mae']:.4f}"
+                       if "prior_baseline" in rt else "") + "): "
                     + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f} "
-                                f"[{v['n_fallback']} unparsable]" for t, v in rt["per_template"].items()) + "\n")
+                                f"[{v['n_fallback']} unparsable"
+                                + (f"; expected stars calibrated on valid {v['expected_stars_valid_calibrated']['rmse']:.4f}"
+                                   if "expected_stars_valid_calibrated" in v else "") + "]"
+                                for t, v in rt["per_template"].items()) + "\n")
         if "explanation" in sec:
             ex = sec["explanation"]
             out += (f"\nP5-{n} explanation on {ex['n_rows']} test reviews, BLEU-1 / BLEU-4 / ROUGE-L: "
                     + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['bleu1']:.2f} / {v['bleu4']:.2f} / "
-                                f"{v['rougeL']:.2f}" for t, v in ex["per_template"].items()) + "\n")
+                                f"{v['rougeL']:.2f}"
+                                + (f", {v['n_distinct']} distinct" if "n_distinct" in v else "")
+                                + (f" (sampled, top-p {v['sampled']['top_p']}: {v['sampled']['bleu1']:.2f} / "
+                                   f"{v['sampled']['bleu4']:.2f} / {v['sampled']['rougeL']:.2f}, "
+                                   f"{v['sampled']['n_distinct']} distinct)" if "sampled" in v else "")
+                                for t, v in ex["per_template"].items()) + "\n")
     return out
 
 

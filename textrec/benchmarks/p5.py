@@ -73,13 +73,21 @@ def _event_ratings(split: Split, evalset, users: np.ndarray) -> np.ndarray:
     return inter.reindex(pd.MultiIndex.from_arrays([users, items])).to_numpy(dtype=float)
 
 
-def fit_calibration(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``true ~ a + b * pred`` (on valid rows); a constant prediction gives ``b = 0``."""
+def fit_calibration(pred: np.ndarray, true: np.ndarray, max_slope: float = 2.0) -> tuple[float, float]:
+    """``true ~ a + b * pred`` by least squares on valid rows, the slope held to ``[0, max_slope]``.
+
+    The bounds keep the line a calibration: a higher expected rating never maps to a lower one,
+    and a model whose expectations barely vary (an undertrained one) cannot have them stretched
+    by a huge slope fitted to noise; ``a`` is refitted for the bounded slope. A constant
+    prediction gives ``b = 0`` (the valid mean).
+    """
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    if not len(true):
+        return 0.0, 0.0
     if len(pred) < 2 or np.ptp(pred) == 0:
-        return float(np.mean(true)) if len(true) else 0.0, 0.0
-    b, a = np.polyfit(pred, true, 1)
-    return float(a), float(b)
+        return float(np.mean(true)), 0.0
+    b = float(np.clip(np.polyfit(pred, true, 1)[0], 0.0, max_slope))
+    return float(np.mean(true) - b * np.mean(pred)), b
 
 
 def _rating_task(model: P5Model, ser: P5Serializer, split: Split, data: TrainData,
@@ -328,17 +336,26 @@ def markdown(res: dict) -> str:
         sec = r.get("secondary_tasks", {})
         if "rating" in sec:
             rt = sec["rating"]
+            prior = (f"; user+item means alone {rt['prior_baseline']['rmse']:.4f} / {rt['prior_baseline']['mae']:.4f}"
+                     if "prior_baseline" in rt else "")
             lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
-                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
+                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}{prior}): "
                       + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
                                   f" [{v['n_fallback']} fallback; expected stars "
-                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}]"
+                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}"
+                                  + (f"; valid-calibrated {v['expected_stars_valid_calibrated']['rmse']:.4f} / "
+                                     f"{v['expected_stars_valid_calibrated']['mae']:.4f}"
+                                     if "expected_stars_valid_calibrated" in v else "") + "]"
                                   for t, v in rt["per_template"].items())]
         if "explanation" in sec:
             ex = sec["explanation"]
-            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L): "
+            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L, distinct outputs): "
                       + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['bleu1']:.2f} / {v['bleu4']:.2f} / "
-                                  f"{v['rougeL']:.2f}" for t, v in ex["per_template"].items())]
+                                  f"{v['rougeL']:.2f}, {v.get('n_distinct', '?')} distinct"
+                                  + (f" [sampled top-p {v['sampled']['top_p']}: {v['sampled']['bleu1']:.2f} / "
+                                     f"{v['sampled']['bleu4']:.2f} / {v['sampled']['rougeL']:.2f}, "
+                                     f"{v['sampled']['n_distinct']} distinct]" if "sampled" in v else "")
+                                  for t, v in ex["per_template"].items())]
     lines += ["", f"Recipe: `training/{res['recipe']}.yaml`. " + metadata_line(res)]
     return "\n".join(lines) + "\n"
 

@@ -49,6 +49,7 @@ def test_config_rejects_a_bad_held_out_fraction_and_passes_the_target_budget():
     assert cfg.held_out_users_frac == 0.2 and cfg.max_completion_length == cfg.eval_max_new_tokens == 24
     assert cfg.sft_config().max_target_tokens == 24  # SFT never teaches more than GRPO can write
     assert QueryGRPOConfig(sft_max_target_tokens=10).sft_config().max_target_tokens == 10
+    assert cfg.sft_config().candidates == ("last_title",)
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,31 @@ def test_bench_cli_accepts_the_new_settings():
     args = build_parser().parse_args(["bench", "query", "--settings", "held_out_users", "held_out_items",
                                       "--n-users-held-out", "300"])
     assert args.settings == ["held_out_users", "held_out_items"] and args.n_users_held_out == 300
+
+
+def test_bench_rows_of_each_setting_and_a_seeded_subsample():
+    from textrec.query.bench import _eval_rows
+
+    class Rows:
+        def __init__(self, users, is_new):
+            self.users, self.is_new = np.asarray(users), np.asarray(is_new)
+
+        def __len__(self):
+            return len(self.users)
+
+        def select(self, rows):
+            return Rows(self.users[rows], self.is_new[rows])
+
+    class Split:
+        test = valid = Rows(np.arange(10), np.arange(10) % 3 == 0)
+
+    mask = np.zeros(10, dtype=bool)
+    mask[[1, 4, 7, 8]] = True
+    es, total = _eval_rows(Split(), "held_out_users", "test", None, 0, mask)
+    assert total == 4 and es.users.tolist() == [1, 4, 7, 8]
+    es, total = _eval_rows(Split(), "inductive", "test", None, 0)  # the old name of held_out_items
+    assert total == 4 and es.users.tolist() == [0, 3, 6, 9]
+    es, total = _eval_rows(Split(), "held_out_users", "test", 2, 0, mask)
+    assert total == 4 and len(es) == 2 and set(es.users.tolist()) <= {1, 4, 7, 8}
+    with pytest.raises(ValueError, match="mask"):
+        _eval_rows(Split(), "held_out_users", "test", None, 0)

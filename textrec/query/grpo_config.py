@@ -77,6 +77,9 @@ class QueryGRPOConfig:
     # SFT completions are cut at a word boundary to fit this many tokens with EOS (None: the GRPO
     # completion budget, max_completion_length), so that SFT never teaches what GRPO cannot write
     sft_max_target_tokens: int | None = None
+    # the heuristic kinds the SFT teacher chooses from (textrec.query.heuristics.SFT_CANDIDATES)
+    sft_candidates: list[str] = field(default_factory=lambda: ["last_title", "last_two_titles", "all_titles",
+                                                               "keywords"])
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -102,7 +105,7 @@ class QueryGRPOConfig:
                               max_tasks=self.sft_max_tasks, reward_k=self.reward_k,
                               max_prompt_tokens=self.max_prompt_tokens,
                               max_target_tokens=self.sft_max_target_tokens or self.max_completion_length,
-                              lora_r=self.lora_r,
+                              candidates=tuple(self.sft_candidates), lora_r=self.lora_r,
                               lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                               lora_top_layers=self.lora_top_layers, seed=self.seed)
 

@@ -46,6 +46,10 @@ class QuerySFTConfig:
     reward_k: int = 1000
     max_prompt_tokens: int | None = None  # the GRPO/generation prompt cap
     max_target_tokens: int | None = None  # completion tokens incl. EOS (the GRPO/generation budget)
+    # the heuristic kinds the teacher chooses from (a subset of CANDIDATES); one kind makes the
+    # target a function of the prompt (e.g. ("last_title",): copy the newest line), which greedy
+    # decoding reproduces, where a per-task choice among kinds is a mixture it cannot
+    candidates: tuple[str, ...] = CANDIDATES
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -53,9 +57,9 @@ class QuerySFTConfig:
     seed: int = 0
 
 
-def candidate_queries(task: QueryTask, max_words: int = 16) -> dict[str, str]:
+def candidate_queries(task: QueryTask, max_words: int = 16, kinds: Sequence[str] = CANDIDATES) -> dict[str, str]:
     """Heuristic queries from the context, by kind (see ``CANDIDATES``), each at most ``max_words``."""
-    return heuristic_queries(task.context, max_words, CANDIDATES)
+    return heuristic_queries(task.context, max_words, kinds)
 
 
 def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
@@ -69,10 +73,14 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     the target at all, the kind that is best on average is the one target.
     """
     cfg = config or QuerySFTConfig()
+    kinds = tuple(cfg.candidates)
+    bad = [k for k in kinds if k not in CANDIDATES]
+    if not kinds or bad:
+        raise ValueError(f"SFT candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(kinds)}")
     retrievers = list(retriever) if isinstance(retriever, (list, tuple)) else [retriever]
-    cands = [candidate_queries(t, cfg.max_query_words) for t in tasks]
+    cands = [candidate_queries(t, cfg.max_query_words, kinds) for t in tasks]
     score = {}
-    for kind in CANDIDATES:
+    for kind in kinds:
         qs = [c[kind] for c in cands]
         rows = [i for i, q in enumerate(qs) if q]
         score[kind] = np.zeros(len(tasks))
@@ -82,7 +90,7 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
                 ranks[rows] = r.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
                                              [tasks[i].history for i in rows])
             score[kind] += reward_metric(ranks, cfg.reward_k, "ndcg")
-    order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
+    order = sorted(kinds, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
     mat = np.stack([score[k] for k in order], axis=1)
     best = mat.max(1)
     targets: list[list[str]] = []
@@ -93,8 +101,8 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         won.update(kinds)
         targets.append(qs)
     report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
-              "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
-              f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
+              "chosen": {k: int(won.get(k, 0)) for k in kinds},
+              f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in kinds},
               f"mean_ndcg@{cfg.reward_k}_best": round(float(best.mean()), 4),
               "tasks_no_candidate_retrieves": int((best <= 0).sum()),
               "tasks_with_tied_targets": int(sum(1 for t in targets if len(t) > 1)),

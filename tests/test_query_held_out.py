@@ -134,3 +134,22 @@ def test_bench_rows_of_each_setting_and_a_seeded_subsample():
     assert total == 4 and len(es) == 2 and set(es.users.tolist()) <= {1, 4, 7, 8}
     with pytest.raises(ValueError, match="mask"):
         _eval_rows(Split(), "held_out_users", "test", None, 0)
+
+
+def test_sft_targets_from_one_candidate_kind_copy_the_newest_title():
+    from textrec.query.sft import QuerySFTConfig, sft_targets
+
+    class Ranks:
+        kind = "fake"
+
+        def target_ranks(self, queries, targets, histories):
+            return np.array([0 if "pie" in q else 5000 for q in queries])
+
+    tasks = [QueryTask(user=0, history=np.arange(2), target=0, context=["green pie", "red apple juice"]),
+             QueryTask(user=1, history=np.arange(2), target=0, context=["red apple", "green pie"])]
+    both, _ = sft_targets(tasks, Ranks(), QuerySFTConfig(max_query_words=8))
+    assert both[0] == ["red apple juice green pie"]  # the best of all kinds: the one that retrieves
+    last, report = sft_targets(tasks, Ranks(), QuerySFTConfig(max_query_words=8, candidates=("last_title",)))
+    assert last == [["red apple juice"], ["green pie"]] and set(report["chosen"]) == {"last_title"}
+    with pytest.raises(ValueError, match="subset"):
+        sft_targets(tasks, Ranks(), QuerySFTConfig(candidates=("titles",)))

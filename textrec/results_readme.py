@@ -55,7 +55,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "query_ml-100k.json", "query_scientific.json", "query_scientific_sft.json",
         "query_scientific_sft240.json", "query_scientific_heuristics.json", "query_scientific_nollm_bm25.json",
         "query_scientific_nollm_bm25_q16.json", "query_scientific_nollm_dense.json",
-        "query_scientific_llm_dense.json", "query_scientific_llm_dense_inductive.json"]),
+        "query_scientific_llm_dense.json", "query_scientific_llm_dense_inductive.json",
+        "query_scientific_llm_dense_t24.json"]),
 ]
 
 #: engine results whose test rows share the core split and harness with the baselines (summary table)

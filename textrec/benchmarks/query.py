@@ -4,13 +4,19 @@ the same users, with paired bootstrap intervals on every ratio to raw history.
     # no-LLM rows (heuristics + oracle) on 1,000 seeded Scientific test users, BM25 also on all users
     textrec bench query --dataset scientific --n-users 1000 --threads 1
 
-    # train (SFT then GRPO, dense reward, 30 wall-clock minutes of GRPO) on the new-item split's
-    # training users, then add both writers as rows (one run per setting: generation is the cost)
-    textrec train query --dataset scientific --setting inductive --recipe recr1_cpu_sft_dense \
-        --output-dir runs/recr1_sci_dense
-    textrec bench query --dataset scientific --n-users 1000 --settings transductive --retrievers dense bm25 \
-        --no-valid --no-all-users --writer llm_sft=runs/recr1_sci_dense/sft/writer \
-        --writer llm_grpo=runs/recr1_sci_dense/final --compare llm_grpo:llm_sft --name query_scientific_llm_dense
+    # train (SFT copying the newest title, then GRPO for 20 CPU-minutes, dense reward, 24-token
+    # completions) on the new-item split's training users minus the 20% held-out users, then add
+    # both writers as rows on 1,000 transductive users and on users never seen in training
+    textrec train query --dataset scientific --setting held_out_items --recipe recr1_cpu_dense_t24 \
+        --output-dir runs/recr1_t24
+    textrec bench query --dataset scientific --n-users 1000 --settings transductive held_out_users \
+        --n-users-held-out 500 --retrievers dense --no-valid --no-all-users \
+        --writer llm_sft=runs/recr1_t24/sft/writer --writer llm_grpo=runs/recr1_t24/final \
+        --compare llm_grpo:llm_sft --name query_scientific_llm_dense_t24 --publish
+
+Settings: ``transductive`` (every user's test row), ``held_out_users`` (test rows of the users the
+recipe's ``held_out_users_frac`` kept out of SFT and GRPO), ``held_out_items`` (old name
+``inductive``: rows whose target is an item held out of all training data).
 
 The logic lives in :mod:`textrec.query.bench`; this module parses options and writes the result
 (JSON + Markdown) through the one result writer.

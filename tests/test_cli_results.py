@@ -140,3 +140,26 @@ def test_generator_builds_tables_and_summary_from_json(tmp_path):
     assert "| ml-100k | [EASE 0.2000](eval/results/baselines_ml-100k.json) | [VQ-Rec 0.2500]" in top
     assert "1.25x" in top
     assert write_readme(results, check=True) == 0
+
+
+def test_summary_shows_the_mean_over_seeds_not_the_luckiest_seed(tmp_path):
+    from textrec.results_readme import summary_rows
+
+    m = {"hr@10": 0.3, "recall@10": 0.3, "ndcg@10": 0.2, "mrr@10": 0.1}
+    (tmp_path / "baselines_ml-100k.json").write_text(json.dumps({
+        "benchmark": "baselines", "dataset": "ml-100k", "models": {"EASE": {"valid": m, "test": m}}}))
+
+    def vqrec(name: str, ndcg: float) -> None:
+        (tmp_path / name).write_text(json.dumps({
+            "benchmark": "vqrec_from_scratch", "dataset": "ml-100k", "split": {"kind": "leave_one_out"},
+            "config": {}, "model": {"valid": m, "test": {**m, "ndcg@10": ndcg}}}))
+
+    vqrec("vqrec_ml-100k_a_seed0.json", 0.30)  # a lucky seed of recipe a ...
+    vqrec("vqrec_ml-100k_a_seed1.json", 0.10)  # ... whose mean is 0.20
+    vqrec("vqrec_ml-100k_b.json", 0.24)  # recipe b, one seed
+    (row,) = summary_rows(tmp_path)
+    assert row["engine_file"] == "vqrec_ml-100k_b.json" and row["engine_seeds"] == 1
+    vqrec("vqrec_ml-100k_a_seed2.json", 0.41)  # now recipe a's 3-seed mean is 0.27
+    (row,) = summary_rows(tmp_path)
+    assert row["engine_seeds"] == 3 and abs(row["engine_ndcg"] - 0.27) < 1e-9
+    assert row["engine_file"] == "vqrec_ml-100k_a_seed0.json"

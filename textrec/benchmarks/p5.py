@@ -66,6 +66,90 @@ def test_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:
     return users, items
 
 
+def _event_ratings(split: Split, evalset, users: np.ndarray) -> np.ndarray:
+    """The star rating of each row's target event of ``evalset`` (NaN where there is none)."""
+    inter = split.dataset.interactions.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])["rating"]
+    items = np.array([evalset.targets(i)[0] for i in range(len(evalset))])
+    return inter.reindex(pd.MultiIndex.from_arrays([users, items])).to_numpy(dtype=float)
+
+
+def fit_calibration(pred: np.ndarray, true: np.ndarray, max_slope: float = 2.0) -> tuple[float, float]:
+    """``true ~ a + b * pred`` by least squares on valid rows, the slope held to ``[0, max_slope]``.
+
+    The bounds keep the line a calibration: a higher expected rating never maps to a lower one,
+    and a model whose expectations barely vary (an undertrained one) cannot have them stretched
+    by a huge slope fitted to noise; ``a`` is refitted for the bounded slope. A constant
+    prediction gives ``b = 0`` (the valid mean).
+    """
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    if not len(true):
+        return 0.0, 0.0
+    if len(pred) < 2 or np.ptp(pred) == 0:
+        return float(np.mean(true)), 0.0
+    b = float(np.clip(np.polyfit(pred, true, 1)[0], 0.0, max_slope))
+    return float(np.mean(true) - b * np.mean(pred)), b
+
+
+def _rating_task(model: P5Model, ser: P5Serializer, split: Split, data: TrainData,
+                 rng: np.random.Generator, n_max: int) -> dict:
+    """Rating RMSE/MAE on test target events: parsed text, expected stars, and expected stars
+    calibrated on valid (``true ~ a + b * expected`` fitted on seeded valid rows, applied to test).
+
+    The prompts carry :class:`RatingPrior` fields; for a test row the user's earlier ratings are
+    their training ratings and the valid event's (the valid event is history at test time), for
+    a valid row their training ratings. ``prior_baseline`` is what those fields alone predict
+    (user mean + item mean - global mean, clipped), the reference that says whether the model adds
+    anything to the numbers it is shown.
+    """
+    assert data.ratings is not None
+    prior = ser.rating_prior(data)
+    v_users = np.asarray(split.valid.users)
+    v_true = _event_ratings(split, split.valid, v_users)
+    valid_rating_of = dict(zip(v_users.tolist(), v_true.tolist()))
+    users, items = test_pairs(split)
+    true = _event_ratings(split, split.test, users)
+    ok = np.flatnonzero(~np.isnan(true))
+    ok = np.sort(rng.choice(ok, size=min(n_max, len(ok)), replace=False))
+    v_ok = np.flatnonzero(~np.isnan(v_true))
+    v_ok = np.sort(rng.choice(v_ok, size=min(n_max, len(v_ok)), replace=False))
+
+    def past(u: int, with_valid: bool) -> np.ndarray:
+        r = np.asarray(data.ratings[u], dtype=float)
+        v = valid_rating_of.get(u, np.nan)
+        return np.append(r, v) if with_valid and not np.isnan(v) else r
+
+    t_past = {int(i): past(int(users[i]), True) for i in ok}
+    train_mean = float(np.mean(np.concatenate([r for r in data.ratings if len(r)])))
+    bias = np.array([prior.user_mean(t_past[int(i)]) + prior.item_mean(items[i]) - prior.global_mean() for i in ok])
+    res = {"n_rows": int(len(ok)), "valid_rows_for_calibration": int(len(v_ok)),
+           "train_mean_rating": round(train_mean, 4),
+           "train_mean_baseline": rmse_mae(true[ok], np.full(len(ok), train_mean)),
+           "prior_baseline": rmse_mae(true[ok], np.clip(bias, 1, 5)),
+           "rating_prior_strength": prior.strength, "per_template": {}}
+    v_items = np.array([split.valid.targets(int(i))[0] for i in v_ok], dtype=np.int64)
+
+    def source(tpl, evalset, i: int, item: int, past_r: np.ndarray, user: int) -> str:
+        return tpl.render_source(user=user, item=ser.item(item), item_title=ser.title(item),
+                                 **ser.history_fields(evalset.history(i)), **prior.fields(past_r, item))
+
+    for tpl in ser.templates["rating"]:
+        src = [source(tpl, split.test, int(i), int(items[i]), t_past[int(i)], int(users[i])) for i in ok]
+        v_src = [source(tpl, split.valid, int(i), int(v_items[j]), past(int(v_users[i]), False), int(v_users[i]))
+                 for j, i in enumerate(v_ok)]
+        pred = predict_ratings(model, src, fallback=train_mean, mode="text")
+        expected = predict_ratings(model, src, mode="expected")
+        a, b = fit_calibration(predict_ratings(model, v_src, mode="expected").ratings, v_true[v_ok])
+        calibrated = np.clip(a + b * expected.ratings, 1, 5)
+        res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
+                                       "n_fallback": pred.n_fallback,
+                                       "answered_with_a_rating": round(1 - pred.n_fallback / max(len(ok), 1), 4),
+                                       "expected_stars": rmse_mae(true[ok], expected.ratings),
+                                       "expected_stars_valid_calibrated": {**rmse_mae(true[ok], calibrated),
+                                                                           "a": round(a, 4), "b": round(b, 4)},
+                                       "examples": [[src[j], pred.texts[j], float(true[ok][j])] for j in range(min(3, len(ok)))]}
+    return res
+
+
 def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: TrainData, ecfg: dict,
                     seed: int) -> dict:
     """Rating RMSE/MAE and explanation BLEU/ROUGE on the test events (families the model was trained on).
@@ -73,8 +157,11 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
     Rating: the test target event's star rating, predicted as text and parsed (unparsable
     outputs get the training mean and are counted; ``answered_with_a_rating`` says how often a
     template's answer was a rating at all) and as expected stars (``expected_stars``); the
-    training mean rating is the reference row. Explanation: test target events that have a review; the reference is the review text
-    cut as in training (``review_words``), the prompt carries the true rating as in P5.
+    training mean rating is the reference row; see :func:`_rating_task`. Explanation: test target
+    events that have a review; the reference is the review text cut as in training
+    (``review_words``), the prompt carries the true rating as in P5. Each template is decoded
+    greedily (beams and n-gram blocking from the recipe) and, with ``explanation_top_p`` set,
+    also by seeded nucleus sampling (under ``sampled``); ``n_distinct`` counts distinct outputs.
     """
     ds = split.dataset
     out: dict = {}
@@ -83,24 +170,7 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
     rng = np.random.default_rng(seed)
     n_max = int(ecfg.get("secondary_rows", len(users)))
     if "rating" in fams and data.ratings is not None:
-        inter = ds.interactions.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])["rating"]
-        true = inter.reindex(pd.MultiIndex.from_arrays([users, items])).to_numpy(dtype=float)
-        ok = np.flatnonzero(~np.isnan(true))
-        ok = np.sort(rng.choice(ok, size=min(n_max, len(ok)), replace=False))
-        train_mean = float(np.mean(np.concatenate([r for r in data.ratings if len(r)])))
-        res = {"n_rows": int(len(ok)), "train_mean_rating": round(train_mean, 4),
-               "train_mean_baseline": rmse_mae(true[ok], np.full(len(ok), train_mean)), "per_template": {}}
-        for tpl in ser.templates["rating"]:
-            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
-                                     **ser.history_fields(split.test.history(int(i)))) for i in ok]
-            pred = predict_ratings(model, src, fallback=train_mean, mode="text")
-            expected = predict_ratings(model, src, mode="expected")
-            res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
-                                           "n_fallback": pred.n_fallback,
-                                           "answered_with_a_rating": round(1 - pred.n_fallback / max(len(ok), 1), 4),
-                                           "expected_stars": rmse_mae(true[ok], expected.ratings),
-                                           "examples": [[src[j], pred.texts[j], float(true[ok][j])] for j in range(min(3, len(ok)))]}
-        out["rating"] = res
+        out["rating"] = _rating_task(model, ser, split, data, rng, n_max)
     if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
         rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
         per_row = rev.reindex(pd.MultiIndex.from_arrays([users, items]))  # one review (or NaN) per test row
@@ -110,20 +180,29 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
         pick = np.sort(rng.choice(has, size=min(n_max, len(has)), replace=False))
         res = {"n_rows": int(len(pick)), "rows_without_review": int(len(users) - len(has)), "per_template": {}}
         refs = [" ".join(text[i].split()[:ser.config.review_words]) for i in pick]
+        # the deterministic decoding always, and nucleus sampling beside it when the recipe asks
+        top_p = ecfg.get("explanation_top_p")
+        decodings = [("greedy", None)] + ([("sampled", float(top_p))] if top_p is not None else [])
         for tpl in ser.templates["explanation"]:
             src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
                                      rating="unknown" if pd.isna(stars[i]) else f"{float(stars[i]):g}")
                    for i in pick]
-            hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
-                                 num_beams=int(ecfg.get("explanation_beams", 1)),
-                                 no_repeat_ngram_size=int(ecfg.get("explanation_no_repeat_ngram", 0)),
-                                 top_p=ecfg.get("explanation_top_p"), seed=seed)
-            rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
-            res["per_template"][tpl.id] = {
-                "unseen": tpl.unseen, "bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
-                **rouge([" ".join(t) for t in rt], [" ".join(t) for t in ht]),
-                "distinct_outputs": round(len(set(hyps)) / max(len(hyps), 1), 4),
-                "examples": [[src[j], hyps[j], refs[j]] for j in range(min(3, len(pick)))]}
+            res["per_template"][tpl.id] = {"unseen": tpl.unseen}
+            for name, p in decodings:
+                hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
+                                     num_beams=int(ecfg.get("explanation_beams", 1)),
+                                     no_repeat_ngram_size=int(ecfg.get("explanation_no_repeat_ngram", 0)),
+                                     top_p=p, seed=seed)
+                rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
+                scores = {"bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
+                          **rouge([" ".join(t) for t in rt], [" ".join(t) for t in ht]),
+                          "distinct_outputs": round(len(set(hyps)) / max(len(hyps), 1), 4),
+                          "n_distinct": len(set(hyps)),
+                          "examples": [[src[j], hyps[j], refs[j]] for j in range(min(3, len(pick)))]}
+                if name == "greedy":
+                    res["per_template"][tpl.id].update(scores)
+                else:
+                    res["per_template"][tpl.id][name] = {"top_p": p, **scores}
         out["explanation"] = res
     return out
 
@@ -257,17 +336,26 @@ def markdown(res: dict) -> str:
         sec = r.get("secondary_tasks", {})
         if "rating" in sec:
             rt = sec["rating"]
+            prior = (f"; user+item means alone {rt['prior_baseline']['rmse']:.4f} / {rt['prior_baseline']['mae']:.4f}"
+                     if "prior_baseline" in rt else "")
             lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
-                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}): "
+                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}{prior}): "
                       + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
                                   f" [{v['n_fallback']} fallback; expected stars "
-                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}]"
+                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}"
+                                  + (f"; valid-calibrated {v['expected_stars_valid_calibrated']['rmse']:.4f} / "
+                                     f"{v['expected_stars_valid_calibrated']['mae']:.4f}"
+                                     if "expected_stars_valid_calibrated" in v else "") + "]"
                                   for t, v in rt["per_template"].items())]
         if "explanation" in sec:
             ex = sec["explanation"]
-            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L): "
+            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L, distinct outputs): "
                       + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['bleu1']:.2f} / {v['bleu4']:.2f} / "
-                                  f"{v['rougeL']:.2f}" for t, v in ex["per_template"].items())]
+                                  f"{v['rougeL']:.2f}, {v.get('n_distinct', '?')} distinct"
+                                  + (f" [sampled top-p {v['sampled']['top_p']}: {v['sampled']['bleu1']:.2f} / "
+                                     f"{v['sampled']['bleu4']:.2f} / {v['sampled']['rougeL']:.2f}, "
+                                     f"{v['sampled']['n_distinct']} distinct]" if "sampled" in v else "")
+                                  for t, v in ex["per_template"].items())]
     lines += ["", f"Recipe: `training/{res['recipe']}.yaml`. " + metadata_line(res)]
     return "\n".join(lines) + "\n"
 

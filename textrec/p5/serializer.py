@@ -12,7 +12,9 @@ Families (templates in ``prompts/p5/<family>.yaml``):
 * ``direct`` – yes/no on one item (positive = the true next item, negative = a sampled item
   the user never consumed in training) or choose the next item from ``n_candidates`` ids;
 * ``rating`` – the star rating of a training event (needs a ``rating`` column); the items
-  before it are available as ``history`` (compact prompts name the user by their history);
+  before it are available as ``history`` (compact prompts name the user by their history),
+  and :class:`RatingPrior` gives ``user_mean`` (the user's earlier ratings) and ``item_mean``
+  (the item's other training ratings), so a prompt can carry the user and item biases;
 * ``explanation`` / ``review`` – review text / summary of training-pair reviews (need reviews).
 
 Families whose templates ``require`` a capability the data lacks are skipped and listed in
@@ -66,6 +68,7 @@ class SerializerConfig:
     direct_per_user: int = 1
     n_candidates: int = 20
     rating_per_user: int = 2
+    rating_prior_strength: float = 3.0  # pseudo-ratings at the global mean in user_mean / item_mean
     review_words: int = 60
     summary_words: int = 12
     # character caps on top of the word caps: one "word" can be megabytes long
@@ -129,6 +132,65 @@ class TrainData:
 def _words(text: str, n: int) -> str:
     parts = str(text).split()
     return " ".join(parts[:n]) + (" ..." if len(parts) > n else "")
+
+
+@dataclass
+class RatingPrior:
+    """User and item mean ratings from training events, shrunk towards the global mean, as prompt fields.
+
+    ``user_mean`` averages the ratings the user gave *before* the rated event (the caller passes
+    them). ``item_mean`` averages the item's training ratings. In training, the rated event's own
+    rating is left out of the item mean and of the global mean (``exclude``), so a training prompt
+    never carries its own target; at evaluation time the rated event is no training event and
+    everything is used. Both means add ``strength`` pseudo-ratings at the global mean, so one
+    rating does not read as certainty.
+    """
+
+    rating_sum: float
+    rating_n: int
+    item_sum: np.ndarray
+    item_n: np.ndarray
+    strength: float = 3.0
+
+    @classmethod
+    def from_data(cls, data: TrainData, strength: float = 3.0) -> RatingPrior:
+        """Fitted on a :class:`TrainData`'s ratings (training events only)."""
+        if data.ratings is None:
+            raise ValueError("RatingPrior needs training data with ratings")
+        items = np.concatenate([np.asarray(s, dtype=np.int64) for s in data.sequences] or [np.zeros(0, np.int64)])
+        r = np.concatenate([np.asarray(x, dtype=np.float64) for x in data.ratings] or [np.zeros(0)])
+        if not len(r):
+            raise ValueError("RatingPrior needs at least one training rating")
+        return cls(float(r.sum()), len(r), np.bincount(items, weights=r, minlength=data.n_items),
+                   np.bincount(items, minlength=data.n_items).astype(np.float64), float(strength))
+
+    def global_mean(self, exclude: float | None = None) -> float:
+        """Mean training rating, without one rating ``exclude`` if given."""
+        if exclude is None or self.rating_n < 2:
+            return self.rating_sum / self.rating_n
+        return (self.rating_sum - float(exclude)) / (self.rating_n - 1)
+
+    def _shrunk(self, total: float, n: float, exclude: float | None) -> float:
+        return (total + self.strength * self.global_mean(exclude)) / (n + self.strength)
+
+    def user_mean(self, past: Sequence[float], exclude: float | None = None) -> float:
+        """Shrunk mean of the user's earlier ratings (``exclude`` only moves the global mean)."""
+        p = np.asarray(past, dtype=np.float64)
+        return self._shrunk(float(p.sum()), float(len(p)), exclude)
+
+    def item_mean(self, item: int, exclude: float | None = None) -> float:
+        """Shrunk mean of the item's training ratings, without one rating ``exclude`` if given."""
+        total, n = float(self.item_sum[int(item)]), float(self.item_n[int(item)])
+        if exclude is not None:
+            if n < 1:
+                raise ValueError(f"item {item} has no training rating to leave out")
+            total, n = total - float(exclude), n - 1
+        return self._shrunk(total, n, exclude)
+
+    def fields(self, past: Sequence[float], item: int, exclude: float | None = None) -> dict[str, str]:
+        """``user_mean`` and ``item_mean`` as one-decimal text for a rating prompt."""
+        return {"user_mean": f"{self.user_mean(past, exclude):.1f}",
+                "item_mean": f"{self.item_mean(item, exclude):.1f}"}
 
 
 def _fmt_rating(r: float) -> str:
@@ -338,8 +400,13 @@ class P5Serializer:
                     vals.update(item=self.item(it), item_title=self.title(it), answer="yes" if positive else "no")
                     self._add(cols, tpl, vals, u, it, shown)
 
+    def rating_prior(self, data: TrainData) -> RatingPrior:
+        """The :class:`RatingPrior` of this serializer's configuration, fitted on ``data``."""
+        return RatingPrior.from_data(data, self.config.rating_prior_strength)
+
     def _rating(self, data: TrainData, tpls, rng, cols) -> None:
         assert data.ratings is not None
+        prior = self.rating_prior(data)
         for u, seq in enumerate(data.sequences):
             if not len(seq):
                 continue
@@ -348,8 +415,10 @@ class P5Serializer:
                 it = int(seq[j])
                 tpl = self._pick(tpls, rng)
                 hist = seq[:j]
+                r = data.ratings[u]
                 self._add(cols, tpl, {"user": u, "item": self.item(it), "item_title": self.title(it),
-                                      "rating": _fmt_rating(data.ratings[u][j]), **self.history_fields(hist)},
+                                      "rating": _fmt_rating(r[j]), **self.history_fields(hist),
+                                      **prior.fields(r[:j], it, exclude=r[j])},
                           u, it, self.shown_history(hist, tpl))
 
     def _review_rows(self, data: TrainData):

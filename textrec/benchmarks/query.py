@@ -4,13 +4,19 @@ the same users, with paired bootstrap intervals on every ratio to raw history.
     # no-LLM rows (heuristics + oracle) on 1,000 seeded Scientific test users, BM25 also on all users
     textrec bench query --dataset scientific --n-users 1000 --threads 1
 
-    # train (SFT then GRPO, dense reward, 30 wall-clock minutes of GRPO) on the new-item split's
-    # training users, then add both writers as rows (one run per setting: generation is the cost)
-    textrec train query --dataset scientific --setting inductive --recipe recr1_cpu_sft_dense \
-        --output-dir runs/recr1_sci_dense
-    textrec bench query --dataset scientific --n-users 1000 --settings transductive --retrievers dense bm25 \
-        --no-valid --no-all-users --writer llm_sft=runs/recr1_sci_dense/sft/writer \
-        --writer llm_grpo=runs/recr1_sci_dense/final --compare llm_grpo:llm_sft --name query_scientific_llm_dense
+    # train (SFT copying the newest title, then GRPO for 20 CPU-minutes, dense reward, 24-token
+    # completions) on the new-item split's training users minus the 20% held-out users, then add
+    # both writers as rows on 1,000 transductive users and on users never seen in training
+    textrec train query --dataset scientific --setting held_out_items --recipe recr1_cpu_dense_t24 \
+        --output-dir runs/recr1_t24
+    textrec bench query --dataset scientific --n-users 1000 --settings transductive held_out_users \
+        --n-users-held-out 500 --retrievers dense --no-valid --no-all-users \
+        --writer llm_sft=runs/recr1_t24/sft/writer --writer llm_grpo=runs/recr1_t24/final \
+        --compare llm_grpo:llm_sft --name query_scientific_llm_dense_t24 --publish
+
+Settings: ``transductive`` (every user's test row), ``held_out_users`` (test rows of the users the
+recipe's ``held_out_users_frac`` kept out of SFT and GRPO), ``held_out_items`` (old name
+``inductive``: rows whose target is an item held out of all training data).
 
 The logic lives in :mod:`textrec.query.bench`; this module parses options and writes the result
 (JSON + Markdown) through the one result writer.
@@ -29,12 +35,18 @@ from textrec.results import add_output_options, writer_from_args
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """Options of ``textrec bench query``."""
     from textrec.query.heuristics import HEURISTICS
+    from textrec.query.tasks import SETTINGS
 
     ap.add_argument("--dataset", default="scientific")
     ap.add_argument("--n-users", type=positive_int, default=1000, help="seeded test-row subsample shared by every row")
     ap.add_argument("--no-all-users", action="store_true", help="skip the all-user BM25 blocks")
-    ap.add_argument("--settings", nargs="+", default=["transductive", "inductive"],
-                    choices=["transductive", "inductive"])
+    ap.add_argument("--settings", nargs="+", default=["transductive", "held_out_items"], choices=list(SETTINGS),
+                    help="held_out_users: test rows of users never in training; held_out_items (old name "
+                         "inductive): rows whose target is an item never in training")
+    ap.add_argument("--n-users-held-out", type=positive_int, default=None,
+                    help="subsample size for the held_out_users setting (default --n-users)")
+    ap.add_argument("--held-out-users-frac", type=float, default=None,
+                    help="the fraction of users kept out of training (default: the writers' recorded one)")
     ap.add_argument("--retrievers", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
     ap.add_argument("--writer", action="append", default=[], metavar="NAME=PATH", help="a saved query writer as a row")
     ap.add_argument("--compare", action="append", default=[], metavar="A:B", help="difference of two rows, with interval")
@@ -81,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     res = run_benchmark(args.dataset, n_users=args.n_users, all_users_bm25=not args.no_all_users,
                         settings=args.settings, retrievers=args.retrievers, writers=writers, compare=compare,
                         max_history=args.max_history, max_query_words=args.max_query_words, seed=args.seed,
-                        n_boot=args.bootstrap, with_valid=not args.no_valid, heuristics=args.heuristics)
+                        n_boot=args.bootstrap, with_valid=not args.no_valid, heuristics=args.heuristics,
+                        held_out_users_frac=args.held_out_users_frac,
+                        n_users_by_setting=({"held_out_users": args.n_users_held_out}
+                                            if args.n_users_held_out else None))
     stem = args.name or f"query_{args.dataset}_bench"
     out.write_json(f"{stem}.json", res)
     out.write_text(f"{stem}.md", markdown(res))

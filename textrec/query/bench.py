@@ -54,7 +54,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int
         ratios = ma / mb
     diff = ma - mb
     out: dict[str, Any] = {"diff": round(float(a.mean() - b.mean()), 6),
-                           "diff_ci95": [round(float(x), 6) for x in np.percentile(diff, [2.5, 97.5])]}
+                           "diff_ci95": [round(float(x), 6) for x in np.percentile(diff, [2.5, 97.5])],
+                           "diff_se": round(float(diff.std(ddof=1)), 6) if n_boot > 1 else None}
     if b.mean() > 0:
         ok = np.isfinite(ratios)
         out["ratio"] = round(float(a.mean() / b.mean()), 4)
@@ -101,7 +102,9 @@ def summarize_block(per_row: dict[str, dict[str, np.ndarray]], row_info: dict[st
     base = per_row["raw_history"][HEADLINE] if "raw_history" in per_row else None
     rows = {}
     for name, pr in per_row.items():
+        v = np.asarray(pr[HEADLINE], dtype=np.float64)
         row = {**row_info.get(name, {}), "metrics": {k: round(float(v.mean()), 6) for k, v in pr.items()},
+               f"se_{HEADLINE}": round(float(v.std(ddof=1) / np.sqrt(len(v))), 6) if len(v) > 1 else None,
                # kept so that rows from separate runs on the same users can be compared later
                f"per_user_{HEADLINE}": [round(float(x), 6) for x in pr[HEADLINE]]}
         if name != "raw_history" and base is not None:
@@ -133,12 +136,21 @@ def compare_runs(a: dict[str, Any], row_a: str, b: dict[str, Any], row_b: str, n
     return out
 
 
-def _eval_rows(split, setting: str, part: str, n_users: int | None, seed: int):
-    """The split's rows for a setting (inductive: held-out targets only) and a seeded subsample."""
+def _eval_rows(split, setting: str, part: str, n_users: int | None, seed: int,
+               held_out: np.ndarray | None = None):
+    """The split's rows for a setting and a seeded subsample: held_out_items keeps rows whose
+    target is a held-out item, held_out_users rows of users marked in ``held_out``."""
+    from textrec.query.tasks import canonical_setting
+
+    setting = canonical_setting(setting)
     es = split.valid if part == "valid" else split.test
     rows = np.arange(len(es))
-    if setting == "inductive" and es.is_new is not None:
+    if setting == "held_out_items" and es.is_new is not None:
         rows = rows[es.is_new]
+    if setting == "held_out_users":
+        if held_out is None:
+            raise ValueError("the held_out_users setting needs the held-out user mask")
+        rows = rows[held_out[np.asarray(es.users, dtype=np.int64)]]
     total = len(rows)
     if n_users is not None and n_users < total:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=n_users, replace=False))
@@ -150,14 +162,21 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
                   writers: dict[str, str] | None = None, compare: Sequence[tuple[str, str]] = (),
                   max_history: int = 5, max_query_words: int = 8, seed: int = 0, n_boot: int = 2000,
                   with_valid: bool = True, cache_dir: str | None = None, progress: bool = True,
-                  heuristics: Sequence[str] = HEURISTICS) -> dict[str, Any]:
-    """Run every block and return the result dict (see the module docstring)."""
+                  heuristics: Sequence[str] = HEURISTICS, held_out_users_frac: float | None = None,
+                  n_users_by_setting: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run every block and return the result dict (see the module docstring).
+
+    ``held_out_users`` blocks evaluate the users that :func:`textrec.query.tasks.held_out_user_mask`
+    keeps out of training at ``held_out_users_frac`` (default: the writers' recorded fraction, else
+    the module default); a writer trained on every user is refused there. ``n_users_by_setting``
+    overrides ``n_users`` per setting (generation is the cost of an LLM row).
+    """
     from textrec.data.registry import load_dataset
     from textrec.query.catalog import Catalog
     from textrec.query.policy import QueryWriter
     from textrec.query.recommender import QueryRecommender
     from textrec.query.retrieval import retriever_for_dataset
-    from textrec.query.tasks import split_for
+    from textrec.query.tasks import HELD_OUT_USERS_FRAC, HELD_OUT_USERS_SEED, held_out_user_mask, split_for
 
     heuristics = [h for h in HEURISTICS if h in heuristics]
     if "raw_history" not in heuristics and not writers:
@@ -193,18 +212,31 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
                           "reward_retriever": wi.get("reward_retrievers", "unknown"), "evaluation_retriever": kind}
         return info
 
+    held_out = None
+    if any(s == "held_out_users" for s in settings):
+        fracs = {n: info_of[n].get("held_out_users_frac") for n in info_of}
+        frac = held_out_users_frac
+        if frac is None:
+            known = {f for f in fracs.values() if f}
+            frac = known.pop() if len(known) == 1 else HELD_OUT_USERS_FRAC
+        bad = {n: f for n, f in fracs.items() if f != frac}
+        if bad:
+            raise ValueError(f"held_out_users: writers {bad} were not trained with held_out_users_frac={frac}, "
+                             "so some evaluated users were in their training")
+        held_out = held_out_user_mask(ds.n_users, frac, HELD_OUT_USERS_SEED)
     blocks: dict[str, Any] = {}
     splits = {s: split_for(ds, s) for s in settings}
     plan = []
     for s in settings:
+        n_s = (n_users_by_setting or {}).get(s, n_users)
         for kind in retrievers:
-            plan.append((s, kind, n_users, "test"))
+            plan.append((s, kind, n_s, "test"))
             if with_valid:
-                plan.append((s, kind, n_users, "valid"))
+                plan.append((s, kind, n_s, "valid"))
             if kind == "bm25" and all_users_bm25:
                 plan.append((s, kind, None, "test"))
     for s, kind, n, part in plan:
-        es, total = _eval_rows(splits[s], s, part, n, seed)
+        es, total = _eval_rows(splits[s], s, part, n, seed, held_out)
         key = f"{s}/{kind}/{part}/{'all' if n is None or n >= total else n}"
         if progress:
             print(f"[{key}] {len(es)} of {total} rows", file=sys.stderr, flush=True)
@@ -218,6 +250,9 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
         blocks[key] = {"setting": s, "evaluation_retriever": kind, "part": part, "rows_total": total,
                        "user_ids": [str(ds.user_ids[u]) for u in es.users],
                        "subsample": None if n is None or n >= total else {"n": len(es), "seed": seed},
+                       **({"held_out_users": {"frac": float(frac), "seed": HELD_OUT_USERS_SEED,
+                                              "n_users": int(held_out.sum()), "never_in_training": True}}
+                          if s == "held_out_users" else {}),
                        **summarize_block(per_row, row_info(kind), n_boot, seed, compare)}
         if loaded and part == "test" and n is not None:
             q = {name: rs[name].queries(es.users, es.histories()) for name in loaded}

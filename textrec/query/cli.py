@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from textrec.options import add_seed_option, add_threads_option
+from textrec.query.tasks import SETTINGS
 
 
 def _index_cache(args: argparse.Namespace) -> Path:
@@ -130,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.query.catalog import Catalog
     from textrec.query.grpo_config import load_grpo_config
     from textrec.query.retrieval import retriever_for_dataset
-    from textrec.query.tasks import make_tasks
+    from textrec.query.tasks import drop_users, held_out_user_mask, make_tasks
     from textrec.query.training import train_writers
 
     _threads(args)
@@ -146,6 +148,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args), catalog=catalog)
                   for k in cfg.reward_retrievers}
     tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history)
+    if cfg.held_out_users_frac > 0:  # these users are evaluated as never seen (bench setting held_out_users)
+        n_before = len(tasks)
+        tasks = drop_users(tasks, held_out_user_mask(ds.n_users, cfg.held_out_users_frac))
+        print(f"textrec: {n_before - len(tasks)} held-out users left out of training "
+              f"(held_out_users_frac={cfg.held_out_users_frac})", file=sys.stderr)
     s = train_writers(cfg, retrievers, tasks, out, dataset_name=ds.name, resume=args.resume)
     share = s["informative_group_share"]
     print(f"trained {s['steps']} steps in {s['seconds']:.0f}s ({s['seconds_per_step_median']} s/step); "
@@ -167,8 +174,9 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
 
     _common(t)
     add_recipe_options(t, "recr1_cpu")
-    t.add_argument("--setting", default="transductive", choices=["transductive", "inductive"],
-                   help="which split's training data (inductive = new-item split, held-out items never seen)")
+    t.add_argument("--setting", default="transductive", choices=list(SETTINGS),
+                   help="which split's training data (held_out_items, old name inductive = the new-item split: "
+                        "held-out items never seen; the recipe's held_out_users_frac also keeps users out)")
     t.add_argument("--retriever", nargs="+", default=None, choices=["bm25", "dense"],
                    help="reward retriever(s) (default: the recipe's)")
     t.add_argument("--model", default=None, help="base policy (default: the recipe's, smollm2-135m)")
@@ -207,7 +215,7 @@ def register(sub) -> None:
     g.add_argument("--user", required=True, help="original user id")
     g.add_argument("--writer", help="a saved query writer (textrec train query output/final); default: untrained base")
     g.add_argument("--model", default=None, help="base policy (default smollm2-135m; any HF causal-LM folder/id)")
-    g.add_argument("--setting", default="transductive", choices=["transductive", "inductive"])
+    g.add_argument("--setting", default="transductive", choices=list(SETTINGS))
     g.add_argument("--part", default="test", choices=["train", "valid", "test"])
     g.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
     g.add_argument("--max-history", type=positive_int, default=8)

@@ -31,6 +31,9 @@ class QueryGRPOConfig:
     max_history: int = 8
     max_prompt_tokens: int | None = 256  # oldest context lines go first beyond this (tasks.cap_context)
     max_train_tasks: int | None = None  # seeded subsample of the training users
+    # a seeded fraction of users kept out of SFT and GRPO (tasks.held_out_user_mask): the benchmark's
+    # held_out_users setting evaluates them as never seen; 0 trains on every user
+    held_out_users_frac: float = 0.0
     # GRPO (Rec-R1 ran group 5, KL 1e-3; TRL names in brackets)
     num_generations: int = 4  # group size G [num_generations]
     prompts_per_step: int = 1  # [per_device_train_batch_size = G * prompts_per_step]
@@ -48,6 +51,8 @@ class QueryGRPOConfig:
     max_grad_norm: float = 1.0
     max_steps: int = 200
     max_minutes: float | None = None  # wall-clock budget: stop (and save) once it is spent
+    # CPU-time budget of this process (a shared machine's wall clock measures the neighbours)
+    max_cpu_minutes: float | None = None
     save_steps: int = 50
     save_total_limit: int = 2
     logging_steps: int = 1
@@ -69,6 +74,12 @@ class QueryGRPOConfig:
     sft_learning_rate: float = 5e-4
     sft_max_tasks: int | None = 2000
     sft_max_query_words: int = 16
+    # SFT completions are cut at a word boundary to fit this many tokens with EOS (None: the GRPO
+    # completion budget, max_completion_length), so that SFT never teaches what GRPO cannot write
+    sft_max_target_tokens: int | None = None
+    # the heuristic kinds the SFT teacher chooses from (textrec.query.heuristics.SFT_CANDIDATES)
+    sft_candidates: list[str] = field(default_factory=lambda: ["last_title", "last_two_titles", "all_titles",
+                                                               "keywords"])
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -77,6 +88,8 @@ class QueryGRPOConfig:
             raise ValueError("prompts_per_step must be >= 1")
         if not self.reward_retrievers:
             raise ValueError("reward_retrievers must name at least one retriever (bm25 | dense)")
+        if not 0.0 <= self.held_out_users_frac < 1.0:
+            raise ValueError(f"held_out_users_frac must be in [0, 1), got {self.held_out_users_frac}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
         bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense")]
@@ -90,7 +103,9 @@ class QueryGRPOConfig:
         return QuerySFTConfig(steps=self.sft_steps, batch_size=self.sft_batch_size,
                               learning_rate=self.sft_learning_rate, max_query_words=self.sft_max_query_words,
                               max_tasks=self.sft_max_tasks, reward_k=self.reward_k,
-                              max_prompt_tokens=self.max_prompt_tokens, lora_r=self.lora_r,
+                              max_prompt_tokens=self.max_prompt_tokens,
+                              max_target_tokens=self.sft_max_target_tokens or self.max_completion_length,
+                              candidates=tuple(self.sft_candidates), lora_r=self.lora_r,
                               lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                               lora_top_layers=self.lora_top_layers, seed=self.seed)
 

@@ -197,10 +197,14 @@ def _callback_class():
     class RewardCurveCallback(TrainerCallback):
         """Rewrites ``reward_curve.json`` at each log and the PNG at each save and at the end."""
 
-        def __init__(self, folder: Path, title: str, max_minutes: float | None = None, verbose: bool = True):
+        def __init__(self, folder: Path, title: str, max_minutes: float | None = None, verbose: bool = True,
+                     max_cpu_minutes: float | None = None):
             self.folder, self.title, self.max_minutes = folder, title, max_minutes
+            self.max_cpu_minutes = max_cpu_minutes
             self.verbose = verbose
             self.t0 = time.perf_counter()
+            self.cpu0 = time.process_time()
+            self.stopped_by: str | None = None
             self.stopped_early_at: int | None = None
             self._last: tuple[float, float, int] | None = None
             self.seconds_per_step: list[float] = []
@@ -212,11 +216,14 @@ def _callback_class():
             self._last = (time.perf_counter(), time.process_time(), state.global_step)
 
         def on_step_end(self, args, state, control, **kw):
-            # A wall-clock budget (CPU runs): stop after this step and save a checkpoint.
-            if self.max_minutes is not None and time.perf_counter() - self.t0 > 60 * self.max_minutes:
+            # A wall-clock or CPU-time budget (CPU runs): stop after this step and save a checkpoint.
+            wall = self.max_minutes is not None and time.perf_counter() - self.t0 > 60 * self.max_minutes
+            cpu = self.max_cpu_minutes is not None and time.process_time() - self.cpu0 > 60 * self.max_cpu_minutes
+            if wall or cpu:
                 control.should_training_stop = True
                 control.should_save = True
                 self.stopped_early_at = state.global_step
+                self.stopped_by = "max_minutes" if wall else "max_cpu_minutes"
 
         def _write(self, state, plot: bool) -> None:
             curve = reward_curve(state.log_history)
@@ -289,7 +296,7 @@ class QueryGRPOTrainer:
         write_json(self.output_dir / "query_grpo_config.json",
                    {"config": config.to_dict(), "dataset": dataset_name, "n_train_tasks": len(tasks)})
         cb = _callback_class()(self.output_dir, f"Rec-R1 GRPO on {dataset_name or 'data'}: mean reward",
-                               config.max_minutes, verbose=verbose)
+                               config.max_minutes, verbose=verbose, max_cpu_minutes=config.max_cpu_minutes)
         self.curve_callback = cb
         self.trainer = _trainer_class()(model=model, reward_funcs=self.reward_funcs,
                                         args=config.to_trl(str(self.output_dir)), train_dataset=self.train_dataset,
@@ -342,6 +349,8 @@ class QueryGRPOTrainer:
             "reward_cache": {f.__name__: {"hits": f.cache_hits, "misses": f.cache_misses}
                              for f in self.reward_funcs if isinstance(f, RetrievalReward)},
             "stopped_by_time_budget": self.curve_callback.stopped_early_at is not None,
+            "stopped_by": self.curve_callback.stopped_by,
+            "cpu_seconds": round(time.process_time() - self.curve_callback.cpu0, 1),
             "verdict": self.verdict or "rewards varied within groups: the policy received gradient",
         }
 

@@ -29,7 +29,7 @@ import numpy as np
 from textrec.metrics.ranking import MISS
 from textrec.query.heuristics import SFT_CANDIDATES, heuristic_queries
 from textrec.query.rewards import reward_metric
-from textrec.query.tasks import QueryTask, is_bare, prompt_text
+from textrec.query.tasks import QueryTask, cap_context, is_bare, prompt_text
 
 CANDIDATES = SFT_CANDIDATES
 
@@ -45,6 +45,11 @@ class QuerySFTConfig:
     max_tasks: int | None = 2000  # seeded subsample of training tasks used as SFT data
     reward_k: int = 1000
     max_prompt_tokens: int | None = None  # the GRPO/generation prompt cap
+    max_target_tokens: int | None = None  # completion tokens incl. EOS (the GRPO/generation budget)
+    # the heuristic kinds the teacher chooses from (a subset of CANDIDATES); one kind makes the
+    # target a function of the prompt (e.g. ("last_title",): copy the newest line), which greedy
+    # decoding reproduces, where a per-task choice among kinds is a mixture it cannot
+    candidates: tuple[str, ...] = CANDIDATES
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -52,9 +57,9 @@ class QuerySFTConfig:
     seed: int = 0
 
 
-def candidate_queries(task: QueryTask, max_words: int = 16) -> dict[str, str]:
+def candidate_queries(task: QueryTask, max_words: int = 16, kinds: Sequence[str] = CANDIDATES) -> dict[str, str]:
     """Heuristic queries from the context, by kind (see ``CANDIDATES``), each at most ``max_words``."""
-    return heuristic_queries(task.context, max_words, CANDIDATES)
+    return heuristic_queries(task.context, max_words, kinds)
 
 
 def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
@@ -68,10 +73,14 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     the target at all, the kind that is best on average is the one target.
     """
     cfg = config or QuerySFTConfig()
+    kinds = tuple(cfg.candidates)
+    bad = [k for k in kinds if k not in CANDIDATES]
+    if not kinds or bad:
+        raise ValueError(f"SFT candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(kinds)}")
     retrievers = list(retriever) if isinstance(retriever, (list, tuple)) else [retriever]
-    cands = [candidate_queries(t, cfg.max_query_words) for t in tasks]
+    cands = [candidate_queries(t, cfg.max_query_words, kinds) for t in tasks]
     score = {}
-    for kind in CANDIDATES:
+    for kind in kinds:
         qs = [c[kind] for c in cands]
         rows = [i for i, q in enumerate(qs) if q]
         score[kind] = np.zeros(len(tasks))
@@ -81,7 +90,7 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
                 ranks[rows] = r.target_ranks([qs[i] for i in rows], [int(tasks[i].target) for i in rows],
                                              [tasks[i].history for i in rows])
             score[kind] += reward_metric(ranks, cfg.reward_k, "ndcg")
-    order = sorted(CANDIDATES, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
+    order = sorted(kinds, key=lambda k: (-float(score[k].mean()), CANDIDATES.index(k)))
     mat = np.stack([score[k] for k in order], axis=1)
     best = mat.max(1)
     targets: list[list[str]] = []
@@ -92,8 +101,8 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         won.update(kinds)
         targets.append(qs)
     report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
-              "chosen": {k: int(won.get(k, 0)) for k in CANDIDATES},
-              f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in CANDIDATES},
+              "chosen": {k: int(won.get(k, 0)) for k in kinds},
+              f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in kinds},
               f"mean_ndcg@{cfg.reward_k}_best": round(float(best.mean()), 4),
               "tasks_no_candidate_retrieves": int((best <= 0).sum()),
               "tasks_with_tied_targets": int(sum(1 for t in targets if len(t) > 1)),
@@ -102,15 +111,40 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     return targets, report
 
 
+def completion_ids(query: str, tokenizer, bare: bool, max_tokens: int | None = None) -> tuple[list[int], bool]:
+    """Token ids of ``query`` as a completion, EOS included, and whether words were cut to fit.
+
+    With ``max_tokens`` the query keeps its longest word prefix whose ids plus EOS fit: a target
+    cut mid-word (as a too-small generation budget cuts it) would teach the writer to stop inside
+    a model number. A first word that alone does not fit is cut at the token level.
+    """
+    def ids_of(text: str) -> list[int]:
+        # A leading space: the query continues the prompt's last line like natural text.
+        return tokenizer((" " + text) if bare else text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+    ids = ids_of(query)
+    if max_tokens is None or len(ids) <= max_tokens:
+        return ids, False
+    words = query.split()
+    for n in range(len(words) - 1, 0, -1):
+        ids = ids_of(" ".join(words[:n]))
+        if len(ids) <= max_tokens:
+            return ids, True
+    return ids[: max(0, max_tokens - 1)] + [tokenizer.eos_token_id], True
+
+
 def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]], template, tokenizer,
-              dataset_name: str = "", max_prompt_tokens: int | None = None) -> list[tuple[list[int], list[int]]]:
+              dataset_name: str = "", max_prompt_tokens: int | None = None, max_target_tokens: int | None = None,
+              stats: dict[str, int] | None = None) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, completion ids + EOS) per task and target (a task may have several targets).
 
     Prompts are rendered exactly as GRPO and evaluation render them (bare, or the chat template
     with the generation prompt), capped at ``max_prompt_tokens``, so SFT, GRPO and generation see
-    one format.
+    one format; completions are cut to ``max_target_tokens`` at a word boundary
+    (:func:`completion_ids`). ``stats`` (if given) receives ``targets_cut``.
     """
     out = []
+    cut = 0
     for t, qs in zip(tasks, targets):
         qs = [qs] if isinstance(qs, str) else list(qs)
         qs = [q for q in qs if q]
@@ -118,10 +152,15 @@ def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]]
             continue
         prompt = prompt_text(t, template, tokenizer, dataset_name, max_prompt_tokens)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        seen: set[tuple[int, ...]] = set()
         for q in qs:
-            # A leading space: the query continues the prompt's last line like natural text.
-            ids = tokenizer((" " + q) if is_bare(template) else q, add_special_tokens=False)["input_ids"]
-            out.append((prompt_ids, ids + [tokenizer.eos_token_id]))
+            ids, was_cut = completion_ids(q, tokenizer, is_bare(template), max_target_tokens)
+            cut += was_cut
+            if tuple(ids) not in seen:  # two targets may be one after cutting
+                seen.add(tuple(ids))
+                out.append((prompt_ids, ids))
+    if stats is not None:
+        stats["targets_cut"] = cut
     return out
 
 
@@ -138,9 +177,15 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
 
     cfg = config or QuerySFTConfig()
     tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    if cfg.max_prompt_tokens is not None:
+        # the candidates are built from what the capped prompt shows, not from titles it dropped
+        tasks = [cap_context(t, template, tokenizer, dataset_name, cfg.max_prompt_tokens) for t in tasks]
     targets, report = sft_targets(tasks, retriever, cfg)
-    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name, cfg.max_prompt_tokens)
+    stats: dict[str, int] = {}
+    rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name, cfg.max_prompt_tokens,
+                     cfg.max_target_tokens, stats)
+    report.update(stats)
     layers = None
     if cfg.lora_top_layers:
         n = int(model.config.num_hidden_layers)
@@ -174,10 +219,11 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     report.update({"config": asdict(cfg), "sft_examples": len(rows), "steps": len(losses), "losses": losses,
                    "loss_first": losses[0] if losses else None,
                    "loss_last": float(np.mean(losses[-5:])) if losses else None,
-                   "seconds": round(time.perf_counter() - t0, 1), "output_dir": str(Path(output_dir))})
+                   "seconds": round(time.perf_counter() - t0, 1),
+                   "cpu_seconds": round(time.process_time() - cpu0, 1), "output_dir": str(Path(output_dir))})
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(output_dir) / "sft_report.json", report)
     return merged, report
 
 
-__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_pairs", "sft_warm_start", "CANDIDATES"]
+__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_pairs", "completion_ids", "sft_warm_start", "CANDIDATES"]

@@ -4,7 +4,10 @@ Settings:
 
 * ``transductive``: the core split (``make_split(ds, "auto")``); targets are catalog items the
   training data has seen;
-* ``inductive``: the core's new-item split (``make_split(ds, "new_item", frac=0.2, seed=0)``);
+* ``held_out_users``: the core split's test/valid rows of users who are never in SFT/GRPO
+  training (a seeded fraction of all users, :func:`held_out_user_mask`); the writer meets their
+  histories for the first time at evaluation (the inductive setting over users);
+* ``held_out_items`` (old name ``inductive``): the core's new-item split (``make_split(ds, "new_item", frac=0.2, seed=0)``);
   its held-out items never appear in training, and the valid/test tasks keep only rows whose
   target is such a new item. The retriever indexes the whole catalog (new items included):
   text search is what makes them reachable at all.
@@ -33,7 +36,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from textrec.data.splits import Split
     from textrec.prompts import Template
 
-SETTINGS = ("transductive", "inductive")
+SETTINGS = ("transductive", "held_out_users", "held_out_items", "inductive")
+#: the new-item split's setting under its old name (kept so that old commands and results still read)
+SETTING_ALIASES = {"inductive": "held_out_items"}
+#: users never in SFT/GRPO training (seeded); the held_out_users setting evaluates exactly them
+HELD_OUT_USERS_FRAC = 0.2
+HELD_OUT_USERS_SEED = 0
 DEFAULT_TEMPLATES = "query/recr1"
 DEFAULT_TEMPLATE_ID = "query-plain"
 # How a dataset's items read in a prompt: (domain noun, verb).
@@ -57,15 +65,43 @@ class QueryTask:
         return " ".join(self.context)
 
 
+def canonical_setting(setting: str) -> str:
+    """The setting's current name (``inductive`` -> ``held_out_items``); unknown names raise."""
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting '{setting}'; choose from {SETTINGS}")
+    return SETTING_ALIASES.get(setting, setting)
+
+
 def split_for(ds: RecDataset, setting: str) -> Split:
-    """The core split a setting uses (transductive = ``auto``, inductive = ``new_item`` 0.2/seed 0)."""
+    """The core split a setting uses (transductive and held_out_users = ``auto``; held_out_items
+    = ``new_item`` 0.2/seed 0)."""
     from textrec.data.splits import make_split
 
-    if setting == "transductive":
+    setting = canonical_setting(setting)
+    if setting in ("transductive", "held_out_users"):
         return make_split(ds, "auto")
-    if setting == "inductive":
-        return make_split(ds, "new_item", frac=0.2, seed=0)
-    raise ValueError(f"unknown setting '{setting}'; choose from {SETTINGS}")
+    return make_split(ds, "new_item", frac=0.2, seed=0)
+
+
+def held_out_user_mask(n_users: int, frac: float = HELD_OUT_USERS_FRAC, seed: int = HELD_OUT_USERS_SEED
+                       ) -> np.ndarray:
+    """Boolean mask over user indexes: ``True`` for the seeded ``frac`` of users kept out of training.
+
+    A function of (number of users, frac, seed) only, so training and the benchmark agree on the
+    set without sharing a file.
+    """
+    if not 0.0 <= frac < 1.0:
+        raise ValueError(f"held-out user fraction must be in [0, 1), got {frac}")
+    mask = np.zeros(int(n_users), dtype=bool)
+    n = int(round(frac * n_users))
+    if n:
+        mask[np.random.default_rng(seed).choice(int(n_users), size=n, replace=False)] = True
+    return mask
+
+
+def drop_users(tasks: Sequence[QueryTask], mask: np.ndarray) -> list[QueryTask]:
+    """The tasks whose user is not marked in ``mask`` (e.g. the held-out users)."""
+    return [t for t in tasks if not mask[int(t.user)]]
 
 
 class ContextBuilder:
@@ -129,12 +165,22 @@ def eval_tasks(split: Split, builder: ContextBuilder, part: str = "test", only_n
 
 def make_tasks(ds: RecDataset, setting: str, part: str, catalog: Catalog | None = None,
                max_history: int = 8, split: Split | None = None) -> list[QueryTask]:
-    """Tasks for a dataset, setting (transductive | inductive) and part (train | valid | test)."""
+    """Tasks for a dataset, setting (see ``SETTINGS``) and part (train | valid | test).
+
+    ``held_out_users`` evaluation tasks are only the held-out users' rows; its training tasks are
+    the other users' (training never sees a held-out user either way when the caller drops them).
+    """
+    setting = canonical_setting(setting)
     split = split if split is not None else split_for(ds, setting)
     builder = ContextBuilder(catalog or Catalog.from_dataset(ds, verbose=False), ds, max_history=max_history)
     if part == "train":
-        return training_tasks(split, builder)
-    return eval_tasks(split, builder, part, only_new=True if setting == "inductive" else None)
+        tasks = training_tasks(split, builder)
+        return drop_users(tasks, held_out_user_mask(ds.n_users)) if setting == "held_out_users" else tasks
+    tasks = eval_tasks(split, builder, part, only_new=True if setting == "held_out_items" else None)
+    if setting == "held_out_users":
+        keep = held_out_user_mask(ds.n_users)
+        tasks = [t for t in tasks if keep[int(t.user)]]
+    return tasks
 
 
 def subsample(tasks: list[QueryTask], n: int | None, seed: int = 0) -> list[QueryTask]:

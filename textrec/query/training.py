@@ -53,6 +53,7 @@ def train_writers(cfg: QueryGRPOConfig, retrievers: dict[str, Any], tasks: Seque
             writer.save_pretrained(sft_dir)
             write_json(sft_dir / TRAINING_INFO, {
                 "stage": "sft", "reward_retrievers": list(cfg.reward_retrievers),
+                "held_out_users_frac": cfg.held_out_users_frac,
                 "report": {k: v for k, v in sft_report.items() if k != "losses"}})
         base_model = str((sft_dir / "model").resolve())
     else:
@@ -64,6 +65,7 @@ def train_writers(cfg: QueryGRPOConfig, retrievers: dict[str, Any], tasks: Seque
     summary = trainer.summary()
     summary["verdict_nothing_learned"] = trainer.verdict is not None
     write_json(out / "final" / TRAINING_INFO, {"stage": "grpo", "reward_retrievers": list(cfg.reward_retrievers),
+                                               "held_out_users_frac": cfg.held_out_users_frac,
                                                "config": cfg.to_dict(), "summary": summary})
     if sft_report is not None:
         summary["sft"] = {k: v for k, v in sft_report.items() if k != "losses"}

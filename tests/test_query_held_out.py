@@ -153,3 +153,13 @@ def test_sft_targets_from_one_candidate_kind_copy_the_newest_title():
     assert last == [["red apple juice"], ["green pie"]] and set(report["chosen"]) == {"last_title"}
     with pytest.raises(ValueError, match="subset"):
         sft_targets(tasks, Ranks(), QuerySFTConfig(candidates=("titles",)))
+
+
+def test_one_fraction_decides_who_is_held_out():
+    from textrec.query.tasks import HELD_OUT_USERS_FRAC, held_out_frac_for
+
+    assert held_out_frac_for("held_out_users") == HELD_OUT_USERS_FRAC  # the setting needs some
+    assert held_out_frac_for("transductive") == 0.0 and held_out_frac_for("inductive") == 0.0
+    assert held_out_frac_for("transductive", 0.3) == 0.3 and held_out_frac_for("held_out_users", 0.3) == 0.3
+    with pytest.raises(ValueError, match="unknown setting"):
+        held_out_frac_for("nope")

@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.query.catalog import Catalog
     from textrec.query.grpo_config import load_grpo_config
     from textrec.query.retrieval import retriever_for_dataset
-    from textrec.query.tasks import drop_users, held_out_user_mask, make_tasks
+    from textrec.query.tasks import held_out_frac_for, make_tasks
     from textrec.query.training import train_writers
 
     _threads(args)
@@ -147,12 +147,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     catalog = Catalog.from_dataset(ds, verbose=False)
     retrievers = {k: retriever_for_dataset(ds, k, cache_dir=_index_cache(args), catalog=catalog)
                   for k in cfg.reward_retrievers}
-    tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history)
-    if cfg.held_out_users_frac > 0:  # these users are evaluated as never seen (bench setting held_out_users)
-        n_before = len(tasks)
-        tasks = drop_users(tasks, held_out_user_mask(ds.n_users, cfg.held_out_users_frac))
-        print(f"textrec: {n_before - len(tasks)} held-out users left out of training "
-              f"(held_out_users_frac={cfg.held_out_users_frac})", file=sys.stderr)
+    # the writer records the fraction it was trained without, so the benchmark can check it
+    cfg.held_out_users_frac = held_out_frac_for(args.setting, cfg.held_out_users_frac)
+    tasks = make_tasks(ds, args.setting, "train", catalog, max_history=cfg.max_history,
+                       held_out_users_frac=cfg.held_out_users_frac)
+    if cfg.held_out_users_frac:  # these users are evaluated as never seen (bench setting held_out_users)
+        print(f"textrec: {int(round(cfg.held_out_users_frac * ds.n_users))} held-out users left out of "
+              f"training (held_out_users_frac={cfg.held_out_users_frac})", file=sys.stderr)
     s = train_writers(cfg, retrievers, tasks, out, dataset_name=ds.name, resume=args.resume)
     share = s["informative_group_share"]
     print(f"trained {s['steps']} steps in {s['seconds']:.0f}s ({s['seconds_per_step_median']} s/step); "

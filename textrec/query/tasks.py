@@ -99,6 +99,15 @@ def held_out_user_mask(n_users: int, frac: float = HELD_OUT_USERS_FRAC, seed: in
     return mask
 
 
+def held_out_frac_for(setting: str, frac: float | None = None) -> float:
+    """The fraction of users kept out of training: ``frac`` if given (a recipe's
+    ``held_out_users_frac``), else :data:`HELD_OUT_USERS_FRAC` for the ``held_out_users`` setting
+    (which needs some) and 0 for the others."""
+    if frac:
+        return float(frac)
+    return HELD_OUT_USERS_FRAC if canonical_setting(setting) == "held_out_users" else 0.0
+
+
 def drop_users(tasks: Sequence[QueryTask], mask: np.ndarray) -> list[QueryTask]:
     """The tasks whose user is not marked in ``mask`` (e.g. the held-out users)."""
     return [t for t in tasks if not mask[int(t.user)]]
@@ -164,22 +173,25 @@ def eval_tasks(split: Split, builder: ContextBuilder, part: str = "test", only_n
 
 
 def make_tasks(ds: RecDataset, setting: str, part: str, catalog: Catalog | None = None,
-               max_history: int = 8, split: Split | None = None) -> list[QueryTask]:
+               max_history: int = 8, split: Split | None = None,
+               held_out_users_frac: float | None = None) -> list[QueryTask]:
     """Tasks for a dataset, setting (see ``SETTINGS``) and part (train | valid | test).
 
-    ``held_out_users`` evaluation tasks are only the held-out users' rows; its training tasks are
-    the other users' (training never sees a held-out user either way when the caller drops them).
+    The users :func:`held_out_user_mask` holds out at :func:`held_out_frac_for` ``(setting,
+    held_out_users_frac)`` are never in the training tasks, in any setting; the ``held_out_users``
+    setting's evaluation tasks are exactly their rows.
     """
     setting = canonical_setting(setting)
     split = split if split is not None else split_for(ds, setting)
     builder = ContextBuilder(catalog or Catalog.from_dataset(ds, verbose=False), ds, max_history=max_history)
+    frac = held_out_frac_for(setting, held_out_users_frac)
+    held_out = held_out_user_mask(ds.n_users, frac) if frac else None
     if part == "train":
         tasks = training_tasks(split, builder)
-        return drop_users(tasks, held_out_user_mask(ds.n_users)) if setting == "held_out_users" else tasks
+        return drop_users(tasks, held_out) if held_out is not None else tasks
     tasks = eval_tasks(split, builder, part, only_new=True if setting == "held_out_items" else None)
     if setting == "held_out_users":
-        keep = held_out_user_mask(ds.n_users)
-        tasks = [t for t in tasks if keep[int(t.user)]]
+        tasks = [t for t in tasks if held_out[int(t.user)]]
     return tasks
 
 

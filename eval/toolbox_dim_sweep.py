@@ -93,8 +93,7 @@ def run(dataset: str, model_name: str, hidden: int, max_epochs: int, stride: int
             "train_seconds": round(res.train_seconds, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
             "training_history": model.history, "split": split.describe(),
             "command": command, "date": date.today().isoformat(), "machine": machine(), "git_commit": git_commit()}
-    suffix = "" if model_name == "sasrec" else f"_{model_name}"
-    write_json(OUT / f"toolbox_dim_sweep_{dataset}{suffix}_h{hidden}_seed{seed}.part.json", part)
+    write_json(OUT / f"{_stem(dataset, model_name)}_h{hidden}_seed{seed}.part.json", part)
     print({m: res.test.metrics[m] for m in METRICS}, part["test_se"], "cpu s", part["cpu_seconds"])
 
 

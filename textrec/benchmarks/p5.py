@@ -38,9 +38,11 @@ from textrec.options import (
     positive_float,
     recipe_from_args,
 )
-from textrec.p5.generation import generate_text, predict_ratings
+from textrec.p5.answers import family_answers, is_bare_answer, rating_answers
+from textrec.p5.generation import RatingPredictions, generate_text, predict_ratings
 from textrec.p5.model import P5Model
 from textrec.p5.pipeline import build_parts, item_titles  # noqa: F401 - item_titles kept for importers
+from textrec.p5.rating import RatingRows
 from textrec.p5.recommender import P5Recommender
 from textrec.p5.serializer import P5Serializer, TrainData
 from textrec.p5.throughput import serialization_cost
@@ -90,8 +92,22 @@ def fit_calibration(pred: np.ndarray, true: np.ndarray, max_slope: float = 2.0) 
     return float(np.mean(true) - b * np.mean(pred)), b
 
 
+def valid_rating_rows(ser: P5Serializer, split: Split, data: TrainData, template_id: str | None = None) -> RatingRows:
+    """Every valid event with a rating as a rating prompt (the first seen rating template by default),
+    for early stopping on valid RMSE; the user's past ratings are their training ratings."""
+    assert data.ratings is not None
+    prior = ser.rating_prior(data)
+    tpl = ser.template("rating", template_id)
+    users = np.asarray(split.valid.users)
+    true = _event_ratings(split, split.valid, users)
+    ok = np.flatnonzero(~np.isnan(true))
+    src = [ser.rating_source(tpl, prior, int(users[i]), split.valid.history(int(i)), split.valid.targets(int(i))[0],
+                             data.ratings[int(users[i])]) for i in ok]
+    return RatingRows(src, true[ok])
+
+
 def _rating_task(model: P5Model, ser: P5Serializer, split: Split, data: TrainData,
-                 rng: np.random.Generator, n_max: int) -> dict:
+                 rng: np.random.Generator, n_max: int, constrained: bool = False) -> dict:
     """Rating RMSE/MAE on test target events: parsed text, expected stars, and expected stars
     calibrated on valid (``true ~ a + b * expected`` fitted on seeded valid rows, applied to test).
 
@@ -99,7 +115,9 @@ def _rating_task(model: P5Model, ser: P5Serializer, split: Split, data: TrainDat
     their training ratings and the valid event's (the valid event is history at test time), for
     a valid row their training ratings. ``prior_baseline`` is what those fields alone predict
     (user mean + item mean - global mean, clipped), the reference that says whether the model adds
-    anything to the numbers it is shown.
+    anything to the numbers it is shown. With ``constrained`` the text answer is decoded under the
+    rating family's constraint (:mod:`textrec.p5.answers`: always a star), and
+    ``unconstrained_answered_with_a_rating`` says how often free decoding would have given one.
     """
     assert data.ratings is not None
     prior = ser.rating_prior(data)
@@ -129,20 +147,24 @@ def _rating_task(model: P5Model, ser: P5Serializer, split: Split, data: TrainDat
     v_items = np.array([split.valid.targets(int(i))[0] for i in v_ok], dtype=np.int64)
 
     def source(tpl, evalset, i: int, item: int, past_r: np.ndarray, user: int) -> str:
-        return tpl.render_source(user=user, item=ser.item(item), item_title=ser.title(item),
-                                 **ser.history_fields(evalset.history(i)), **prior.fields(past_r, item))
+        return ser.rating_source(tpl, prior, user, evalset.history(i), item, past_r)
 
     for tpl in ser.templates["rating"]:
         src = [source(tpl, split.test, int(i), int(items[i]), t_past[int(i)], int(users[i])) for i in ok]
         v_src = [source(tpl, split.valid, int(i), int(v_items[j]), past(int(v_users[i]), False), int(v_users[i]))
                  for j, i in enumerate(v_ok)]
         pred = predict_ratings(model, src, fallback=train_mean, mode="text")
+        free_share = round(1 - pred.n_fallback / max(len(ok), 1), 4)
+        if constrained:
+            stars_ = rating_answers(model, src)
+            pred = RatingPredictions(stars_, [f"{v:g}" for v in stars_], 0)
         expected = predict_ratings(model, src, mode="expected")
         a, b = fit_calibration(predict_ratings(model, v_src, mode="expected").ratings, v_true[v_ok])
         calibrated = np.clip(a + b * expected.ratings, 1, 5)
         res["per_template"][tpl.id] = {"unseen": tpl.unseen, **rmse_mae(true[ok], pred.ratings),
                                        "n_fallback": pred.n_fallback,
                                        "answered_with_a_rating": round(1 - pred.n_fallback / max(len(ok), 1), 4),
+                                       **({"unconstrained_answered_with_a_rating": free_share} if constrained else {}),
                                        "expected_stars": rmse_mae(true[ok], expected.ratings),
                                        "expected_stars_valid_calibrated": {**rmse_mae(true[ok], calibrated),
                                                                            "a": round(a, 4), "b": round(b, 4)},
@@ -170,41 +192,129 @@ def secondary_tasks(model: P5Model, ser: P5Serializer, split: Split, data: Train
     rng = np.random.default_rng(seed)
     n_max = int(ecfg.get("secondary_rows", len(users)))
     if "rating" in fams and data.ratings is not None:
-        out["rating"] = _rating_task(model, ser, split, data, rng, n_max)
+        out["rating"] = _rating_task(model, ser, split, data, rng, n_max,
+                                     constrained=bool(ecfg.get("rating_constrained", False)))
     if "explanation" in fams and ds.reviews is not None and len(ds.reviews):
-        rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
-        per_row = rev.reindex(pd.MultiIndex.from_arrays([users, items]))  # one review (or NaN) per test row
-        text = per_row["text"].fillna("").astype(str).to_numpy()
-        stars = per_row["rating"].to_numpy() if "rating" in per_row.columns else np.full(len(users), np.nan)
-        has = np.flatnonzero([bool(t.strip()) for t in text])
-        pick = np.sort(rng.choice(has, size=min(n_max, len(has)), replace=False))
-        res = {"n_rows": int(len(pick)), "rows_without_review": int(len(users) - len(has)), "per_template": {}}
-        refs = [" ".join(text[i].split()[:ser.config.review_words]) for i in pick]
-        # the deterministic decoding always, and nucleus sampling beside it when the recipe asks
-        top_p = ecfg.get("explanation_top_p")
-        decodings = [("greedy", None)] + ([("sampled", float(top_p))] if top_p is not None else [])
-        for tpl in ser.templates["explanation"]:
-            src = [tpl.render_source(user=int(users[i]), item=ser.item(items[i]), item_title=ser.title(items[i]),
-                                     rating="unknown" if pd.isna(stars[i]) else f"{float(stars[i]):g}")
-                   for i in pick]
-            res["per_template"][tpl.id] = {"unseen": tpl.unseen}
-            for name, p in decodings:
-                hyps = generate_text(model, src, max_new_tokens=int(ecfg.get("explanation_tokens", 40)),
-                                     num_beams=int(ecfg.get("explanation_beams", 1)),
-                                     no_repeat_ngram_size=int(ecfg.get("explanation_no_repeat_ngram", 0)),
-                                     top_p=p, seed=seed)
-                rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
-                scores = {"bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
-                          **rouge([" ".join(t) for t in rt], [" ".join(t) for t in ht]),
-                          "distinct_outputs": round(len(set(hyps)) / max(len(hyps), 1), 4),
-                          "n_distinct": len(set(hyps)),
-                          "examples": [[src[j], hyps[j], refs[j]] for j in range(min(3, len(pick)))]}
-                if name == "greedy":
-                    res["per_template"][tpl.id].update(scores)
-                else:
-                    res["per_template"][tpl.id][name] = {"top_p": p, **scores}
-        out["explanation"] = res
+        out["explanation"] = _explanation_task(model, ser, split, data, ecfg, rng, n_max, seed)
     return out
+
+
+def _review_rows(split: Split, evalset, rng: np.random.Generator, n_max: int,
+                 review_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], int]:
+    """Seeded rows of ``evalset`` whose target event has a review: (users, items, stars, reference texts,
+    rows without a review); the reference is the review cut to ``review_words`` words, as in training."""
+    ds = split.dataset
+    users = np.asarray(evalset.users)
+    items = np.array([evalset.targets(i)[0] for i in range(len(evalset))])
+    rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
+    per_row = rev.reindex(pd.MultiIndex.from_arrays([users, items]))  # one review (or NaN) per row
+    text = per_row["text"].fillna("").astype(str).to_numpy()
+    stars = per_row["rating"].to_numpy() if "rating" in per_row.columns else np.full(len(users), np.nan)
+    has = np.flatnonzero([bool(t.strip()) for t in text])
+    pick = np.sort(rng.choice(has, size=min(n_max, len(has)), replace=False))
+    refs = [" ".join(text[i].split()[:review_words]) for i in pick]
+    return users[pick], items[pick], stars[pick], refs, int(len(users) - len(has))
+
+
+def known_word_share(texts: list[str], vocabulary: set[str]) -> float:
+    """Share of the words in ``texts`` that are in ``vocabulary`` (a readability proxy: words the
+    training reviews use, against fragments glued from sub-word pieces)."""
+    words = [w for t in texts for w in rouge_tokens(t)]
+    return round(sum(w in vocabulary for w in words) / max(len(words), 1), 4)
+
+
+def _text_scores(refs: list[str], hyps: list[str], vocabulary: set[str]) -> dict:
+    rt, ht = [rouge_tokens(t) for t in refs], [rouge_tokens(t) for t in hyps]
+    return {"bleu1": bleu(rt, ht, 1), "bleu4": bleu(rt, ht, 4),
+            **rouge([" ".join(t) for t in rt], [" ".join(t) for t in ht]),
+            "distinct_outputs": round(len(set(hyps)) / max(len(hyps), 1), 4), "n_distinct": len(set(hyps)),
+            "known_word_share": known_word_share(hyps, vocabulary),
+            "bare_answers": int(sum(is_bare_answer(h) for h in hyps))}
+
+
+def choose_decoding(scores: list[dict], min_distinct: float) -> int:
+    """Index of the decoding with the best valid BLEU-1 among those whose share of distinct outputs
+    reaches ``min_distinct`` (all of them when none does)."""
+    ok = [i for i, sc in enumerate(scores) if sc["distinct_outputs"] >= min_distinct] or list(range(len(scores)))
+    return max(ok, key=lambda i: (scores[i]["bleu1"], -i))
+
+
+def _explanation_task(model: P5Model, ser: P5Serializer, split: Split, data: TrainData, ecfg: dict,
+                      rng: np.random.Generator, n_max: int, seed: int) -> dict:
+    """Explanation BLEU/ROUGE, distinct outputs and a readability proxy on test events with a review.
+
+    Decodings per template: ``greedy`` (beams and n-gram blocking from the recipe), ``sampled``
+    (nucleus at ``explanation_top_p``, if set) and, with ``explanation_grid`` (a list of decoding
+    settings: top_p, temperature, repetition_penalty, no_repeat_ngram_size), ``chosen``: the grid
+    setting with the best BLEU-1 on valid reviews (first seen template) among those with at least
+    ``explanation_min_distinct`` distinct outputs, then applied once to test. With
+    ``explanation_constrained`` every decoding is held to the explanation family
+    (:mod:`textrec.p5.answers`); ``bare_answers`` counts outputs that hold no word, and
+    ``unconstrained_bare_answers`` what plain greedy decoding would have produced.
+    """
+    tokens = int(ecfg.get("explanation_tokens", 40))
+    constrained = bool(ecfg.get("explanation_constrained", False))
+    words = ser.config.review_words
+    vocab: dict[str, int] = {}
+    if data.reviews is not None:
+        for t in data.reviews["text"].astype(str):
+            for w in rouge_tokens(" ".join(t.split()[:words])):
+                vocab[w] = vocab.get(w, 0) + 1
+    vocabulary = {w for w, c in vocab.items() if c >= 2}
+
+    def sources(tpl, users, items, stars) -> list[str]:
+        return [tpl.render_source(user=int(u), item=ser.item(it), item_title=ser.title(it),
+                                  rating="unknown" if pd.isna(r) else f"{float(r):g}")
+                for u, it, r in zip(users, items, stars)]
+
+    def decode(src: list[str], setting: dict) -> list[str]:
+        top_p = setting.get("top_p")
+        if constrained:
+            return family_answers(model, src, "explanation", max_new_tokens=tokens,
+                                  num_beams=int(setting.get("beams", 1)), top_p=top_p,
+                                  temperature=float(setting.get("temperature", 1.0)),
+                                  repetition_penalty=float(setting.get("repetition_penalty", 1.0)),
+                                  no_repeat_ngram_size=int(setting.get("no_repeat_ngram_size", 0)), seed=seed)
+        return generate_text(model, src, max_new_tokens=tokens, num_beams=int(setting.get("beams", 1)),
+                             no_repeat_ngram_size=int(setting.get("no_repeat_ngram_size", 0)), top_p=top_p, seed=seed)
+
+    users, items, stars, refs, missing = _review_rows(split, split.test, rng, n_max, words)
+    res: dict = {"n_rows": int(len(refs)), "rows_without_review": missing, "constrained": constrained,
+                 "known_word_vocabulary": len(vocabulary), "per_template": {}}
+    greedy = {"beams": int(ecfg.get("explanation_beams", 1)),
+              "no_repeat_ngram_size": int(ecfg.get("explanation_no_repeat_ngram", 0))}
+    decodings = [("greedy", greedy)]
+    if ecfg.get("explanation_top_p") is not None:
+        decodings.append(("sampled", {**greedy, "beams": 1, "top_p": float(ecfg["explanation_top_p"])}))
+    grid = ecfg.get("explanation_grid")
+    if grid:
+        v_users, v_items, v_stars, v_refs, _ = _review_rows(split, split.valid, np.random.default_rng(seed + 2),
+                                                            int(ecfg.get("explanation_valid_rows", n_max)), words)
+        tpl = ser.template("explanation")
+        v_src = sources(tpl, v_users, v_items, v_stars)
+        scored = [{"setting": dict(g), **_text_scores(v_refs, decode(v_src, dict(g)), vocabulary)} for g in grid]
+        for sc in scored:
+            sc.pop("examples", None)
+        best = choose_decoding(scored, float(ecfg.get("explanation_min_distinct", 0.5)))
+        res["valid_grid"] = {"template": tpl.id, "n_rows": len(v_refs), "settings": scored, "chosen": best,
+                             "rule": "best valid BLEU-1 among settings with distinct share >= "
+                                     f"{float(ecfg.get('explanation_min_distinct', 0.5))}"}
+        decodings.append(("chosen", dict(grid[best])))
+    for tpl in ser.templates["explanation"]:
+        src = sources(tpl, users, items, stars)
+        res["per_template"][tpl.id] = {"unseen": tpl.unseen}
+        for name, setting in decodings:
+            hyps = decode(src, setting)
+            scores = {**_text_scores(refs, hyps, vocabulary),
+                      "examples": [[src[j], hyps[j], refs[j]] for j in range(min(3, len(refs)))]}
+            if name == "greedy":
+                res["per_template"][tpl.id].update(scores)
+            else:
+                res["per_template"][tpl.id][name] = {**setting, **scores}
+        if constrained:
+            plain = generate_text(model, src, max_new_tokens=tokens)
+            res["per_template"][tpl.id]["unconstrained_bare_answers"] = int(sum(is_bare_answer(h) for h in plain))
+    return res
 
 
 def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes: float | None,
@@ -228,7 +338,8 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
         cost = serialization_cost(model, ser, data, batch_size=tcfg.batch_size, seconds=float(ecfg["cost_seconds"]),
                                   lr=tcfg.lr, seed=seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    history = train_p5(model, ser, data, split.valid, tcfg, progress=progress)
+    rating_valid = valid_rating_rows(ser, split, data) if tcfg.metric == "rating_rmse" else None
+    history = train_p5(model, ser, data, split.valid, tcfg, progress=progress, rating_valid=rating_valid)
     train_seconds, train_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     examples_seen = sum(e["steps"] for e in history["epochs"]) * tcfg.batch_size
     beams = int(ecfg.get("beams", 10))

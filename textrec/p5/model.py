@@ -60,6 +60,7 @@ class P5Config:
     max_item_spans: int = 64
     item_embeddings: bool = False  # add a per-item input embedding on each history id's tokens (see module doc)
     item_init: str = "none"  # item-token start: none | svd | text | svd+text (textrec.p5.item_init, training data only)
+    rating_value_tokens: bool = False  # add serializer.RATING_VALUE_TOKENS (<rv_46> = 4.6) with numeric rows
     max_source_len: int = 160
     max_target_len: int = 64
     checkpoint: str | None = None
@@ -102,6 +103,11 @@ class P5Model(nn.Module):
         self.index = index
         self.item_ids = item_ids
         add_item_tokens(tokenizer, index.vocab())
+        if config.rating_value_tokens:
+            from textrec.p5.serializer import RATING_VALUE_TOKENS
+            from textrec.p5.tokenizer import add_plain_tokens
+
+            add_plain_tokens(tokenizer, RATING_VALUE_TOKENS)
         if t5 is None:
             s = config.sizes()
             tcfg = T5Config(vocab_size=len(tokenizer), d_model=s["d_model"], d_ff=s["d_ff"],
@@ -172,9 +178,32 @@ class P5Model(nn.Module):
                 raise ValueError("a P5 model from scratch needs a text corpus to train its tokenizer")
             tok = train_tokenizer(corpus, index.vocab(), vocab_size=config.vocab_size)
             model = cls(config, tok, index, item_ids=item_ids)
+        if config.rating_value_tokens and not (ckpt is not None and (ckpt / "item_index.json").is_file()):
+            model.init_rating_value_tokens(seed)
         if config.lora:
             model.add_lora()
         return model
+
+    @torch.no_grad()
+    def init_rating_value_tokens(self, seed: int | None = 0) -> None:
+        """Start the rating value tokens on a line: row(v) = r * (a + z(v) * b) / sqrt(2), z in [-1, 1].
+
+        ``a`` and ``b`` are random orthogonal unit directions and ``r`` the table's median row norm,
+        so a star value is a linear feature of its token from the first step and neighbouring
+        values start close; a random start would leave the order of 41 symbols to be learned
+        from a few thousand ratings.
+        """
+        from textrec.p5.serializer import RATING_VALUE_TOKENS, rating_value_of_token
+        from textrec.p5.tokenizer import item_token_ids
+
+        emb = self.t5.get_input_embeddings().weight
+        gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        q, _ = torch.linalg.qr(torch.randn(emb.shape[1], 2, generator=gen))
+        r = emb.norm(dim=1).median()
+        ids = item_token_ids(self.tokenizer, RATING_VALUE_TOKENS)
+        z = torch.tensor([(rating_value_of_token(t) - 3.0) / 2.0 for t in RATING_VALUE_TOKENS])
+        rows = r * (q[:, 0][None, :] + z[:, None] * q[:, 1][None, :]) / 2 ** 0.5
+        emb[torch.as_tensor(ids)] = rows.to(emb.dtype).to(emb.device)
 
     def replace_index(self, index: ItemIndex, item_ids: list[str] | None = None) -> int:
         """Switch to another item index (new domain / new items): add its tokens, resize embeddings.

@@ -14,7 +14,9 @@ Families (templates in ``prompts/p5/<family>.yaml``):
 * ``rating`` – the star rating of a training event (needs a ``rating`` column); the items
   before it are available as ``history`` (compact prompts name the user by their history),
   and :class:`RatingPrior` gives ``user_mean`` (the user's earlier ratings) and ``item_mean``
-  (the item's other training ratings), so a prompt can carry the user and item biases;
+  (the item's other training ratings), so a prompt can carry the user and item biases, written
+  as one-decimal text or (``rating_prior_format="tokens"``) as one value token each
+  (``<rv_46>`` = 4.6, see :data:`RATING_VALUE_TOKENS`);
 * ``explanation`` / ``review`` – review text / summary of training-pair reviews (need reviews).
 
 Families whose templates ``require`` a capability the data lacks are skipped and listed in
@@ -43,6 +45,24 @@ logger = logging.getLogger("textrec.p5")
 FAMILIES = ("sequential", "direct", "rating", "explanation", "review")
 ITEM_SEP = ","  # default separator between item ids (digit ids need one to stay apart)
 PROMPT_SETS = ("p5", "p5/compact")
+RATING_PRIOR_FORMATS = ("text", "tokens")
+# One vocabulary token per tenth of a star (1.0 .. 5.0): a mean rating read as one symbol, not as
+# the digit pieces "4", ".", "6". The pattern <name_N> is one the sanitizer neutralises in data
+# text, so review or title text can never spell one.
+RATING_VALUE_TOKENS = tuple(f"<rv_{k}>" for k in range(10, 51))
+
+
+def rating_value_token(value: float) -> str:
+    """The :data:`RATING_VALUE_TOKENS` entry nearest to ``value`` (clipped to 1..5 stars)."""
+    k = int(round(min(max(float(value), 1.0), 5.0) * 10))
+    return f"<rv_{k}>"
+
+
+def rating_value_of_token(token: str) -> float:
+    """The star value a :data:`RATING_VALUE_TOKENS` entry stands for."""
+    if token not in RATING_VALUE_TOKENS:
+        raise ValueError(f"'{token}' is not a rating value token")
+    return int(token[4:-1]) / 10
 
 
 @dataclass
@@ -69,6 +89,7 @@ class SerializerConfig:
     n_candidates: int = 20
     rating_per_user: int = 2
     rating_prior_strength: float = 3.0  # pseudo-ratings at the global mean in user_mean / item_mean
+    rating_prior_format: str = "text"  # user_mean / item_mean as "text" ("4.6") or "tokens" (<rv_46>)
     review_words: int = 60
     summary_words: int = 12
     # character caps on top of the word caps: one "word" can be megabytes long
@@ -76,6 +97,11 @@ class SerializerConfig:
     review_chars: int = 1000
     summary_chars: int = 240
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rating_prior_format not in RATING_PRIOR_FORMATS:
+            raise ValueError(f"unknown rating_prior_format '{self.rating_prior_format}'; "
+                             f"choose from {RATING_PRIOR_FORMATS}")
 
 
 def load_family_templates(families: Sequence[str], prompt_set: str = "p5") -> dict[str, list[Template]]:
@@ -187,10 +213,15 @@ class RatingPrior:
             total, n = total - float(exclude), n - 1
         return self._shrunk(total, n, exclude)
 
-    def fields(self, past: Sequence[float], item: int, exclude: float | None = None) -> dict[str, str]:
-        """``user_mean`` and ``item_mean`` as one-decimal text for a rating prompt."""
-        return {"user_mean": f"{self.user_mean(past, exclude):.1f}",
-                "item_mean": f"{self.item_mean(item, exclude):.1f}"}
+    def fields(self, past: Sequence[float], item: int, exclude: float | None = None,
+               fmt: str = "text") -> dict[str, str]:
+        """``user_mean`` and ``item_mean`` for a rating prompt: one-decimal ``text`` or value ``tokens``."""
+        u, i = self.user_mean(past, exclude), self.item_mean(item, exclude)
+        if fmt == "tokens":
+            return {"user_mean": rating_value_token(u), "item_mean": rating_value_token(i)}
+        if fmt != "text":
+            raise ValueError(f"unknown rating prior format '{fmt}'; choose from {RATING_PRIOR_FORMATS}")
+        return {"user_mean": f"{u:.1f}", "item_mean": f"{i:.1f}"}
 
 
 def _fmt_rating(r: float) -> str:
@@ -418,8 +449,16 @@ class P5Serializer:
                 r = data.ratings[u]
                 self._add(cols, tpl, {"user": u, "item": self.item(it), "item_title": self.title(it),
                                       "rating": _fmt_rating(r[j]), **self.history_fields(hist),
-                                      **prior.fields(r[:j], it, exclude=r[j])},
+                                      **prior.fields(r[:j], it, exclude=r[j], fmt=self.config.rating_prior_format)},
                           u, it, self.shown_history(hist, tpl))
+
+    def rating_source(self, template: Template, prior: RatingPrior, user: int, history: Sequence[int],
+                      item: int, past_ratings: Sequence[float]) -> str:
+        """The source of one rating prompt at evaluation time (the rated event is no training event:
+        nothing is left out of the means; ``past_ratings`` are the user's ratings before it)."""
+        return template.render_source(user=int(user), item=self.item(item), item_title=self.title(item),
+                                      **self.history_fields(history),
+                                      **prior.fields(past_ratings, item, fmt=self.config.rating_prior_format))
 
     def _review_rows(self, data: TrainData):
         rev = data.reviews

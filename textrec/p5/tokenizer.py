@@ -47,6 +47,21 @@ def add_item_tokens(tokenizer, item_tokens: Sequence[str]) -> int:
     return len(new)
 
 
+def add_plain_tokens(tokenizer, tokens: Sequence[str]) -> int:
+    """Add ``tokens`` as ordinary (non-special) whole tokens not yet known; returns how many were added.
+
+    For vocabulary symbols that are data, such as rating values: they stay in decoded text, and
+    the sanitizer keeps data text from ever spelling them (``<name_N>`` patterns are neutralised).
+    """
+    from tokenizers import AddedToken
+
+    have = tokenizer.get_vocab()
+    new = [AddedToken(t, special=False, normalized=False) for t in tokens if t not in have]
+    if new:
+        tokenizer.add_tokens(new)
+    return len(new)
+
+
 def item_token_ids(tokenizer, item_tokens: Sequence[str]) -> list[int]:
     """Token ids of the item tokens, failing loudly if one is missing from the vocabulary."""
     vocab = tokenizer.get_vocab()

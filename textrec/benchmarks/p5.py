@@ -423,6 +423,12 @@ def _train_cell(r: dict) -> str:
     return f"{r['train_seconds']:.0f}" + (f" ({cpu:.0f})" if cpu is not None else "")
 
 
+def _setting_text(setting: dict) -> str:
+    """A decoding setting as ``top_p 0.9, temperature 0.7`` (its scores left out)."""
+    keys = ("top_p", "temperature", "repetition_penalty", "no_repeat_ngram_size", "beams")
+    return ", ".join(f"{k} {setting[k]:g}" for k in keys if k in setting and setting[k] is not None) or "greedy"
+
+
 def markdown(res: dict) -> str:
     """The README table: P5 per indexing next to the baselines."""
     lines = [f"### P5 on {res['dataset']} ({res['split']['kind']}), full catalogue, history masked", "",
@@ -466,6 +472,12 @@ def markdown(res: dict) -> str:
                                   + (f" [sampled top-p {v['sampled']['top_p']}: {v['sampled']['bleu1']:.2f} / "
                                      f"{v['sampled']['bleu4']:.2f} / {v['sampled']['rougeL']:.2f}, "
                                      f"{v['sampled']['n_distinct']} distinct]" if "sampled" in v else "")
+                                  + (f" [chosen on valid {_setting_text(v['chosen'])}: {v['chosen']['bleu1']:.2f} / "
+                                     f"{v['chosen']['bleu4']:.2f} / {v['chosen']['rougeL']:.2f}, "
+                                     f"{v['chosen']['n_distinct']} distinct, known words "
+                                     f"{v['chosen']['known_word_share']:.2f}]" if "chosen" in v else "")
+                                  + (f" [bare answers {v['bare_answers']}, unconstrained "
+                                     f"{v['unconstrained_bare_answers']}]" if "unconstrained_bare_answers" in v else "")
                                   for t, v in ex["per_template"].items())]
     lines += ["", f"Recipe: `training/{res['recipe']}.yaml`. " + metadata_line(res)]
     return "\n".join(lines) + "\n"

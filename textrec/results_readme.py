@@ -180,6 +180,7 @@ def _p5(r: dict) -> str:
                        if "prior_baseline" in rt else "") + "): "
                     + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f} "
                                 f"[{v['n_fallback']} unparsable"
+                                + (f"; expected stars {v['expected_stars']['rmse']:.4f}" if "expected_stars" in v else "")
                                 + (f"; expected stars calibrated on valid {v['expected_stars_valid_calibrated']['rmse']:.4f}"
                                    if "expected_stars_valid_calibrated" in v else "") + "]"
                                 for t, v in rt["per_template"].items()) + "\n")
@@ -192,6 +193,11 @@ def _p5(r: dict) -> str:
                                 + (f" (sampled, top-p {v['sampled']['top_p']}: {v['sampled']['bleu1']:.2f} / "
                                    f"{v['sampled']['bleu4']:.2f} / {v['sampled']['rougeL']:.2f}, "
                                    f"{v['sampled']['n_distinct']} distinct)" if "sampled" in v else "")
+                                + (f" (decoding chosen on valid: {v['chosen']['bleu1']:.2f} / {v['chosen']['bleu4']:.2f} / "
+                                   f"{v['chosen']['rougeL']:.2f}, {v['chosen']['n_distinct']} distinct, "
+                                   f"{v['chosen']['known_word_share']:.2f} known words)" if "chosen" in v else "")
+                                + (f" [{v['bare_answers']} bare answers; {v['unconstrained_bare_answers']} unconstrained]"
+                                   if "unconstrained_bare_answers" in v else "")
                                 for t, v in ex["per_template"].items()) + "\n")
     return out
 

@@ -44,6 +44,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                "p5_ml-100k_cpu40_seed2.json", "p5_instruments_bias.json",
                                                "p5_instruments_rating.json",
                                                "p5_instruments_rating_tokens.json",
+                                               "p5_instruments_rating_tokens_seed1.json",
                                                "p5_instruments_explain.json"]),
     ("fusion", "TextFusion: text, codes, IDs and co-occurrence (issue #13)", [
         "fusion_scientific_published_seed0.json", "fusion_scientific_published_seed1.json",

@@ -60,6 +60,10 @@ class P5Config:
     max_item_spans: int = 64
     item_embeddings: bool = False  # add a per-item input embedding on each history id's tokens (see module doc)
     item_init: str = "none"  # item-token start: none | svd | text | svd+text (textrec.p5.item_init, training data only)
+    item_init_max_norm: float | None = None  # cap on an initialised row's norm, as a multiple of the median row norm
+    new_item_refit: bool = False  # after training: new items' rows from a text map refitted on trained warm rows
+    new_item_refit_ridge: float = 1.0
+    new_item_refit_scales: list[float] = field(default_factory=lambda: [1.0])  # several: chosen on valid NDCG@10
     max_source_len: int = 160
     max_target_len: int = 64
     checkpoint: str | None = None

@@ -11,6 +11,7 @@ from textrec.p5.item_init import (
     apply_item_init,
     init_item_embeddings,
     item_token_ids,
+    knn_map,
     refit_after_training,
     refit_new_items,
     refit_text_rows,
@@ -75,7 +76,8 @@ def test_ridge_map_is_exact_when_it_can_interpolate_and_fits_only_given_rows():
     assert np.allclose(ridge_map(x, y, fit, 1.0), ridge_map(x, y2, fit, 1.0))
 
 
-def test_refit_puts_a_new_item_with_a_warm_items_text_next_to_its_trained_row():
+@pytest.mark.parametrize("method", ["ridge", "knn"])
+def test_refit_puts_a_new_item_with_a_warm_items_text_next_to_its_trained_row(method):
     seqs = [np.arange(8)] * 4  # items 0-7 warm; 8-11 new
     model = build(seqs)
     with torch.no_grad():  # "trained" rows: arbitrary, far from any initialisation
@@ -87,37 +89,56 @@ def test_refit_puts_a_new_item_with_a_warm_items_text_next_to_its_trained_row():
     text[9] = text[2]  # new item 9 is described exactly like warm item 2
     text[11] = text[5]
     warm = np.arange(N_ITEMS) < 8
-    rep = refit_new_items(model, text, warm, ridge=1e-6)
+    rep = refit_new_items(model, text, warm, ridge=1e-6, methods=[method], k=1)
     after = rows_of(model)
-    assert rep["rows_written"] == 4 and torch.equal(after[:8], trained[:8])  # warm rows untouched
+    assert rep["rows_written"] == 4 and rep["method"] == method
+    assert torch.equal(after[:8], trained[:8])  # warm rows untouched
     cos = torch.nn.functional.cosine_similarity(after[9][None], trained[:8])
-    assert int(cos.argmax()) == 2 and cos[2] > 0.99
+    assert int(cos.argmax()) == 2 and cos[2] > 0.97
     cos = torch.nn.functional.cosine_similarity(after[11][None], trained[:8])
-    assert int(cos.argmax()) == 5 and cos[5] > 0.99
-    # new rows get the warm rows' typical norm (ridge predictions alone would shrink)
-    pred = refit_text_rows(model, text, warm, ridge=1e-6)
-    assert np.isclose(np.median(np.linalg.norm(pred[8:], axis=1)), float(np.median(trained[:8].norm(dim=1).numpy())), rtol=1e-4)
+    assert int(cos.argmax()) == 5 and cos[5] > 0.97
+    # new deviations get the warm deviations' typical norm (ridge predictions or averages alone shrink)
+    mean, dev = refit_text_rows(model, text, warm, method, ridge=1e-6, k=1)
+    warm_dev = trained[:8].numpy() - trained[:8].numpy().mean(0)
+    assert np.allclose(mean, trained[:8].numpy().mean(0), atol=1e-5)
+    assert np.isclose(np.median(np.linalg.norm(dev[8:], axis=1)), np.median(np.linalg.norm(warm_dev, axis=1)), rtol=1e-4)
     # the output layer is tied: the logits see the refitted rows
     assert torch.equal(model.t5.get_output_embeddings().weight[item_token_ids(model)], after)
+    with pytest.raises(ValueError, match="unknown refit method"):
+        refit_text_rows(model, text, warm, "magic")
 
 
-def test_refit_scale_is_chosen_by_the_given_valid_score_and_left_in_the_model():
+def test_knn_map_never_uses_a_fit_row_as_its_own_neighbour():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [1.0, 0.05]])
+    y = np.array([[1.0], [2.0], [3.0], [4.0]])
+    fit = np.array([True, True, True, False])
+    out = knn_map(x, y, fit, k=1)
+    assert out[0, 0] == 2.0 and out[1, 0] == 1.0 and out[3, 0] == 1.0
+
+
+def test_refit_setting_is_chosen_by_the_given_valid_score_and_left_in_the_model():
     seqs = [np.arange(8)] * 4
     model = build(seqs)
     text = np.random.default_rng(0).normal(size=(N_ITEMS, 8))
     warm = np.arange(N_ITEMS) < 8
+    mean = rows_of(model)[:8].numpy().mean(0)
     seen = []
 
-    def score() -> float:  # prefers the row norm written at scale 2
-        n = float(rows_of(model)[8:].norm(dim=1).median())
+    def score() -> float:  # prefers the deviation norm written at scale 2
+        n = float(np.median(np.linalg.norm(rows_of(model)[8:].numpy() - mean, axis=1)))
         seen.append(n)
         return -abs(n - seen[0] * 2)
 
     rep = refit_new_items(model, text, warm, scales=[1.0, 2.0, 3.0], score=score)
-    assert rep["scale"] == 2.0 and set(rep["valid_by_scale"]) == {"1", "2", "3"}
-    assert np.isclose(float(rows_of(model)[8:].norm(dim=1).median()), seen[0] * 2, rtol=1e-5)
+    assert rep["scale"] == 2.0 and rep["mean_weight"] == 1.0 and len(rep["valid_by_setting"]) == 3
+    assert np.isclose(float(np.median(np.linalg.norm(rows_of(model)[8:].numpy() - mean, axis=1))), seen[0] * 2,
+                      rtol=1e-4)
     with pytest.raises(ValueError, match="valid score"):
         refit_new_items(model, text, warm, scales=[1.0, 2.0])
+    # a mean weight of 0 writes the deviations alone
+    refit_new_items(model, text, warm, mean_weights=[0.0])
+    _, dev = refit_text_rows(model, text, warm)
+    assert np.allclose(rows_of(model)[8:].numpy(), dev[8:], atol=1e-5)
 
 
 def test_refit_after_training_runs_only_when_the_config_asks():
@@ -162,7 +183,7 @@ def test_bench_refits_new_items_on_valid_and_reports_new_and_warm_apart():
               "eval": {"seen_templates": ["seq-c1"], "unseen_templates": ["seq-unseen-c1"], "template_users": 20}}
     out = run_indexing("item", split, recipe, 0, None, None, False)
     refit = out["new_item_refit"]
-    assert refit["scale"] in (0.5, 1.0) and set(refit["valid_by_scale"]) == {"0.5", "1"}
+    assert refit["scale"] in (0.5, 1.0) and len(refit["valid_by_setting"]) == 2
     assert refit["new_items"] == len(split.new_items) and refit["rows_written"] == refit["new_items"]
     assert out["item_init"]["max_norm"] == 3.0
     for part in ("valid", "test"):

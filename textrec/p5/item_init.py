@@ -166,9 +166,17 @@ def apply_item_init(model: P5Model, how: str, sequences: Sequence[np.ndarray], t
 # Training moves the warm items' rows away from their start, while a new item (no training event)
 # is never a target and never in a source: its row only ever gets the softmax's push-down. So the
 # text rows written before training are stale twice over, and new items never reach the top 10.
-# After training, the text -> row map is fitted again, on the *trained* rows of the warm items,
-# and the new items' rows are written from it, rescaled so their typical norm matches the warm
-# rows' (ridge predictions shrink towards the mean row); one overall scale may be chosen on valid.
+# After training, new items' rows are predicted again from their text, from the warm items'
+# *trained* rows, as the warm mean row plus a deviation:
+#   * ``ridge``: a ridge map text -> deviation fitted on the warm items;
+#   * ``knn``: the mean deviation of the ``k`` warm items nearest in text (cosine).
+# Both shrink (a ridge prediction towards zero, an average of neighbours too), so the deviations
+# are rescaled to the warm deviations' median norm. The mean row carries what every item shares
+# (chiefly how popular items are in general, the part a tied output layer has instead of a bias),
+# the deviation what tells one item from another; the row written is
+# ``mean_weight * mean + scale * deviation``, the method and both weights chosen on valid.
+
+REFIT_METHODS = ("ridge", "knn")
 
 
 def item_token_ids(model: P5Model) -> torch.Tensor:
@@ -191,23 +199,48 @@ def ridge_map(x: np.ndarray, y: np.ndarray, fit: np.ndarray, ridge: float = 1.0)
     return my + (x - mx) @ w
 
 
-@torch.no_grad()
-def refit_text_rows(model: P5Model, text_vectors: np.ndarray, warm: np.ndarray, ridge: float = 1.0) -> np.ndarray:
-    """``(n_items, d)`` rows predicted from text by a ridge map fitted on the warm items' current rows.
+def knn_map(x: np.ndarray, y: np.ndarray, fit: np.ndarray, k: int = 10) -> np.ndarray:
+    """Predict ``y`` for every row of ``x`` as the mean ``y`` of its ``k`` nearest ``fit`` rows by cosine.
 
-    The predictions are rescaled as one block so that their median norm over the *non-warm*
-    items equals the warm rows' median norm (over all items when every item is warm).
+    A ``fit`` row is not its own neighbour.
     """
+    fit = np.asarray(fit, dtype=bool)
+    idx = np.flatnonzero(fit)
+    k = min(int(k), len(idx) - 1)
+    if k < 1:
+        raise ValueError("a k-nearest-neighbour map needs at least two rows to fit on")
+    x = np.asarray(x, dtype=np.float64)
+    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = u @ u[idx].T
+    sim[idx, np.arange(len(idx))] = -np.inf  # leave-one-out for the fit rows themselves
+    nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    return np.asarray(y, dtype=np.float64)[idx][nn].mean(1)
+
+
+def current_item_rows(model: P5Model) -> np.ndarray:
+    """``(n_items, d)`` the item tokens' rows as they are now (float64 copy)."""
     table = model.t5.get_input_embeddings().weight
-    ids = item_token_ids(model).to(table.device)
-    rows = table[ids].detach().cpu().double().numpy()
+    return table[item_token_ids(model).to(table.device)].detach().cpu().double().numpy()
+
+
+@torch.no_grad()
+def refit_text_rows(model: P5Model, text_vectors: np.ndarray, warm: np.ndarray, method: str = "ridge",
+                    ridge: float = 1.0, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, deviations)``: the warm items' mean trained row, and every item's deviation from it
+    predicted from its text by ``method`` (see above), rescaled as one block so that the non-warm
+    items' median deviation norm equals the warm items' (over all items when every item is warm)."""
+    if method not in REFIT_METHODS:
+        raise ValueError(f"unknown refit method '{method}'; choose from {REFIT_METHODS}")
+    rows = current_item_rows(model)
     warm = np.asarray(warm, dtype=bool)
     if len(text_vectors) != len(rows) or len(warm) != len(rows):
         raise ValueError(f"{len(text_vectors)} text vectors and {len(warm)} flags for {len(rows)} items")
-    pred = ridge_map(text_vectors, rows, warm, ridge)
+    mean = rows[warm].mean(0)
+    dev = rows - mean
+    pred = ridge_map(text_vectors, dev, warm, ridge) if method == "ridge" else knn_map(text_vectors, dev, warm, k)
     others = ~warm if (~warm).any() else np.ones_like(warm)
-    scale = np.median(np.linalg.norm(rows[warm], axis=1)) / max(np.median(np.linalg.norm(pred[others], axis=1)), 1e-12)
-    return (pred * scale).astype(np.float32)
+    scale = np.median(np.linalg.norm(dev[warm], axis=1)) / max(np.median(np.linalg.norm(pred[others], axis=1)), 1e-12)
+    return mean.astype(np.float32), (pred * scale).astype(np.float32)
 
 
 @torch.no_grad()
@@ -221,33 +254,42 @@ def write_item_rows(model: P5Model, rows: np.ndarray, items: np.ndarray) -> int:
 
 
 def refit_new_items(model: P5Model, text_vectors: np.ndarray, warm: np.ndarray, ridge: float = 1.0,
-                    scales: Sequence[float] = (1.0,), score=None) -> dict:
-    """Write the non-warm items' rows from the text map refitted on trained warm rows (see above).
+                    scales: Sequence[float] = (1.0,), score=None, methods: Sequence[str] = ("ridge",),
+                    mean_weights: Sequence[float] = (1.0,), k: int = 10) -> dict:
+    """Write the non-warm items' rows ``mean_weight * mean + scale * deviation`` (see above).
 
-    With several ``scales``, each is written in turn and ``score()`` (a valid metric, higher is
-    better; never test) picks one; the chosen rows stay in the model. Returns a report.
+    With more than one combination of ``methods`` x ``mean_weights`` x ``scales``, each is written
+    in turn and ``score()`` (a valid metric, higher is better; never test) picks one; the chosen
+    rows stay in the model. Returns a report.
     """
     warm = np.asarray(warm, dtype=bool)
     new = ~warm
-    report: dict = {"refit": "text ridge on trained warm rows", "ridge": ridge, "warm_items": int(warm.sum()),
-                    "new_items": int(new.sum())}
+    report: dict = {"refit": "text map on trained warm rows: mean_weight * mean + scale * deviation",
+                    "ridge": ridge, "k": k, "warm_items": int(warm.sum()), "new_items": int(new.sum())}
     if not new.any():
         return {**report, "rows_written": 0}
-    base = refit_text_rows(model, text_vectors, warm, ridge)
-    scales = [float(s) for s in scales] or [1.0]
-    if len(scales) > 1 and score is None:
-        raise ValueError("several refit scales need a valid score to choose between them")
+    grid = [(m, float(a), float(b)) for m in methods for a in (mean_weights or [1.0]) for b in (scales or [1.0])]
+    if not grid:
+        raise ValueError("no refit method given")
+    if len(grid) > 1 and score is None:
+        raise ValueError("several refit settings need a valid score to choose between them")
+    bases = {m: refit_text_rows(model, text_vectors, warm, m, ridge, k) for m in dict.fromkeys(methods)}
+
+    def rows_for(m: str, a: float, b: float) -> np.ndarray:
+        mean, dev = bases[m]
+        return a * mean[None] + b * dev
+
     tried: dict[str, float] = {}
-    best = scales[0]
-    for s in scales if len(scales) > 1 else []:
-        write_item_rows(model, base * s, new)
-        tried[f"{s:g}"] = float(score())
-        if tried[f"{s:g}"] > tried.get(f"{best:g}", -np.inf):
-            best = s
-    report["rows_written"] = write_item_rows(model, base * best, new)
-    report["scale"] = best
+    best, best_score = grid[0], -np.inf
+    for m, a, b in grid if len(grid) > 1 else []:
+        write_item_rows(model, rows_for(m, a, b), new)
+        tried[f"{m} mean_weight={a:g} scale={b:g}"] = v = float(score())
+        if v > best_score:
+            best, best_score = (m, a, b), v
+    report["rows_written"] = write_item_rows(model, rows_for(*best), new)
+    report.update({"method": best[0], "mean_weight": best[1], "scale": best[2]})
     if tried:
-        report["valid_by_scale"] = tried
+        report["valid_by_setting"] = tried
     return report
 
 
@@ -256,7 +298,7 @@ def refit_after_training(model: P5Model, sequences: Sequence[np.ndarray], texts:
     """Run :func:`refit_new_items` if the model config asks for it (``new_item_refit``); else None.
 
     Warm items are those with a training event in ``sequences``; ``score`` is the valid metric
-    used to choose among ``new_item_refit_scales``.
+    used to choose among the configured methods, mean weights and scales.
     """
     cfg = model.config
     if not getattr(cfg, "new_item_refit", False):
@@ -265,4 +307,5 @@ def refit_after_training(model: P5Model, sequences: Sequence[np.ndarray], texts:
         raise ValueError("new_item_refit needs the item texts")
     warm = trained_items(sequences, model.index.n_items)
     return refit_new_items(model, encode_texts(texts, encoder), warm, ridge=cfg.new_item_refit_ridge,
-                           scales=cfg.new_item_refit_scales, score=score)
+                           scales=cfg.new_item_refit_scales, score=score, methods=cfg.new_item_refit_methods,
+                           mean_weights=cfg.new_item_refit_mean_weights, k=cfg.new_item_refit_k)

@@ -42,7 +42,9 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                                "p5_scientific_new_item_compact_text.json",
                                                "p5_ml-100k_cpu40_seed0.json", "p5_ml-100k_cpu40_seed1.json",
                                                "p5_ml-100k_cpu40_seed2.json", "p5_instruments_bias.json",
-                                               "p5_instruments_rating.json"]),
+                                               "p5_instruments_rating.json", "p5_beauty_cpu40_seed0.json",
+                                               "p5_scientific_new_item_cpu_refit_seed0.json",
+                                               "p5_scientific_new_item_cpu_refit_grid_seed0.json"]),
     ("fusion", "TextFusion: text, codes, IDs and co-occurrence (issue #13)", [
         "fusion_scientific_published_seed0.json", "fusion_scientific_published_seed1.json",
         "fusion_office_published_seed0.json", "fusion_office_published_seed1.json",

@@ -58,6 +58,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bootstrap", type=positive_int, default=2000)
     ap.add_argument("--compare-runs", nargs=2, metavar=("A.json:ROW", "B.json:ROW"),
                     help="only compare two finished runs on the same users (paired difference ROW_A - ROW_B)")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --compare-runs: write A's result with B's row added to each shared block "
+                         "(and the difference A_ROW - B_ROW there) instead of only the differences")
     ap.add_argument("--name", default=None, help="result file stem (default query_<dataset>_bench)")
     add_seed_option(ap)
     add_threads_option(ap)
@@ -66,7 +69,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark (or compare two finished runs) and write JSON + Markdown."""
-    from textrec.query.bench import compare_runs, markdown, run_benchmark
+    from textrec.query.bench import compare_runs, markdown, merge_runs, run_benchmark
 
     writers: dict[str, str] = {}
     for w in args.writer:
@@ -84,6 +87,18 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_runs:
         (pa, _, ra), (pb, _, rb) = (x.rpartition(":") for x in args.compare_runs)
         a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (pa, pb))
+        if args.merge:
+            merged = merge_runs(a, ra, b, rb, args.bootstrap, args.seed)
+            for k in ("command", "date", "git_commit", "machine", "wall_seconds", "peak_rss_mb"):
+                merged.pop(k, None)  # the writer records this command; A's own run is kept below
+            merged["merged_from"] = {"a": {"file": pa, "row": ra, "command": a.get("command")},
+                                     "b": {"file": pb, "row": rb, "command": b.get("command")}}
+            stem = args.name or "query_merged"
+            out.write_json(f"{stem}.json", merged)
+            out.write_text(f"{stem}.md", markdown(merged))
+            print(markdown(merged))
+            out.finish()
+            return 0
         res = {"benchmark": "query_recr1_compare", "dataset": a["dataset"], "a": {"file": pa, "row": ra},
                "b": {"file": pb, "row": rb}, "blocks": compare_runs(a, ra, b, rb, args.bootstrap, args.seed)}
         out.write_json(f"{args.name or 'query_compare'}.json", res)

@@ -14,6 +14,11 @@ the same users, with paired bootstrap intervals on every ratio to raw history.
         --writer llm_sft=runs/recr1_t24/sft/writer --writer llm_grpo=runs/recr1_t24/final \
         --compare llm_grpo:llm_sft --name query_scientific_llm_dense_t24 --publish
 
+    # two writers benched in two runs on the same users (e.g. SFT while GRPO still trains) as one
+    # table: A's result plus B's row and the paired difference A_ROW - B_ROW in every shared block
+    textrec bench query --compare-runs eval/results/A.json:llm_grpo eval/results/B.json:llm_sft --merge \
+        --name query_scientific_llm_full_merged --publish
+
 Settings: ``transductive`` (every user's test row), ``held_out_users`` (test rows of the users the
 recipe's ``held_out_users_frac`` kept out of SFT and GRPO), ``held_out_items`` (old name
 ``inductive``: rows whose target is an item held out of all training data).

@@ -12,7 +12,7 @@ from textrec.metrics.ranking import MISS
 from textrec.query.catalog import Catalog, short_title
 from textrec.query.parsing import parse_query
 from textrec.query.retrieval import BM25Retriever, load_retriever, tokenize
-from textrec.query.rewards import FormatReward, RetrievalReward, reward_metric
+from textrec.query.rewards import FormatReward, RetrievalReward, reward_metric, reward_name
 
 DOCS = [
     "Red apple juice. Drinks Juice. FruitCo.",
@@ -48,6 +48,29 @@ def test_ndcg_and_recall_hand_cases():
     assert reward_metric([0, 9, 10, 99], 10, "recall").tolist() == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="metric"):
         reward_metric([0], 10, "mrr")
+
+
+def test_reward_without_cutoff_credits_every_retrieved_rank():
+    # k=None: a target at rank 5000 still earns 1/log2(5002) (NDCG@10 would give 0), a miss still 0
+    got = reward_metric([0, 9, 4999, MISS], None)
+    assert got[0] == pytest.approx(1.0) and got[3] == 0.0
+    assert got[1] == pytest.approx(1 / math.log2(11)) and got[2] == pytest.approx(1 / math.log2(5001))
+    assert reward_metric([MISS, MISS], None).tolist() == [0.0, 0.0]
+    assert reward_metric([3, 7000], None, "recall").tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="k must be"):
+        reward_metric([0], 0)
+    assert reward_name("ndcg", None, "dense") == "ndcg@all_dense"
+    assert reward_name("ndcg", 1000, "bm25") == "ndcg@1000_bm25"
+
+
+def test_retrieval_reward_without_cutoff(bm25):
+    r = RetrievalReward(bm25, k=None)
+    assert r.__name__ == "ndcg@all_bm25"
+    # "orange juice": item 2 at rank 0, item 0 at rank 1; an unmatched query retrieves nothing
+    assert r(None, ["orange juice", "orange juice", "zzz"], target=[2, 0, 0]) == pytest.approx(
+        [1.0, 1 / math.log2(3), 0.0])
+    with pytest.raises(ValueError, match="k must be"):
+        RetrievalReward(bm25, k=0)
 
 
 def test_retrieval_reward_caches_by_query_text(bm25):

@@ -54,3 +54,27 @@ def test_compare_runs_pairs_rows_of_two_results_on_the_same_users():
     assert d["diff"] == pytest.approx(0.2) and d["diff_ci95"][0] >= 0
     with pytest.raises(ValueError, match="different users"):
         compare_runs(run("grpo", [0.5] * 4), "grpo", run("sft", [0.1] * 4, users=("a", "b", "c", "d")), "sft")
+
+
+def test_merge_runs_adds_the_other_row_and_the_difference_to_shared_blocks():
+    from textrec.query.bench import merge_runs
+
+    def run(row, values, raw=(0.1, 0.1, 0.0, 0.5), users=("u1", "u2", "u3", "u4")):
+        rows = {"raw_history": {"per_user_ndcg@10": list(raw), "metrics": {"ndcg@10": 0.175, "recall@10": 1.0}},
+                row: {"per_user_ndcg@10": list(values), "reward_retriever": ["dense"], "evaluation_retriever": "dense",
+                      "metrics": {"ndcg@10": float(np.mean(values)), "recall@10": 1.0}}}
+        return {"dataset": "toy", "protocol": "p", "writers": {row: {"path": row}},
+                "blocks": {"t/dense/test/4": {"user_ids": list(users), "rows": rows, "n_rows": 4, "rows_total": 9,
+                                              "differences": {}}}}
+
+    a, b = run("grpo", [0.5, 0.2, 0.0, 1.0]), run("sft", [0.1, 0.2, 0.0, 0.6])
+    merged = merge_runs(a, "grpo", b, "sft", n_boot=200)
+    block = merged["blocks"]["t/dense/test/4"]
+    assert list(block["rows"]) == ["raw_history", "grpo", "sft"] and merged["writers"]["sft"] == {"path": "sft"}
+    assert block["differences"]["grpo-sft"]["diff"] == pytest.approx(0.2)
+    assert "sft" not in a["blocks"]["t/dense/test/4"]["rows"]  # the inputs are left alone
+    assert "grpo-sft: NDCG@10 difference +0.2000" in markdown(merged)
+    with pytest.raises(ValueError, match="raw-history rows differ"):
+        merge_runs(a, "grpo", run("sft", [0.1] * 4, raw=(0.0, 0.1, 0.0, 0.5)), "sft")
+    with pytest.raises(ValueError, match="different users"):
+        merge_runs(a, "grpo", run("sft", [0.1] * 4, users=("a", "b", "c", "d")), "sft")

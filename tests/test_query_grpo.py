@@ -202,6 +202,26 @@ def test_sft_warm_start_lowers_loss_and_returns_a_plain_model(tiny, toy, tmp_pat
                                     dataset_name="toy", progress=False)
     assert report["steps"] == 8 and report["loss_last"] < report["loss_first"]
     assert not any("lora" in n for n, _ in merged.named_parameters())  # merged: GRPO can add its own
+    fid = report["fidelity"]  # SFT saw every toy task, so the check reads them (64 asked, 6 exist)
+    assert fid["n"] == len(tasks) and 0.0 <= fid["exact"] <= fid["same_start"] <= 1.0
+
+
+def test_copy_fidelity_counts_exact_copies_older_lines_and_digits(tiny, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from textrec.query.policy import QueryWriter
+    from textrec.query.sft import copy_fidelity
+
+    written = [" red apple juice", " red apple juice fresh", " green apple pie", " 2023 01 01", " orange juice"]
+    monkeypatch.setattr(QueryWriter, "generate", lambda self, ts, **kw: written[: len(ts)])
+    tok = AutoTokenizer.from_pretrained(tiny)
+    t = QueryTask(user=0, history=np.array([1, 2]), target=3, context=["green apple pie", "red apple juice"])
+    fid = copy_fidelity(None, tok, load_template("query-bare"), [t] * 5, [["red apple juice"]] * 5,
+                        max_new_tokens=24)
+    # exact copy; right title with another end; an older line; a date; something else
+    assert fid["n"] == 5 and fid["exact"] == 0.2 and fid["same_start"] == 0.4
+    assert fid["older_line"] == 0.2 and fid["starts_with_digit"] == 0.2
+    assert [e["written"] for e in fid["examples"]] == written[1:]  # every inexact one
 
 
 def test_all_equal_rewards_are_skipped_and_reported(tiny, toy, tmp_path, capsys):
@@ -295,3 +315,28 @@ def test_resume_passes_over_an_incomplete_checkpoint(tmp_path):
         if complete:
             (d / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(tmp_path).name == "checkpoint-8"
+
+
+def test_grpo_can_start_from_a_finished_sft_writer(tiny, toy, tmp_path):
+    from textrec.query.training import TRAINING_INFO, train_writers
+
+    _, bm25, tasks = toy
+    cfg = dict(beta=0.0, max_steps=1, save_steps=10, sft_steps=2, sft_batch_size=3, sft_max_query_words=6,
+               sft_fidelity_tasks=2, held_out_users_frac=0.2)
+    first = train_writers(_config(tiny, **cfg), {"bm25": bm25}, tasks, tmp_path / "a", "toy", progress=False)
+    assert first["sft"]["fidelity"]["n"] == 2
+    sft_dir = tmp_path / "a" / "sft" / "writer"
+    # a second GRPO run on the SFT writer of the first: no SFT of its own, the writer's base is that folder
+    second = train_writers(_config(tiny, **{**cfg, "sft_from": str(sft_dir)}), {"bm25": bm25}, tasks,
+                           tmp_path / "b", "toy", progress=False)
+    assert "sft" not in second and not (tmp_path / "b" / "sft").exists()
+    written = json.loads((tmp_path / "b" / "final" / "querywriter.json").read_text())
+    assert written["base_model"] == str((sft_dir / "model").resolve())
+    info = json.loads((tmp_path / "b" / "final" / TRAINING_INFO).read_text())
+    assert info["config"]["sft_from"] == str(sft_dir) and info["held_out_users_frac"] == 0.2
+    with pytest.raises(ValueError, match="held-out users must be the same"):
+        train_writers(_config(tiny, **{**cfg, "sft_from": str(sft_dir), "held_out_users_frac": 0.0}),
+                      {"bm25": bm25}, tasks, tmp_path / "c", "toy", progress=False)
+    with pytest.raises(FileNotFoundError, match="not a finished SFT writer"):
+        train_writers(_config(tiny, **{**cfg, "sft_from": str(tmp_path)}), {"bm25": bm25}, tasks,
+                      tmp_path / "d", "toy", progress=False)

@@ -91,6 +91,11 @@ def test_config_checks_cap_and_reward_retrievers():
     dense = load_grpo_config("recr1_cpu_sft_dense")
     assert dense.reward_retrievers == ["dense"] and dense.max_prompt_tokens and dense.sft_steps > 0
     assert dense.sft_config().max_prompt_tokens == dense.max_prompt_tokens
+    with pytest.raises(ValueError, match="reward_k"):
+        QueryGRPOConfig(reward_k=0)
+    full = load_grpo_config("recr1_cpu_dense_full")  # NDCG without a cutoff, SFT that copies faithfully
+    assert full.reward_k is None and full.sft_config().reward_k is None
+    assert full.sft_candidates == ["last_title"] and full.sft_config().fidelity_tasks > 0
 
 
 def test_dense_and_hybrid_rewards_in_the_trainer(tiny, tmp_path):

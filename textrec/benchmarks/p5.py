@@ -341,6 +341,7 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     rating_valid = valid_rating_rows(ser, split, data) if tcfg.metric == "rating_rmse" else None
     history = train_p5(model, ser, data, split.valid, tcfg, progress=progress, rating_valid=rating_valid)
     train_seconds, train_cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    refit = _refit_new_items(model, ser, split, tcfg.eval_template)
     examples_seen = sum(e["steps"] for e in history["epochs"]) * tcfg.batch_size
     beams = int(ecfg.get("beams", 10))
     rec = P5Recommender(model=model, serializer=ser, template_id=seen[0], k=beams)
@@ -383,6 +384,11 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     extra = secondary_tasks(model, ser, split, data, ecfg, seed)
     if extra:
         out["secondary_tasks"] = {**extra, "seconds": round(time.perf_counter() - t0, 1)}
+    if refit is not None:
+        out["new_item_refit"] = refit
+    if valid_set.is_new is not None:
+        out["valid_new_items"] = {**valid.subset(valid_set.is_new), "n_rows": int(valid_set.is_new.sum())}
+        out["valid_warm_items"] = {**valid.subset(~valid_set.is_new), "n_rows": int((~valid_set.is_new).sum())}
     if split.test.is_new is not None:  # new-item split: only semantic ids carry signal for unseen items
         out["test_new_items"] = {**test.subset(split.test.is_new), "n_rows": int(split.test.is_new.sum())}
         out["test_warm_items"] = {**test.subset(~split.test.is_new), "n_rows": int((~split.test.is_new).sum())}
@@ -392,6 +398,23 @@ def run_indexing(scheme: str, split: Split, recipe: dict, seed: int, max_minutes
     if save_models:
         rec.save_pretrained(Path(save_models) / f"p5_{ds.name}_{scheme}")
     return out
+
+
+def _refit_new_items(model: P5Model, ser: P5Serializer, split: Split, template_id: str | None) -> dict | None:
+    """After training: new items' rows from the text map refitted on trained warm rows, if the recipe
+    asks (``model.new_item_refit``); the scale is chosen on valid NDCG@10 over all valid rows."""
+    from textrec.p5.item_init import refit_after_training
+    from textrec.p5.trainer import valid_ndcg
+
+    if not model.config.new_item_refit:
+        return None
+    from textrec.text.encoder import item_texts as encoder_texts
+
+    c0 = time.process_time()
+    report = refit_after_training(
+        model, split.train_sequences(), encoder_texts(split.dataset, verbose=False).texts,
+        score=lambda: valid_ndcg(model, ser, split.valid, split.n_items, template_id=template_id)["ndcg@10"])
+    return {**report, "cpu_seconds": round(time.process_time() - c0, 1)}
 
 
 def baseline_rows(dataset: str, split_kind: str | None = None) -> dict:

@@ -14,6 +14,11 @@ the same users, with paired bootstrap intervals on every ratio to raw history.
         --writer llm_sft=runs/recr1_t24/sft/writer --writer llm_grpo=runs/recr1_t24/final \
         --compare llm_grpo:llm_sft --name query_scientific_llm_dense_t24 --publish
 
+    # two writers benched in two runs on the same users (e.g. SFT while GRPO still trains) as one
+    # table: A's result plus B's row and the paired difference A_ROW - B_ROW in every shared block
+    textrec bench query --compare-runs eval/results/A.json:llm_grpo eval/results/B.json:llm_sft --merge \
+        --name query_scientific_llm_full_merged --publish
+
 Settings: ``transductive`` (every user's test row), ``held_out_users`` (test rows of the users the
 recipe's ``held_out_users_frac`` kept out of SFT and GRPO), ``held_out_items`` (old name
 ``inductive``: rows whose target is an item held out of all training data).
@@ -58,6 +63,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bootstrap", type=positive_int, default=2000)
     ap.add_argument("--compare-runs", nargs=2, metavar=("A.json:ROW", "B.json:ROW"),
                     help="only compare two finished runs on the same users (paired difference ROW_A - ROW_B)")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --compare-runs: write A's result with B's row added to each shared block "
+                         "(and the difference A_ROW - B_ROW there) instead of only the differences")
     ap.add_argument("--name", default=None, help="result file stem (default query_<dataset>_bench)")
     add_seed_option(ap)
     add_threads_option(ap)
@@ -66,7 +74,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark (or compare two finished runs) and write JSON + Markdown."""
-    from textrec.query.bench import compare_runs, markdown, run_benchmark
+    from textrec.query.bench import compare_runs, markdown, merge_runs, run_benchmark
 
     writers: dict[str, str] = {}
     for w in args.writer:
@@ -84,6 +92,18 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_runs:
         (pa, _, ra), (pb, _, rb) = (x.rpartition(":") for x in args.compare_runs)
         a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (pa, pb))
+        if args.merge:
+            merged = merge_runs(a, ra, b, rb, args.bootstrap, args.seed)
+            for k in ("command", "date", "git_commit", "machine", "wall_seconds", "peak_rss_mb"):
+                merged.pop(k, None)  # the writer records this command; A's own run is kept below
+            merged["merged_from"] = {"a": {"file": pa, "row": ra, "command": a.get("command")},
+                                     "b": {"file": pb, "row": rb, "command": b.get("command")}}
+            stem = args.name or "query_merged"
+            out.write_json(f"{stem}.json", merged)
+            out.write_text(f"{stem}.md", markdown(merged))
+            print(markdown(merged))
+            out.finish()
+            return 0
         res = {"benchmark": "query_recr1_compare", "dataset": a["dataset"], "a": {"file": pa, "row": ra},
                "b": {"file": pb, "row": rb}, "blocks": compare_runs(a, ra, b, rb, args.bootstrap, args.seed)}
         out.write_json(f"{args.name or 'query_compare'}.json", res)

@@ -61,6 +61,13 @@ class P5Config:
     item_embeddings: bool = False  # add a per-item input embedding on each history id's tokens (see module doc)
     item_init: str = "none"  # item-token start: none | svd | text | svd+text (textrec.p5.item_init, training data only)
     rating_value_tokens: bool = False  # add serializer.RATING_VALUE_TOKENS (<rv_46> = 4.6) with numeric rows
+    item_init_max_norm: float | None = None  # cap on an initialised row's norm, as a multiple of the median row norm
+    new_item_refit: bool = False  # after training: new items' rows from a text map refitted on trained warm rows
+    new_item_refit_ridge: float = 1.0
+    new_item_refit_methods: list[str] = field(default_factory=lambda: ["ridge"])  # ridge | knn; several: chosen on valid
+    new_item_refit_k: int = 10  # text neighbours of the knn method
+    new_item_refit_scales: list[float] = field(default_factory=lambda: [1.0])  # deviation scales; chosen on valid
+    new_item_refit_mean_weights: list[float] = field(default_factory=lambda: [1.0])  # mean-row weights; chosen on valid
     max_source_len: int = 160
     max_target_len: int = 64
     checkpoint: str | None = None

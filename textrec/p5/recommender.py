@@ -101,6 +101,15 @@ class P5Recommender(Recommender):
         tdata = TrainData.from_frame(data.train, data.n_users, data.n_items)
         self.history = train_p5(self.model, self.serializer, tdata, data.valid, self.train_config, progress)
         self.model.merge_lora()
+        from textrec.p5.item_init import refit_after_training
+        from textrec.p5.trainer import valid_ndcg
+
+        def valid_score() -> float:
+            return valid_ndcg(self.model, self.serializer, data.valid, data.n_items,
+                              template_id=self.train_config.eval_template)["ndcg@10"]
+
+        self.refit_report = refit_after_training(self.model, seqs, data.item_text,
+                                                 score=valid_score if data.valid is not None else None)
         return self
 
     def sources(self, users: np.ndarray, histories: list[np.ndarray]) -> list[str]:

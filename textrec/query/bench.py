@@ -136,6 +136,32 @@ def compare_runs(a: dict[str, Any], row_a: str, b: dict[str, Any], row_b: str, n
     return out
 
 
+def merge_runs(a: dict[str, Any], row_a: str, b: dict[str, Any], row_b: str, n_boot: int = 2000, seed: int = 0
+               ) -> dict[str, Any]:
+    """Result ``a`` with row ``row_b`` of result ``b`` added to every block both hold on the same users,
+    and the paired difference ``row_a - row_b`` among that block's differences.
+
+    Two writers benched in two runs (e.g. SFT while GRPO still trains) then read as one table. The
+    imported row keeps its metrics and its ratio to raw history from ``b``; that ratio is only
+    comparable because both runs' raw-history rows agree user by user, which is checked.
+    """
+    import copy
+
+    diffs = compare_runs(a, row_a, b, row_b, n_boot, seed)  # raises when the users differ
+    out = copy.deepcopy(a)
+    for key, d in diffs.items():
+        ra, rb = a["blocks"][key]["rows"].get("raw_history"), b["blocks"][key]["rows"].get("raw_history")
+        if ra is not None and rb is not None and ra[f"per_user_{HEADLINE}"] != rb[f"per_user_{HEADLINE}"]:
+            raise ValueError(f"block {key}: the two runs' raw-history rows differ (another retriever or history?)")
+        block = out["blocks"][key]
+        block["rows"][row_b] = copy.deepcopy(b["blocks"][key]["rows"][row_b])
+        block.setdefault("differences", {})[f"{row_a}-{row_b}"] = d[f"{row_a}-{row_b}"]
+    if row_b in b.get("writers", {}):
+        out.setdefault("writers", {})[row_b] = b["writers"][row_b]
+    out["merged_rows"] = {row_b: {"from": b.get("command"), "blocks": sorted(diffs)}}
+    return out
+
+
 def _eval_rows(split, setting: str, part: str, n_users: int | None, seed: int,
                held_out: np.ndarray | None = None):
     """The split's rows for a setting and a seeded subsample: held_out_items keeps rows whose
@@ -314,4 +340,5 @@ def block_tables(res: dict[str, Any], bold_headings: bool = False) -> list[str]:
     return lines
 
 
-__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "block_tables", "compare_runs"]
+__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "block_tables", "compare_runs",
+           "merge_runs"]

@@ -60,7 +60,7 @@ class QueryGRPOConfig:
     # reward
     reward_retrievers: list[str] = field(default_factory=lambda: ["bm25"])
     reward_metric: str = "ndcg"
-    reward_k: int = 100  # large in training for a dense signal; evaluation uses 10
+    reward_k: int | None = 100  # large in training for a dense signal (null: no cutoff); evaluation uses 10
     reward_weight: float = 1.0  # per retriever
     format_weight: float = 0.5
     format_penalty: float = 1.0
@@ -70,10 +70,15 @@ class QueryGRPOConfig:
     eval_max_new_tokens: int = 24
     # optional SFT warm start before GRPO (textrec.query.sft; 0 steps = none, as Rec-R1 itself)
     sft_steps: int = 0
+    # or start GRPO from a finished SFT writer folder (<run>/sft/writer, full weights) instead of
+    # training one: two GRPO runs (e.g. a dense and a BM25 reward) then share one SFT start
+    sft_from: str | None = None
     sft_batch_size: int = 8
     sft_learning_rate: float = 5e-4
     sft_max_tasks: int | None = 2000
     sft_max_query_words: int = 16
+    # greedy copy check after SFT on this many unseen training tasks (sft_report.json "fidelity")
+    sft_fidelity_tasks: int = 64
     # SFT completions are cut at a word boundary to fit this many tokens with EOS (None: the GRPO
     # completion budget, max_completion_length), so that SFT never teaches what GRPO cannot write
     sft_max_target_tokens: int | None = None
@@ -92,6 +97,8 @@ class QueryGRPOConfig:
             raise ValueError(f"held_out_users_frac must be in [0, 1), got {self.held_out_users_frac}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
+        if self.reward_k is not None and self.reward_k < 1:
+            raise ValueError(f"reward_k must be >= 1 or null (no cutoff), got {self.reward_k}")
         bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense")]
         if bad:
             raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense")
@@ -107,7 +114,8 @@ class QueryGRPOConfig:
                               max_target_tokens=self.sft_max_target_tokens or self.max_completion_length,
                               candidates=tuple(self.sft_candidates), lora_r=self.lora_r,
                               lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                              lora_top_layers=self.lora_top_layers, seed=self.seed)
+                              lora_top_layers=self.lora_top_layers, seed=self.seed,
+                              fidelity_tasks=self.sft_fidelity_tasks)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON result files and checkpoints)."""

@@ -22,7 +22,7 @@ from typing import Any
 from textrec.io import write_json
 from textrec.query.grpo_config import QueryGRPOConfig
 from textrec.query.policy import QueryWriter, load_policy, lora_config
-from textrec.query.rewards import FormatReward, RetrievalReward
+from textrec.query.rewards import FormatReward, RetrievalReward, reward_name
 from textrec.query.tasks import QueryTask, load_template, subsample, to_hf_dataset
 
 CURVE_JSON = "reward_curve.json"
@@ -282,7 +282,7 @@ class QueryGRPOTrainer:
         self.reward_funcs = [
             RetrievalReward(retrievers[r], k=config.reward_k, metric=config.reward_metric,
                             min_words=config.min_words, max_words=config.max_words,
-                            name=f"{config.reward_metric}@{config.reward_k}_{r}")
+                            name=reward_name(config.reward_metric, config.reward_k, r))
             for r in config.reward_retrievers
         ] + [FormatReward(config.min_words, config.max_words, config.format_penalty)]
         peft = None

@@ -4,7 +4,9 @@
   otherwise (empty, unparseable, too short, too long);
 * :class:`RetrievalReward`: NDCG@k (or Recall@k) of the target item when the parsed query is
   run through a retriever, history masked. ``k`` is large in training (a dense signal: a target
-  at rank 40 still earns something) and 10 in evaluation. A malformed completion still runs
+  at rank 40 still earns something) and 10 in evaluation; ``k=None`` is the full ranking without
+  a cutoff (NDCG = 1/log2(rank + 2) for every retrieved target, so two queries that both leave
+  the target deep in the catalog still differ in reward). A malformed completion still runs
   what could be parsed (an over-long query is cut to ``max_words``); the format reward is what
   punishes the shape.
 
@@ -33,15 +35,26 @@ from textrec.query.parsing import parse_query
 METRICS = ("ndcg", "recall")
 
 
-def reward_metric(ranks: np.ndarray | Sequence[int], k: int, metric: str = "ndcg") -> np.ndarray:
+def reward_metric(ranks: np.ndarray | Sequence[int], k: int | None, metric: str = "ndcg") -> np.ndarray:
     """Per-row NDCG@k or Recall@k of single targets at 0-based ``ranks`` (``MISS`` = 0).
 
-    Computed by :func:`textrec.metrics.ranking.metrics_from_ranks`, the harness's own code.
+    ``k=None``: no cutoff (every retrieved target counts). Computed by
+    :func:`textrec.metrics.ranking.metrics_from_ranks`, the harness's own code.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {list(METRICS)}, not {metric!r}")
     r = np.asarray(ranks, dtype=np.int64).reshape(-1)
+    if k is None:  # the smallest cutoff that keeps every retrieved rank is the same as none
+        hit = r[r < MISS]
+        k = int(hit.max()) + 1 if len(hit) else 1
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1 or None, got {k}")
     return metrics_from_ranks(r, np.arange(len(r)), len(r), [int(k)])[f"{metric}@{int(k)}"]
+
+
+def reward_name(metric: str, k: int | None, retriever: str) -> str:
+    """How a retrieval reward is named in logs and result rows, e.g. ``ndcg@1000_dense``, ``ndcg@all_bm25``."""
+    return f"{metric}@{'all' if k is None else int(k)}_{retriever}"
 
 
 class FormatReward:
@@ -63,18 +76,18 @@ class FormatReward:
 
 
 class RetrievalReward:
-    """NDCG@k / Recall@k of the ``target`` item for the parsed query under ``retriever``."""
+    """NDCG@k / Recall@k of the ``target`` item for the parsed query under ``retriever`` (``k=None``: no cutoff)."""
 
-    def __init__(self, retriever, k: int = 100, metric: str = "ndcg", mask_history: bool = True,
+    def __init__(self, retriever, k: int | None = 100, metric: str = "ndcg", mask_history: bool = True,
                  min_words: int = 1, max_words: int = 32, name: str | None = None, cache_size: int = 200_000):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {list(METRICS)}, not {metric!r}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.retriever, self.k, self.metric = retriever, int(k), metric
+        if k is not None and k < 1:
+            raise ValueError(f"k must be >= 1 or None (no cutoff), got {k}")
+        self.retriever, self.k, self.metric = retriever, None if k is None else int(k), metric
         self.mask_history = mask_history
         self.min_words, self.max_words = int(min_words), int(max_words)
-        self.__name__ = name or f"{metric}@{k}_{getattr(retriever, 'kind', 'retriever')}"
+        self.__name__ = name or reward_name(metric, self.k, getattr(retriever, "kind", "retriever"))
         self.cache_size = int(cache_size)
         self._ranks: dict[tuple, int] = {}
         self.cache_hits = self.cache_misses = 0

@@ -43,7 +43,7 @@ class QuerySFTConfig:
     learning_rate: float = 5e-4
     max_query_words: int = 16
     max_tasks: int | None = 2000  # seeded subsample of training tasks used as SFT data
-    reward_k: int = 1000
+    reward_k: int | None = 1000  # None: NDCG over the full ranking
     max_prompt_tokens: int | None = None  # the GRPO/generation prompt cap
     max_target_tokens: int | None = None  # completion tokens incl. EOS (the GRPO/generation budget)
     # the heuristic kinds the teacher chooses from (a subset of CANDIDATES); one kind makes the
@@ -55,6 +55,9 @@ class QuerySFTConfig:
     lora_dropout: float = 0.05
     lora_top_layers: int | None = 8
     seed: int = 0
+    # after training, greedy decoding on this many training tasks outside the SFT sample is checked
+    # against their targets (sft_report.json "fidelity"); 0 skips the check
+    fidelity_tasks: int = 64
 
 
 def candidate_queries(task: QueryTask, max_words: int = 16, kinds: Sequence[str] = CANDIDATES) -> dict[str, str]:
@@ -100,10 +103,11 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         qs = list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k]))
         won.update(kinds)
         targets.append(qs)
+    at = "all" if cfg.reward_k is None else cfg.reward_k
     report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
-              "chosen": {k: int(won.get(k, 0)) for k in kinds},
-              f"mean_ndcg@{cfg.reward_k}": {k: round(float(score[k].mean()), 4) for k in kinds},
-              f"mean_ndcg@{cfg.reward_k}_best": round(float(best.mean()), 4),
+              "chosen": {k: int(won.get(k, 0)) for k in order},
+              f"mean_ndcg@{at}": {k: round(float(score[k].mean()), 4) for k in order},
+              f"mean_ndcg@{at}_best": round(float(best.mean()), 4),
               "tasks_no_candidate_retrieves": int((best <= 0).sum()),
               "tasks_with_tied_targets": int(sum(1 for t in targets if len(t) > 1)),
               "n_targets": int(sum(len(t) for t in targets)),
@@ -164,6 +168,52 @@ def sft_pairs(tasks: Sequence[QueryTask], targets: Sequence[str | Sequence[str]]
     return out
 
 
+def copy_fidelity(model, tokenizer, template, tasks: Sequence[QueryTask], targets: Sequence[Sequence[str]],
+                  dataset_name: str = "", max_prompt_tokens: int | None = None, max_new_tokens: int = 24,
+                  n_examples: int = 8) -> dict[str, Any]:
+    """How faithfully greedy decoding writes the SFT targets of ``tasks`` (one or more per task).
+
+    ``exact``: the written query is a target (as its completion budget cuts it); ``same_start``:
+    its first three words are a target's (the right title was copied, its end may differ);
+    ``older_line``: it starts like another line of the prompt instead; ``starts_with_digit``
+    among the rest (the failure where a small model drifts into dates and numbers). Shares of
+    ``n`` tasks, plus the first inexact ones as examples.
+    """
+    from textrec.query.parsing import parse_query
+    from textrec.query.policy import QueryWriter
+
+    writer = QueryWriter(model, tokenizer, template_id=getattr(template, "id", "query-plain"),
+                         max_new_tokens=max_new_tokens, dataset_name=dataset_name,
+                         max_prompt_tokens=max_prompt_tokens)
+    writer.template = template  # the template object itself (it may not come from the shipped family)
+    outs = writer.generate(list(tasks), progress=False)
+    bare = is_bare(template)
+
+    def as_written(q: str) -> list[str]:  # the target as the completion budget lets it be written
+        ids, _ = completion_ids(q, tokenizer, bare, max_new_tokens)
+        return tokenizer.decode(ids[:-1], skip_special_tokens=True).split()
+
+    counts = Counter()
+    examples = []
+    for t, qs, out in zip(tasks, targets, outs):
+        words = parse_query(out).query.split()
+        want = [as_written(q) for q in qs if q]
+        exact = any(words == w for w in want)
+        counts["exact"] += exact
+        if any(words[:3] == w[:3] for w in want):
+            counts["same_start"] += 1
+        elif any(words[:3] == line.split()[:3] for line in t.context[:-1]):
+            counts["older_line"] += 1
+        elif words and words[0][:1].isdigit():
+            counts["starts_with_digit"] += 1
+        if not exact and len(examples) < n_examples:
+            examples.append({"target": qs[0] if qs else "", "written": out})
+    n = max(1, len(outs))
+    return {"n": len(outs), **{k: round(counts[k] / n, 4) for k in ("exact", "same_start", "older_line",
+                                                                       "starts_with_digit")},
+            "examples": examples}
+
+
 def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retriever,
                    config: QuerySFTConfig | None = None, output_dir: str | os.PathLike = "runs/query_sft",
                    dataset_name: str = "", progress: bool = True):
@@ -176,11 +226,17 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     from textrec.training import Trainer, TrainingConfig
 
     cfg = config or QuerySFTConfig()
-    tasks = subsample(list(tasks), cfg.max_tasks, cfg.seed)
+    all_tasks = list(tasks)
+    tasks = subsample(all_tasks, cfg.max_tasks, cfg.seed)
+    # the fidelity check reads training tasks SFT did not see (all of them when SFT saw every one)
+    seen = {id(t) for t in tasks}
+    unseen = [t for t in all_tasks if id(t) not in seen] or tasks
+    check = subsample(unseen, cfg.fidelity_tasks, cfg.seed + 1) if cfg.fidelity_tasks > 0 else []
     t0, cpu0 = time.perf_counter(), time.process_time()
     if cfg.max_prompt_tokens is not None:
         # the candidates are built from what the capped prompt shows, not from titles it dropped
         tasks = [cap_context(t, template, tokenizer, dataset_name, cfg.max_prompt_tokens) for t in tasks]
+        check = [cap_context(t, template, tokenizer, dataset_name, cfg.max_prompt_tokens) for t in check]
     targets, report = sft_targets(tasks, retriever, cfg)
     stats: dict[str, int] = {}
     rows = sft_pairs(tasks, targets, template, tokenizer, dataset_name, cfg.max_prompt_tokens,
@@ -216,6 +272,13 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
             peft_model, batches=lambda epoch: batches, loss=loss, params=params, name="SFT", progress=progress).fit()
     merged = peft_model.merge_and_unload()
     merged.eval()
+    if check:
+        cpu_check = time.process_time()
+        check_targets, _ = sft_targets(check, retriever, cfg)
+        report["fidelity"] = {
+            **copy_fidelity(merged, tokenizer, template, check, check_targets, dataset_name,
+                            cfg.max_prompt_tokens, cfg.max_target_tokens or 24),
+            "tasks": "training tasks outside the SFT sample", "cpu_seconds": round(time.process_time() - cpu_check, 1)}
     report.update({"config": asdict(cfg), "sft_examples": len(rows), "steps": len(losses), "losses": losses,
                    "loss_first": losses[0] if losses else None,
                    "loss_last": float(np.mean(losses[-5:])) if losses else None,
@@ -226,4 +289,5 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     return merged, report
 
 
-__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_pairs", "completion_ids", "sft_warm_start", "CANDIDATES"]
+__all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_pairs", "completion_ids", "copy_fidelity",
+           "sft_warm_start", "CANDIDATES"]

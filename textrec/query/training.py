@@ -8,6 +8,7 @@ A resumed run reuses a finished SFT stage and continues GRPO from its last check
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ TRAINING_INFO = "training_info.json"
 def train_writers(cfg: QueryGRPOConfig, retrievers: dict[str, Any], tasks: Sequence[QueryTask],
                   output_dir: str | os.PathLike, dataset_name: str = "", resume: bool = False,
                   progress: bool = True) -> dict[str, Any]:
-    """Run SFT (if ``cfg.sft_steps``) then GRPO; returns the GRPO summary (plus the SFT report)."""
+    """Run SFT (if ``cfg.sft_steps``; ``cfg.sft_from`` reuses a finished one) then GRPO; returns the
+    GRPO summary (plus the SFT report)."""
     from textrec.query.grpo_trainer import QueryGRPOTrainer
     from textrec.query.policy import WRITER_FILE, QueryWriter, load_policy
     from textrec.query.sft import sft_warm_start
@@ -34,7 +36,21 @@ def train_writers(cfg: QueryGRPOConfig, retrievers: dict[str, Any], tasks: Seque
     out.mkdir(parents=True, exist_ok=True)
     base_model = cfg.model
     sft_report = None
-    if cfg.sft_steps > 0:
+    if cfg.sft_from:
+        sft_dir = Path(cfg.sft_from)
+        if not (sft_dir / WRITER_FILE).is_file() or not (sft_dir / "model").is_dir():
+            raise FileNotFoundError(f"sft_from={sft_dir}: not a finished SFT writer folder (needs {WRITER_FILE} "
+                                    "and model/, as <run>/sft/writer holds them)")
+        info = sft_dir / TRAINING_INFO
+        sft_frac = json.loads(info.read_text(encoding="utf-8")).get("held_out_users_frac") if info.is_file() else None
+        if (sft_frac or 0.0) != (cfg.held_out_users_frac or 0.0):
+            # the GRPO writer records one fraction for both stages: the benchmark trusts it
+            raise ValueError(f"sft_from={sft_dir}: that SFT kept held_out_users_frac={sft_frac} out, this run "
+                             f"{cfg.held_out_users_frac}; the held-out users must be the same in both stages")
+        model, tok = load_policy(str(sft_dir / "model"))
+        base_model = str((sft_dir / "model").resolve())
+        print(f"textrec: GRPO starts from the SFT writer in {sft_dir}", file=sys.stderr)
+    elif cfg.sft_steps > 0:
         sft_dir = out / "sft" / "writer"
         if resume and (sft_dir / WRITER_FILE).is_file():
             model, tok = load_policy(str(sft_dir / "model"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from p5_fixtures import tiny_review_split
 
 from textrec.benchmarks.p5 import fit_calibration
 from textrec.indexing import item_index, random_index
@@ -68,19 +68,12 @@ def test_fit_calibration_recovers_a_line_and_handles_a_constant():
 def test_bench_rating_is_calibrated_on_valid_and_explanations_are_also_sampled():
     """The benchmark reports the prior-only reference, calibrated expected stars and a sampled decoding."""
     from textrec.benchmarks.p5 import secondary_tasks
-    from textrec.data.dataset import RecDataset
-    from textrec.data.splits import make_split
     from textrec.p5.model import P5Config, P5Model
     from textrec.p5.recommender import tokenizer_corpus
     from textrec.p5.trainer import P5TrainConfig, train_p5
 
     n_items = 12
-    rows = [(f"u{u}", f"i{(u + j) % n_items}", float(j), float(1 + (u * j) % 5)) for u in range(24) for j in range(5)]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-    reviews = inter.assign(text=[f"solid item {i % 7} works {'well' if i % 2 else 'badly'}" for i in range(len(inter))],
-                           summary="ok")
-    ds = RecDataset.from_frames("tiny", inter, None, reviews)
-    split = make_split(ds, "leave_one_out")
+    ds, split = tiny_review_split(n_items)
     index = item_index(split.n_items)
     ser = P5Serializer(index, None, SerializerConfig(families=["sequential", "rating", "explanation"],
                                                      prompt_set="p5/compact", item_sep="", review_words=5))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from p5_fixtures import tiny_review_split
 
 from textrec.indexing import item_index
 from textrec.p5.answers import FamilyConstraint, family_answers, is_bare_answer, rating_answers
@@ -181,18 +181,11 @@ def test_family_answers_are_always_in_family_even_from_an_untrained_model():
 
 def test_bench_chooses_the_explanation_decoding_on_valid_and_constrains_families():
     from textrec.benchmarks.p5 import choose_decoding, secondary_tasks
-    from textrec.data.dataset import RecDataset
-    from textrec.data.splits import make_split
 
     assert choose_decoding([{"bleu1": 20, "distinct_outputs": 0.1}, {"bleu1": 12, "distinct_outputs": 0.9},
                             {"bleu1": 15, "distinct_outputs": 0.6}], 0.5) == 2
     assert choose_decoding([{"bleu1": 20, "distinct_outputs": 0.1}, {"bleu1": 12, "distinct_outputs": 0.2}], 0.5) == 0
-    rows = [(f"u{u}", f"i{(u + j) % N_ITEMS}", float(j), float(1 + (u * j) % 5)) for u in range(24) for j in range(5)]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-    reviews = inter.assign(text=[f"solid item {i % 7} works {'well' if i % 2 else 'badly'}" for i in range(len(inter))],
-                           summary="ok")
-    ds = RecDataset.from_frames("tiny", inter, None, reviews)
-    split = make_split(ds, "leave_one_out")
+    ds, split = tiny_review_split(N_ITEMS)
     ser = P5Serializer(item_index(split.n_items), None,
                        SerializerConfig(families=["rating", "explanation"], prompt_set="p5/compact", item_sep="",
                                         review_words=5, rating_prior_format="tokens"))

@@ -66,7 +66,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "query_scientific_nollm_bm25_q16.json", "query_scientific_nollm_dense.json",
         "query_scientific_llm_dense.json", "query_scientific_llm_dense_inductive.json",
         "query_scientific_llm_dense_t24.json", "query_scientific_llm_bm25_t24.json",
-        "query_scientific_llm_full_merged.json", "query_scientific_llm_full_sft.json", "query_scientific_llm_full.json"]),
+        "query_scientific_llm_full_merged.json", "query_scientific_llm_full_sft.json", "query_scientific_llm_full.json",
+        "query_scientific_llm_full_lr1e3_merged.json", "query_scientific_llm_full_lr1e3.json"]),
     ("toolbox", "Small-data toolbox (issue #19)", [
         "toolbox_multvae_ml-100k.json", "toolbox_multvae_ml-100k_seed0.json", "toolbox_multvae_ml-100k_seed1.json",
         "toolbox_multvae_tables.json", "toolbox_dim_sweep_ml-100k.json", "toolbox_dim_sweep_scientific.json",

@@ -23,6 +23,7 @@ import re
 import numpy as np
 import torch
 
+from textrec.p5.generation import decode_text
 from textrec.p5.rating import STARS, star_token_ids
 
 TEXT_FAMILIES = ("explanation", "review")
@@ -108,30 +109,13 @@ def family_answers(model, sources: list[str], family: str, max_new_tokens: int =
 
     ``top_p`` switches from greedy/beam decoding to seeded nucleus sampling at ``temperature``.
     """
-    from transformers import LogitsProcessorList
-
-    model.eval()
-    pad = model.tokenizer.pad_token_id
-    sample = top_p is not None
-    if sample:
-        torch.manual_seed(seed)
     if family == "rating":
         max_new_tokens = 2
-    out: list[str] = []
     constraint = FamilyConstraint(model, family, min_tokens)
-    for s in range(0, len(sources), batch_size):
-        enc = model.tokenize_sources(sources[s:s + batch_size])
-        proc = LogitsProcessorList([constraint.reset()])
-        ids = model.t5.generate(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
-                                attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
-                                num_beams=num_beams, do_sample=sample, top_p=top_p if sample else None,
-                                temperature=temperature if sample else None,
-                                repetition_penalty=repetition_penalty if repetition_penalty != 1.0 else None,
-                                no_repeat_ngram_size=no_repeat_ngram_size or None, logits_processor=proc,
-                                decoder_start_token_id=pad, eos_token_id=model.tokenizer.eos_token_id,
-                                pad_token_id=pad)
-        out.extend(t.strip() for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True))
-    return out
+    return decode_text(model, sources, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
+                       top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
+                       no_repeat_ngram_size=no_repeat_ngram_size, seed=seed,
+                       processors=lambda: [constraint.reset()])
 
 
 def rating_answers(model, sources: list[str]) -> np.ndarray:

@@ -19,13 +19,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from textrec.p5.model import P5Model
+from textrec.p5.rating import star_token_ids
 
 
 @torch.no_grad()
@@ -105,21 +106,40 @@ def generate_text(model: P5Model, sources: list[str], max_new_tokens: int = 40, 
     ``top_p`` samples (nucleus, seeded) instead of greedy/beam decoding;
     ``no_repeat_ngram_size`` blocks repeated n-grams (both make outputs less generic).
     """
+    item_ids = torch.nonzero(model.is_item_token).flatten().tolist()
+    return decode_text(model, sources, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=batch_size,
+                       no_repeat_ngram_size=no_repeat_ngram_size, top_p=top_p, seed=seed,
+                       suppress_tokens=item_ids or None)
+
+
+@torch.no_grad()
+def decode_text(model: P5Model, sources: list[str], max_new_tokens: int, num_beams: int = 1,
+                batch_size: int = 32, top_p: float | None = None, temperature: float = 1.0,
+                repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0, seed: int = 0,
+                suppress_tokens: list[int] | None = None,
+                processors: Callable[[], list] | None = None) -> list[str]:
+    """Decoded answers to ``sources``, batch by batch: greedy or beams, or seeded nucleus sampling
+    when ``top_p`` is given; ``processors()`` returns fresh logits processors for each batch."""
+    from transformers import LogitsProcessorList
+
     model.eval()
     out: list[str] = []
     pad = model.tokenizer.pad_token_id
-    item_ids = torch.nonzero(model.is_item_token).flatten().tolist()
     sample = top_p is not None
     if sample:
         torch.manual_seed(seed)
     for s in range(0, len(sources), batch_size):
         enc = model.tokenize_sources(sources[s:s + batch_size])
+        proc = LogitsProcessorList(processors()) if processors is not None else None
         ids = model.t5.generate(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
                                 attention_mask=enc["attention_mask"], max_new_tokens=max_new_tokens,
                                 num_beams=num_beams, do_sample=sample, top_p=top_p if sample else None,
+                                temperature=temperature if sample else None,
+                                repetition_penalty=repetition_penalty if repetition_penalty != 1.0 else None,
                                 no_repeat_ngram_size=no_repeat_ngram_size or None,
-                                suppress_tokens=item_ids or None, decoder_start_token_id=pad,
-                                eos_token_id=model.tokenizer.eos_token_id, pad_token_id=pad)
+                                suppress_tokens=suppress_tokens, logits_processor=proc,
+                                decoder_start_token_id=pad, eos_token_id=model.tokenizer.eos_token_id,
+                                pad_token_id=pad)
         out.extend(t.strip() for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True))
     return out
 
@@ -147,9 +167,7 @@ def expected_ratings(model: P5Model, sources: list[str], lo: int = 1, hi: int = 
                      batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
     """Mean star rating under the first-token distribution over the digits ``lo..hi`` (and the argmax digit)."""
     stars = list(range(int(lo), int(hi) + 1))
-    ids = model.tokenizer.convert_tokens_to_ids([str(d) for d in stars])
-    if any(i is None or i == model.tokenizer.unk_token_id for i in ids):
-        raise ValueError(f"the tokenizer has no single token for every star digit {stars}")
+    ids = star_token_ids(model.tokenizer, stars)
     model.eval()
     pad = model.tokenizer.pad_token_id
     vals: list[np.ndarray] = []

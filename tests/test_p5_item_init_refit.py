@@ -10,12 +10,12 @@ from textrec.indexing import item_index
 from textrec.p5.item_init import (
     apply_item_init,
     init_item_embeddings,
-    item_token_ids,
     knn_map,
     refit_after_training,
     refit_new_items,
     refit_text_rows,
     ridge_map,
+    single_item_token_ids,
 )
 from textrec.p5.model import P5Config, P5Model
 from textrec.p5.recommender import tokenizer_corpus
@@ -35,7 +35,7 @@ def build(seqs, **cfg) -> P5Model:
 
 
 def rows_of(model: P5Model) -> torch.Tensor:
-    return model.t5.get_input_embeddings().weight[item_token_ids(model)].detach().clone()
+    return model.t5.get_input_embeddings().weight[single_item_token_ids(model)].detach().clone()
 
 
 def test_max_norm_caps_popular_rows_and_keeps_directions():
@@ -82,7 +82,7 @@ def test_refit_puts_a_new_item_with_a_warm_items_text_next_to_its_trained_row(me
     model = build(seqs)
     with torch.no_grad():  # "trained" rows: arbitrary, far from any initialisation
         table = model.t5.get_input_embeddings().weight
-        table[item_token_ids(model)] = torch.randn(N_ITEMS, table.shape[1], generator=torch.Generator().manual_seed(3)) * 5
+        table[single_item_token_ids(model)] = torch.randn(N_ITEMS, table.shape[1], generator=torch.Generator().manual_seed(3)) * 5
     trained = rows_of(model)
     rng = np.random.default_rng(1)
     text = rng.normal(size=(N_ITEMS, 32))
@@ -103,7 +103,7 @@ def test_refit_puts_a_new_item_with_a_warm_items_text_next_to_its_trained_row(me
     assert np.allclose(mean, trained[:8].numpy().mean(0), atol=1e-5)
     assert np.isclose(np.median(np.linalg.norm(dev[8:], axis=1)), np.median(np.linalg.norm(warm_dev, axis=1)), rtol=1e-4)
     # the output layer is tied: the logits see the refitted rows
-    assert torch.equal(model.t5.get_output_embeddings().weight[item_token_ids(model)], after)
+    assert torch.equal(model.t5.get_output_embeddings().weight[single_item_token_ids(model)], after)
     with pytest.raises(ValueError, match="unknown refit method"):
         refit_text_rows(model, text, warm, "magic")
 

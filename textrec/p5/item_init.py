@@ -179,11 +179,13 @@ def apply_item_init(model: P5Model, how: str, sequences: Sequence[np.ndarray], t
 REFIT_METHODS = ("ridge", "knn")
 
 
-def item_token_ids(model: P5Model) -> torch.Tensor:
+def single_item_token_ids(model: P5Model) -> torch.Tensor:
     """Vocabulary id of every item's single token (one-token-per-item indexes only)."""
+    from textrec.p5.tokenizer import item_token_ids
+
     if any(len(t) != 1 for t in model.index.tokens):
         raise ValueError(f"refitting item rows needs one token per item; '{model.index.scheme}' ids are longer")
-    return torch.as_tensor(model.tokenizer.convert_tokens_to_ids([t[0] for t in model.index.tokens]))
+    return torch.as_tensor(item_token_ids(model.tokenizer, [t[0] for t in model.index.tokens]))
 
 
 def ridge_map(x: np.ndarray, y: np.ndarray, fit: np.ndarray, ridge: float = 1.0) -> np.ndarray:
@@ -220,7 +222,7 @@ def knn_map(x: np.ndarray, y: np.ndarray, fit: np.ndarray, k: int = 10) -> np.nd
 def current_item_rows(model: P5Model) -> np.ndarray:
     """``(n_items, d)`` the item tokens' rows as they are now (float64 copy)."""
     table = model.t5.get_input_embeddings().weight
-    return table[item_token_ids(model).to(table.device)].detach().cpu().double().numpy()
+    return table[single_item_token_ids(model).to(table.device)].detach().cpu().double().numpy()
 
 
 @torch.no_grad()
@@ -248,7 +250,7 @@ def write_item_rows(model: P5Model, rows: np.ndarray, items: np.ndarray) -> int:
     """Overwrite the token rows of ``items`` (boolean mask) with ``rows[items]``; returns how many."""
     items = np.asarray(items, dtype=bool)
     table = model.t5.get_input_embeddings().weight
-    ids = item_token_ids(model)[torch.from_numpy(np.flatnonzero(items))].to(table.device)
+    ids = single_item_token_ids(model)[torch.from_numpy(np.flatnonzero(items))].to(table.device)
     table[ids] = torch.as_tensor(np.asarray(rows)[items], dtype=table.dtype, device=table.device)
     return int(items.sum())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from textrec.query.heuristics import SFT_CANDIDATES
 from textrec.recipes import config_from_dict, load_recipe
 
 
@@ -82,9 +83,8 @@ class QueryGRPOConfig:
     # SFT completions are cut at a word boundary to fit this many tokens with EOS (None: the GRPO
     # completion budget, max_completion_length), so that SFT never teaches what GRPO cannot write
     sft_max_target_tokens: int | None = None
-    # the heuristic kinds the SFT teacher chooses from (textrec.query.heuristics.SFT_CANDIDATES)
-    sft_candidates: list[str] = field(default_factory=lambda: ["last_title", "last_two_titles", "all_titles",
-                                                               "keywords"])
+    # the heuristic kinds the SFT teacher chooses from
+    sft_candidates: list[str] = field(default_factory=lambda: list(SFT_CANDIDATES))
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:

@@ -52,9 +52,14 @@ def reward_metric(ranks: np.ndarray | Sequence[int], k: int | None, metric: str 
     return metrics_from_ranks(r, np.arange(len(r)), len(r), [int(k)])[f"{metric}@{int(k)}"]
 
 
+def cutoff_name(metric: str, k: int | None) -> str:
+    """A metric at its cutoff as written in reports, e.g. ``ndcg@1000``, ``ndcg@all`` (no cutoff)."""
+    return f"{metric}@{'all' if k is None else int(k)}"
+
+
 def reward_name(metric: str, k: int | None, retriever: str) -> str:
     """How a retrieval reward is named in logs and result rows, e.g. ``ndcg@1000_dense``, ``ndcg@all_bm25``."""
-    return f"{metric}@{'all' if k is None else int(k)}_{retriever}"
+    return f"{cutoff_name(metric, k)}_{retriever}"
 
 
 class FormatReward:

@@ -28,7 +28,7 @@ import numpy as np
 
 from textrec.metrics.ranking import MISS
 from textrec.query.heuristics import SFT_CANDIDATES, heuristic_queries
-from textrec.query.rewards import reward_metric
+from textrec.query.rewards import cutoff_name, reward_metric
 from textrec.query.tasks import QueryTask, cap_context, is_bare, prompt_text
 
 CANDIDATES = SFT_CANDIDATES
@@ -103,11 +103,11 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
         qs = list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k]))
         won.update(kinds)
         targets.append(qs)
-    at = "all" if cfg.reward_k is None else cfg.reward_k
+    at = cutoff_name("ndcg", cfg.reward_k)
     report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
               "chosen": {k: int(won.get(k, 0)) for k in order},
-              f"mean_ndcg@{at}": {k: round(float(score[k].mean()), 4) for k in order},
-              f"mean_ndcg@{at}_best": round(float(best.mean()), 4),
+              f"mean_{at}": {k: round(float(score[k].mean()), 4) for k in order},
+              f"mean_{at}_best": round(float(best.mean()), 4),
               "tasks_no_candidate_retrieves": int((best <= 0).sum()),
               "tasks_with_tied_targets": int(sum(1 for t in targets if len(t) > 1)),
               "n_targets": int(sum(len(t) for t in targets)),

@@ -68,11 +68,17 @@ def test_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:
     return users, items
 
 
+def _target_event_rows(frame: pd.DataFrame, evalset, users: np.ndarray) -> pd.DataFrame:
+    """One row of ``frame`` (the last for a repeated user-item pair) per row of ``evalset``, matched on
+    the user and the row's target item; NaN where the frame has no such event."""
+    items = np.array([evalset.targets(i)[0] for i in range(len(evalset))])
+    by_pair = frame.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
+    return by_pair.reindex(pd.MultiIndex.from_arrays([users, items]))
+
+
 def _event_ratings(split: Split, evalset, users: np.ndarray) -> np.ndarray:
     """The star rating of each row's target event of ``evalset`` (NaN where there is none)."""
-    inter = split.dataset.interactions.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])["rating"]
-    items = np.array([evalset.targets(i)[0] for i in range(len(evalset))])
-    return inter.reindex(pd.MultiIndex.from_arrays([users, items])).to_numpy(dtype=float)
+    return _target_event_rows(split.dataset.interactions, evalset, users)["rating"].to_numpy(dtype=float)
 
 
 def fit_calibration(pred: np.ndarray, true: np.ndarray, max_slope: float = 2.0) -> tuple[float, float]:
@@ -203,11 +209,9 @@ def _review_rows(split: Split, evalset, rng: np.random.Generator, n_max: int,
                  review_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], int]:
     """Seeded rows of ``evalset`` whose target event has a review: (users, items, stars, reference texts,
     rows without a review); the reference is the review cut to ``review_words`` words, as in training."""
-    ds = split.dataset
     users = np.asarray(evalset.users)
     items = np.array([evalset.targets(i)[0] for i in range(len(evalset))])
-    rev = ds.reviews.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"])
-    per_row = rev.reindex(pd.MultiIndex.from_arrays([users, items]))  # one review (or NaN) per row
+    per_row = _target_event_rows(split.dataset.reviews, evalset, users)  # one review (or NaN) per row
     text = per_row["text"].fillna("").astype(str).to_numpy()
     stars = per_row["rating"].to_numpy() if "rating" in per_row.columns else np.full(len(users), np.nan)
     has = np.flatnonzero([bool(t.strip()) for t in text])

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from textrec.p5.model import P5Model
-from textrec.p5.rating import star_token_ids
+from textrec.p5.rating import expected_ratings
 
 
 @torch.no_grad()
@@ -160,25 +160,6 @@ def parse_rating(text: str, lo: float = 1.0, hi: float = 5.0) -> float | None:
     """The first number in ``text`` clipped to ``[lo, hi]``, or None if there is none."""
     m = _NUM.search(text)
     return None if m is None else float(min(max(float(m.group()), lo), hi))
-
-
-@torch.no_grad()
-def expected_ratings(model: P5Model, sources: list[str], lo: int = 1, hi: int = 5,
-                     batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
-    """Mean star rating under the first-token distribution over the digits ``lo..hi`` (and the argmax digit)."""
-    stars = list(range(int(lo), int(hi) + 1))
-    ids = star_token_ids(model.tokenizer, stars)
-    model.eval()
-    pad = model.tokenizer.pad_token_id
-    vals: list[np.ndarray] = []
-    for s in range(0, len(sources), batch_size):
-        enc = model.tokenize_sources(sources[s:s + batch_size])
-        start = torch.full((enc["input_ids"].shape[0], 1), pad, dtype=torch.long, device=model.device)
-        logits = model.t5(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
-                          attention_mask=enc["attention_mask"], decoder_input_ids=start).logits[:, 0]
-        vals.append(torch.softmax(logits.float()[:, ids], -1).cpu().numpy())
-    p = np.concatenate(vals) if vals else np.zeros((0, len(stars)))
-    return p @ np.asarray(stars, dtype=np.float64), [str(stars[j]) for j in p.argmax(1)]
 
 
 def predict_ratings(model: P5Model, sources: list[str], fallback: float = 3.0, lo: float = 1.0,

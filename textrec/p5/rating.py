@@ -55,6 +55,25 @@ def expected_stars_mse(first_logits: torch.Tensor, targets: Sequence[str], tasks
     return ((pred - true) ** 2).sum() / float(per_rows or len(tasks))
 
 
+@torch.no_grad()
+def expected_ratings(model, sources: list[str], lo: int = 1, hi: int = 5,
+                     batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+    """Mean star rating under the first-token distribution over the digits ``lo..hi`` (and the argmax digit)."""
+    stars = list(range(int(lo), int(hi) + 1))
+    ids = star_token_ids(model.tokenizer, stars)
+    model.eval()
+    pad = model.tokenizer.pad_token_id
+    vals: list[np.ndarray] = []
+    for s in range(0, len(sources), batch_size):
+        enc = model.tokenize_sources(sources[s:s + batch_size])
+        start = torch.full((enc["input_ids"].shape[0], 1), pad, dtype=torch.long, device=model.device)
+        logits = model.t5(encoder_outputs=model.encode(enc["input_ids"], enc["attention_mask"]),
+                          attention_mask=enc["attention_mask"], decoder_input_ids=start).logits[:, 0]
+        vals.append(torch.softmax(logits.float()[:, ids], -1).cpu().numpy())
+    p = np.concatenate(vals) if vals else np.zeros((0, len(stars)))
+    return p @ np.asarray(stars, dtype=np.float64), [str(stars[j]) for j in p.argmax(1)]
+
+
 @dataclass
 class RatingRows:
     """Rating prompts and their true stars (e.g. the valid events'), for :func:`rating_rmse`."""
@@ -72,8 +91,6 @@ class RatingRows:
 
 def rating_rmse(model, rows: RatingRows) -> dict[str, float]:
     """RMSE and MAE of the model's expected stars on ``rows``."""
-    from textrec.p5.generation import expected_ratings
-
     pred, _ = expected_ratings(model, rows.sources)
     err = pred - rows.ratings
     return {"rating_rmse": float(np.sqrt(np.mean(err ** 2))), "rating_mae": float(np.mean(np.abs(err)))}

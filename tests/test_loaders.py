@@ -275,3 +275,34 @@ def test_real_instruments():
 
 def test_real_names_skip_reason_mentions_shared_data():
     assert "../shared/data is absent" in requires_shared_data.kwargs["reason"]
+
+
+def test_atomic_presplit_without_index_files_reads_item_ids_as_indexes(tmp_path: Path):
+    # The LLMRank release (Amazon Games): no .train.inter and no index files; the .item file's
+    # integer ids are the indexes, and the training sequence is the valid row's history.
+    (tmp_path / "mini.item").write_text("item_id:token\ttitle:token_seq\n0\tZelda\n1\tMario\n2\tMetroid\n3\tPong\n")
+    (tmp_path / "mini.valid.inter").write_text(
+        "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 1\t2\n1\t3\t0\n")
+    (tmp_path / "mini.test.inter").write_text(
+        "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 1 2\t3\n1\t3 0\t1\n")
+    ds = load_atomic(tmp_path, name="mini")
+    assert sequences(ds) == {"0": ["0", "1", "2", "3"], "1": ["3", "0", "1"]}
+    assert ds.items.set_index("item_id").loc["2", "title"] == "Metroid"
+    splits = ds.sorted_interactions().groupby("user")["split"].apply(list).to_dict()
+    assert splits[0] == ["train", "train", "valid", "test"]
+
+
+def test_atomic_presplit_without_index_files_needs_integer_item_ids(tmp_path: Path):
+    (tmp_path / "mini.item").write_text("item_id:token\ttitle:token_seq\nB01\tZelda\n")
+    (tmp_path / "mini.test.inter").write_text("user_id:token\titem_id_list:token_seq\titem_id:token\n0\t\t0\n")
+    with pytest.raises(ValueError, match=r"mini.item, line 2, field 'item_id'.*integer index"):
+        load_atomic(tmp_path, name="mini")
+
+
+@requires_shared_data
+def test_real_games():
+    ds = load_dataset("games", data_root=SHARED_DATA)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (50546, 16859, 440264)
+    assert ds.items.loc[0, "title"] == "Fire Emblem: The Sacred Stones"
+    counts = ds.interactions.groupby(["user", "split"]).size().unstack(fill_value=0)
+    assert (counts["test"] == 1).all() and (counts["valid"] == 1).all()

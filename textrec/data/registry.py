@@ -1,4 +1,4 @@
-"""Load a dataset by name ("ml-100k", "scientific", "beauty", "instruments", "office") or by path.
+"""Load a dataset by name ("ml-100k", "scientific", "beauty", "instruments", "office", "games") or by path.
 
 Named datasets other than ml-100k live under a data root: ``data_root=`` if given, else the
 ``TEXTREC_DATA`` environment variable, else ``../shared/data`` next to the project checkout
@@ -105,6 +105,10 @@ def _instruments(data_root: str | Path | None = None, **kw: Any) -> RecDataset:
     return load_amazon_reviews(files[0], name="instruments", **kw)
 
 
+def _games(data_root: str | Path | None = None, **kw: Any) -> RecDataset:
+    return load_atomic(_subfolder(data_root, "games"), name="games", **kw)
+
+
 def _office(data_root: str | Path | None = None, **kw: Any) -> RecDataset:
     return load_rechorus(_subfolder(data_root, "office"), name="office", **kw)
 
@@ -125,7 +129,7 @@ def available_datasets() -> list[str]:
 
 
 for _name, _fn in (("ml-100k", _ml100k), ("scientific", _scientific), ("beauty", _beauty),
-                   ("instruments", _instruments), ("office", _office)):
+                   ("instruments", _instruments), ("office", _office), ("games", _games)):
     register_dataset(_name, _fn)
 
 

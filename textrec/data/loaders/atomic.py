@@ -305,12 +305,31 @@ def _read_split(path: Path, split: str, errors: RowErrors, item_of: dict[int, st
     return n
 
 
+def _identity_items(path: Path, errors: RowErrors) -> dict[int, str]:
+    """Item indexes of an ``.item`` catalog whose ``item_id`` tokens are the indexes themselves."""
+    out: dict[int, str] = {}
+    for lineno, item in enumerate(_read_catalog(path, errors)["item_id"], start=2):
+        if not _PLAIN_INT.fullmatch(item):
+            raise DataError(f"without a .item2index file every item_id must be an integer index, got {item!r}",
+                            path=str(path), line=lineno, field="item_id")
+        out[int(item)] = item
+    return out
+
+
 def _read_presplit(folder: Path, files: dict[str, Path], errors: RowErrors, notes: list[str]) -> AtomicFrames:
-    for suffix in (".item2index", ".user2index"):
-        if suffix not in files:
-            raise DataError(f"pre-split atomic files need a {suffix} file", path=str(folder))
-    item_of = _read_index(files[".item2index"], errors, "item_id")
-    user_of = _read_index(files[".user2index"], errors, "user_id")
+    if ".item2index" not in files and ".user2index" not in files and ".item" in files:
+        # LLMRank-style release (e.g. Amazon Games): the split files' indexes are the .item file's ids
+        item_of = _identity_items(files[".item"], errors)
+        user_of: dict[int, str] = {}
+        notes.append(f"no .item2index/.user2index: item ids are the indexes of {files['.item'].name}, "
+                     "user ids the indexes of the split files")
+    else:
+        for suffix in (".item2index", ".user2index"):
+            if suffix not in files:
+                raise DataError(f"pre-split atomic files need a {suffix} file (or, with neither index file, "
+                                "an .item file whose item_id column holds the indexes)", path=str(folder))
+        item_of = _read_index(files[".item2index"], errors, "item_id")
+        user_of = _read_index(files[".user2index"], errors, "user_id")
     if ".inter" in files:
         notes.append(f"{files['.inter'].name} ignored: the train/valid/test files define the data")
 

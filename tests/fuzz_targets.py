@@ -1,5 +1,5 @@
 """Valid input files for every loader, hostile values and file mutators, shared by the fuzz tests
-(``tests/test_fuzz_loaders.py``) and the fuzz measurement script (``eval/fuzz_loaders.py``).
+(``tests/test_fuzz_loaders.py``) and the fuzz measurement script (``textrec bench fuzz``).
 
 A :class:`Target` is one loader plus a small valid file set. A mutation either corrupts bytes
 (flip, insert, delete, truncate, duplicate a line, splice a hostile fragment anywhere) or puts a

@@ -2,7 +2,7 @@
 implausible loads silently.
 
 The explicit cases are the ones issue 17 found (each loaded or crashed before). The hypothesis
-tests mutate the valid files of ``fuzz_targets.py`` (the same mutations ``eval/fuzz_loaders.py``
+tests mutate the valid files of ``fuzz_targets.py`` (the same mutations ``textrec bench fuzz``
 counts) and write arbitrary values into id, rating and timestamp fields.
 """
 
@@ -305,7 +305,7 @@ def test_csv_accepts_only_plausible_values(tmp_path_factory, field, value):
 
 
 def test_fuzz_helpers_run_quickly():
-    """The mutation builder itself stays cheap (it runs thousands of times in eval/fuzz_loaders.py)."""
+    """The mutation builder itself stays cheap (it runs thousands of times in textrec bench fuzz)."""
     t0 = time.process_time()
     rng = random.Random(0)
     for t in TARGETS.values():

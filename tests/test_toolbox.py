@@ -368,9 +368,9 @@ def test_ghrs_side_info_is_optional_but_must_match():
         GHRS().set_side_info(np.zeros((3, 2)), np.zeros((40, 2))).fit(view, progress=False)
 
 
-# ---- dimension sweep (eval/toolbox_dim_sweep.py) ---------------------------------------------
+# ---- dimension sweep (textrec bench toolbox-dim-sweep) ---------------------------------------------
 def test_dim_sweep_builds_both_engines_at_the_asked_size():
-    from eval.toolbox_dim_sweep import build_model
+    from textrec.benchmarks.toolbox_dim_sweep import build_model
 
     sas = build_model("sasrec", 16, max_epochs=2, stride=50, seed=0, patience=3)
     assert (sas.backbone_config.hidden, sas.backbone_config.ff) == (16, 64)
@@ -382,7 +382,7 @@ def test_dim_sweep_builds_both_engines_at_the_asked_size():
 
 
 def test_dim_sweep_standard_errors_match_hand_values():
-    from eval.toolbox_dim_sweep import standard_errors
+    from textrec.benchmarks.toolbox_dim_sweep import standard_errors
     from textrec.evaluation import EvalResult
 
     pop = np.array([100.0, 50, 10, 5, 1])  # head (20%) = item 0

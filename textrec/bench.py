@@ -20,6 +20,7 @@ from textrec.options import (
     add_threads_option,
     parse_grids,
     positive_int,
+    progress_log,
     set_threads,
 )
 from textrec.results import ResultWriter, add_output_options, metadata_line, peak_rss_mb
@@ -77,6 +78,8 @@ def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True
         if not edge:
             return best, table
         grid = _widen(grid, best, edge)
+        if progress:
+            progress_log(f"{name}: best at the grid edge ({', '.join(edge)}); searching the widened grid")
     return best, table
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from textrec import __version__
 from textrec.options import (
@@ -23,7 +24,9 @@ from textrec.options import (
     add_recipe_options,
     add_run_options,
     add_seed_option,
+    add_shared_options,
     add_threads_option,
+    apply_shared_options,
     fraction,
     load_dataset_from_args,
     positive_int,
@@ -43,15 +46,84 @@ ENGINE_TRAINERS = {"vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli", "query"
 CORE_MODELS = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE", "markovchain": "MarkovChain",
                "sasrec": "SASRec", "textknn": "TextKNN"}
 
-#: ``textrec bench <name>`` -> (module with ``add_arguments(p)`` and ``run(args)``, one-line help)
-BENCHMARKS = {
-    "baselines": ("textrec.bench", "Popularity, ItemKNN, EASE, Markov, SASRec tuned on valid, side by side"),
-    "vqrec": ("textrec.benchmarks.vqrec", "VQ-Rec: scratch | new-items | transfer | speed"),
-    "p5": ("textrec.benchmarks.p5", "P5 with every item indexing next to the core baselines"),
-    "query": ("textrec.benchmarks.query", "Rec-R1: raw-history vs untrained vs GRPO-trained queries"),
-    "erra": ("textrec.benchmarks.erra", "ERRA explanations vs PETER-style and ablations"),
-    "recbole": ("textrec.benchmarks.recbole", "RecBole 1.2.1 SASRec/GRU4Rec side by side (needs .[bench])"),
+class Benchmark(NamedTuple):
+    """One ``textrec bench`` entry: the module that runs it, what it measures, what a run costs."""
+
+    module: str  # has ``add_arguments(p)`` and ``run(args)``
+    purpose: str  # one line
+    cpu: str = "?"  # typical CPU time of one run, as measured on the shared 2-core machine
+    results: tuple[str, ...] = ()  # file-name prefixes of its results (default: the name, "-" -> "_")
+
+
+#: ``textrec bench <name>``; an entry may also be a plain ``(module, purpose[, cpu])`` tuple
+BENCHMARKS: dict[str, Benchmark | tuple] = {
+    "baselines": Benchmark("textrec.bench", "Popularity, ItemKNN, EASE, Markov, SASRec tuned on valid, side by side",
+                           "5-30 CPU-min per dataset (SASRec dominates)"),
+    "vqrec": Benchmark("textrec.benchmarks.vqrec", "VQ-Rec: scratch | new-items | transfer | speed",
+                       "20-45 CPU-min per mode"),
+    "p5": Benchmark("textrec.benchmarks.p5", "P5 with every item indexing next to the core baselines",
+                    "20-60 CPU-min per indexing (capped by --cpu-minutes)"),
+    "p5-planted": Benchmark("textrec.benchmarks.p5_planted",
+                            "P5 sanity check: can the model learn planted item-to-item transitions?",
+                            "5-10 CPU-min (3 epochs)"),
+    "query": Benchmark("textrec.benchmarks.query", "Rec-R1: raw-history vs untrained vs GRPO-trained queries",
+                       "2-25 CPU-min (no-LLM rows minutes; LLM writers longer)"),
+    "erra": Benchmark("textrec.benchmarks.erra", "ERRA explanations vs PETER-style and ablations",
+                      "5-35 CPU-min"),
+    "recbole": Benchmark("textrec.benchmarks.recbole",
+                         "RecBole 1.2.1 SASRec/GRU4Rec side by side (needs .[bench])", "30-60 CPU-min"),
+    "toolbox-multvae": Benchmark("textrec.benchmarks.toolbox_multvae",
+                                 "Mult-VAE / Mult-DAE beside EASE and ItemKNN, one seed per run, merged over seeds",
+                                 "10-30 CPU-min per seed (ML-100K)", ("toolbox_multvae",)),
+    "toolbox-dim-sweep": Benchmark("textrec.benchmarks.toolbox_dim_sweep",
+                                   "Embedding size vs accuracy and popularity bias (SASRec or TextFusion)",
+                                   "2-15 CPU-min per size", ("toolbox_dim_sweep",)),
+    "toolbox-id-table": Benchmark("textrec.benchmarks.toolbox_id_table",
+                                  "Collision-free vs hashed item-ID tables in SASRec; a stream of new ids",
+                                  "5-20 CPU-min per table; stream ~1 CPU-min", ("toolbox_id_table",)),
+    "toolbox-ghrs": Benchmark("textrec.benchmarks.toolbox_ghrs",
+                              "Side-information cold start: GHRS vs Popularity and TextKNN (new users / items)",
+                              "2-5 CPU-min per split", ("toolbox_ghrs",)),
+    "toolbox-persona": Benchmark("textrec.benchmarks.toolbox_persona",
+                                 "Multi-persona users vs single-vector SASRec: NDCG@10 and list diversity",
+                                 "10-20 CPU-min", ("toolbox_persona",)),
+    "fuzz": Benchmark("textrec.benchmarks.fuzz", "Fuzz every data loader with mutated files; count how each ends",
+                      "1-3 CPU-min per 100 mutations per loader", ("fuzz_loaders",)),
+    "fusion-plot": Benchmark("textrec.benchmarks.fusion_plot",
+                             "Plot the TextFusion data-efficiency curves from the published results",
+                             "seconds (reads results only)", ("fusion_efficiency.png",)),
 }
+
+
+def benchmark(name: str) -> Benchmark:
+    """The ``BENCHMARKS`` entry of ``name`` (a plain tuple entry is read as a ``Benchmark``)."""
+    entry = BENCHMARKS[name]
+    return entry if isinstance(entry, Benchmark) else Benchmark(*entry)
+
+
+def benchmark_prefixes(name: str) -> tuple[str, ...]:
+    """File-name prefixes of a benchmark's results (``toolbox-ghrs`` -> ``toolbox_ghrs``)."""
+    return benchmark(name).results or (name.replace("-", "_"),)
+
+
+def format_benchmark_list() -> str:
+    """``textrec bench --list``: every benchmark, its purpose and typical CPU time."""
+    width = max(map(len, BENCHMARKS))
+    lines = [f"{'benchmark':{width}}  typical CPU time / purpose"]
+    for name in BENCHMARKS:
+        b = benchmark(name)
+        lines.append(f"{name:{width}}  {b.cpu}\n{'':{width}}  {b.purpose}")
+    lines.append("\nRun one: textrec bench NAME [--publish] (NAME --help for its options).")
+    return "\n".join(lines)
+
+
+class _ListBenchmarks(argparse.Action):
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(format_benchmark_list())
+        parser.exit()
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -263,7 +335,7 @@ def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
 # ---- bench / results ---------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the chosen benchmark module."""
-    module = importlib.import_module(BENCHMARKS[args.bench_command][0])
+    module = importlib.import_module(benchmark(args.bench_command).module)
     setup_run(args)
     return int(module.run(args) or 0)
 
@@ -280,11 +352,13 @@ def cmd_results(args: argparse.Namespace) -> int:
 # ---- parser ------------------------------------------------------------------------------------
 def _add_bench_parsers(sub, argv: Sequence[str] | None) -> None:
     bench = sub.add_parser("bench", help="run a benchmark (results to runs/<bench>-<time>/, or --publish)")
+    bench.add_argument("--list", action=_ListBenchmarks, help="list every benchmark with its purpose and CPU time")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="{" + ",".join(BENCHMARKS) + "}")
     # Only the benchmark being run is imported (the others' parsers stay empty), so `textrec --help`
     # and every other command start without loading the benchmark modules.
     wanted = None if argv is None else (argv[1] if len(argv) > 1 and argv[0] == "bench" else "")
-    for name, (module, help_) in BENCHMARKS.items():
+    for name in BENCHMARKS:
+        module, help_ = benchmark(name).module, benchmark(name).purpose
         p = bsub.add_parser(name, help=help_, description=help_)
         if wanted is None or wanted == name:
             try:
@@ -372,6 +446,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)
+    add_shared_options(p)  # --threads and --quiet on every command that did not add them itself
     return p
 
 
@@ -399,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    apply_shared_options(args)
     results.CURRENT_ARGV = argv
     try:
         return args.func(args)

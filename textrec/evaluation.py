@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from textrec.data.splits import EvalSet, Split
 from textrec.io import atomic_file
@@ -28,6 +27,7 @@ from textrec.metrics.ranking import (
     topk_items,
 )
 from textrec.models.base import Recommender, TrainView
+from textrec.options import progress_bar as tqdm
 
 DEFAULT_KS = (5, 10, 20)
 

@@ -1,7 +1,9 @@
 """Run options shared by every command: dataset, data root, seed, threads, output, progress, recipe.
 
 Each command adds the groups it needs (``add_dataset_options``, ``add_run_options``,
-``add_recipe_options``) and calls ``setup_run(args)`` first. Numbers are checked by the argparse
+``add_recipe_options``) and calls ``setup_run(args)`` first; ``add_shared_options`` then gives
+every command the shared options it still lacks (``--threads``, ``--quiet``), so no command
+refuses them. ``--seed`` is defined here only (``add_seed_option``). Numbers are checked by the argparse
 type functions below, so ``--epochs -1`` fails at parse time with a message naming the option.
 
 Threads. One number sets torch's intra-op pool and FAISS's OpenMP pool; torch's inter-op pool
@@ -21,6 +23,8 @@ import difflib
 import math
 import os
 import re
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -230,8 +234,10 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_progress_option(p: argparse.ArgumentParser) -> None:
-    """``--quiet`` (alias ``--no-progress``): no progress bars."""
-    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+    """``--quiet`` (alias ``--no-progress``): no progress bars or progress lines."""
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help=f"no progress (a terminal gets tqdm bars; a log one line per "
+                        f"${PROGRESS_SECONDS_ENV} s, default {DEFAULT_PROGRESS_SECONDS:g})")
 
 
 def add_run_options(p: argparse.ArgumentParser, seed: int | None = 0, progress: bool = True) -> None:
@@ -243,13 +249,169 @@ def add_run_options(p: argparse.ArgumentParser, seed: int | None = 0, progress: 
 
 
 def setup_run(args: argparse.Namespace) -> None:
-    """Apply the run options: thread pools, and ``args.threads`` set to the count used."""
+    """Apply the run options: thread pools, ``--quiet``, and ``args.threads`` set to the count used."""
+    set_quiet(getattr(args, "quiet", False))
     args.threads = set_threads(getattr(args, "threads", None))
 
 
 def progress(args: argparse.Namespace) -> bool:
     """Whether progress bars are wanted."""
     return not getattr(args, "quiet", False)
+
+
+def _leaf_parsers(p: argparse.ArgumentParser):
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield p
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):  # aliases map to one parser
+            yield from _leaf_parsers(child)
+
+
+def add_shared_options(p: argparse.ArgumentParser) -> None:
+    """Give every command of ``p`` the shared options it lacks: ``--threads`` and ``--quiet``.
+
+    Commands add what they use themselves (with their own help); this pass only makes sure no
+    command refuses a shared option, so one command line style works everywhere.
+    """
+    for leaf in _leaf_parsers(p):
+        have = {o for a in leaf._actions for o in a.option_strings}
+        if "--threads" not in have:
+            add_threads_option(leaf)
+        if not {"--quiet", "--no-progress"} & have:
+            add_progress_option(leaf)
+
+
+def apply_shared_options(args: argparse.Namespace) -> None:
+    """Apply ``--quiet`` and ``--threads`` before a command runs (cheap: imports nothing heavy).
+
+    The thread count goes to ``$TEXTREC_THREADS`` (read by ``set_threads``) and, for libraries
+    not yet loaded, to ``$OMP_NUM_THREADS``, so a command that never calls ``setup_run`` still
+    keeps to it.
+    """
+    set_quiet(getattr(args, "quiet", False))
+    threads = getattr(args, "threads", None)
+    if threads:
+        os.environ[THREADS_ENV] = str(threads)
+        if "torch" not in sys.modules:
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+# ---- progress ------------------------------------------------------------------------------------
+PROGRESS_SECONDS_ENV = "TEXTREC_PROGRESS_SECONDS"
+#: off a terminal, a bar prints one line at most this often (seconds; ``$TEXTREC_PROGRESS_SECONDS``)
+DEFAULT_PROGRESS_SECONDS = 30.0
+_quiet = False
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence (or restore) every progress bar of this process, whatever each call site asks."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+def progress_seconds() -> float:
+    """Seconds between progress lines when output is not a terminal."""
+    env = os.environ.get(PROGRESS_SECONDS_ENV)
+    if env:
+        try:
+            return non_negative_float(env)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{PROGRESS_SECONDS_ENV}={env!r}: {e}") from None
+    return DEFAULT_PROGRESS_SECONDS
+
+
+class _LineWriter:
+    """A file for tqdm off a terminal: each in-place redraw (``\\r...``) becomes one whole line.
+
+    tqdm redraws a bar by writing a carriage return and the new text (and moves between nested
+    bars with newlines and cursor-up codes); in a log file that is one endless line. Here every
+    non-empty redraw is written as a line of its own, and blank redraws (a bar clearing itself)
+    are dropped.
+    """
+
+    _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+    def __init__(self, fp):
+        self.fp = fp
+        self.last = ""
+
+    def write(self, text: str) -> int:
+        for piece in re.split(r"[\r\n]", self._ESCAPES.sub("", str(text))):
+            piece = piece.strip()
+            if piece and piece != self.last:
+                self.fp.write(piece + "\n")
+                self.last = piece
+        return len(text)
+
+    def flush(self) -> None:
+        getattr(self.fp, "flush", lambda: None)()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _is_terminal(fp) -> bool:
+    try:
+        return bool(fp.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _tqdm_class():
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+class _ProgressMeta(type):
+    """Makes ``progress_bar`` a tqdm subclass built on first use (tqdm stays out of ``--help``)."""
+
+    _cls = None
+
+    def _real(cls):
+        if cls._cls is None:
+            base = _tqdm_class()
+
+            class ProgressBar(base):  # type: ignore[misc, valid-type]
+                """tqdm on a terminal; one line per ``progress_seconds()`` elsewhere; nothing when quiet."""
+
+                def __init__(self, *args, **kw):
+                    if _quiet:
+                        kw["disable"] = True
+                    fp = kw.get("file") or sys.stderr
+                    # disable=None is tqdm's "terminal only": such a bar stays silent in logs
+                    if kw.get("disable") is False or ("disable" not in kw and not _quiet):
+                        if not _is_terminal(fp):
+                            kw["file"] = _LineWriter(fp)
+                            kw["mininterval"] = max(float(kw.get("mininterval") or 0), progress_seconds())
+                            kw["ascii"] = True
+                            kw.setdefault("ncols", 100)
+                    super().__init__(*args, **kw)
+
+            cls._cls = ProgressBar
+        return cls._cls
+
+    def __call__(cls, *args, **kw):
+        return cls._real()(*args, **kw)
+
+    def __getattr__(cls, name):  # progress_bar.write(...), progress_bar.get_lock() ...
+        return getattr(cls._real(), name)
+
+
+class progress_bar(metaclass=_ProgressMeta):  # noqa: N801 - used exactly like ``tqdm``
+    """Every progress bar of textrec: call it as ``tqdm`` (same arguments).
+
+    On a terminal it is tqdm. When stderr is a file or a pipe (CI logs, ``nohup``) it prints one
+    plain line at most every ``progress_seconds()`` seconds (and at the end), never carriage
+    returns. ``--quiet`` (``set_quiet``) silences every bar.
+    """
+
+
+def progress_log(message: str) -> None:
+    """One progress line (a stage starting or ending) on stderr, unless ``--quiet``."""
+    if not _quiet:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def parse_grids(specs: list[str] | None) -> dict[str, dict[str, list]]:

@@ -73,6 +73,12 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}, python {platform.python_version()}, torch {torch.__version__}")
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used so far, all its threads together."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -87,7 +93,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 def run_metadata(seed: int | None = None, started: float | None = None, command: str | None = None,
                  **extra: Any) -> dict[str, Any]:
-    """Metadata every result carries: commit, date, machine, threads, command, seed, time and memory."""
+    """Metadata every result carries: commit, date, machine, threads, command, seed, wall and CPU time, memory."""
     meta: dict[str, Any] = {
         "git_commit": git_commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -99,6 +105,7 @@ def run_metadata(seed: int | None = None, started: float | None = None, command:
         meta["seed"] = seed
     if started is not None:
         meta["wall_seconds"] = round(time.perf_counter() - started, 1)
+    meta["cpu_seconds"] = round(cpu_seconds(), 1)
     meta["peak_rss_mb"] = round(peak_rss_mb(), 1)
     meta.update(extra)
     return meta
@@ -208,10 +215,11 @@ class ResultWriter:
     def write_json(self, name: str, data: Mapping[str, Any], metadata: bool = True) -> Path:
         """Write ``data`` (+ the run metadata, unless the record already carries it) as JSON."""
         record = dict(data)
-        if metadata:  # the run's metadata wins, except a seed the record states itself
+        if metadata:  # the run's metadata wins, except a seed or CPU time the record states itself
             meta = self.metadata()
-            if "seed" in record:
-                meta.pop("seed", None)
+            for key in ("seed", "cpu_seconds"):
+                if key in record:
+                    meta.pop(key, None)
             record.update(meta)
         path = self.path(name)
         write_json(path, record)
@@ -279,3 +287,18 @@ def published_result(name: str) -> dict[str, Any] | None:
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
     return None
+
+
+def part_dir(record: str) -> Path:
+    """Folder of the parts, tries and logs behind a result of record (``<results>/<record stem>/``)."""
+    return Path(record).with_suffix("") if record.endswith(".json") else Path(record)
+
+
+def published_part(record: str, name: str) -> tuple[dict[str, Any] | None, Path | None]:
+    """A committed part file (``eval/results/<record>/<name>``) and its path from the checkout root,
+    or ``(None, None)``."""
+    rel = PUBLISHED / part_dir(record) / name
+    for root in (Path.cwd(), REPO_ROOT):
+        if (root / rel).is_file():
+            return json.loads((root / rel).read_text(encoding="utf-8")), rel
+    return None, None

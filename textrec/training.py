@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from textrec.options import progress_bar as tqdm
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 SCHEDULES = ("constant", "linear")

@@ -49,7 +49,7 @@ class ExplainModel(nn.Module):
     def predict(self, examples: Sequence, batch_size: int = 128, num_beams: int | None = None,
                 progress: bool = False) -> tuple[list[str], list[float]]:
         """Explanations and ratings for examples (eval mode, no gradients)."""
-        from tqdm.auto import tqdm
+        from textrec.options import progress_bar as tqdm
 
         was = self.training
         self.eval()

@@ -130,9 +130,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if out.get("unsupported_aspects"):
             print(f"unsupported aspects (in no source): {', '.join(out['unsupported_aspects'])}")
         return 0
-    from tqdm.auto import tqdm
-
     from textrec.io import atomic_write_text
+    from textrec.options import progress_bar as tqdm
 
     rows = []
     for u, i in tqdm(_read_pairs(args.batch), desc="explaining", disable=args.quiet):

@@ -31,12 +31,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from textrec.data.dataset import DataError
 from textrec.models.base import Recommender, TrainView
 from textrec.models.baselines import interaction_matrix
 from textrec.models.seq_trainer import seeded
+from textrec.options import progress_bar as tqdm
 
 __all__ = ["GHRS", "graph_features", "movielens_side_info", "AGE_BANDS"]
 

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from textrec.data.splits import Split
 from textrec.evaluation import evaluate
 from textrec.models.base import Recommender, TrainView
+from textrec.options import progress_bar as tqdm
 
 __all__ = ["DEFAULT_GRIDS", "NATURAL_LIMITS", "grid_search", "edge_params"]
 
@@ -114,6 +113,6 @@ def grid_search(
     row = table[best_i]
     row.update(best=True, best_at_edge=bool(edges), edge_params=sorted(edges), edge_sides=edges)
     if progress:
-        note = f"  (at grid edge: {edges}; widen the grid)" if edges else ""
+        note = f"  (at grid edge: {edges})" if edges else ""
         print(f"grid_search: best valid {metric} {best_v:.4f} with {best}{note}")
     return best, table

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from textrec.models.base import Recommender, TrainView
 from textrec.models.seq_trainer import seeded
+from textrec.options import progress_bar as tqdm
 
 __all__ = ["MultVAE", "MultDAE", "MultAutoencoder"]
 

@@ -61,7 +61,8 @@ class QueryWriter:
                  max_new_tokens: int | None = None, seed: int = 0, progress: bool = True) -> list[str]:
         """One completion per task (greedy by default), batched with left padding."""
         import torch
-        from tqdm.auto import tqdm
+
+        from textrec.options import progress_bar as tqdm
 
         prompts = self.prompts(tasks)
         n_new = int(max_new_tokens or self.max_new_tokens)

@@ -311,7 +311,7 @@ class TextEncoder:
 
     # ---- encoding ------------------------------------------------------------------------
     def _run_model(self, texts: list[str], progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from textrec.options import progress_bar as tqdm
 
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # less padding per batch
         out = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -90,7 +90,7 @@ def _heartbeat(desc: str, enabled: bool | None):
 
     ``enabled=None`` shows it on a terminal only (tqdm's rule), so logs and tests stay clean.
     """
-    from tqdm.auto import tqdm
+    from textrec.options import progress_bar as tqdm
 
     bar = tqdm(desc=desc, bar_format="{desc}: {elapsed} elapsed", disable=None if enabled is None else not enabled)
     stop = threading.Event()

@@ -1,33 +1,27 @@
-"""Multi-persona users vs single-vector SASRec on ML-100K: NDCG@10 and intra-list diversity.
+"""``textrec bench toolbox-persona``: multi-persona users vs single-vector SASRec on ML-100K, NDCG@10
+and intra-list diversity.
 
 PersonaRec is trained with the SASRec recipe and the same reduced budget as the reference
 SASRec run (``--max-epochs``, ``--window-stride``); the SASRec numbers and top-10 lists are read
-from the collision-free part file of ``eval/toolbox_id_table.py`` when it matches that budget
-(so SASRec is not trained twice), else SASRec is trained here. Intra-list diversity (ILD@10)
-is the mean pairwise cosine *distance* between the items of a list, with items represented by
-their binary training-user vectors (model-independent). A few explained recommendations are
-written too.
+from the collision-free part file of ``textrec bench toolbox-id-table sasrec`` when it matches
+that budget (so SASRec is not trained twice), else SASRec is trained here. Intra-list diversity
+(ILD@10) is the mean pairwise cosine *distance* between the items of a list, with items
+represented by their binary training-user vectors (model-independent). A few explained
+recommendations are written too.
 
-    python eval/toolbox_persona.py --max-epochs 8 --window-stride 50 --personas 4
+    textrec bench toolbox-persona --max-epochs 8 --window-stride 50 --personas 4 --publish
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from textrec.io import write_json
-from textrec.results import git_commit, machine
-
-OUT = Path("eval/results")
+from textrec.options import add_seed_option, add_threads_option, positive_float, positive_int, progress
+from textrec.results import add_output_options, published_part, writer_from_args
 
 
 def intra_list_diversity(topk: np.ndarray, item_vectors) -> np.ndarray:
@@ -48,8 +42,9 @@ def intra_list_diversity(topk: np.ndarray, item_vectors) -> np.ndarray:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train PersonaRec (and SASRec unless a matching run exists), compare, write the JSON."""
+def benchmark_persona(max_epochs: int, window_stride: int, personas: int, temperature: float, seed: int,
+                      show: bool = True) -> dict:
+    """Train PersonaRec (and SASRec unless a matching published run exists); the comparison."""
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
@@ -57,28 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     from textrec.models.persona import PersonaRec
     from textrec.models.sasrec import SASRec
 
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--max-epochs", type=int, default=8)
-    p.add_argument("--window-stride", type=int, default=50)
-    p.add_argument("--personas", type=int, default=4)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
     ds = load_dataset("ml-100k")
     split = make_split(ds, "auto")
     items_by_user = interaction_matrix(split.train, split.n_users, split.n_items).T  # items x users
-    overrides = {"window_stride": args.window_stride}
+    overrides = {"window_stride": window_stride}
     rows: dict[str, dict] = {}
 
-    ref = OUT / f"toolbox_id_table_ml-100k_collision_free_seed{args.seed}.part.json"
-    sasrec = json.loads(ref.read_text()) if ref.is_file() else None
-    if sasrec and (sasrec.get("max_epochs") != args.max_epochs or sasrec.get("recipe_overrides") != overrides):
+    ref_name = f"toolbox_id_table_ml-100k_collision_free_seed{seed}.part.json"
+    sasrec, ref = published_part("toolbox_id_table_ml-100k", ref_name)
+    if sasrec and (sasrec.get("max_epochs") != max_epochs or sasrec.get("recipe_overrides") != overrides):
         sasrec = None
     if sasrec is None:
-        m = SASRec.from_recipe("sasrec", seed=args.seed, max_epochs=args.max_epochs, **overrides)
-        res = run_protocol(m, split, progress=True)
+        m = SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, **overrides)
+        res = run_protocol(m, split, progress=show)
         sasrec = {"valid": res.valid.to_dict(), "test": res.test.to_dict(), "test_top10": res.test.topk[:, :10].tolist(),
                   "best_epoch": m.best_epoch, "train_seconds": res.train_seconds, "source": "trained here"}
     else:
@@ -89,12 +75,12 @@ def main(argv: list[str] | None = None) -> None:
                       "source": sasrec["source"]}
 
     t0 = time.perf_counter()
-    model = PersonaRec.from_recipe("sasrec", seed=args.seed, max_epochs=args.max_epochs,
-                                   n_personas=args.personas, temperature=args.temperature, **overrides)
-    res = run_protocol(model, split, progress=True)
+    model = PersonaRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, n_personas=personas,
+                                   temperature=temperature, **overrides)
+    res = run_protocol(model, split, progress=show)
     rows["PersonaRec"] = {"test": res.test.to_dict(), "valid": res.valid.to_dict(), "best_epoch": model.best_epoch,
                           "ild@10": round(float(intra_list_diversity(res.test.topk[:, :10], items_by_user).mean()), 6),
-                          "n_personas": args.personas, "temperature": args.temperature,
+                          "n_personas": personas, "temperature": temperature,
                           "train_seconds": round(res.train_seconds, 1), "wall_seconds": round(time.perf_counter() - t0, 1)}
     # how many distinct personas a top-10 list serves, and a few explained lists
     served, examples = [], []
@@ -108,9 +94,9 @@ def main(argv: list[str] | None = None) -> None:
                  "because_of": [titles[b["item"]] for b in r["because_of"]]} for r in recs[:5]]})
     rows["PersonaRec"]["mean_personas_served_per_top10"] = round(float(np.mean(served)), 3)
     s, pr = rows["SASRec"], rows["PersonaRec"]
-    result = {
-        "benchmark": "toolbox_persona", "dataset": ds.name, "split": split.describe(), "seed": args.seed,
-        "n_seeds": 1, "budget": {"max_epochs": args.max_epochs, "window_stride": args.window_stride,
+    return {
+        "benchmark": "toolbox_persona", "dataset": ds.name, "split": split.describe(), "seed": seed,
+        "n_seeds": 1, "budget": {"max_epochs": max_epochs, "window_stride": window_stride,
                                  "note": "reduced budget (shared CPU); both models get the same"},
         "protocol": "fit on train, early stop on valid, test with valid appended; full ranking, history masked",
         "diversity": "ILD@10 = mean pairwise cosine distance of the listed items' binary training-user vectors",
@@ -119,13 +105,26 @@ def main(argv: list[str] | None = None) -> None:
         "ild@10_relative_to_sasrec": round(pr["ild@10"] / s["ild@10"] - 1.0, 4),
         "target": "within 5% of SASRec's NDCG@10 with higher intra-list diversity",
         "examples": examples,
-        "command": "python eval/toolbox_persona.py " + " ".join(shlex.quote(a) for a in argv),
-        "date": date.today().isoformat(), "machine": machine(), "git_commit": git_commit(),
     }
-    write_json(OUT / "toolbox_persona_ml-100k.json", result)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``textrec bench toolbox-persona``."""
+    p.add_argument("--max-epochs", type=positive_int, default=8)
+    p.add_argument("--window-stride", type=positive_int, default=50)
+    p.add_argument("--personas", type=positive_int, default=4)
+    p.add_argument("--temperature", type=positive_float, default=1.0)
+    add_seed_option(p)
+    add_threads_option(p)
+    add_output_options(p, "toolbox-persona")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write ``toolbox_persona_ml-100k.json``."""
+    with writer_from_args(args, "toolbox-persona") as writer:
+        result = benchmark_persona(args.max_epochs, args.window_stride, args.personas, args.temperature, args.seed,
+                                   progress(args))
+        writer.write_json("toolbox_persona_ml-100k.json", result)
     print(json.dumps({k: result[k] for k in ("ndcg@10_relative_to_sasrec", "ild@10_relative_to_sasrec")}),
-          {n: (r["test"]["ndcg@10"], r["ild@10"]) for n, r in rows.items()})
-
-
-if __name__ == "__main__":
-    main()
+          {n: (r["test"]["ndcg@10"], r["ild@10"]) for n, r in result["models"].items()})
+    return 0

@@ -1,11 +1,13 @@
-"""Collision-free vs fixed-size hashed item-ID tables in SASRec, and a stream of arriving ids.
+"""``textrec bench toolbox-id-table``: collision-free vs fixed-size hashed item-ID tables in SASRec,
+and a stream of arriving ids.
 
 ``sasrec``: one SASRec per table (collision-free, hashed at 100/50/25/10% of the catalog), each
 fit on train with early stopping on valid and scored on test by the standard harness (full
 ranking, history masked, valid appended). Test NDCG@10 is reported overall and for rows whose
 target is a popular item (the 20% most-trained items) or a rare one (the other 80%), beside the
-table's collision report by item-frequency decile. One table per call (each run stays short);
-``--merge`` collects them into ``toolbox_id_table_<dataset>.json``.
+table's collision report by item-frequency decile. One table per run (each run stays short),
+written as a part under ``toolbox_id_table_<dataset>/``; ``merge`` collects the parts of the
+same output folder into ``toolbox_id_table_<dataset>.json``.
 
 ``stream``: a synthetic stream with power-law popularity where new ids keep arriving; a
 first-order transition model keeps its counts in a collision-free table (grows with the ids) or
@@ -13,56 +15,65 @@ in a hashed table fixed at 25% of the *initial* catalog. Every block of events i
 prequentially (next item given the previous one, full ranking over the ids seen so far), then
 learned; the output shows NDCG@10 and the popular-item collision rate as the catalog grows.
 
-    python eval/toolbox_id_table.py sasrec --table hashed:0.25 --max-epochs 20
-    python eval/toolbox_id_table.py merge
-    python eval/toolbox_id_table.py stream
+    textrec bench toolbox-id-table sasrec --table hashed:0.25 --max-epochs 20 --publish
+    textrec bench toolbox-id-table merge --publish
+    textrec bench toolbox-id-table stream --publish
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from textrec.io import write_json
-from textrec.metrics.ranking import tail_items
-from textrec.models.id_table import collision_report, hash_buckets, table_rows
-from textrec.results import git_commit, machine
+from textrec.options import add_seed_option, add_threads_option, positive_float, positive_int, progress
+from textrec.results import ResultWriter, add_output_options, part_dir, writer_from_args
 
-OUT = Path("eval/results")
+BENCH = "toolbox-id-table"
 
 
-def _table_spec(text: str) -> dict | None:
-    """``collision_free`` -> None (the default table); ``hashed:0.25`` -> the hashed option."""
+def table_spec(text: str) -> dict | None:
+    """argparse type: ``collision_free`` -> None (the default table); ``hashed:0.25`` -> the hashed option."""
     if text == "collision_free":
         return None
     kind, _, size = text.partition(":")
-    if kind != "hashed" or not size:
-        raise SystemExit(f"--table wants collision_free or hashed:<fraction>, got '{text}'")
-    return {"kind": "hashed", "size": float(size), "seed": 0}
+    try:
+        value = float(size)
+    except ValueError:
+        value = -1.0
+    if kind != "hashed" or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected collision_free or hashed:<fraction > 0>, got '{text}'")
+    return {"kind": "hashed", "size": value, "seed": 0}
 
 
-def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, command: str,
-               overrides: dict | None = None) -> Path:
-    """Fit and test one SASRec with the given ID table; write its part file."""
+def record_name(dataset: str) -> str:
+    """The merged result of one dataset."""
+    return f"toolbox_id_table_{dataset}.json"
+
+
+def part_name(dataset: str, table: str, seed: int) -> str:
+    """Where one table's part goes, relative to the output folder."""
+    stem = f"toolbox_id_table_{dataset}_{table.replace(':', '')}_seed{seed}.part.json"
+    return str(part_dir(record_name(dataset)) / stem)
+
+
+def benchmark_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, overrides: dict | None = None,
+                     show: bool = True) -> dict:
+    """Fit and test one SASRec with the given ID table; its part record."""
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
+    from textrec.metrics.ranking import tail_items
+    from textrec.models.id_table import collision_report, table_rows
     from textrec.models.sasrec import SASRec
 
-    torch.set_num_threads(1)
     split = make_split(load_dataset(dataset), "auto")
-    spec = _table_spec(table)
+    spec = table_spec(table)
     model = SASRec.from_recipe("sasrec", seed=seed, max_epochs=max_epochs, id_table=spec, **(overrides or {}))
     t0 = time.perf_counter()
-    res = run_protocol(model, split, progress=True)
+    res = run_protocol(model, split, progress=show)
     pop = split.item_popularity()
     popular = ~tail_items(pop, 0.2)
     targets = np.array([split.test.targets(i)[0] for i in range(len(split.test))])
@@ -71,7 +82,7 @@ def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, comm
     buckets = (model.module.items.buckets.numpy() if spec else np.arange(split.n_items))
     report = collision_report(buckets, pop)
     collides = np.bincount(buckets, minlength=buckets.max() + 1)[buckets] > 1
-    row = {
+    return {
         "table": table, "id_table": spec, "table_rows": int(len(np.unique(buckets)) if not spec
                                                             else table_rows(split.n_items, spec["size"])),
         "seed": seed, "max_epochs": max_epochs, "recipe_overrides": overrides or {}, "best_epoch": model.best_epoch,
@@ -87,22 +98,14 @@ def run_sasrec(dataset: str, table: str, seed: int, max_epochs: int | None, comm
         "training_history": model.history,
         # top-10 lists for list-level metrics elsewhere; not kept for large test sets (MBs of JSON)
         "test_top10": res.test.topk[:, :10].tolist() if len(split.test) <= 5000 else None,
-        "split": split.describe(), "dataset": dataset, "command": command,
-        "date": date.today().isoformat(), "machine": machine(), "git_commit": git_commit(),
+        "split": split.describe(), "dataset": dataset,
     }
-    path = OUT / f"toolbox_id_table_{dataset}_{table.replace(':', '')}_seed{seed}.part.json"
-    write_json(path, row)
-    print(json.dumps({k: row[k] for k in ("table", "best_epoch", "test_ndcg@10_popular_targets",
-                                         "test_ndcg@10_rare_targets", "popular_target_collision_rate")}))
-    print(f"test ndcg@10 {res.test.metrics['ndcg@10']:.4f}; wrote {path}")
-    return path
 
 
-def merge(dataset: str) -> dict:
-    """Collect the part files into one table, with each table's NDCG@10 loss vs collision-free."""
-    parts = [json.loads(p.read_text()) for p in sorted(OUT.glob(f"toolbox_id_table_{dataset}_*.part.json"))]
+def merge_parts(parts: list[dict], dataset: str) -> dict:
+    """One table from the part records, with each table's NDCG@10 loss vs collision-free."""
     if not parts:
-        raise SystemExit(f"no part files for {dataset} in {OUT}")
+        raise FileNotFoundError(f"no part files for {dataset}")
     free = {p["seed"]: p for p in parts if p["id_table"] is None}
     rows = []
     for p in parts:
@@ -121,7 +124,7 @@ def merge(dataset: str) -> dict:
         rows.append(r)
     order = {"collision_free": 0}
     rows.sort(key=lambda r: (r["seed"], order.get(r["table"], 1), -(float(r["table"].partition(":")[2] or 2))))
-    result = {
+    return {
         "benchmark": "toolbox_id_table", "dataset": dataset, "model": "SASRec (recipe sasrec)",
         "split": parts[0]["split"],
         "protocol": "fit on train, early stop on valid, test with valid appended; full ranking, history "
@@ -129,14 +132,18 @@ def merge(dataset: str) -> dict:
         "seeds": sorted({p["seed"] for p in parts}), "rows": rows,
         "collision_reports": {p["table"]: p["collision_report_by_frequency_decile"] for p in parts
                               if p["id_table"]},
-        "commands": [p["command"] for p in parts], "date": date.today().isoformat(), "machine": machine(),
-        "git_commit": git_commit(),
+        "commands": [p["command"] for p in parts],
     }
-    write_json(OUT / f"toolbox_id_table_{dataset}.json", result)
-    for r in rows:
-        print({k: r.get(k) for k in ("table", "test_ndcg@10", "test_ndcg@10_popular_targets",
-                                     "test_ndcg@10_rare_targets", "loss_popular", "loss_rare")})
-    return result
+
+
+def read_parts(writer: ResultWriter, dataset: str) -> list[dict]:
+    """The part files of ``dataset`` in the writer's output folder (written now or earlier)."""
+    folder = part_dir(record_name(dataset))
+    found: dict[str, dict] = {}
+    for root in (writer.out, writer.dir):  # this run's files win over earlier ones
+        for p in sorted((root / folder).glob(f"toolbox_id_table_{dataset}_*.part.json")):
+            found[p.name] = json.loads(p.read_text(encoding="utf-8"))
+    return [found[k] for k in sorted(found)]
 
 
 # ---- synthetic stream ----------------------------------------------------------------------
@@ -175,9 +182,12 @@ def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
-def run_stream(n_initial: int = 2000, n_blocks: int = 10, block_events: int = 20000, new_per_block: int = 400,
-               size: float = 0.25, seed: int = 0, command: str = "") -> dict:
+def benchmark_stream(n_initial: int = 2000, n_blocks: int = 10, block_events: int = 20000, new_per_block: int = 400,
+                     size: float = 0.25, seed: int = 0) -> dict:
     """Prequential NDCG@10 and collision rates of hashed vs collision-free transition counts."""
+    from textrec.metrics.ranking import tail_items
+    from textrec.models.id_table import hash_buckets, table_rows
+
     blocks = _stream(n_initial, n_blocks, block_events, new_per_block, seed)
     n_total = blocks[-1][2]
     n_buckets = table_rows(n_initial, size)
@@ -211,45 +221,51 @@ def run_stream(n_initial: int = 2000, n_blocks: int = 10, block_events: int = 20
         np.add.at(free, (prev, nxt), 1.0)
         np.add.at(hashed, (buckets[prev], buckets[nxt]), 1.0)
         seen_pop += np.bincount(np.concatenate([prev, nxt]), minlength=n_total)
-    result = {
+    return {
         "benchmark": "toolbox_id_table_stream", "model": "first-order transition counts (prequential)",
         "setup": {"n_initial": n_initial, "n_blocks": n_blocks, "block_events": block_events,
                   "new_ids_per_block": new_per_block, "hashed_size_of_initial_catalog": size, "seed": seed,
                   "scored_events_per_block": 3000, "popularity": "Zipf(1), new ids boosted 20x then 5x"},
-        "rows": rows, "command": command, "date": date.today().isoformat(), "machine": machine(),
-        "git_commit": git_commit(),
+        "rows": rows,
     }
-    write_json(OUT / "toolbox_id_table_stream.json", result)
-    return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    """sasrec | merge | stream (see the module docstring)."""
-    argv = sys.argv[1:] if argv is None else argv
-    command = "python eval/toolbox_id_table.py " + " ".join(shlex.quote(a) for a in argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="what", required=True)
-    s = sub.add_parser("sasrec")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``sasrec`` | ``merge`` | ``stream`` (see the module docstring)."""
+    sub = p.add_subparsers(dest="step", required=True)
+    s = sub.add_parser("sasrec", help="train and test one SASRec with one ID table (a part file)")
     s.add_argument("--dataset", default="ml-100k")
     s.add_argument("--table", default="collision_free", help="collision_free | hashed:<fraction>")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-epochs", type=int, default=None)
-    s.add_argument("--window-stride", type=int, default=None, help="override the recipe's (25)")
-    s.add_argument("--patience", type=int, default=None, help="override the recipe's (10)")
-    m = sub.add_parser("merge")
+    s.add_argument("--max-epochs", type=positive_int, default=None)
+    s.add_argument("--window-stride", type=positive_int, default=None, help="override the recipe's (25)")
+    s.add_argument("--patience", type=positive_int, default=None, help="override the recipe's (10)")
+    add_seed_option(s)
+    m = sub.add_parser("merge", help="collect a dataset's part files into toolbox_id_table_<dataset>.json")
     m.add_argument("--dataset", default="ml-100k")
-    st = sub.add_parser("stream")
-    st.add_argument("--size", type=float, default=0.25)
-    st.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.what == "sasrec":
-        extra = {k: v for k, v in (("window_stride", args.window_stride), ("patience", args.patience)) if v}
-        run_sasrec(args.dataset, args.table, args.seed, args.max_epochs, command, extra or None)
-    elif args.what == "merge":
-        merge(args.dataset)
-    else:
-        run_stream(size=args.size, seed=args.seed, command=command)
+    st = sub.add_parser("stream", help="hashed vs collision-free transition counts on a stream of new ids")
+    st.add_argument("--size", type=positive_float, default=0.25, help="hashed rows as a share of the initial catalog")
+    add_seed_option(st)
+    for q in (s, m, st):
+        add_threads_option(q)
+        add_output_options(q, BENCH)
 
 
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen step through the one result writer."""
+    with writer_from_args(args, BENCH) as writer:
+        if args.step == "sasrec":
+            table_spec(args.table)  # a bad --table fails before any data loads
+            extra = {k: v for k, v in (("window_stride", args.window_stride), ("patience", args.patience)) if v}
+            row = benchmark_sasrec(args.dataset, args.table, args.seed, args.max_epochs, extra or None, progress(args))
+            writer.write_json(part_name(args.dataset, args.table, args.seed), row)
+            print(json.dumps({k: row[k] for k in ("table", "best_epoch", "test_ndcg@10_popular_targets",
+                                                 "test_ndcg@10_rare_targets", "popular_target_collision_rate")}))
+        elif args.step == "merge":
+            result = merge_parts(read_parts(writer, args.dataset), args.dataset)
+            writer.write_json(record_name(args.dataset), result)
+            for r in result["rows"]:
+                print({k: r.get(k) for k in ("table", "test_ndcg@10", "test_ndcg@10_popular_targets",
+                                             "test_ndcg@10_rare_targets", "loss_popular", "loss_rare")})
+        else:
+            writer.write_json("toolbox_id_table_stream.json", benchmark_stream(size=args.size, seed=args.seed))
+    return 0

@@ -1,4 +1,4 @@
-"""Side-information cold start on ML-100K: GHRS vs Popularity and TextKNN on new users and new items.
+"""``textrec bench toolbox-ghrs``: side-information cold start on ML-100K, GHRS vs Popularity and TextKNN.
 
 new-user split: a seeded 20% of users lose all their events from training; half of them are
 valid rows, half test rows; each row has an empty history and all of the user's items as
@@ -10,29 +10,21 @@ GHRS's ``history_weight`` and ``new_item_boost`` are chosen on all valid rows (t
 warm-item for new-item accuracy, so all rows are the right criterion). Full ranking, history
 masked, never tuned on test.
 
-    python eval/toolbox_ghrs.py --split new_user
-    python eval/toolbox_ghrs.py --split new_item
+    textrec bench toolbox-ghrs --split new_user --publish
+    textrec bench toolbox-ghrs --split new_item --publish
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from textrec.data.splits import EvalSet, Split, make_split
-from textrec.evaluation import evaluate, run_protocol
-from textrec.io import write_json
-from textrec.results import git_commit, machine
-
-OUT = Path("eval/results")
+from textrec.data.splits import EvalSet, Split
+from textrec.options import add_seed_option, add_threads_option, progress, progress_log
+from textrec.results import add_output_options, writer_from_args
 
 
 def new_user_split(dataset, frac: float = 0.2, seed: int = 0) -> Split:
@@ -65,14 +57,16 @@ def _metrics(res, is_new: np.ndarray | None) -> dict:
     return out
 
 
-def run(split_kind: str, seed: int, command: str, grid: list[float], boosts: list[float]) -> dict:
-    """Fit Popularity, TextKNN and GHRS (history_weight, new_item_boost tuned on valid); write the JSON."""
+def benchmark_ghrs(split_kind: str, seed: int, grid: list[float], boosts: list[float], show: bool = False) -> dict:
+    """Fit Popularity, TextKNN and GHRS (history_weight, new_item_boost tuned on valid); the result."""
     from textrec.data.registry import load_dataset
+    from textrec.data.splits import make_split
+    from textrec.evaluation import evaluate, run_protocol
+    from textrec.models.base import TrainView
     from textrec.models.baselines import Popularity
     from textrec.models.ghrs import GHRS, movielens_side_info
     from textrec.models.text_knn import TextKNN
 
-    torch.set_num_threads(1)
     ds = load_dataset("ml-100k")
     split = new_user_split(ds, seed=seed) if split_kind == "new_user" else make_split(ds, "new_item", seed=seed)
     user_side, item_side, names = movielens_side_info(ds)
@@ -81,7 +75,7 @@ def run(split_kind: str, seed: int, command: str, grid: list[float], boosts: lis
 
     def record(name, model, params, tuning=None):
         t0 = time.perf_counter()
-        res = run_protocol(model, split, progress=False)
+        res = run_protocol(model, split, progress=show)
         models[name] = {"params": params,
                         "valid": _metrics(res.valid, split.valid.is_new),
                         "test": _metrics(res.test, split.test.is_new),
@@ -95,9 +89,7 @@ def run(split_kind: str, seed: int, command: str, grid: list[float], boosts: lis
     record("Popularity", Popularity(), {})
     record("TextKNN", TextKNN(), {})
     # history_weight and new_item_boost act at scoring time only: fit once, score every grid point
-    from textrec.models.base import TrainView
-
-    fitted = GHRS(seed=seed).set_side_info(user_side, item_side).fit(TrainView.from_split(split), progress=False)
+    fitted = GHRS(seed=seed).set_side_info(user_side, item_side).fit(TrainView.from_split(split), progress=show)
     tuning, best, best_v = [], None, -1.0
     for w in grid:
         for boost in boosts:
@@ -111,36 +103,41 @@ def run(split_kind: str, seed: int, command: str, grid: list[float], boosts: lis
             tuning.append(row)
             if v > best_v:
                 best, best_v = {"history_weight": w, "new_item_boost": boost}, v
+    if show:
+        progress_log(f"GHRS: best on valid {best} (NDCG@10 {best_v:.4f})")
     record("GHRS", GHRS(seed=seed, **best).set_side_info(user_side, item_side), best, tuning)
-    result = {
+    return {
         "benchmark": "toolbox_ghrs", "dataset": ds.name, "split": split.describe(), "seed": seed, "n_seeds": 1,
         "protocol": "fit on train, select on all valid rows, test once; full "
                     "ranking, history masked",
         "side_information": {"user": names["user"], "item": names["item"],
                              "graph": ["degree", "pagerank", "mean_neighbour_degree", "clustering",
                                        "eigenvector_centrality"]},
-        "models": models, "command": command, "date": date.today().isoformat(), "machine": machine(),
-        "git_commit": git_commit(), "popularity_of_test_targets_mean": float(pop.mean()),
+        "models": models, "popularity_of_test_targets_mean": float(pop.mean()),
     }
-    write_json(OUT / f"toolbox_ghrs_ml-100k_{split_kind}.json", result)
-    return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run one split (see the module docstring)."""
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected comma-separated numbers") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``textrec bench toolbox-ghrs``."""
     p.add_argument("--split", choices=["new_user", "new_item"], default="new_user")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--history-weights", default="0,0.25,0.5,1")
-    p.add_argument("--new-item-boosts", default="1,2,4,8")
-    args = p.parse_args(argv)
-    grid = [float(x) for x in args.history_weights.split(",")]
-    boosts = [float(x) for x in args.new_item_boosts.split(",")]
-    res = run(args.split, args.seed, "python eval/toolbox_ghrs.py " + " ".join(shlex.quote(a) for a in argv),
-              grid, boosts)
+    p.add_argument("--history-weights", type=_floats, default=[0, 0.25, 0.5, 1.0], help="grid (default 0,0.25,0.5,1)")
+    p.add_argument("--new-item-boosts", type=_floats, default=[1, 2, 4, 8], help="grid (default 1,2,4,8)")
+    add_seed_option(p)
+    add_threads_option(p)
+    add_output_options(p, "toolbox-ghrs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one split; write ``toolbox_ghrs_ml-100k_<split>.json``."""
+    with writer_from_args(args, "toolbox-ghrs") as writer:
+        res = benchmark_ghrs(args.split, args.seed, args.history_weights, args.new_item_boosts, progress(args))
+        writer.write_json(f"toolbox_ghrs_ml-100k_{args.split}.json", res)
     print(json.dumps({n: m["test"]["all"]["ndcg@10"] for n, m in res["models"].items()}))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

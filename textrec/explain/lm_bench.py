@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from textrec.options import add_seed_option
+
 #: the LM option's recipe settings before the prompt was capped (training/erra.yaml at --before-rev)
 BEFORE_LM = {"k_sentences": 3, "max_sentence_words": 20, "lora_top_layers": 8}
 #: decoding settings compared on the valid pairs after training
@@ -342,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("--dataset", default="instruments")
         p.add_argument("--recipe", default="erra")
-        p.add_argument("--seed", type=int, default=0)
+        add_seed_option(p)
         p.add_argument("--out-dir", default="eval/results")
         p.add_argument("--name", required=True)
         p.add_argument("--batch-size", type=int, default=16)

@@ -1,4 +1,4 @@
-"""Command line: ``textrec data | train | recommend | bench | results | vqrec | p5 | query | explain``.
+"""Command line: ``textrec data | train | recommend | bench | results | report | vqrec | p5 | query | explain``.
 
 ``textrec train <model>`` trains any engine or core model on a dataset and saves it;
 ``textrec recommend --model DIR --dataset D --user U`` prints titled recommendations from any
@@ -332,21 +332,12 @@ def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a ranked list")
 
 
-# ---- bench / results ---------------------------------------------------------------------------
+# ---- bench ---------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the chosen benchmark module."""
     module = importlib.import_module(benchmark(args.bench_command).module)
     setup_run(args)
     return int(module.run(args) or 0)
-
-
-def cmd_results(args: argparse.Namespace) -> int:
-    """Regenerate (or check) eval/README.md from eval/results/."""
-    from pathlib import Path
-
-    from textrec.results_readme import write_readme
-
-    return write_readme(Path(args.results), check=args.check)
 
 
 # ---- parser ------------------------------------------------------------------------------------
@@ -428,13 +419,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_recommend)
 
     _add_bench_parsers(sub, argv)
-
-    res = sub.add_parser("results", help="regenerate eval/README.md from eval/results/")
-    from textrec.results import REPO_ROOT
-
-    res.add_argument("--results", default=str(REPO_ROOT / "eval" / "results"), help="results folder")
-    res.add_argument("--check", action="store_true", help="only check that eval/README.md is up to date")
-    res.set_defaults(func=cmd_results)
 
     # Each engine owns its sub-commands in its own module (``register(sub)``),
     # importing its heavy modules only inside the command functions.

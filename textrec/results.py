@@ -6,8 +6,10 @@ are written to a temporary folder beside it and moved into place one by one (``o
 when the run ends, so a crashed or interrupted run leaves the committed results untouched and its
 partial files in the temporary folder, whose path it prints.
 
-``textrec results`` (or ``python -m textrec.results_readme``) regenerates ``eval/README.md`` from
-the result files: see ``textrec.results_readme``.
+``textrec results`` regenerates ``eval/README.md`` (and the pages beside it) from the result
+files, and ``textrec report`` draws the HTML report: both come from the one renderer,
+``textrec.report``. A result of record is a JSON file at the top of ``eval/results/``; its parts
+(per seed, per indexing), tries and logs go in the folder of the same name (``part_dir``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from textrec.p5.serializer import P5Serializer, TrainData
 from textrec.p5.throughput import serialization_cost
 from textrec.p5.trainer import P5TrainConfig, train_p5
 from textrec.recipes import config_from_dict
-from textrec.results import add_output_options, metadata_line, published_result, writer_from_args
+from textrec.results import add_output_options, published_result, writer_from_args
 
 KS = (5, 10)
 
@@ -444,70 +444,11 @@ def _split_kind(split: object) -> str | None:
     return split if isinstance(split, str) else None
 
 
-def _train_cell(r: dict) -> str:
-    """Wall seconds of training, with its CPU seconds where recorded (the honest cost on a shared machine)."""
-    cpu = r.get("train_cpu_seconds")
-    return f"{r['train_seconds']:.0f}" + (f" ({cpu:.0f})" if cpu is not None else "")
+def markdown(res: dict, name: str | None = None) -> str:
+    """The Markdown beside the JSON: the one renderer's P5 block (``textrec.report``), as in eval/README."""
+    from textrec.report import result_markdown
 
-
-def _setting_text(setting: dict) -> str:
-    """A decoding setting as ``top_p 0.9, temperature 0.7`` (its scores left out)."""
-    keys = ("top_p", "temperature", "repetition_penalty", "no_repeat_ngram_size", "beams")
-    return ", ".join(f"{k} {setting[k]:g}" for k in keys if k in setting and setting[k] is not None) or "greedy"
-
-
-def markdown(res: dict) -> str:
-    """The README table: P5 per indexing next to the baselines."""
-    lines = [f"### P5 on {res['dataset']} ({res['split']['kind']}), full catalogue, history masked", "",
-             "| model | leaky | valid NDCG@10 | test HR@10 | test NDCG@10 | test MRR@10 | seen-tpl NDCG@10 "
-             "| unseen-tpl NDCG@10 | train s (CPU s) | users/s |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in res["p5"].items():
-        t = r["test"]
-        lines.append(f"| P5-{name} | {'yes' if r['leaky'] else 'no'} | {r['valid']['ndcg@10']:.4f} | {t['hr@10']:.4f} "
-                     f"| {t['ndcg@10']:.4f} | {t['mrr@10']:.4f} | {r['templates']['seen_mean']['ndcg@10']:.4f} "
-                     f"| {r['templates']['unseen_mean']['ndcg@10']:.4f} | {_train_cell(r)} "
-                     f"| {r['inference_users_per_s']:.1f} |")
-    for name, b in res["baselines"].items():
-        lines.append(f"| {name} (core) | no | {b['valid_ndcg@10']:.4f} | {b['hr@10']:.4f} | {b['ndcg@10']:.4f} "
-                     f"| {b['mrr@10']:.4f} | | | | |")
-    for name, r in res["p5"].items():
-        if "test_new_items" in r:
-            new_rows, warm_rows = r["test_new_items"], r["test_warm_items"]
-            lines += ["", f"P5-{name} test rows by target: new items (no training event) HR@10 "
-                      f"{new_rows['hr@10']:.4f} / NDCG@10 {new_rows['ndcg@10']:.4f} on {new_rows['n_rows']} rows; "
-                      f"warm items HR@10 {warm_rows['hr@10']:.4f} / NDCG@10 {warm_rows['ndcg@10']:.4f} on "
-                      f"{warm_rows['n_rows']} rows."]
-        sec = r.get("secondary_tasks", {})
-        if "rating" in sec:
-            rt = sec["rating"]
-            prior = (f"; user+item means alone {rt['prior_baseline']['rmse']:.4f} / {rt['prior_baseline']['mae']:.4f}"
-                     if "prior_baseline" in rt else "")
-            lines += ["", f"P5-{name} rating prediction on {rt['n_rows']} test events (RMSE / MAE; training-mean "
-                      f"reference {rt['train_mean_baseline']['rmse']:.4f} / {rt['train_mean_baseline']['mae']:.4f}{prior}): "
-                      + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['rmse']:.4f} / {v['mae']:.4f}"
-                                  f" [{v['n_fallback']} fallback; expected stars "
-                                  f"{v['expected_stars']['rmse']:.4f} / {v['expected_stars']['mae']:.4f}"
-                                  + (f"; valid-calibrated {v['expected_stars_valid_calibrated']['rmse']:.4f} / "
-                                     f"{v['expected_stars_valid_calibrated']['mae']:.4f}"
-                                     if "expected_stars_valid_calibrated" in v else "") + "]"
-                                  for t, v in rt["per_template"].items())]
-        if "explanation" in sec:
-            ex = sec["explanation"]
-            lines += ["", f"P5-{name} explanation on {ex['n_rows']} test reviews (BLEU-1 / BLEU-4 / ROUGE-L, distinct outputs): "
-                      + ", ".join(f"{t}{' (unseen)' if v['unseen'] else ''} {v['bleu1']:.2f} / {v['bleu4']:.2f} / "
-                                  f"{v['rougeL']:.2f}, {v.get('n_distinct', '?')} distinct"
-                                  + (f" [sampled top-p {v['sampled']['top_p']}: {v['sampled']['bleu1']:.2f} / "
-                                     f"{v['sampled']['bleu4']:.2f} / {v['sampled']['rougeL']:.2f}, "
-                                     f"{v['sampled']['n_distinct']} distinct]" if "sampled" in v else "")
-                                  + (f" [chosen on valid {_setting_text(v['chosen'])}: {v['chosen']['bleu1']:.2f} / "
-                                     f"{v['chosen']['bleu4']:.2f} / {v['chosen']['rougeL']:.2f}, "
-                                     f"{v['chosen']['n_distinct']} distinct, known words "
-                                     f"{v['chosen']['known_word_share']:.2f}]" if "chosen" in v else "")
-                                  + (f" [bare answers {v['bare_answers']}, unconstrained "
-                                     f"{v['unconstrained_bare_answers']}]" if "unconstrained_bare_answers" in v else "")
-                                  for t, v in ex["per_template"].items())]
-    lines += ["", f"Recipe: `training/{res['recipe']}.yaml`. " + metadata_line(res)]
-    return "\n".join(lines) + "\n"
+    return result_markdown(name or f"p5_{res['dataset']}.json", res)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -589,12 +530,13 @@ def run(args: argparse.Namespace) -> int:
         for scheme in args.indexings:
             r = run_indexing(scheme, split, recipe, args.seed, args.max_minutes, args.save_models, not args.quiet)
             res["p5"] = {**earlier_indexings(), **res["p5"], scheme: r}
-            writer.write_json(f"p5_{tag}_{scheme}.json", {**{k: v for k, v in res.items() if k != "p5"}, **r})
+            # the per-indexing part sits in the folder of its result of record (eval/results/<record>/)
+            writer.write_json(f"p5_{tag}/p5_{tag}_{scheme}.json", {**{k: v for k, v in res.items() if k != "p5"}, **r})
             t = r["test"]
             print(f"P5-{scheme}: test hr@10 {t['hr@10']:.4f} ndcg@10 {t['ndcg@10']:.4f} mrr@10 {t['mrr@10']:.4f} "
                   f"valid ndcg@10 {r['valid']['ndcg@10']:.4f} unseen-tpl ndcg@10 "
                   f"{r['templates']['unseen_mean']['ndcg@10']:.4f} train {r['train_seconds']:.0f}s", flush=True)
             res.update(writer.metadata())
             writer.write_json(combined, res)
-            writer.write_text(f"p5_{tag}.md", markdown(res))
+            writer.write_text(f"p5_{tag}.md", markdown(res, combined))
     return 0

@@ -136,7 +136,7 @@ def test_generator_builds_tables_and_summary_from_json(tmp_path):
     page = (tmp_path / "eval" / "README.md").read_text()
     # the report: the notes' lead and one row per result of record, its headline chosen on valid
     assert "Why VQ-Rec trails here." in page and "[`vqrec_ml-100k`](results/vqrec_ml-100k.json)" in page
-    assert "| ml-100k | [`baselines_ml-100k`](results/baselines_ml-100k.json) | baselines | EASE | 0.2000 |" in page
+    assert "| ml-100k | [`baselines_ml-100k`](results/baselines_ml-100k.json) | baselines | EASE: test NDCG@10 0.2000 |" in page
     assert "## Results of record" in page and "### Other results" in page and "newbench_toy" in page
     assert "| 0 met, 1 missed |" in page and "(details/baselines.md)" in page
     details = (tmp_path / "eval" / "details" / "baselines.md").read_text()

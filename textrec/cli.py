@@ -52,7 +52,8 @@ class Benchmark(NamedTuple):
     module: str  # has ``add_arguments(p)`` and ``run(args)``
     purpose: str  # one line
     cpu: str = "?"  # typical CPU time of one run, as measured on the shared 2-core machine
-    results: tuple[str, ...] = ()  # file-name prefixes of its results (default: the name, "-" -> "_")
+    #: the ``"benchmark"`` kinds its result files state, as prefixes (default: the name, "-" -> "_")
+    results: tuple[str, ...] = ()
 
 
 #: ``textrec bench <name>``; an entry may also be a plain ``(module, purpose[, cpu])`` tuple
@@ -70,28 +71,31 @@ BENCHMARKS: dict[str, Benchmark | tuple] = {
                        "2-25 CPU-min (no-LLM rows minutes; LLM writers longer)"),
     "erra": Benchmark("textrec.benchmarks.erra", "ERRA explanations vs PETER-style and ablations",
                       "5-35 CPU-min"),
+    "erra-lm": Benchmark("textrec.benchmarks.erra_lm",
+                         "ERRA-LM (SmolLM2 + LoRA explainer): CPU cost per example, learning curve, test rows",
+                         "probe ~6 CPU-min; curve 15-25 CPU-min"),
     "recbole": Benchmark("textrec.benchmarks.recbole",
                          "RecBole 1.2.1 SASRec/GRU4Rec side by side (needs .[bench])", "30-60 CPU-min"),
     "toolbox-multvae": Benchmark("textrec.benchmarks.toolbox_multvae",
                                  "Mult-VAE / Mult-DAE beside EASE and ItemKNN, one seed per run, merged over seeds",
-                                 "10-30 CPU-min per seed (ML-100K)", ("toolbox_multvae",)),
+                                 "10-30 CPU-min per seed (ML-100K)"),
     "toolbox-dim-sweep": Benchmark("textrec.benchmarks.toolbox_dim_sweep",
                                    "Embedding size vs accuracy and popularity bias (SASRec or TextFusion)",
-                                   "2-15 CPU-min per size", ("toolbox_dim_sweep",)),
+                                   "2-15 CPU-min per size"),
     "toolbox-id-table": Benchmark("textrec.benchmarks.toolbox_id_table",
                                   "Collision-free vs hashed item-ID tables in SASRec; a stream of new ids",
-                                  "5-20 CPU-min per table; stream ~1 CPU-min", ("toolbox_id_table",)),
+                                  "5-20 CPU-min per table; stream ~1 CPU-min"),
     "toolbox-ghrs": Benchmark("textrec.benchmarks.toolbox_ghrs",
                               "Side-information cold start: GHRS vs Popularity and TextKNN (new users / items)",
-                              "2-5 CPU-min per split", ("toolbox_ghrs",)),
+                              "2-5 CPU-min per split"),
     "toolbox-persona": Benchmark("textrec.benchmarks.toolbox_persona",
                                  "Multi-persona users vs single-vector SASRec: NDCG@10 and list diversity",
-                                 "10-20 CPU-min", ("toolbox_persona",)),
+                                 "10-20 CPU-min"),
     "fuzz": Benchmark("textrec.benchmarks.fuzz", "Fuzz every data loader with mutated files; count how each ends",
-                      "1-3 CPU-min per 100 mutations per loader", ("fuzz_loaders",)),
+                      "1-3 CPU-min per 100 mutations per loader"),
     "fusion-plot": Benchmark("textrec.benchmarks.fusion_plot",
                              "Plot the TextFusion data-efficiency curves from the published results",
-                             "seconds (reads results only)", ("fusion_efficiency.png",)),
+                             "seconds (reads the published results only)"),
 }
 
 
@@ -101,9 +105,15 @@ def benchmark(name: str) -> Benchmark:
     return entry if isinstance(entry, Benchmark) else Benchmark(*entry)
 
 
-def benchmark_prefixes(name: str) -> tuple[str, ...]:
-    """File-name prefixes of a benchmark's results (``toolbox-ghrs`` -> ``toolbox_ghrs``)."""
+def benchmark_kinds(name: str) -> tuple[str, ...]:
+    """Prefixes of the ``"benchmark"`` kinds a benchmark's results state (``toolbox-ghrs`` -> ``toolbox_ghrs``)."""
     return benchmark(name).results or (name.replace("-", "_"),)
+
+
+def benchmark_of(kind: str) -> str | None:
+    """The registered benchmark that writes results of this kind (the longest matching prefix)."""
+    matches = [(len(prefix), name) for name in BENCHMARKS for prefix in benchmark_kinds(name) if kind.startswith(prefix)]
+    return max(matches)[1] if matches else None
 
 
 def format_benchmark_list() -> str:

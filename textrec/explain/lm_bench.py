@@ -1,9 +1,9 @@
 """What the pretrained-LM explainer (ERRA-LM) costs on a CPU, and what it learns per example seen.
 
-    python -m textrec.explain.lm_bench probe --dataset instruments          # CPU-s per example
-    python -m textrec.explain.lm_bench curve --dataset instruments --eval-every 1800 \\
-        --reuse eval/results/erra_instruments_decoding.json --name erra_instruments_lm_capped
-    python -m textrec.explain.lm_bench attach --name erra_instruments_lm_capped --reuse OTHER.json
+    textrec bench erra-lm probe --dataset instruments --name NAME          # CPU-s per example
+    textrec bench erra-lm curve --dataset instruments --eval-every 1800 \\
+        --reuse eval/results/erra_instruments_decoding.json --name erra_instruments_lm_capped --publish
+    textrec bench erra-lm attach --name erra_instruments_lm_capped --reuse OTHER.json --publish
 
 ``probe``: CPU seconds (``time.process_time``, one thread) per training example (forward,
 backward, optimizer step) and per generated explanation, for the LM option as it was before the
@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from textrec.options import add_seed_option
 
 #: the LM option's recipe settings before the prompt was capped (training/erra.yaml at --before-rev)
 BEFORE_LM = {"k_sentences": 3, "max_sentence_words": 20, "lora_top_layers": 8}
@@ -336,58 +334,12 @@ def samples_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``probe`` or ``curve`` (see the module docstring); results as JSON (+ Markdown)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("probe", "curve", "attach"):
-        p = sub.add_parser(name)
-        p.add_argument("--dataset", default="instruments")
-        p.add_argument("--recipe", default="erra")
-        add_seed_option(p)
-        p.add_argument("--out-dir", default="eval/results")
-        p.add_argument("--name", required=True)
-        p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--no-progress", action="store_true")
-    pr = sub.choices["probe"]
-    pr.add_argument("--n", type=int, default=32, help="training examples and explanations timed per setting")
-    pr.add_argument("--before-rev", default="7e3f1c9", help="git revision of the LM code before the cap")
-    pr.add_argument("--only", nargs="*", help="run only settings whose label contains one of these")
-    cu = sub.choices["curve"]
-    cu.add_argument("--limit-train", type=int, default=None, help="training pairs used (seeded subset)")
-    cu.add_argument("--limit-test", type=int, default=None)
-    cu.add_argument("--valid-size", type=int, default=100)
-    cu.add_argument("--eval-every", type=int, default=800, help="examples between curve points")
-    cu.add_argument("--max-minutes", type=float, default=60.0, help="wall-clock safety cap on training")
-    cu.add_argument("--model-out", default=None)
-    cu.add_argument("--reuse", default=None, metavar="JSON")
-    sub.choices["attach"].add_argument("--reuse", required=True, metavar="JSON")
-    args = ap.parse_args(argv)
-    from textrec.io import atomic_write_text, write_json
-    from textrec.results import git_commit
+def main(argv: Sequence[str] | None = None) -> int:
+    """Kept for old commands: ``python -m textrec.explain.lm_bench ARGS`` runs ``textrec bench erra-lm ARGS``."""
+    from textrec.cli import main as cli
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    if args.cmd == "attach":
-        result = attach(args)
-        out = Path(args.out_dir)
-        write_json(out / f"{args.name}.json", result)
-        atomic_write_text(out / f"{args.name}.md", markdown(result))
-        print(result["reuse"])
-        return
-    result = probe(args) if args.cmd == "probe" else curve(args)
-    meta = {"git_commit": git_commit(), "command": "python -m textrec.explain.lm_bench "
-            + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": date.today().isoformat(), "machine": _machine(), "dataset": args.dataset,
-            "wall_seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
-    result = {**result, **meta}
-    out = Path(args.out_dir)
-    write_json(out / f"{args.name}.json", result)
-    if args.cmd == "curve":
-        atomic_write_text(out / f"{args.name}.md", markdown(result))
-        atomic_write_text(out / f"{args.name}_samples.md", samples_markdown(result))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("samples", "history", "split")}, indent=1,
-                     default=str)[:6000])
+    return cli(["bench", "erra-lm", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

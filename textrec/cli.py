@@ -32,6 +32,7 @@ from textrec.options import (
     positive_int,
     progress,
     recipe_from_args,
+    set_quiet,
     setup_run,
 )
 
@@ -483,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         results.CURRENT_ARGV = None
+        set_quiet(False)  # the flag is per command (main may run several in one process: tests)
 
 
 if __name__ == "__main__":

@@ -283,18 +283,16 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
 
 
 def apply_shared_options(args: argparse.Namespace) -> None:
-    """Apply ``--quiet`` and ``--threads`` before a command runs (cheap: imports nothing heavy).
+    """Apply ``--quiet`` and ``--threads`` before a command runs.
 
-    The thread count goes to ``$TEXTREC_THREADS`` (read by ``set_threads``) and, for libraries
-    not yet loaded, to ``$OMP_NUM_THREADS``, so a command that never calls ``setup_run`` still
-    keeps to it.
+    A given ``--threads`` sizes torch's and FAISS's pools at once (``set_threads``), so a command
+    that never calls ``setup_run`` still keeps to it; commands that do call it size them again
+    (with the default when ``--threads`` is absent).
     """
     set_quiet(getattr(args, "quiet", False))
     threads = getattr(args, "threads", None)
     if threads:
-        os.environ[THREADS_ENV] = str(threads)
-        if "torch" not in sys.modules:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
+        set_threads(threads)
 
 
 # ---- progress ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ models already in an existing result of the same name and not re-run are kept.
 
 RecBole needs shims on this stack (``textrec/benchmarks/recbole_shims.py``); they are applied here
 only. Checkpoints go to a temporary folder (``--checkpoint-dir``), never to the repo's ``saved/``.
-Logs go to ``recbole_logs/`` beside the results.
+Logs go to ``<name>/`` beside the result (``eval/results/<name>/`` when published).
 """
 
 from __future__ import annotations
@@ -479,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     writer = writer_from_args(args, "recbole")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    log_name = f"recbole_logs/{args.name}_{stamp}.log"
+    log_name = f"{args.name}/{args.name}_{stamp}.log"  # the log sits in its result's folder
     log_path = writer.path(log_name)
     setup_logging(log_path)
     writer.record(log_name)

@@ -553,8 +553,8 @@ def _generic(r: dict) -> str | None:
         keys += [k for k, v in m["test"].items() if isinstance(v, (int, float)) and k not in keys]
     preferred = [k for k in (f"hr@{K}", f"recall@{K}", f"ndcg@{K}", f"mrr@{K}") if k in keys]
     shown = preferred or keys[:6]
-    cols = [(k.upper().replace("NDCG", "NDCG").replace("RECALL", "R") if "@" in k else k,
-             (lambda key: lambda m: m["test"].get(key))(k), ".4f") for k in shown]
+    names = {f"hr@{K}": f"HR@{K}", f"recall@{K}": f"R@{K}", f"ndcg@{K}": f"NDCG@{K}", f"mrr@{K}": f"MRR@{K}"}
+    cols = [(names.get(k, k), (lambda key: lambda m: m["test"].get(key))(k), ".4f") for k in shown]
     if any(isinstance(m.get("valid"), dict) and f"ndcg@{K}" in m["valid"] for m in models.values()):
         cols.append((f"valid NDCG@{K}", lambda m: m["valid"].get(f"ndcg@{K}"), ".4f"))
     return markdown_table(models.items(), cols)

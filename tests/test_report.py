@@ -37,6 +37,8 @@ def test_report_selects_on_valid_and_writes_html_markdown_plots(tmp_path):
     html, md = build_report(res, tmp_path / "out")
     text = md.read_text()
     assert "| engine_toy: A | engine | 0.0800 | 0.0400 |" in text
+    # the same model as eval/README.md: every result of record with its headline (chosen on valid)
+    assert "## Results of record" in text and "| Other results | toy | engine_toy.json | engine | A: test NDCG@10 0.0400 |" in text
     for png in ("accuracy_toy.png", "popularity.png", "curves_toy.png", "vqrec_codes.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000, png
         assert png in html.read_text()

@@ -946,12 +946,17 @@ def build_report(results_dir: str | Path = "eval/results", out_dir: str | Path =
     if not rows:
         raise ValueError(f"{results_dir}: no result JSON with test {METRIC} rows")
     headline = headline_rows(rows)
-    sections: list[tuple[str, str, list[tuple[str, str]], list[Row] | None]] = []  # title, text, images, table
+    # title, text, images, table (header, rows)
+    sections: list[tuple[str, str, list[tuple[str, str]], tuple[list[str], list[list[str]]] | None]] = []
+    records = [[title, r.dataset, r.name, r.kind, r.headline_text(), _targets_cell(r)]
+               for (_, title, _), rs in grouped(load_results(results_dir)) for r in sorted(rs, key=lambda r: r.name)]
+    sections.append(("Results of record", "Every result of record with its headline, as in eval/README.md.", [],
+                     (["engine", "dataset", "result", "benchmark", "headline", "targets"], records)))
     for ds, ds_rows in sorted(headline.items()):
         img = plot_accuracy(ds, ds_rows, out / f"accuracy_{_slug(ds)}.png")
         sections.append((f"{ds}: engines vs baselines", "Test NDCG@10 under the full-ranking protocol; each "
                          "non-baseline result file contributes its row with the best valid NDCG@10.",
-                         [(img.name, f"{ds} accuracy")], ds_rows))
+                         [(img.name, f"{ds} accuracy")], (HEADER, _table_rows(ds_rows))))
     pop = plot_popularity(headline, out / "popularity.png")
     if pop:
         sections.append(("Long tail and popularity bias", "Share of long-tail items in the top 10 against "
@@ -975,7 +980,7 @@ def build_report(results_dir: str | Path = "eval/results", out_dir: str | Path =
     if reward:
         sections.append(("Rec-R1 reward curves", "GRPO reward per step, as the query benchmarks plotted it.",
                          reward, None))
-    stamp = f"generated {time.strftime('%Y-%m-%d %H:%M')} from {len(list(results_dir.glob('*.json')))} result files in {results_dir}"
+    stamp = (f"generated {time.strftime('%Y-%m-%d %H:%M')} from {len(records)} results of record in {results_dir}")
     html_path, md_path = out / "index.html", out / "report.md"
     html_path.write_text(_html(sections, stamp), encoding="utf-8")
     md_path.write_text(_markdown(sections, stamp), encoding="utf-8")
@@ -1010,8 +1015,9 @@ def _html(sections, stamp: str) -> str:
         parts += [f"<h2>{e(title)}</h2>", f"<p>{e(text)}</p>"]
         parts += [f"<img src='{e(src)}' alt='{e(alt)}'>" for src, alt in images]
         if table:
-            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _table_rows(table)]
+            header, body = table
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body]
             parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -1023,8 +1029,9 @@ def _markdown(sections, stamp: str) -> str:
         lines += [f"## {title}", "", text, ""]
         lines += [f"![{alt}]({src})" for src, alt in images] + [""]
         if table:
-            lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in _table_rows(table)]
+            header, body = table
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]
             lines.append("")
     return "\n".join(lines)
 

@@ -62,6 +62,11 @@ from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_dev
 DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0}
 #: how ``tune`` averages valid NDCG@10: over all rows, or the mean of cold-target and warm-target rows
 TUNE_OBJECTIVES = ("rows", "balanced")
+#: how items without training events are scored: placed by :mod:`textrec.models.cold_items`
+#: ("calibrated", the default) or by the mix's ``mu_cold`` / ``cold_offset`` terms alone ("mix")
+COLD_ITEM_MODES = ("calibrated", "mix")
+#: the new-rate multipliers tried on valid when valid has new-item targets
+CALIBRATION_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class MoEAdaptor(nn.Module):
@@ -178,7 +183,9 @@ class TextFusionRec(Recommender):
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
                  ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
                  tune_objective: str = "rows", early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
-                 max_epochs: int | None = None, seed: int = 0) -> None:
+                 max_epochs: int | None = None, seed: int = 0, cold_items: str = "calibrated") -> None:
+        if cold_items not in COLD_ITEM_MODES:
+            raise ValueError(f"cold_items must be one of {COLD_ITEM_MODES}, got {cold_items!r}")
         if not 0.0 <= new_item_dropout < 1.0:
             raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
         if n_subvectors < 0:
@@ -219,6 +226,11 @@ class TextFusionRec(Recommender):
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
+        self.cold_items = cold_items
+        #: the new-item placement fitted on valid (``cold_items="calibrated"``), and the weights of
+        #: the text affinity it ranks new items by: ``a_seq * text-path score + a_cos * text cosine``
+        self.calibration = None
+        self.affinity_weights: tuple[float, float] = (1.0, 0.0)
 
     from_recipe = classmethod(SASRec.from_recipe.__func__)
 
@@ -328,6 +340,8 @@ class TextFusionRec(Recommender):
         self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
+        if self.cold_items == "calibrated" and len(data.valid):
+            self.calibrate(data.valid)
         return self
 
     def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
@@ -404,7 +418,103 @@ class TextFusionRec(Recommender):
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         parts = self.components(histories)
-        return self.combine(parts, self.gate(), self.counts == 0, self.mix)
+        cold = self.counts == 0
+        out = self.combine(parts, self.gate(), cold, self.mix)
+        if self.calibration is not None and bool(cold.any()):
+            affinity = self.affinity(parts, self.text_path_scores(histories))
+            out = self.calibration.place(out, affinity, _seen_mask(histories, out.shape[1]), cold)
+        return out
+
+    # ---- new items: calibrated placement -------------------------------------------------------
+    def text_path_scores(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """(B, n) ``h . text_rep(i)``: every item scored by its text path alone (no ID residual),
+        the history encoded as in :meth:`components`."""
+        from textrec.models.seq_trainer import _logits, last_hidden, pad_left
+
+        module = self.module
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                reps, text_reps = module.item_representations(), module.text_representations()
+                out = []
+                bs = self.trainer_config.eval_batch_size
+                dev = next(module.parameters()).device
+                for start in range(0, len(histories), bs):
+                    items, mask = pad_left(histories[start:start + bs], self.trainer_config.max_len, dev)
+                    h = last_hidden(module.encode(items, mask, reps))
+                    out.append(_logits(module, h, text_reps).float().cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, module.n_items)
+
+    def affinity(self, parts: dict[str, torch.Tensor], text_seq: torch.Tensor,
+                 weights: tuple[float, float] | None = None) -> torch.Tensor:
+        """The text affinity new items are ranked by: weighted text-path score + text cosine."""
+        a_seq, a_cos = self.affinity_weights if weights is None else weights
+        out = torch.zeros_like(text_seq)
+        if a_seq:
+            out += a_seq * text_seq
+        if a_cos:
+            out += a_cos * parts["text"]
+        return out
+
+    def calibrate(self, valid, max_rows: int = 6000):
+        """Fit the new-item placement (:class:`~textrec.models.cold_items.RankCalibration`) on valid.
+
+        Chooses the affinity weights (text-path score vs text cosine) by how well the affinity alone
+        ranks the targets it stands for (the new-item targets when valid has some, else every
+        target; full-list NDCG), then the warm and new hit rates; with new-item targets in valid,
+        the rate multiplier is chosen by valid NDCG@10 over all rows. The test set is never read.
+        """
+        from textrec.metrics.ranking import metrics_from_ranks, target_ranks
+        from textrec.models.cold_items import RankCalibration
+
+        rows = np.arange(len(valid))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
+        hists = [valid.history(i) for i in rows]
+        parts = self.components(hists)
+        text_seq = self.text_path_scores(hists)
+        n = text_seq.shape[1]
+        cold = self.counts == 0
+        seen = _seen_mask(hists, n)
+        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
+        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
+        tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
+        t_cold = cold[ti].numpy()
+        pick = t_cold if t_cold.any() else np.ones(len(t_items), dtype=bool)
+
+        def full_ndcg(a: torch.Tensor) -> float:
+            s = a.masked_fill(seen, float("-inf"))
+            ranks = target_ranks(s, tr[pick], ti[pick]).numpy()
+            return float(np.mean(1.0 / np.log2(ranks + 2.0)))  # 0-based ranks
+
+        ratio = float(text_seq.std()) / (float(parts["text"].std()) or 1.0)
+        candidates = [(1.0, 0.0)] + [(1.0, ratio * f) for f in (0.5, 1.0, 2.0, 4.0)] + [(0.0, 1.0)]
+        table = [{"a_seq": w[0], "a_cos": round(w[1], 5),
+                  "full_ndcg": round(full_ndcg(self.affinity(parts, text_seq, w)), 5)} for w in candidates]
+        best = max(range(len(candidates)), key=lambda j: table[j]["full_ndcg"])
+        self.affinity_weights = candidates[best]
+        affinity = self.affinity(parts, text_seq)
+        scores = self.combine(parts, self.gate(), cold, self.mix)
+        cal = RankCalibration.fit(scores, affinity, seen, cold, t_rows, t_items)
+        scale_table = []
+        if t_cold.any():
+            k = 10
+
+            def ndcg(scale: float) -> float:
+                cal.scale = scale
+                s = cal.place(scores, affinity, seen, cold).masked_fill(seen, float("-inf"))
+                ranks = target_ranks(s, tr, ti).numpy()
+                return float(metrics_from_ranks(ranks, t_rows, len(rows), [k])[f"ndcg@{k}"].mean())
+
+            scale_table = [{"scale": g, "ndcg@10": round(ndcg(g), 5)} for g in CALIBRATION_SCALES]
+            cal.scale = max(scale_table, key=lambda r: (r["ndcg@10"], -abs(np.log(r["scale"]))))["scale"]
+        cal.report.update({"valid_rows_used": int(len(rows)), "affinity_table": table,
+                           "affinity_weights": list(self.affinity_weights), "scale_table": scale_table})
+        self.calibration = cal
+        return cal
 
     # ---- mix tuning on valid -------------------------------------------------------------------
     def tune(self, valid, metric: str = "ndcg@10", sweeps: int = 2, max_rows: int = 6000,
@@ -537,7 +647,8 @@ class TextFusionRec(Recommender):
                 "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
-                "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
+                "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
+                "cold_items": self.cold_items}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
@@ -545,6 +656,9 @@ class TextFusionRec(Recommender):
         out = {f"module.{k}": v for k, v in self.module.state_dict().items()}
         out["ease_B"] = self.ease_B
         out["counts"] = self.counts
+        if self.calibration is not None:
+            out.update(self.calibration.to_tensors("cold_calibration"))
+            out["cold_calibration.affinity_weights"] = torch.tensor(self.affinity_weights, dtype=torch.float64)
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -565,6 +679,12 @@ class TextFusionRec(Recommender):
         self.ease_B = tensors["ease_B"].float().contiguous()
         self.counts = tensors["counts"].float()
         self.n_items = self.module.n_items
+        from textrec.models.cold_items import RankCalibration
+
+        self.calibration = RankCalibration.from_tensors(tensors, "cold_calibration")
+        if self.calibration is not None:
+            a_seq, a_cos = (float(x) for x in tensors["cold_calibration.affinity_weights"])
+            self.affinity_weights = (a_seq, a_cos)
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer
@@ -583,4 +703,13 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
-__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX"]
+def _seen_mask(histories: list[np.ndarray], n_items: int) -> torch.Tensor:
+    """(B, n_items) bool: True where the item is in that row's history."""
+    seen = torch.zeros(len(histories), n_items, dtype=torch.bool)
+    for i, h in enumerate(histories):
+        if len(h):
+            seen[i, torch.as_tensor(np.asarray(h, dtype=np.int64))] = True
+    return seen
+
+
+__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "COLD_ITEM_MODES"]

@@ -236,4 +236,51 @@ class RankCalibration:
                                             for r, x in zip(rhos, self.warm_rank_for(np.array(rhos, float)))}}
 
 
-__all__ = ["RankCalibration", "rank_bins", "binned_rate", "candidate_ranks", "warm_exposure"]
+#: the new-rate multipliers tried on valid when valid has new-item targets
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def fit_calibration(scores: torch.Tensor, affinity: torch.Tensor, seen: torch.Tensor, cold: torch.Tensor,
+                    target_rows: np.ndarray, target_items: np.ndarray, n_rows: int,
+                    k: int = 10) -> RankCalibration:
+    """:meth:`RankCalibration.fit` on valid, then, when valid has new-item targets, the rate
+    multiplier (``SCALES``) with the best valid NDCG@``k`` over all rows (ties: closest to 1)."""
+    from textrec.metrics.ranking import metrics_from_ranks, target_ranks
+
+    cal = RankCalibration.fit(scores, affinity, seen, cold, target_rows, target_items)
+    table = []
+    if cal.report["new_targets"]:
+        tr = torch.as_tensor(np.asarray(target_rows, dtype=np.int64))
+        ti = torch.as_tensor(np.asarray(target_items, dtype=np.int64))
+        for g in SCALES:
+            cal.scale = g
+            s = cal.place(scores, affinity, seen, cold).masked_fill(seen, float("-inf"))
+            ranks = target_ranks(s, tr, ti).numpy()
+            table.append({"scale": g, f"ndcg@{k}": round(float(metrics_from_ranks(
+                ranks, np.asarray(target_rows), n_rows, [k])[f"ndcg@{k}"].mean()), 5)})
+        cal.scale = max(table, key=lambda r: (r[f"ndcg@{k}"], -abs(np.log(r["scale"]))))["scale"]
+    cal.report["scale_table"] = table
+    return cal
+
+
+def seen_mask(histories: list[np.ndarray], n_items: int) -> torch.Tensor:
+    """(B, n_items) bool: True where the item is in that row's history."""
+    seen = torch.zeros(len(histories), n_items, dtype=torch.bool)
+    for i, h in enumerate(histories):
+        if len(h):
+            seen[i, torch.as_tensor(np.asarray(h, dtype=np.int64))] = True
+    return seen
+
+
+def history_cosine(item_emb: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+    """(B, n) cosine between each history's mean text vector and every item's text vector."""
+    emb = torch.nn.functional.normalize(item_emb.float(), dim=1)
+    user = torch.zeros(len(histories), emb.shape[1])
+    for i, h in enumerate(histories):
+        if len(h):
+            user[i] = emb[torch.as_tensor(np.asarray(h, dtype=np.int64))].mean(0)
+    return torch.nn.functional.normalize(user, dim=1) @ emb.T
+
+
+__all__ = ["RankCalibration", "fit_calibration", "seen_mask", "history_cosine", "rank_bins", "binned_rate",
+           "candidate_ranks", "warm_exposure", "SCALES"]

@@ -55,6 +55,7 @@ from torch import nn
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
 from textrec.models.base import Recommender, TrainView
 from textrec.models.baselines import history_matrix
+from textrec.models.cold_items import seen_mask
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
@@ -65,8 +66,6 @@ TUNE_OBJECTIVES = ("rows", "balanced")
 #: how items without training events are scored: placed by :mod:`textrec.models.cold_items`
 #: ("calibrated", the default) or by the mix's ``mu_cold`` / ``cold_offset`` terms alone ("mix")
 COLD_ITEM_MODES = ("calibrated", "mix")
-#: the new-rate multipliers tried on valid when valid has new-item targets
-CALIBRATION_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class MoEAdaptor(nn.Module):
@@ -422,7 +421,7 @@ class TextFusionRec(Recommender):
         out = self.combine(parts, self.gate(), cold, self.mix)
         if self.calibration is not None and bool(cold.any()):
             affinity = self.affinity(parts, self.text_path_scores(histories))
-            out = self.calibration.place(out, affinity, _seen_mask(histories, out.shape[1]), cold)
+            out = self.calibration.place(out, affinity, seen_mask(histories, out.shape[1]), cold)
         return out
 
     # ---- new items: calibrated placement -------------------------------------------------------
@@ -467,8 +466,8 @@ class TextFusionRec(Recommender):
         target; full-list NDCG), then the warm and new hit rates; with new-item targets in valid,
         the rate multiplier is chosen by valid NDCG@10 over all rows. The test set is never read.
         """
-        from textrec.metrics.ranking import metrics_from_ranks, target_ranks
-        from textrec.models.cold_items import RankCalibration
+        from textrec.metrics.ranking import target_ranks
+        from textrec.models.cold_items import fit_calibration
 
         rows = np.arange(len(valid))
         if len(rows) > max_rows:
@@ -478,7 +477,7 @@ class TextFusionRec(Recommender):
         text_seq = self.text_path_scores(hists)
         n = text_seq.shape[1]
         cold = self.counts == 0
-        seen = _seen_mask(hists, n)
+        seen = seen_mask(hists, n)
         t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
         t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
         tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
@@ -498,21 +497,9 @@ class TextFusionRec(Recommender):
         self.affinity_weights = candidates[best]
         affinity = self.affinity(parts, text_seq)
         scores = self.combine(parts, self.gate(), cold, self.mix)
-        cal = RankCalibration.fit(scores, affinity, seen, cold, t_rows, t_items)
-        scale_table = []
-        if t_cold.any():
-            k = 10
-
-            def ndcg(scale: float) -> float:
-                cal.scale = scale
-                s = cal.place(scores, affinity, seen, cold).masked_fill(seen, float("-inf"))
-                ranks = target_ranks(s, tr, ti).numpy()
-                return float(metrics_from_ranks(ranks, t_rows, len(rows), [k])[f"ndcg@{k}"].mean())
-
-            scale_table = [{"scale": g, "ndcg@10": round(ndcg(g), 5)} for g in CALIBRATION_SCALES]
-            cal.scale = max(scale_table, key=lambda r: (r["ndcg@10"], -abs(np.log(r["scale"]))))["scale"]
+        cal = fit_calibration(scores, affinity, seen, cold, t_rows, t_items, len(rows))
         cal.report.update({"valid_rows_used": int(len(rows)), "affinity_table": table,
-                           "affinity_weights": list(self.affinity_weights), "scale_table": scale_table})
+                           "affinity_weights": list(self.affinity_weights)})
         self.calibration = cal
         return cal
 
@@ -701,15 +688,6 @@ class TextFusionRec(Recommender):
         cfg = copy.deepcopy(self.get_config())
         cfg.update(overrides)
         return TextFusionRec(**cfg)
-
-
-def _seen_mask(histories: list[np.ndarray], n_items: int) -> torch.Tensor:
-    """(B, n_items) bool: True where the item is in that row's history."""
-    seen = torch.zeros(len(histories), n_items, dtype=torch.bool)
-    for i, h in enumerate(histories):
-        if len(h):
-            seen[i, torch.as_tensor(np.asarray(h, dtype=np.int64))] = True
-    return seen
 
 
 __all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "COLD_ITEM_MODES"]

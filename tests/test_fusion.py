@@ -126,7 +126,7 @@ def test_balanced_objective_averages_cold_and_warm_target_rows():
     split = new_item_split(ds, frac=0.2, seed=0)
     # the mix alone scores the cold items here (no calibration), so valid NDCG is what the tuner saw
     model = _model(trainer={**SMALL["trainer"], "epochs": 1, "catalog": "train"}, tune_objective="balanced",
-                   cold_items="mix")
+                   new_item_scoring="mix")
     model.fit(TrainView.from_split(split, with_text=True), progress=False)
     rep = model.mix_report
     is_new = split.valid.is_new

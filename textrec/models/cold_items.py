@@ -73,12 +73,19 @@ def binned_rate(ranks: np.ndarray, edges: np.ndarray, exposure: np.ndarray) -> n
     could have been hit there.
     """
     hits = np.histogram(np.asarray(ranks, dtype=np.float64), bins=edges.astype(np.float64))[0].astype(np.float64)
-    exposure = np.maximum(np.asarray(exposure, dtype=np.float64), 1e-12)
-    mean = max(hits.sum(), SHRINK) / exposure.sum()
-    rate = (hits + SHRINK) / (exposure + SHRINK / mean)
-    rate = _non_increasing(rate, exposure)
+    exposure = np.asarray(exposure, dtype=np.float64)
+    seen = exposure > 0
+    rate = np.zeros(len(hits))
+    if seen.any():
+        mean = max(hits[seen].sum(), SHRINK) / exposure[seen].sum()
+        rate[seen] = _non_increasing((hits[seen] + SHRINK) / (exposure[seen] + SHRINK / mean), exposure[seen])
+        # a bin nothing could reach (ranks past every candidate) is no likelier than the last one observed
+        idx = np.maximum.accumulate(np.where(seen, np.arange(len(hits)), -1))
+        rate = np.where(idx >= 0, rate[np.maximum(idx, 0)], rate[np.argmax(seen)])
+    else:
+        rate[:] = 1e-12
     # strictly decreasing, so the inverse map is a function
-    return rate * (1.0 - 1e-6 * np.arange(len(rate)))
+    return np.maximum(rate, 1e-300) * (1.0 - 1e-6 * np.arange(len(rate)))
 
 
 def warm_exposure(edges: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold":
 TUNE_OBJECTIVES = ("rows", "balanced")
 #: how items without training events are scored: placed by :mod:`textrec.models.cold_items`
 #: ("calibrated", the default) or by the mix's ``mu_cold`` / ``cold_offset`` terms alone ("mix")
-COLD_ITEM_MODES = ("calibrated", "mix")
+NEW_ITEM_SCORING = ("calibrated", "mix")
 
 
 class MoEAdaptor(nn.Module):
@@ -182,9 +182,9 @@ class TextFusionRec(Recommender):
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
                  ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
                  tune_objective: str = "rows", early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
-                 max_epochs: int | None = None, seed: int = 0, cold_items: str = "calibrated") -> None:
-        if cold_items not in COLD_ITEM_MODES:
-            raise ValueError(f"cold_items must be one of {COLD_ITEM_MODES}, got {cold_items!r}")
+                 max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated") -> None:
+        if new_item_scoring not in NEW_ITEM_SCORING:
+            raise ValueError(f"new_item_scoring must be one of {NEW_ITEM_SCORING}, got {new_item_scoring!r}")
         if not 0.0 <= new_item_dropout < 1.0:
             raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
         if n_subvectors < 0:
@@ -225,8 +225,8 @@ class TextFusionRec(Recommender):
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
-        self.cold_items = cold_items
-        #: the new-item placement fitted on valid (``cold_items="calibrated"``), and the weights of
+        self.new_item_scoring = new_item_scoring
+        #: the new-item placement fitted on valid (``new_item_scoring="calibrated"``), and the weights of
         #: the text affinity it ranks new items by: ``a_seq * text-path score + a_cos * text cosine``
         self.calibration = None
         self.affinity_weights: tuple[float, float] = (1.0, 0.0)
@@ -339,7 +339,7 @@ class TextFusionRec(Recommender):
         self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
-        if self.cold_items == "calibrated" and len(data.valid):
+        if self.new_item_scoring == "calibrated" and len(data.valid):
             self.calibrate(data.valid)
         return self
 
@@ -461,10 +461,11 @@ class TextFusionRec(Recommender):
     def calibrate(self, valid, max_rows: int = 6000):
         """Fit the new-item placement (:class:`~textrec.models.cold_items.RankCalibration`) on valid.
 
-        Chooses the affinity weights (text-path score vs text cosine) by how well the affinity alone
-        ranks the targets it stands for (the new-item targets when valid has some, else every
-        target; full-list NDCG), then the warm and new hit rates; with new-item targets in valid,
-        the rate multiplier is chosen by valid NDCG@10 over all rows. The test set is never read.
+        With new-item targets in valid, chooses the affinity weights (text-path score vs text
+        cosine) by how well the affinity alone ranks those targets (full-list NDCG), and the rate
+        multiplier by valid NDCG@10 over all rows. Without them the affinity is the text cosine
+        alone (the text path was trained on the warm items that would stand in for new ones). The
+        test set is never read.
         """
         from textrec.metrics.ranking import target_ranks
         from textrec.models.cold_items import fit_calibration
@@ -491,6 +492,11 @@ class TextFusionRec(Recommender):
 
         ratio = float(text_seq.std()) / (float(parts["text"].std()) or 1.0)
         candidates = [(1.0, 0.0)] + [(1.0, ratio * f) for f in (0.5, 1.0, 2.0, 4.0)] + [(0.0, 1.0)]
+        if not t_cold.any():
+            # Without new-item targets, warm targets stand in for new items, and the learned text path
+            # has been trained on exactly those items: its in-sample ranks would promise far more than
+            # a truly new (or out-of-domain) text delivers. The raw cosine learned nothing from them.
+            candidates = [(0.0, 1.0)]
         table = [{"a_seq": w[0], "a_cos": round(w[1], 5),
                   "full_ndcg": round(full_ndcg(self.affinity(parts, text_seq, w)), 5)} for w in candidates]
         best = max(range(len(candidates)), key=lambda j: table[j]["full_ndcg"])
@@ -635,7 +641,7 @@ class TextFusionRec(Recommender):
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
                 "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
-                "cold_items": self.cold_items}
+                "new_item_scoring": self.new_item_scoring}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
@@ -690,4 +696,4 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
-__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "COLD_ITEM_MODES"]
+__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING"]

@@ -118,7 +118,7 @@ def _new_item_report(model, ds, histories: list[np.ndarray], junk: np.ndarray, f
 
 def run_ml100k(args: argparse.Namespace) -> dict[str, Any]:
     """(a) uninformative items and (c) a taste-matching film on ML-100K; TextFusion and VQ-Rec."""
-    from textrec.cli import user_history
+    from textrec.catalog import UserTable
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
@@ -128,8 +128,8 @@ def run_ml100k(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_dataset("ml-100k")
     split = make_split(ds, "auto")
     # every user, after every event the dataset holds (what a served known user looks like)
-    users = [str(u) for u in ds.user_ids]
-    histories = [user_history(ds, u)[1] for u in users]
+    known = UserTable.from_dataset(ds)
+    users, histories = known.ids, known.histories
     fans = taste_users(ds, histories)
     junk_texts = [JUNK_TEXT.format(n=n) for n in range(1, 21)]
     junk_ids = [f"junk-{n}" for n in range(1, 21)]

@@ -270,6 +270,16 @@ def fit_calibration(scores: torch.Tensor, affinity: torch.Tensor, seen: torch.Te
     return cal
 
 
+def full_ndcg(affinity: torch.Tensor, seen: torch.Tensor, target_rows: np.ndarray, target_items: np.ndarray) -> float:
+    """Mean full-list NDCG (no cutoff) of the targets when items are ranked by ``affinity`` alone."""
+    from textrec.metrics.ranking import target_ranks
+
+    s = affinity.masked_fill(seen, float("-inf"))
+    ranks = target_ranks(s, torch.as_tensor(np.asarray(target_rows, dtype=np.int64)),
+                         torch.as_tensor(np.asarray(target_items, dtype=np.int64))).numpy()
+    return float(np.mean(1.0 / np.log2(ranks + 2.0)))  # 0-based ranks
+
+
 def seen_mask(histories: list[np.ndarray], n_items: int) -> torch.Tensor:
     """(B, n_items) bool: True where the item is in that row's history."""
     seen = torch.zeros(len(histories), n_items, dtype=torch.bool)
@@ -289,5 +299,5 @@ def history_cosine(item_emb: torch.Tensor, histories: list[np.ndarray]) -> torch
     return torch.nn.functional.normalize(user, dim=1) @ emb.T
 
 
-__all__ = ["RankCalibration", "fit_calibration", "seen_mask", "history_cosine", "rank_bins", "binned_rate",
+__all__ = ["RankCalibration", "fit_calibration", "full_ndcg", "seen_mask", "history_cosine", "rank_bins", "binned_rate",
            "candidate_ranks", "warm_exposure", "SCALES"]

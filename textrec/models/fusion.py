@@ -66,6 +66,8 @@ TUNE_OBJECTIVES = ("rows", "balanced")
 #: how items without training events are scored: placed by :mod:`textrec.models.cold_items`
 #: ("calibrated", the default) or by the mix's ``mu_cold`` / ``cold_offset`` terms alone ("mix")
 NEW_ITEM_SCORING = ("calibrated", "mix")
+#: how many of the latest history items the "recent" text affinity of new items reads
+RECENT = 10
 
 
 class MoEAdaptor(nn.Module):
@@ -227,9 +229,10 @@ class TextFusionRec(Recommender):
         self.mix_report: dict[str, Any] = {}
         self.new_item_scoring = new_item_scoring
         #: the new-item placement fitted on valid (``new_item_scoring="calibrated"``), and the weights of
-        #: the text affinity it ranks new items by: ``a_seq * text-path score + a_cos * text cosine``
+        #: the text affinity it ranks new items by: ``a_seq * text-path score + a_cos * cosine to the
+        #: whole history + a_recent * cosine to the last RECENT items``
         self.calibration = None
-        self.affinity_weights: tuple[float, float] = (1.0, 0.0)
+        self.affinity_weights: tuple[float, float, float] = (0.0, 1.0, 0.0)
 
     from_recipe = classmethod(SASRec.from_recipe.__func__)
 
@@ -420,7 +423,7 @@ class TextFusionRec(Recommender):
         cold = self.counts == 0
         out = self.combine(parts, self.gate(), cold, self.mix)
         if self.calibration is not None and bool(cold.any()):
-            affinity = self.affinity(parts, self.text_path_scores(histories))
+            affinity = self.affinity(self.affinity_parts(histories, parts, self.affinity_weights))
             out = self.calibration.place(out, affinity, seen_mask(histories, out.shape[1]), cold)
         return out
 
@@ -447,16 +450,31 @@ class TextFusionRec(Recommender):
             module.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, module.n_items)
 
-    def affinity(self, parts: dict[str, torch.Tensor], text_seq: torch.Tensor,
-                 weights: tuple[float, float] | None = None) -> torch.Tensor:
-        """The text affinity new items are ranked by: weighted text-path score + text cosine."""
-        a_seq, a_cos = self.affinity_weights if weights is None else weights
-        out = torch.zeros_like(text_seq)
-        if a_seq:
-            out += a_seq * text_seq
-        if a_cos:
-            out += a_cos * parts["text"]
+    def affinity_parts(self, histories: list[np.ndarray], parts: dict[str, torch.Tensor],
+                       weights: tuple[float, float, float] | None = None) -> dict[str, torch.Tensor]:
+        """The affinity terms (``seq``: text-path score, ``cos``: cosine to the whole history,
+        ``recent``: cosine to its last ``RECENT`` items); with ``weights``, only the non-zero ones."""
+        from textrec.models.cold_items import history_cosine
+
+        want = (True, True, True) if weights is None else tuple(bool(w) for w in weights)
+        out: dict[str, torch.Tensor] = {}
+        if want[0]:
+            out["seq"] = self.text_path_scores(histories)
+        if want[1]:
+            out["cos"] = parts["text"]
+        if want[2]:
+            out["recent"] = history_cosine(self.module.text_emb.cpu(), [np.asarray(h)[-RECENT:] for h in histories])
         return out
+
+    def affinity(self, terms: dict[str, torch.Tensor],
+                 weights: tuple[float, float, float] | None = None) -> torch.Tensor:
+        """The text affinity new items are ranked by: the weighted sum of :meth:`affinity_parts`."""
+        weights = self.affinity_weights if weights is None else weights
+        out = None
+        for w, key in zip(weights, ("seq", "cos", "recent")):
+            if w:
+                out = w * terms[key] if out is None else out + w * terms[key]
+        return out if out is not None else torch.zeros_like(next(iter(terms.values())))
 
     def calibrate(self, valid, max_rows: int = 6000):
         """Fit the new-item placement (:class:`~textrec.models.cold_items.RankCalibration`) on valid.
@@ -467,41 +485,37 @@ class TextFusionRec(Recommender):
         alone (the text path was trained on the warm items that would stand in for new ones). The
         test set is never read.
         """
-        from textrec.metrics.ranking import target_ranks
-        from textrec.models.cold_items import fit_calibration
+        from textrec.models.cold_items import fit_calibration, full_ndcg
 
         rows = np.arange(len(valid))
         if len(rows) > max_rows:
             rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
         hists = [valid.history(i) for i in rows]
         parts = self.components(hists)
-        text_seq = self.text_path_scores(hists)
-        n = text_seq.shape[1]
+        terms = self.affinity_parts(hists, parts)
+        n = terms["seq"].shape[1]
         cold = self.counts == 0
         seen = seen_mask(hists, n)
         t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
         t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
-        tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
-        t_cold = cold[ti].numpy()
+        t_cold = cold.numpy()[t_items]
         pick = t_cold if t_cold.any() else np.ones(len(t_items), dtype=bool)
 
-        def full_ndcg(a: torch.Tensor) -> float:
-            s = a.masked_fill(seen, float("-inf"))
-            ranks = target_ranks(s, tr[pick], ti[pick]).numpy()
-            return float(np.mean(1.0 / np.log2(ranks + 2.0)))  # 0-based ranks
-
-        ratio = float(text_seq.std()) / (float(parts["text"].std()) or 1.0)
-        candidates = [(1.0, 0.0)] + [(1.0, ratio * f) for f in (0.5, 1.0, 2.0, 4.0)] + [(0.0, 1.0)]
-        if not t_cold.any():
-            # Without new-item targets, warm targets stand in for new items, and the learned text path
-            # has been trained on exactly those items: its in-sample ranks would promise far more than
-            # a truly new (or out-of-domain) text delivers. The raw cosine learned nothing from them.
-            candidates = [(0.0, 1.0)]
-        table = [{"a_seq": w[0], "a_cos": round(w[1], 5),
-                  "full_ndcg": round(full_ndcg(self.affinity(parts, text_seq, w)), 5)} for w in candidates]
+        # the cosines learned nothing from the warm items: any mix of them is fair to choose on stand-ins
+        candidates = [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 1.0)]
+        if t_cold.any():
+            ratio = float(terms["seq"].std()) / (float(terms["cos"].std()) or 1.0)
+            candidates += [(1.0, 0.0, 0.0)] + [(1.0, ratio * f, 0.0) for f in (0.5, 1.0, 2.0, 4.0)] + [
+                (1.0, 0.0, ratio * f) for f in (1.0, 2.0)]
+        # Without new-item targets, warm targets stand in for new items, and the learned text path has
+        # been trained on exactly those items: its in-sample ranks would promise far more than a truly
+        # new (or out-of-domain) text delivers, so it is a candidate only on real new-item targets.
+        table = [{"a_seq": w[0], "a_cos": round(w[1], 5), "a_recent": round(w[2], 5),
+                  "full_ndcg": round(full_ndcg(self.affinity(terms, w), seen, t_rows[pick], t_items[pick]), 5)}
+                 for w in candidates]
         best = max(range(len(candidates)), key=lambda j: table[j]["full_ndcg"])
         self.affinity_weights = candidates[best]
-        affinity = self.affinity(parts, text_seq)
+        affinity = self.affinity(terms)
         scores = self.combine(parts, self.gate(), cold, self.mix)
         cal = fit_calibration(scores, affinity, seen, cold, t_rows, t_items, len(rows))
         cal.report.update({"valid_rows_used": int(len(rows)), "affinity_table": table,
@@ -676,8 +690,8 @@ class TextFusionRec(Recommender):
 
         self.calibration = RankCalibration.from_tensors(tensors, "cold_calibration")
         if self.calibration is not None:
-            a_seq, a_cos = (float(x) for x in tensors["cold_calibration.affinity_weights"])
-            self.affinity_weights = (a_seq, a_cos)
+            w = [float(x) for x in tensors["cold_calibration.affinity_weights"]]
+            self.affinity_weights = tuple((w + [0.0] * 3)[:3])
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer

@@ -211,6 +211,8 @@ class VQRec(Recommender):
         self.new_item_scoring = new_item_scoring
         self.text_emb: np.ndarray | None = None  # the items' sentence vectors (what the calibration ranks by)
         self.calibration = None
+        #: weights of the new-item affinity: cosine to the whole history, to its last 10 items
+        self.affinity_weights: tuple[float, float] = (1.0, 0.0)
 
     # ---- codes ----------------------------------------------------------------------------
     def _text_encoder(self):
@@ -268,8 +270,9 @@ class VQRec(Recommender):
 
     def calibrate(self, valid, max_rows: int = 6000):
         """Fit the new-item placement on valid rows (:func:`textrec.models.cold_items.fit_calibration`),
-        new items ranked by the cosine of their text to the history's mean text."""
-        from textrec.models.cold_items import fit_calibration, history_cosine, seen_mask
+        new items ranked by the cosine of their text to the mean text of the whole history, of its
+        last 10 items, or both (whichever ranks the valid targets best by text alone)."""
+        from textrec.models.cold_items import fit_calibration, full_ndcg, seen_mask
 
         rows = np.arange(len(valid))
         if len(rows) > max_rows:
@@ -277,13 +280,33 @@ class VQRec(Recommender):
         hists = [valid.history(i) for i in rows]
         self.calibration = None
         scores = self.score(np.zeros(len(hists), dtype=np.int64), hists)
-        affinity = history_cosine(torch.from_numpy(self.text_emb), hists)
         t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
         t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
         cold = torch.from_numpy(self._cold_mask(scores.shape[1]))
-        self.calibration = fit_calibration(scores, affinity, seen_mask(hists, scores.shape[1]), cold,
-                                           t_rows, t_items, len(rows))
+        seen = seen_mask(hists, scores.shape[1])
+        pick = cold.numpy()[t_items] if cold.numpy()[t_items].any() else np.ones(len(t_items), dtype=bool)
+        table = []
+        for w in ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
+            a = self._affinity(hists, w)
+            table.append((full_ndcg(a, seen, t_rows[pick], t_items[pick]), w, a))
+        best = max(table, key=lambda x: x[0])
+        self.affinity_weights = best[1]
+        self.calibration = fit_calibration(scores, best[2], seen, cold, t_rows, t_items, len(rows))
+        self.calibration.report["affinity_table"] = [{"weights": list(w), "full_ndcg": round(v, 5)}
+                                                     for v, w, _ in table]
         return self.calibration
+
+    def _affinity(self, histories: list[np.ndarray], weights: tuple[float, float] | None = None) -> torch.Tensor:
+        from textrec.models.cold_items import history_cosine
+
+        w_all, w_recent = self.affinity_weights if weights is None else weights
+        emb = torch.from_numpy(self.text_emb)
+        out = torch.zeros(len(histories), emb.shape[0])
+        if w_all:
+            out += w_all * history_cosine(emb, histories)
+        if w_recent:
+            out += w_recent * history_cosine(emb, [np.asarray(h)[-10:] for h in histories])
+        return out
 
     def _cold_mask(self, n: int) -> np.ndarray:
         if self.cold_items is None:
@@ -414,9 +437,9 @@ class VQRec(Recommender):
         if self.calibration is not None and self.text_emb is not None:
             cold = self._cold_mask(scores.shape[1])
             if cold.any():
-                from textrec.models.cold_items import history_cosine, seen_mask
+                from textrec.models.cold_items import seen_mask
 
-                affinity = history_cosine(torch.from_numpy(self.text_emb), histories)
+                affinity = self._affinity(histories)
                 scores = self.calibration.place(scores.cpu(), affinity, seen_mask(histories, scores.shape[1]),
                                                 torch.from_numpy(cold))
         return scores
@@ -515,6 +538,7 @@ class VQRec(Recommender):
             out["text_emb"] = torch.from_numpy(np.ascontiguousarray(self.text_emb, dtype=np.float32))
         if self.calibration is not None:
             out.update(self.calibration.to_tensors("cold_calibration"))
+            out["cold_calibration.affinity_weights"] = torch.tensor(self.affinity_weights, dtype=torch.float64)
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -531,6 +555,8 @@ class VQRec(Recommender):
         self.text_emb = tensors["text_emb"].numpy() if "text_emb" in tensors else None
         self.calibration = RankCalibration.from_tensors(tensors, "cold_calibration") if self.text_emb is not None \
             else None
+        if "cold_calibration.affinity_weights" in tensors:
+            self.affinity_weights = tuple(float(x) for x in tensors["cold_calibration.affinity_weights"])
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer

@@ -149,3 +149,11 @@ def test_added_uninformative_items_do_not_take_over(engine, tmp_path):
     loaded = Recommender.from_pretrained(tmp_path / "m")
     h = split.test.histories()[:6]
     assert torch.equal(torch.as_tensor(model.score(np.zeros(6), h)), torch.as_tensor(loaded.score(np.zeros(6), h)))
+
+
+def test_a_handful_of_new_item_targets_is_not_a_rate_curve():
+    scores, affinity, seen, cold, rows, targets = _synthetic()
+    targets = targets.copy()
+    targets[0] = scores.shape[1] - 1  # one valid target is a new item (ML-100K's default split has one)
+    cal = RankCalibration.fit(scores, affinity, seen, cold, rows, targets)
+    assert cal.report["new_targets"] == 1 and cal.report["new_rate_from"].startswith("warm valid targets")

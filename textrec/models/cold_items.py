@@ -40,6 +40,14 @@ import torch
 
 #: pseudo-count that shrinks each bin's rate toward the overall rate (sparse far bins)
 SHRINK = 0.5
+#: fewer valid targets that are new items than this and the new-item rate comes from warm stand-ins
+#: (ML-100K's default split has one such target: a rate curve measured on it is noise)
+MIN_NEW_TARGETS = 30
+
+
+def enough_new_targets(target_is_new: np.ndarray) -> bool:
+    """Whether valid holds enough new-item targets to measure new items on them directly."""
+    return int(np.asarray(target_is_new).sum()) >= MIN_NEW_TARGETS
 
 
 def rank_bins(n: int, per_octave: int = 4) -> np.ndarray:
@@ -151,7 +159,7 @@ class RankCalibration:
         warm_rate = binned_rate(w_rank, edges, exposure)
         report: dict = {"valid_pairs": int(keep.sum()), "warm_targets": int(warm_t.sum()),
                         "new_targets": int(cold_t.sum())}
-        if bool(cold_t.any()):
+        if enough_new_targets(cold_t.numpy()):
             # measured on the real new items: each one's text rank among the warm candidates
             cold_idx = torch.nonzero(cold).flatten()
             rho = candidate_ranks(affinity, excl, affinity[:, cold_idx])
@@ -256,7 +264,7 @@ def fit_calibration(scores: torch.Tensor, affinity: torch.Tensor, seen: torch.Te
 
     cal = RankCalibration.fit(scores, affinity, seen, cold, target_rows, target_items)
     table = []
-    if cal.report["new_targets"]:
+    if enough_new_targets(np.ones(cal.report["new_targets"], dtype=bool)):
         tr = torch.as_tensor(np.asarray(target_rows, dtype=np.int64))
         ti = torch.as_tensor(np.asarray(target_items, dtype=np.int64))
         for g in SCALES:
@@ -299,5 +307,5 @@ def history_cosine(item_emb: torch.Tensor, histories: list[np.ndarray]) -> torch
     return torch.nn.functional.normalize(user, dim=1) @ emb.T
 
 
-__all__ = ["RankCalibration", "fit_calibration", "full_ndcg", "seen_mask", "history_cosine", "rank_bins", "binned_rate",
+__all__ = ["RankCalibration", "fit_calibration", "enough_new_targets", "MIN_NEW_TARGETS", "full_ndcg", "seen_mask", "history_cosine", "rank_bins", "binned_rate",
            "candidate_ranks", "warm_exposure", "SCALES"]

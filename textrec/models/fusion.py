@@ -485,7 +485,7 @@ class TextFusionRec(Recommender):
         alone (the text path was trained on the warm items that would stand in for new ones). The
         test set is never read.
         """
-        from textrec.models.cold_items import fit_calibration, full_ndcg
+        from textrec.models.cold_items import enough_new_targets, fit_calibration, full_ndcg
 
         rows = np.arange(len(valid))
         if len(rows) > max_rows:
@@ -499,11 +499,12 @@ class TextFusionRec(Recommender):
         t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
         t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
         t_cold = cold.numpy()[t_items]
-        pick = t_cold if t_cold.any() else np.ones(len(t_items), dtype=bool)
+        real_new = enough_new_targets(t_cold)
+        pick = t_cold if real_new else np.ones(len(t_items), dtype=bool)
 
         # the cosines learned nothing from the warm items: any mix of them is fair to choose on stand-ins
         candidates = [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 1.0)]
-        if t_cold.any():
+        if real_new:
             ratio = float(terms["seq"].std()) / (float(terms["cos"].std()) or 1.0)
             candidates += [(1.0, 0.0, 0.0)] + [(1.0, ratio * f, 0.0) for f in (0.5, 1.0, 2.0, 4.0)] + [
                 (1.0, 0.0, ratio * f) for f in (1.0, 2.0)]

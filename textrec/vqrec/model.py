@@ -272,7 +272,7 @@ class VQRec(Recommender):
         """Fit the new-item placement on valid rows (:func:`textrec.models.cold_items.fit_calibration`),
         new items ranked by the cosine of their text to the mean text of the whole history, of its
         last 10 items, or both (whichever ranks the valid targets best by text alone)."""
-        from textrec.models.cold_items import fit_calibration, full_ndcg, seen_mask
+        from textrec.models.cold_items import enough_new_targets, fit_calibration, full_ndcg, seen_mask
 
         rows = np.arange(len(valid))
         if len(rows) > max_rows:
@@ -284,7 +284,8 @@ class VQRec(Recommender):
         t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
         cold = torch.from_numpy(self._cold_mask(scores.shape[1]))
         seen = seen_mask(hists, scores.shape[1])
-        pick = cold.numpy()[t_items] if cold.numpy()[t_items].any() else np.ones(len(t_items), dtype=bool)
+        t_cold = cold.numpy()[t_items]
+        pick = t_cold if enough_new_targets(t_cold) else np.ones(len(t_items), dtype=bool)
         table = []
         for w in ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
             a = self._affinity(hists, w)

@@ -241,3 +241,67 @@ def test_set_reaches_the_training_loop_options_of_every_engine():
         assert out["trainer"]["output_dir"] == "ckpt" and out["trainer"]["resume"] == "auto"
     out = apply_overrides(load_recipe("recr1_cpu"), ["max_steps=3", "sft_steps=0"], schema=schema("query"))
     assert out["max_steps"] == 3 and out["sft_steps"] == 0
+
+
+@pytest.fixture()
+def item_table(tmp_path):
+    """An item table whose title column is called 'name' and whose titles hold periods; two of its
+    items (m12, m13) have no events."""
+    names = {0: "Mr. Holland's Opus", 1: "E.T. the Extra-Terrestrial", 2: "Boys of St. Vincent"}
+    lines = ["iid,name,about"] + [f"m{i},{names.get(i, f'Film {i}')},about film {i}. more words" for i in range(14)]
+    path = tmp_path / "items.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_title_column_is_named_and_kept_whole(table, item_table):
+    from textrec.catalog import Catalog
+    from textrec.data.loaders.tabular import load_table
+
+    ds = load_table(table, {"user_id": "uid", "item_id": "iid"}, item_path=item_table, title_column="name")
+    assert ds.text_fields[0] == "title" and "name" not in ds.text_fields
+    titles = Catalog.from_dataset(ds).titles
+    by_id = dict(zip(ds.item_ids, titles))
+    assert by_id["m0"] == "Mr. Holland's Opus" and by_id["m1"] == "E.T. the Extra-Terrestrial"
+    assert by_id["m2"] == "Boys of St. Vincent" and ds.n_items == 14  # items without events kept
+    with pytest.raises(Exception, match="no title column 'nope'"):
+        load_table(table, {"user_id": "uid", "item_id": "iid"}, item_path=item_table, title_column="nope")
+
+
+def test_title_without_items_table_is_refused(table, capsys):
+    assert main(["data", "info", str(table), "--columns", "user=uid,item=iid,title=name"]) == 2
+    assert "--items" in capsys.readouterr().err
+
+
+def test_fallback_title_keeps_abbreviations():
+    from textrec.catalog import _short_title
+
+    assert _short_title("Mr. Holland's Opus. 1995. Drama") == "Mr. Holland's Opus"
+    assert _short_title("Toy Story. 1995. Animation") == "Toy Story"
+
+
+def test_every_items_command_ranks_the_same_catalog(table, item_table, tmp_path, capsys):
+    cols = ["--dataset", str(table), "--columns", "user=uid,item=iid,time=ts,title=name", "--items", str(item_table)]
+    assert main(["train", "ease", *cols, "--out", str(tmp_path / "m"), "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    catalog = json.loads((tmp_path / "m" / "catalog.json").read_text(encoding="utf-8"))
+    assert len(catalog["ids"]) == 14 and catalog["titles"][0] == "Mr. Holland's Opus"
+    assert main(["bench", "baselines", *cols, "--models", "Popularity", "--out", str(tmp_path / "b"),
+                 "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    result = json.loads(next((tmp_path / "b").glob("*.json")).read_text(encoding="utf-8"))
+    assert result["split"]["n_items"] == 14  # the item table is not dropped
+
+
+def test_recommend_gives_one_answer_with_or_without_dataset(table, item_table, tmp_path, capsys):
+    cols = ["--dataset", str(table), "--columns", "user=uid,item=iid,time=ts,title=name", "--items", str(item_table)]
+    assert main(["train", "ease", *cols, "--out", str(tmp_path / "m"), "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    answers = []
+    for extra in (cols, []):
+        assert main(["recommend", "--model", str(tmp_path / "m"), *extra, "--user", "u3", "--k", "5", "--json",
+                     "--threads", "1"]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == answers[1] and len(answers[0]) == 5
+    seen = {f"m{(3 * 3 + t) % 12}" for t in range(6)}  # every event of u3, the last ones included
+    assert not seen & {r["item_id"] for r in answers[1]}

@@ -18,6 +18,7 @@ from textrec.options import (
     add_progress_option,
     add_seed_option,
     add_threads_option,
+    dataset_kwargs,
     parse_grids,
     positive_int,
     progress_log,
@@ -284,7 +285,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``textrec bench baselines``."""
-    load_kw = {k: v for k, v in (("columns", args.columns), ("sep", args.sep), ("on_error", args.on_error)) if v}
+    load_kw = dataset_kwargs(args)  # --items included: the baselines rank the catalog `textrec train` ranks
     bench_baselines(dataset=args.dataset, models=args.models, out_dir=args.out, seed=args.seed,
                     split_kind=args.split, sasrec_epochs=args.sasrec_epochs, refit=args.refit,
                     save_topk_dir=args.save_topk_dir, threads=args.threads, data_root=args.data_root,

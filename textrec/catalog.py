@@ -37,8 +37,19 @@ class UnknownIdError(KeyError):
 
 
 def _short_title(text: str, max_words: int = 12) -> str:
-    first = " ".join(str(text).split()).split(". ", 1)[0].rstrip(".")
-    return " ".join(first.split()[:max_words])
+    """The text's first sentence, at most ``max_words`` words (for items without a title field).
+
+    A period ends the sentence only after a word of 4+ characters without inner periods, so
+    abbreviations stay whole ("Mr. Holland's Opus", "E.T. the Extra-Terrestrial", "Boys of St. Vincent").
+    """
+    words = " ".join(str(text).split()).split(" ")
+    first: list[str] = []
+    for w in words:
+        first.append(w)
+        stem = w[:-1]
+        if w.endswith(".") and len(stem) >= 4 and "." not in stem:
+            break
+    return " ".join(first[:max_words]).rstrip(".")
 
 
 class Catalog:
@@ -185,6 +196,18 @@ class UserTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def from_dataset(cls, ds: RecDataset) -> UserTable:
+        """Every user of ``ds`` with every event it holds, in time order: what an artifact trained
+        on ``ds`` knows of its users (``textrec recommend --dataset`` reads the same events)."""
+        inter = ds.sorted_interactions()
+        users = inter["user"].to_numpy()
+        items = inter["item"].to_numpy(dtype=np.int64)
+        order = np.argsort(users, kind="stable")  # time order kept within a user
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=ds.n_users))])
+        items = items[order]
+        return cls(ds.user_ids, [items[bounds[u]:bounds[u + 1]] for u in range(ds.n_users)])
 
     def index(self, user_id: Any) -> int:
         """Index of an original user id; :class:`UnknownIdError` when absent."""

@@ -1,9 +1,11 @@
 """``textrec demo``: every engine at a small scale on the embedded ML-100K, offline, then serve it.
 
 Steps (each timed): dataset diagnostics and the long-tail plot; Popularity, tuned EASE, SASRec and
-VQ-Rec under the full-ranking protocol; both sequential models saved as servable artifacts
-(catalog with titles, known users); a new movie added to VQ-Rec from its text alone and ranked
-for a user; a search query written for that user (Rec-R1's raw-history query by default, the
+TextFusion (the product engine: MiniLM text adaptor + PQ codes + ID residual + EASE, mixed on
+valid) under the full-ranking protocol; both sequential models saved as servable artifacts
+(catalog with titles, known users with every event); a new movie added to TextFusion from its
+text alone and ranked for a user (placed inside that user's warm-score distribution by the
+valid-fitted calibration of :mod:`textrec.models.cold_items`); a search query written for that user (Rec-R1's raw-history query by default, the
 untrained SmolLM2 policy with ``--query-llm``) and what BM25 retrieves with it; with
 ``--explain`` and the Amazon Instruments reviews present, a small ERRA explainer beside an
 EASE artifact on that data. It ends by printing the one command that serves all of it.
@@ -62,21 +64,26 @@ def _metrics(res) -> dict[str, Any]:
             "train_seconds": round(float(res.train_seconds), 1)}
 
 
-def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, explain: bool = False,
+#: epoch cap of the demo's sequential models: keeps the whole demo within 4 minutes on 2 idle cores
+DEMO_EPOCHS = 20
+
+
+def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = DEMO_EPOCHS, explain: bool = False,
          explain_minutes: float = 3.0, query_llm: bool = False, data_root: str | None = None,
          progress: bool = False) -> dict[str, Any]:
     """Run the demo; returns (and writes to ``<out_dir>/demo.json``) what it measured."""
     from textrec.bench import tune
+    from textrec.catalog import UserTable
     from textrec.data.registry import load_dataset
     from textrec.data.splits import make_split
     from textrec.data.stats import dataset_stats, format_stats, plot_long_tail
     from textrec.evaluation import run_protocol
     from textrec.io import write_json
     from textrec.models.baselines import EASE, Popularity
+    from textrec.models.fusion import TextFusionRec
     from textrec.models.sasrec import SASRec
     from textrec.results import git_commit, machine
     from textrec.serve.backends import ServedArtifact
-    from textrec.vqrec.model import VQRec
 
     _cap_threads(threads)
     out = Path(out_dir)
@@ -100,26 +107,27 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     sasrec = SASRec.from_recipe("sasrec", max_epochs=epochs)
     rows["SASRec"] = _metrics(run_protocol(sasrec, split, progress=progress))
     clock.step("sasrec")
-    vqrec = VQRec.from_recipe("vqrec_scratch", max_epochs=epochs)
-    rows["VQ-Rec"] = _metrics(run_protocol(vqrec, split, progress=progress))
-    rows["VQ-Rec"]["codes"] = {k: v for k, v in vqrec.code_report.get("codes", {}).items()
-                               if not isinstance(v, (list, dict))}
-    clock.step("vqrec")
+    fusion = TextFusionRec.from_recipe("fusion", max_epochs=epochs)
+    rows["TextFusion"] = _metrics(run_protocol(fusion, split, progress=progress))
+    rows["TextFusion"]["mix"] = {k: round(v, 4) for k, v in fusion.mix.items()}
+    clock.step("textfusion")
     print("| model | test HR@10 | test NDCG@10 | valid NDCG@10 | train s |\n|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['test']['hr@10']:.4f} | {r['test']['ndcg@10']:.4f} | "
               f"{r['valid']['ndcg@10']:.4f} | {r['train_seconds']:.1f} |")
-    print(f"(SASRec and VQ-Rec capped at {epochs} epochs for the demo; the full recipes train longer)")
+    print(f"(SASRec and TextFusion capped at {epochs} epochs for the demo; the full recipes train longer)")
 
     print("== 3. saving servable artifacts (model, catalog with titles and text, known users, manifest)")
-    folders = {"ml-100k-vqrec": out / "ml-100k-vqrec", "ml-100k-sasrec": out / "ml-100k-sasrec"}
-    for model, folder in zip((vqrec, sasrec), folders.values()):
+    folders = {"ml-100k-textfusion": out / "ml-100k-textfusion", "ml-100k-sasrec": out / "ml-100k-sasrec"}
+    known = UserTable.from_dataset(ds)  # every event of each user, as `textrec recommend --dataset` reads
+    for model, folder in zip((fusion, sasrec), folders.values()):
+        model.users = known
         model.save_pretrained(folder)
         print(f"   {folder}")
     clock.step("save")
 
-    print("== 4. a new movie, added to VQ-Rec from its text alone (no retraining)")
-    served = ServedArtifact.load(folders["ml-100k-vqrec"])
+    print("== 4. a new movie, added to TextFusion from its text alone (no retraining)")
+    served = ServedArtifact.load(folders["ml-100k-textfusion"])
     user = _animation_fan(served)
     u, hist = served.history_of(user)
     before = [r.index for r in served.recommend(hist, 10, user=u)]
@@ -133,6 +141,10 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
           f"{len(served.catalog)} items")
     print(f"   user {user} (recently: {', '.join(served.catalog.title(i) for i in hist[-3:])}) ranks it "
           f"#{rank} of {len(served.catalog) - len(set(hist.tolist()))} unseen items")
+    placement = _placement(served.model, hist, idx)
+    print(f"   its score {placement['score']:.3f} lies inside this user's warm-item scores "
+          f"[{placement['warm_min']:.3f}, {placement['warm_max']:.3f}] (calibrated on valid: a new item is "
+          f"placed where warm items are as likely to be the next one)")
     recs = served.recommend(hist, 10, user=u)
     for r in recs:
         mark = "  <- new" if r.index == idx else ""
@@ -152,7 +164,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
         print(f"   {n}. {served.catalog.title(i)} (BM25 {s:.2f})")
     clock.step("query")
 
-    serve_dirs = [str(folders["ml-100k-vqrec"]), str(folders["ml-100k-sasrec"])]
+    serve_dirs = [str(folders["ml-100k-textfusion"]), str(folders["ml-100k-sasrec"])]
     print("== 6. explanations")
     explained = None
     if explain:
@@ -168,7 +180,7 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     command = f"TEXTREC_SERVE_TOKEN={DEMO_TOKEN} textrec serve " + " ".join(serve_dirs)
     result = {"benchmark": "demo", "dataset": ds.name, "split": split.describe(), "models": rows,
               "epochs_cap": epochs, "threads": threads, "new_item": {"id": new_id, "user": user, "rank": rank,
-                                                                    "top10_before": before},
+                                                                    "top10_before": before, **placement},
               "query": {"method": engine.method, "text": query}, "explainer": explained,
               "steps_seconds": clock.steps, "wall_seconds": clock.total, "git_commit": git_commit(),
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
@@ -178,6 +190,19 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = 20, expl
     print("serve what the demo trained (page at http://127.0.0.1:8000/):")
     print(command)
     return result
+
+
+def _placement(model, history, item: int) -> dict[str, Any]:
+    """The new item's score against the range of this user's unseen warm-item scores."""
+    import numpy as np
+
+    s = np.asarray(model.score(np.array([-1]), [history])[0], dtype=np.float64)
+    warm = np.asarray(model.counts > 0)
+    warm[np.asarray(history, dtype=np.int64)] = False
+    lo, hi = float(s[warm].min()), float(s[warm].max())
+    return {"score": round(float(s[item]), 4), "warm_min": round(lo, 4), "warm_max": round(hi, 4),
+            "inside_warm_range": bool(lo <= s[item] <= hi),
+            "calibrated": getattr(model, "calibration", None) is not None}
 
 
 def _animation_fan(served) -> str:
@@ -244,7 +269,8 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="textrec-demo")
     p.add_argument("--threads", type=positive(int), default=2, help="torch and FAISS threads (default 2)")
-    p.add_argument("--epochs", type=positive(int), default=20, help="epoch cap for SASRec and VQ-Rec (default 20)")
+    p.add_argument("--epochs", type=positive(int), default=DEMO_EPOCHS,
+                   help=f"epoch cap for SASRec and TextFusion (default {DEMO_EPOCHS})")
     p.add_argument("--query-llm", action="store_true", help="write the query with the untrained SmolLM2 policy")
     p.add_argument("--explain", action="store_true", help="also train a small ERRA explainer on Amazon Instruments")
     p.add_argument("--explain-minutes", type=positive(float), default=3.0)

@@ -132,18 +132,19 @@ def set_threads(n: int | None = None) -> int:
 # ---- datasets --------------------------------------------------------------------------------
 #: short names accepted by ``--columns`` -> the table loader's keys
 COLUMN_KEYS = {"user": "user_id", "user_id": "user_id", "item": "item_id", "item_id": "item_id",
-               "time": "timestamp", "timestamp": "timestamp", "rating": "rating"}
+               "time": "timestamp", "timestamp": "timestamp", "rating": "rating", "title": "title"}
 
 
 def parse_columns(text: str) -> dict[str, str]:
-    """argparse type: ``user=uid,item=iid,time=ts,rating=r`` -> the table loader's ``columns``."""
+    """argparse type: ``user=uid,item=iid,time=ts,rating=r[,title=name]`` -> the table loader's ``columns``
+    (``title`` names the ``--items`` table's title column; :func:`dataset_kwargs` moves it there)."""
     out: dict[str, str] = {}
     for part in text.split(","):
         key, eq, col = (s.strip() for s in part.partition("="))
         if not (eq and key and col):
             raise argparse.ArgumentTypeError(f"'{part}': expected NAME=COLUMN, e.g. user=uid,item=iid,time=ts")
         if key not in COLUMN_KEYS:
-            raise argparse.ArgumentTypeError(f"'{key}' is not one of user, item, time, rating")
+            raise argparse.ArgumentTypeError(f"'{key}' is not one of user, item, time, rating, title")
         if COLUMN_KEYS[key] in out:
             raise argparse.ArgumentTypeError(f"'{key}' is given twice")
         out[COLUMN_KEYS[key]] = col
@@ -162,31 +163,47 @@ def add_dataset_options(p: argparse.ArgumentParser, default: str | None = "ml-10
         p.add_argument("--dataset", default=default, required=default is None, help=names)
     p.add_argument("--data-root", help="folder holding the named datasets (default $TEXTREC_DATA, "
                                        "else ../shared/data)")
-    p.add_argument("--columns", type=parse_columns, metavar="user=COL,item=COL[,time=COL,rating=COL]",
-                   help="column mapping of a CSV/TSV/Parquet dataset file")
+    p.add_argument("--columns", type=parse_columns, metavar="user=COL,item=COL[,time=COL,rating=COL,title=COL]",
+                   help="column mapping of a CSV/TSV/Parquet dataset file; title= names the --items table's "
+                        "title column")
     p.add_argument("--items", dest="item_table", metavar="FILE",
                    help="with --columns: an item table (same item id column; its other columns become item "
-                        "text, a 'title' column the display title)")
+                        "text; the title column, title= in --columns or else one named 'title', the display "
+                        "title)")
     p.add_argument("--sep", help="delimiter of a CSV/TSV dataset file (default: from the extension)")
     p.add_argument("--on-error", choices=["raise", "skip"], help="bad rows: raise (default) or count and skip")
 
 
-def load_dataset_from_args(args: argparse.Namespace, name: str | None = None):
-    """Load ``args.dataset`` (or ``name``) with the dataset options of ``args``."""
-    from textrec.data.registry import load_dataset
-
+def dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The loader keywords of the dataset options (``--columns``, ``--items``, ``--sep``,
+    ``--on-error``): every command that loads a dataset passes exactly these, so they all see
+    the same catalog."""
     kw: dict[str, Any] = {}
     if getattr(args, "on_error", None):
         kw["on_error"] = args.on_error
-    columns = getattr(args, "columns", None)
+    columns = dict(getattr(args, "columns", None) or {})
+    title = columns.pop("title", None)
     if columns:
         kw["columns"] = columns
         if getattr(args, "sep", None):
             kw["sep"] = args.sep
         if getattr(args, "item_table", None):
             kw["item_path"] = args.item_table
+            if title:
+                kw["title_column"] = title
+        elif title:
+            raise ValueError(f"--columns title={title} names a column of the item table: give it with --items FILE")
     elif getattr(args, "sep", None) or getattr(args, "item_table", None):
         raise ValueError("--sep and --items apply to a CSV/TSV/Parquet dataset given with --columns")
+    return kw
+
+
+def load_dataset_from_args(args: argparse.Namespace, name: str | None = None):
+    """Load ``args.dataset`` (or ``name``) with the dataset options of ``args``."""
+    from textrec.data.registry import load_dataset
+
+    kw = dataset_kwargs(args)
+    columns = kw.get("columns")
     target = name if name is not None else args.dataset
     if columns and not Path(target).is_file():
         raise ValueError(f"--columns applies to a CSV/TSV/Parquet file; '{target}' is not a file")

@@ -55,6 +55,7 @@ from torch import nn
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
 from textrec.models.base import Recommender, TrainView
 from textrec.models.baselines import history_matrix
+from textrec.models.cold_items import seen_mask
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
@@ -62,6 +63,11 @@ from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_dev
 DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0}
 #: how ``tune`` averages valid NDCG@10: over all rows, or the mean of cold-target and warm-target rows
 TUNE_OBJECTIVES = ("rows", "balanced")
+#: how items without training events are scored: placed by :mod:`textrec.models.cold_items`
+#: ("calibrated", the default) or by the mix's ``mu_cold`` / ``cold_offset`` terms alone ("mix")
+NEW_ITEM_SCORING = ("calibrated", "mix")
+#: how many of the latest history items the "recent" text affinity of new items reads
+RECENT = 10
 
 
 class MoEAdaptor(nn.Module):
@@ -178,7 +184,9 @@ class TextFusionRec(Recommender):
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
                  ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
                  tune_objective: str = "rows", early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
-                 max_epochs: int | None = None, seed: int = 0) -> None:
+                 max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated") -> None:
+        if new_item_scoring not in NEW_ITEM_SCORING:
+            raise ValueError(f"new_item_scoring must be one of {NEW_ITEM_SCORING}, got {new_item_scoring!r}")
         if not 0.0 <= new_item_dropout < 1.0:
             raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
         if n_subvectors < 0:
@@ -219,6 +227,12 @@ class TextFusionRec(Recommender):
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
+        self.new_item_scoring = new_item_scoring
+        #: the new-item placement fitted on valid (``new_item_scoring="calibrated"``), and the weights of
+        #: the text affinity it ranks new items by: ``a_seq * text-path score + a_cos * cosine to the
+        #: whole history + a_recent * cosine to the last RECENT items``
+        self.calibration = None
+        self.affinity_weights: tuple[float, float, float] = (0.0, 1.0, 0.0)
 
     from_recipe = classmethod(SASRec.from_recipe.__func__)
 
@@ -328,6 +342,8 @@ class TextFusionRec(Recommender):
         self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
+        if self.new_item_scoring == "calibrated" and len(data.valid):
+            self.calibrate(data.valid)
         return self
 
     def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
@@ -404,7 +420,109 @@ class TextFusionRec(Recommender):
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         parts = self.components(histories)
-        return self.combine(parts, self.gate(), self.counts == 0, self.mix)
+        cold = self.counts == 0
+        out = self.combine(parts, self.gate(), cold, self.mix)
+        if self.calibration is not None and bool(cold.any()):
+            affinity = self.affinity(self.affinity_parts(histories, parts, self.affinity_weights))
+            out = self.calibration.place(out, affinity, seen_mask(histories, out.shape[1]), cold)
+        return out
+
+    # ---- new items: calibrated placement -------------------------------------------------------
+    def text_path_scores(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """(B, n) ``h . text_rep(i)``: every item scored by its text path alone (no ID residual),
+        the history encoded as in :meth:`components`."""
+        from textrec.models.seq_trainer import _logits, last_hidden, pad_left
+
+        module = self.module
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                reps, text_reps = module.item_representations(), module.text_representations()
+                out = []
+                bs = self.trainer_config.eval_batch_size
+                dev = next(module.parameters()).device
+                for start in range(0, len(histories), bs):
+                    items, mask = pad_left(histories[start:start + bs], self.trainer_config.max_len, dev)
+                    h = last_hidden(module.encode(items, mask, reps))
+                    out.append(_logits(module, h, text_reps).float().cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, module.n_items)
+
+    def affinity_parts(self, histories: list[np.ndarray], parts: dict[str, torch.Tensor],
+                       weights: tuple[float, float, float] | None = None) -> dict[str, torch.Tensor]:
+        """The affinity terms (``seq``: text-path score, ``cos``: cosine to the whole history,
+        ``recent``: cosine to its last ``RECENT`` items); with ``weights``, only the non-zero ones."""
+        from textrec.models.cold_items import history_cosine
+
+        want = (True, True, True) if weights is None else tuple(bool(w) for w in weights)
+        out: dict[str, torch.Tensor] = {}
+        if want[0]:
+            out["seq"] = self.text_path_scores(histories)
+        if want[1]:
+            out["cos"] = parts["text"]
+        if want[2]:
+            out["recent"] = history_cosine(self.module.text_emb.cpu(), [np.asarray(h)[-RECENT:] for h in histories])
+        return out
+
+    def affinity(self, terms: dict[str, torch.Tensor],
+                 weights: tuple[float, float, float] | None = None) -> torch.Tensor:
+        """The text affinity new items are ranked by: the weighted sum of :meth:`affinity_parts`."""
+        weights = self.affinity_weights if weights is None else weights
+        out = None
+        for w, key in zip(weights, ("seq", "cos", "recent")):
+            if w:
+                out = w * terms[key] if out is None else out + w * terms[key]
+        return out if out is not None else torch.zeros_like(next(iter(terms.values())))
+
+    def calibrate(self, valid, max_rows: int = 6000):
+        """Fit the new-item placement (:class:`~textrec.models.cold_items.RankCalibration`) on valid.
+
+        With new-item targets in valid, chooses the affinity weights (text-path score vs text
+        cosine) by how well the affinity alone ranks those targets (full-list NDCG), and the rate
+        multiplier by valid NDCG@10 over all rows. Without them the affinity is the text cosine
+        alone (the text path was trained on the warm items that would stand in for new ones). The
+        test set is never read.
+        """
+        from textrec.models.cold_items import enough_new_targets, fit_calibration, full_ndcg
+
+        rows = np.arange(len(valid))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
+        hists = [valid.history(i) for i in rows]
+        parts = self.components(hists)
+        terms = self.affinity_parts(hists, parts)
+        n = terms["seq"].shape[1]
+        cold = self.counts == 0
+        seen = seen_mask(hists, n)
+        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
+        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
+        t_cold = cold.numpy()[t_items]
+        real_new = enough_new_targets(t_cold)
+        pick = t_cold if real_new else np.ones(len(t_items), dtype=bool)
+
+        # the cosines learned nothing from the warm items: any mix of them is fair to choose on stand-ins
+        candidates = [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 1.0)]
+        if real_new:
+            ratio = float(terms["seq"].std()) / (float(terms["cos"].std()) or 1.0)
+            candidates += [(1.0, 0.0, 0.0)] + [(1.0, ratio * f, 0.0) for f in (0.5, 1.0, 2.0, 4.0)] + [
+                (1.0, 0.0, ratio * f) for f in (1.0, 2.0)]
+        # Without new-item targets, warm targets stand in for new items, and the learned text path has
+        # been trained on exactly those items: its in-sample ranks would promise far more than a truly
+        # new (or out-of-domain) text delivers, so it is a candidate only on real new-item targets.
+        table = [{"a_seq": w[0], "a_cos": round(w[1], 5), "a_recent": round(w[2], 5),
+                  "full_ndcg": round(full_ndcg(self.affinity(terms, w), seen, t_rows[pick], t_items[pick]), 5)}
+                 for w in candidates]
+        best = max(range(len(candidates)), key=lambda j: table[j]["full_ndcg"])
+        self.affinity_weights = candidates[best]
+        affinity = self.affinity(terms)
+        scores = self.combine(parts, self.gate(), cold, self.mix)
+        cal = fit_calibration(scores, affinity, seen, cold, t_rows, t_items, len(rows))
+        cal.report.update({"valid_rows_used": int(len(rows)), "affinity_table": table,
+                           "affinity_weights": list(self.affinity_weights)})
+        self.calibration = cal
+        return cal
 
     # ---- mix tuning on valid -------------------------------------------------------------------
     def tune(self, valid, metric: str = "ndcg@10", sweeps: int = 2, max_rows: int = 6000,
@@ -537,7 +655,8 @@ class TextFusionRec(Recommender):
                 "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
-                "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed}
+                "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
+                "new_item_scoring": self.new_item_scoring}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
@@ -545,6 +664,9 @@ class TextFusionRec(Recommender):
         out = {f"module.{k}": v for k, v in self.module.state_dict().items()}
         out["ease_B"] = self.ease_B
         out["counts"] = self.counts
+        if self.calibration is not None:
+            out.update(self.calibration.to_tensors("cold_calibration"))
+            out["cold_calibration.affinity_weights"] = torch.tensor(self.affinity_weights, dtype=torch.float64)
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -565,6 +687,12 @@ class TextFusionRec(Recommender):
         self.ease_B = tensors["ease_B"].float().contiguous()
         self.counts = tensors["counts"].float()
         self.n_items = self.module.n_items
+        from textrec.models.cold_items import RankCalibration
+
+        self.calibration = RankCalibration.from_tensors(tensors, "cold_calibration")
+        if self.calibration is not None:
+            w = [float(x) for x in tensors["cold_calibration.affinity_weights"]]
+            self.affinity_weights = tuple((w + [0.0] * 3)[:3])
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer
@@ -583,4 +711,4 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
-__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX"]
+__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING"]

@@ -174,7 +174,9 @@ class VQRec(Recommender):
                  n_centroids: int = 256, opq: bool = True, encoder: str | None = None,
                  id_residual: bool = False, similarity: str = "dot", temperature: float = 1.0,
                  code_dropout: float = 0.0, cold_start_offset: float = 0.0, n_items: int | None = None, n_warm: int | None = None,
-                 max_epochs: int | None = None, seed: int = 0) -> None:
+                 max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated") -> None:
+        if new_item_scoring not in ("calibrated", "raw"):
+            raise ValueError(f"new_item_scoring must be 'calibrated' or 'raw', got {new_item_scoring!r}")
         if similarity not in ("dot", "cos"):
             raise ValueError(f"similarity must be 'dot' or 'cos', got '{similarity}'")
         if temperature <= 0:
@@ -202,6 +204,15 @@ class VQRec(Recommender):
         self.module: VQRecModule | None = None
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
+        # Items without training events (and items added from text) are placed inside each user's
+        # warm-score distribution by a calibration fitted on valid (textrec.models.cold_items), by
+        # their text cosine to the history: raw code scores let uninformative added texts take over
+        # the rankings. "raw" keeps the code scores (+ cold_start_offset) as trained.
+        self.new_item_scoring = new_item_scoring
+        self.text_emb: np.ndarray | None = None  # the items' sentence vectors (what the calibration ranks by)
+        self.calibration = None
+        #: weights of the new-item affinity: cosine to the whole history, to its last 10 items
+        self.affinity_weights: tuple[float, float] = (1.0, 0.0)
 
     # ---- codes ----------------------------------------------------------------------------
     def _text_encoder(self):
@@ -214,6 +225,7 @@ class VQRec(Recommender):
         from textrec.text.quantize import ProductQuantizer, code_stats
 
         emb = self._text_encoder().encode(texts, progress=progress)
+        self.text_emb = np.asarray(emb, dtype=np.float32)
         self.quantizer = ProductQuantizer(self.n_subvectors, self.n_centroids, opq=self.opq, seed=self.seed)
         self.quantizer.fit(emb[train_items])
         codes = self.quantizer.encode(emb)
@@ -251,7 +263,56 @@ class VQRec(Recommender):
         self.module = self._build(self.codes, self.n_warm)
         trainer = SeqTrainer(self.trainer_config)
         self.history = trainer.fit(self.module, data, progress=progress, name=self.name)
+        self.calibration = None
+        if self.new_item_scoring == "calibrated" and self.text_emb is not None and len(data.valid):
+            self.calibrate(data.valid)
         return self
+
+    def calibrate(self, valid, max_rows: int = 6000):
+        """Fit the new-item placement on valid rows (:func:`textrec.models.cold_items.fit_calibration`),
+        new items ranked by the cosine of their text to the mean text of the whole history, of its
+        last 10 items, or both (whichever ranks the valid targets best by text alone)."""
+        from textrec.models.cold_items import enough_new_targets, fit_calibration, full_ndcg, seen_mask
+
+        rows = np.arange(len(valid))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
+        hists = [valid.history(i) for i in rows]
+        self.calibration = None
+        scores = self.score(np.zeros(len(hists), dtype=np.int64), hists)
+        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
+        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
+        cold = torch.from_numpy(self._cold_mask(scores.shape[1]))
+        seen = seen_mask(hists, scores.shape[1])
+        t_cold = cold.numpy()[t_items]
+        pick = t_cold if enough_new_targets(t_cold) else np.ones(len(t_items), dtype=bool)
+        table = []
+        for w in ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
+            a = self._affinity(hists, w)
+            table.append((full_ndcg(a, seen, t_rows[pick], t_items[pick]), w, a))
+        best = max(table, key=lambda x: x[0])
+        self.affinity_weights = best[1]
+        self.calibration = fit_calibration(scores, best[2], seen, cold, t_rows, t_items, len(rows))
+        self.calibration.report["affinity_table"] = [{"weights": list(w), "full_ndcg": round(v, 5)}
+                                                     for v, w, _ in table]
+        return self.calibration
+
+    def _affinity(self, histories: list[np.ndarray], weights: tuple[float, float] | None = None) -> torch.Tensor:
+        from textrec.models.cold_items import history_cosine
+
+        w_all, w_recent = self.affinity_weights if weights is None else weights
+        emb = torch.from_numpy(self.text_emb)
+        out = torch.zeros(len(histories), emb.shape[0])
+        if w_all:
+            out += w_all * history_cosine(emb, histories)
+        if w_recent:
+            out += w_recent * history_cosine(emb, [np.asarray(h)[-10:] for h in histories])
+        return out
+
+    def _cold_mask(self, n: int) -> np.ndarray:
+        if self.cold_items is None:
+            return np.zeros(n, dtype=bool)
+        return np.asarray(self.cold_items[:n], dtype=bool)
 
     from_recipe = classmethod(SASRec.from_recipe.__func__)
 
@@ -307,6 +368,7 @@ class VQRec(Recommender):
         from textrec.text.quantize import code_stats
 
         new.codes = self.quantizer.encode(emb)
+        new.text_emb, new.calibration = np.asarray(emb, dtype=np.float32), None  # calibrate() on the target's valid
         new.code_report = {"quantizer": self.quantizer.report, "codes": code_stats(new.codes),
                            "coded_with": "pretrained quantizer"}
         new.n_items = new.n_warm = int(view.n_items)
@@ -373,6 +435,14 @@ class VQRec(Recommender):
         if self.cold_start_offset and self.cold_items is not None and self.cold_items.any():
             cold = torch.from_numpy(self.cold_items[: scores.shape[1]]).to(scores.device)
             scores[:, cold] += self.cold_start_offset
+        if self.calibration is not None and self.text_emb is not None:
+            cold = self._cold_mask(scores.shape[1])
+            if cold.any():
+                from textrec.models.cold_items import seen_mask
+
+                affinity = self._affinity(histories)
+                scores = self.calibration.place(scores.cpu(), affinity, seen_mask(histories, scores.shape[1]),
+                                                torch.from_numpy(cold))
         return scores
 
     def tune_cold_start_offset(self, valid, n_items: int, grid: Sequence[float] = (0, 0.5, 1, 2, 3, 4, 6, 8),
@@ -426,7 +496,10 @@ class VQRec(Recommender):
                 raise RuntimeError("no quantizer: pass codes, or fit the model from text")
             if not texts or any(not str(t).strip() for t in texts):
                 raise ValueError("add_items needs a non-empty text for every new item")
-            codes = self.quantizer.encode(self._text_encoder().encode(list(texts), progress=False))
+            emb = np.asarray(self._text_encoder().encode(list(texts), progress=False), dtype=np.float32)
+            codes = self.quantizer.encode(emb)
+        else:  # items added from codes alone have no text vector: zero cosine, placed low
+            emb = np.zeros((len(codes), 0 if self.text_emb is None else self.text_emb.shape[1]), np.float32)
         codes = np.asarray(codes, dtype=np.int64)
         if codes.ndim != 2 or codes.shape[1] != self.module.codes.shape[1]:
             raise ValueError(f"codes must be (n, {self.module.codes.shape[1]})")
@@ -440,6 +513,8 @@ class VQRec(Recommender):
         self.n_items = int(self.module.codes.shape[0])
         if self.cold_items is not None:
             self.cold_items = np.concatenate([self.cold_items, np.ones(len(codes), dtype=bool)])
+        if self.text_emb is not None:
+            self.text_emb = np.concatenate([self.text_emb, emb.reshape(len(codes), self.text_emb.shape[1])])
         return np.arange(start, self.n_items)
 
     # ---- persistence ----------------------------------------------------------------------
@@ -452,7 +527,7 @@ class VQRec(Recommender):
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "similarity": self.similarity, "temperature": self.temperature,
                 "code_dropout": self.code_dropout, "cold_start_offset": self.cold_start_offset, "n_items": self.n_items,
-                "n_warm": self.n_warm, "seed": self.seed}
+                "n_warm": self.n_warm, "seed": self.seed, "new_item_scoring": self.new_item_scoring}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
@@ -460,6 +535,11 @@ class VQRec(Recommender):
         out = {k: v for k, v in self.module.state_dict().items() if k != "sub_index"}
         if self.cold_items is not None:
             out["cold_items"] = torch.from_numpy(self.cold_items.astype(np.uint8))
+        if self.text_emb is not None:
+            out["text_emb"] = torch.from_numpy(np.ascontiguousarray(self.text_emb, dtype=np.float32))
+        if self.calibration is not None:
+            out.update(self.calibration.to_tensors("cold_calibration"))
+            out["cold_calibration.affinity_weights"] = torch.tensor(self.affinity_weights, dtype=torch.float64)
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -467,8 +547,17 @@ class VQRec(Recommender):
         cold = tensors.get("cold_items")
         self.cold_items = cold.numpy().astype(bool) if cold is not None else None
         self.module = self._build(self.codes, int(self.n_warm or self.codes.shape[0]))
-        self.module.load_state_dict({k: v for k, v in tensors.items() if k != "cold_items"}, strict=False)
+        extra = ("cold_items", "text_emb")
+        self.module.load_state_dict({k: v for k, v in tensors.items()
+                                     if k not in extra and not k.startswith("cold_calibration.")}, strict=False)
         self.module.eval()
+        from textrec.models.cold_items import RankCalibration
+
+        self.text_emb = tensors["text_emb"].numpy() if "text_emb" in tensors else None
+        self.calibration = RankCalibration.from_tensors(tensors, "cold_calibration") if self.text_emb is not None \
+            else None
+        if "cold_calibration.affinity_weights" in tensors:
+            self.affinity_weights = tuple(float(x) for x in tensors["cold_calibration.affinity_weights"])
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer

@@ -45,12 +45,15 @@ def table_name(path: Path) -> str:
 def load_table(path: str | Path, columns: dict[str, str], name: str | None = None,
                item_path: str | Path | None = None, item_columns: dict[str, str] | None = None,
                sep: str | None = None, on_error: str = "raise", duplicates: str = "keep",
-               rating_range: tuple[float, float] | None = RATING_RANGE) -> RecDataset:
+               rating_range: tuple[float, float] | None = RATING_RANGE,
+               title_column: str | None = None) -> RecDataset:
     """Load a CSV/TSV/Parquet interaction table through the ``columns`` mapping.
 
     ``item_path`` / ``item_columns``: an optional item table; ``item_columns`` maps ``item_id``
     and any text field names to its columns (default: the interaction table's item column and
-    every other column as a text field under its own name). ``sep`` applies to both files; by
+    every other column as a text field under its own name). ``title_column`` names the item
+    table's title column: it becomes the ``title`` field (first in the item text, and the
+    display title, kept whole); without it a column named ``title`` is the title. ``sep`` applies to both files; by
     default each file's delimiter follows its extension (.tsv/.tab: tab, .csv: comma, otherwise
     sniffed from the header). A rating outside ``rating_range`` (``None``: any finite number)
     is a bad row.
@@ -95,20 +98,39 @@ def load_table(path: str | Path, columns: dict[str, str], name: str | None = Non
 
     items, text_fields = None, []
     if item_path is not None:
-        items, text_fields = _read_items(Path(item_path), item_columns, columns["item_id"], sep, errors)
+        items, text_fields = _read_items(Path(item_path), item_columns, columns["item_id"], sep, errors,
+                                         title_column)
+    elif title_column is not None:
+        raise ValueError(f"title_column '{title_column}' names a column of the item table, but no item table "
+                         "was given")
     ds = RecDataset.from_frames(name or table_name(path), frame, items=items, text_fields=text_fields,
                                 source=str(path), skipped=errors.skipped)
     return finish(ds, notes)
 
 
 def _read_items(path: Path, item_columns: dict[str, str] | None, item_col: str, sep: str | None,
-                errors: RowErrors) -> tuple[pd.DataFrame, list[str]]:
-    """The item table as item_id + text fields (strings), one row per item."""
+                errors: RowErrors, title_column: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The item table as item_id + text fields (strings), one row per item; the title field first."""
     header = _header(path, sep)
     mapping = dict(item_columns) if item_columns else {
         "item_id": item_col, **{c: c for c in header if c != item_col}}
     if "item_id" not in mapping:
         raise ValueError(f"item_columns must map item_id to a column of {path.name}; got {item_columns}")
+    if title_column is not None:
+        if title_column not in header:
+            raise DataError(f"no title column '{title_column}' in the header (columns: {', '.join(header)})",
+                            path=str(path), line=1, field=title_column)
+        if title_column == mapping["item_id"]:
+            raise ValueError(f"{path.name}: the title column '{title_column}' is the item id column")
+        clash = [k for k, v in mapping.items() if k == "title" and v != title_column]
+        if clash:
+            raise ValueError(f"{path.name}: title={title_column} is named, but column 'title' is another "
+                             "column; rename one of them")
+        rest = {k: v for k, v in mapping.items() if k != "item_id" and v != title_column}
+        mapping = {"item_id": mapping["item_id"], "title": title_column, **rest}
+    elif "title" in mapping:  # the title leads the item text
+        mapping = {"item_id": mapping["item_id"], "title": mapping["title"],
+                   **{k: v for k, v in mapping.items() if k not in ("item_id", "title")}}
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for lineno, rec in _records(path, list(mapping.values()), sep, errors):

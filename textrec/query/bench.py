@@ -241,7 +241,7 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
         raise ValueError("query budgets must be >= 1 word")
     extra_budgets = [int(b) for b in dict.fromkeys(budgets) if int(b) != int(max_query_words)]
     with_oracle = len(heuristics) >= 2
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     cache = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "textrec" / "query_index"
     ds = load_dataset(dataset)
     catalog = Catalog.from_dataset(ds, verbose=False)
@@ -340,6 +340,7 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
                   "vs_best_heuristic compares with the heuristic of the highest test mean in the block"],
         "seeds": {"subsample": seed, "bootstrap": seed, "n_seeds": 1},
         "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     res["models"] = models_block(res)

@@ -107,9 +107,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     _threads(args)
     ds = _dataset(args)
-    task = _find_task(ds, args)
     writer = QueryWriter.from_pretrained(args.writer) if args.writer else \
-        QueryWriter.from_base(args.model, max_history=args.max_history, dataset_name=ds.name)
+        QueryWriter.from_base(args.model, max_history=args.max_history or 8, dataset_name=ds.name)
+    if args.max_history is None:  # the context the writer was trained on
+        args.max_history = writer.max_history
+    task = _find_task(ds, args)
     budget = args.max_words or writer.max_words
     completion = writer.generate([task], do_sample=args.sample, temperature=args.temperature,
                                  seed=args.seed, progress=False)[0]
@@ -224,7 +226,8 @@ def register(sub) -> None:
     g.add_argument("--retriever", default="bm25", choices=["bm25", "dense", "hybrid"])
     g.add_argument("--max-words", type=positive_int, default=None,
                    help="the query budget in words (default: the writer's, 8); the completion is cut to it")
-    g.add_argument("--max-history", type=positive_int, default=8)
+    g.add_argument("--max-history", type=positive_int, default=None,
+                   help="recent items shown (default: the writer's, 8 for the base policy)")
     g.add_argument("--k", type=positive_int, default=10)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=positive_float, default=1.0)

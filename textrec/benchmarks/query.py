@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (pa, pb))
         if args.merge:
             merged = merge_runs(a, ra, b, rb, args.bootstrap, args.seed)
-            for k in ("command", "date", "git_commit", "machine", "wall_seconds", "peak_rss_mb"):
+            for k in ("command", "date", "git_commit", "machine", "wall_seconds", "cpu_seconds", "peak_rss_mb"):
                 merged.pop(k, None)  # the writer records this command; A's own run is kept below
             merged["merged_from"] = {"a": {"file": pa, "row": ra, "command": a.get("command")},
                                      "b": {"file": pb, "row": rb, "command": b.get("command")}}

@@ -162,10 +162,12 @@ def test_cli_generate_with_a_tiny_policy(tiny, tmp_path, capsys):
 
 
 def test_sft_targets_pick_the_best_heuristic_query(toy):
+    from textrec.query.heuristics import term_weights
     from textrec.query.sft import CANDIDATES, QuerySFTConfig, candidate_queries, sft_targets
 
     catalog, bm25, tasks = toy
-    c = candidate_queries(tasks[0], max_words=4)
+    weights = term_weights(catalog)
+    c = candidate_queries(tasks[0], max_words=4, weights=weights)
     assert set(c) == set(CANDIDATES) and all(len(q.split()) <= 4 for q in c.values())
     assert c["last_title"] == " ".join(tasks[0].context[-1].split()[:4])
     targets, report = sft_targets(tasks, bm25, QuerySFTConfig(max_query_words=8, reward_k=100))
@@ -176,7 +178,7 @@ def test_sft_targets_pick_the_best_heuristic_query(toy):
 
     rr = RetrievalReward(bm25, k=100)
     for t, qs in zip(tasks, targets):
-        cands = candidate_queries(t, 8)
+        cands = candidate_queries(t, 8, weights=weights)
         scores = rr(None, list(cands.values()), target=[t.target] * len(cands), history=[t.history] * len(cands))
         best = max(scores)
         got = rr(None, qs, target=[t.target] * len(qs), history=[t.history] * len(qs))

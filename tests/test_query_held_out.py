@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import requires_shared_data, tiny_llama
 
+from textrec.query.catalog import Catalog
 from textrec.query.tasks import (
     SETTINGS,
     QueryTask,
@@ -141,6 +142,7 @@ def test_sft_targets_from_one_candidate_kind_copy_the_newest_title():
 
     class Ranks:
         kind = "fake"
+        catalog = Catalog.from_texts(["green pie", "red apple juice", "red apple"], name="toy")  # tfidf weights
 
         def target_ranks(self, queries, targets, histories):
             return np.array([0 if "pie" in q else 5000 for q in queries])
@@ -148,7 +150,9 @@ def test_sft_targets_from_one_candidate_kind_copy_the_newest_title():
     tasks = [QueryTask(user=0, history=np.arange(2), target=0, context=["green pie", "red apple juice"]),
              QueryTask(user=1, history=np.arange(2), target=0, context=["red apple", "green pie"])]
     both, _ = sft_targets(tasks, Ranks(), QuerySFTConfig(max_query_words=8))
-    assert both[0] == ["red apple juice green pie"]  # the best of all kinds: the one that retrieves
+    # the best of all kinds: every query that retrieves (names "pie"), ties kept; the newest title alone does not
+    assert "red apple juice green pie" in both[0] and all("pie" in q for q in both[0])
+    assert "red apple juice" not in both[0]
     last, report = sft_targets(tasks, Ranks(), QuerySFTConfig(max_query_words=8, candidates=("last_title",)))
     assert last == [["red apple juice"], ["green pie"]] and set(report["chosen"]) == {"last_title"}
     with pytest.raises(ValueError, match="subset"):

@@ -84,8 +84,11 @@ def test_config_checks_cap_and_reward_retrievers():
 
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         QueryGRPOConfig(max_prompt_tokens=0)
-    with pytest.raises(ValueError, match="bm25 | dense"):
-        QueryGRPOConfig(reward_retrievers=["hybrid"])
+    with pytest.raises(ValueError, match="bm25 | dense | hybrid"):
+        QueryGRPOConfig(reward_retrievers=["nope"])
+    with pytest.raises(ValueError, match="query budget"):
+        QueryGRPOConfig(max_words=0)
+    assert QueryGRPOConfig(reward_retrievers=["hybrid"]).max_words == 8
     hybrid = QueryGRPOConfig(reward_retrievers=["bm25", "dense"], reward_weight=0.5, format_weight=0.25)
     assert hybrid.reward_weights() == [0.5, 0.5, 0.25]
     dense = load_grpo_config("recr1_cpu_sft_dense")

@@ -46,7 +46,8 @@ def test_heuristics_take_the_newest_items():
     assert heuristic_query("all_titles", ctx, max_words=4) == "newest thing three middle"
     assert heuristic_query("last_two_titles", ctx, max_words=4) == "newest thing three middle"
     assert heuristic_query("keywords", ctx, max_words=3).split()[0] == "newest"
-    assert heuristic_query("raw_history", ctx) == " ".join(ctx)
+    assert heuristic_query("raw_history", ctx, max_words=16) == " ".join(ctx)
+    assert heuristic_query("raw_history", ctx, max_words=4) == "two newest thing three"  # newest words
     with pytest.raises(ValueError, match="unknown heuristic"):
         heuristic_query("nope", ctx)
 

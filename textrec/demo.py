@@ -155,11 +155,11 @@ def demo(out_dir: str = "textrec-demo", threads: int = 2, epochs: int = DEMO_EPO
     from textrec.serve.backends import QueryEngine
 
     engine = QueryEngine(served.catalog, llm=query_llm, name="ml-100k")
-    query, context, found = engine.query(hist, 5)
+    query, context, found = engine.query(hist, 5, max_words=8)
     how = ("untrained SmolLM2-135M policy (no GRPO training in the demo)" if query_llm else
-           "Rec-R1's raw-history query: the recent titles, concatenated (no LLM; --query-llm for the "
-           "untrained SmolLM2 policy)")
-    print(f"   written by: {how}\n   query: {query!r}")
+           "Rec-R1's raw-history query: the newest 8 words of the recent titles (no LLM; --query-llm for "
+           "the untrained SmolLM2 policy)")
+    print(f"   written by: {how}\n   query (8-word budget): {query!r}")
     for n, (i, s) in enumerate(found, 1):
         print(f"   {n}. {served.catalog.title(i)} (BM25 {s:.2f})")
     clock.step("query")

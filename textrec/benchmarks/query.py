@@ -52,13 +52,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="subsample size for the held_out_users setting (default --n-users)")
     ap.add_argument("--held-out-users-frac", type=float, default=None,
                     help="the fraction of users kept out of training (default: the writers' recorded one)")
-    ap.add_argument("--retrievers", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
+    ap.add_argument("--retrievers", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense", "hybrid"],
+                    help="evaluation retrievers (hybrid: dense + max-normalised BM25, equal weights)")
     ap.add_argument("--writer", action="append", default=[], metavar="NAME=PATH", help="a saved query writer as a row")
     ap.add_argument("--compare", action="append", default=[], metavar="A:B", help="difference of two rows, with interval")
     ap.add_argument("--heuristics", nargs="*", default=list(HEURISTICS),
                     help="no-LLM rows (the oracle needs every SFT candidate; none: only --writer rows)")
     ap.add_argument("--max-history", type=positive_int, default=5)
-    ap.add_argument("--max-query-words", type=positive_int, default=8)
+    ap.add_argument("--max-query-words", "--max-words", type=positive_int, default=8,
+                    help="the headline query budget in words: every row's query is cut to it")
+    ap.add_argument("--budgets", nargs="*", type=positive_int, default=[],
+                    help="further budgets (e.g. 4 16): heuristic-only test blocks")
     ap.add_argument("--no-valid", action="store_true")
     ap.add_argument("--bootstrap", type=positive_int, default=2000)
     ap.add_argument("--compare-runs", nargs=2, metavar=("A.json:ROW", "B.json:ROW"),
@@ -74,7 +78,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark (or compare two finished runs) and write JSON + Markdown."""
-    from textrec.query.bench import compare_runs, markdown, merge_runs, run_benchmark
+    from textrec.query.bench import (
+        compare_runs,
+        markdown,
+        merge_runs,
+        models_block,
+        run_benchmark,
+        targets_block,
+    )
 
     writers: dict[str, str] = {}
     for w in args.writer:
@@ -94,10 +105,13 @@ def run(args: argparse.Namespace) -> int:
         a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (pa, pb))
         if args.merge:
             merged = merge_runs(a, ra, b, rb, args.bootstrap, args.seed)
-            for k in ("command", "date", "git_commit", "machine", "wall_seconds", "peak_rss_mb"):
+            for k in ("command", "date", "git_commit", "machine", "wall_seconds", "cpu_seconds", "peak_rss_mb"):
                 merged.pop(k, None)  # the writer records this command; A's own run is kept below
             merged["merged_from"] = {"a": {"file": pa, "row": ra, "command": a.get("command")},
                                      "b": {"file": pb, "row": rb, "command": b.get("command")}}
+            merged["models"] = models_block(merged)
+            merged["targets"] = targets_block(merged, ra, rb, int(merged.get("query_settings", {}).get(
+                "max_query_words", 8)))
             stem = args.name or "query_merged"
             out.write_json(f"{stem}.json", merged)
             out.write_text(f"{stem}.md", markdown(merged))
@@ -116,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
                         n_boot=args.bootstrap, with_valid=not args.no_valid, heuristics=args.heuristics,
                         held_out_users_frac=args.held_out_users_frac,
                         n_users_by_setting=({"held_out_users": args.n_users_held_out}
-                                            if args.n_users_held_out else None))
+                                            if args.n_users_held_out else None),
+                        budgets=args.budgets)
     stem = args.name or f"query_{args.dataset}_bench"
     out.write_json(f"{stem}.json", res)
     out.write_text(f"{stem}.md", markdown(res))

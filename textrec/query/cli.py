@@ -100,26 +100,31 @@ def _find_task(ds, args):
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write a query for one user (untrained base policy or a saved writer) and search with it."""
     from textrec.metrics.ranking import MISS
+    from textrec.query.heuristics import budget_words
     from textrec.query.parsing import parse_query
     from textrec.query.policy import QueryWriter
     from textrec.query.retrieval import retriever_for_dataset
 
     _threads(args)
     ds = _dataset(args)
-    task = _find_task(ds, args)
     writer = QueryWriter.from_pretrained(args.writer) if args.writer else \
-        QueryWriter.from_base(args.model, max_history=args.max_history, dataset_name=ds.name)
+        QueryWriter.from_base(args.model, max_history=args.max_history or 8, dataset_name=ds.name)
+    if args.max_history is None:  # the context the writer was trained on
+        args.max_history = writer.max_history
+    task = _find_task(ds, args)
+    budget = args.max_words or writer.max_words
     completion = writer.generate([task], do_sample=args.sample, temperature=args.temperature,
                                  seed=args.seed, progress=False)[0]
-    parsed = parse_query(completion)
+    parsed = parse_query(completion, max_words=budget)
+    query = budget_words(parsed.query, budget)  # the same cut the reward and the benchmark make
     r = retriever_for_dataset(ds, args.retriever, cache_dir=_index_cache(args), progress=False)
-    items, scores = r.search([parsed.query], k=args.k, exclude=[task.history])
-    rank = r.target_rank(parsed.query, task.target, exclude=task.history) if parsed.query else MISS
+    items, scores = r.search([query], k=args.k, exclude=[task.history])
+    rank = r.target_rank(query, task.target, exclude=task.history) if query else MISS
     print("context (most recent last):")
     for line in task.context:
         print(f"  - {line}")
     print(f"completion: {completion!r}")
-    print(f"query: {parsed.query!r} ({'well formed' if parsed.well_formed else parsed.problem})")
+    print(f"query ({budget}-word budget): {query!r} ({'well formed' if parsed.well_formed else parsed.problem})")
     print(f"true next item: [{ds.item_ids[task.target]}] {r.catalog.titles[task.target]} -> rank "
           f"{rank + 1 if rank < MISS else 'not retrieved'} of {r.n_items} ({args.retriever})")
     _print_results(ds, r.catalog, items[0], scores[0])
@@ -178,7 +183,7 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--setting", default="transductive", choices=list(SETTINGS),
                    help="which split's training data (held_out_items, old name inductive = the new-item split: "
                         "held-out items never seen; the recipe's held_out_users_frac also keeps users out)")
-    t.add_argument("--retriever", nargs="+", default=None, choices=["bm25", "dense"],
+    t.add_argument("--retriever", nargs="+", default=None, choices=["bm25", "dense", "hybrid"],
                    help="reward retriever(s) (default: the recipe's)")
     t.add_argument("--model", default=None, help="base policy (default: the recipe's, smollm2-135m)")
     t.add_argument("--max-steps", type=positive_int, default=None, help="GRPO steps (default: the recipe's)")
@@ -206,7 +211,7 @@ def register(sub) -> None:
     s = qs.add_parser("search", help="search a dataset's catalog with a free-text query")
     s.add_argument("text")
     _common(s)
-    s.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
+    s.add_argument("--retriever", default="bm25", choices=["bm25", "dense", "hybrid"])
     s.add_argument("--k", type=positive_int, default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
@@ -218,8 +223,11 @@ def register(sub) -> None:
     g.add_argument("--model", default=None, help="base policy (default smollm2-135m; any HF causal-LM folder/id)")
     g.add_argument("--setting", default="transductive", choices=list(SETTINGS))
     g.add_argument("--part", default="test", choices=["train", "valid", "test"])
-    g.add_argument("--retriever", default="bm25", choices=["bm25", "dense"])
-    g.add_argument("--max-history", type=positive_int, default=8)
+    g.add_argument("--retriever", default="bm25", choices=["bm25", "dense", "hybrid"])
+    g.add_argument("--max-words", type=positive_int, default=None,
+                   help="the query budget in words (default: the writer's, 8); the completion is cut to it")
+    g.add_argument("--max-history", type=positive_int, default=None,
+                   help="recent items shown (default: the writer's, 8 for the base policy)")
     g.add_argument("--k", type=positive_int, default=10)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=positive_float, default=1.0)

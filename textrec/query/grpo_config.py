@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from textrec.query.heuristics import SFT_CANDIDATES
+from textrec.query.heuristics import DEFAULT_MAX_WORDS, SFT_CANDIDATES
 from textrec.recipes import config_from_dict, load_recipe
 
 
@@ -66,7 +66,9 @@ class QueryGRPOConfig:
     format_weight: float = 0.5
     format_penalty: float = 1.0
     min_words: int = 1
-    max_words: int = 24
+    # the query budget in words: longer completions are cut to it before retrieval (reward and
+    # evaluation alike) and earn the format penalty; the SFT targets are built under it
+    max_words: int = DEFAULT_MAX_WORDS
     # evaluation generation
     eval_max_new_tokens: int = 24
     # optional SFT warm start before GRPO (textrec.query.sft; 0 steps = none, as Rec-R1 itself)
@@ -77,7 +79,7 @@ class QueryGRPOConfig:
     sft_batch_size: int = 8
     sft_learning_rate: float = 5e-4
     sft_max_tasks: int | None = 2000
-    sft_max_query_words: int = 16
+    sft_max_query_words: int | None = None  # None: the budget, max_words
     # greedy copy check after SFT on this many unseen training tasks (sft_report.json "fidelity")
     sft_fidelity_tasks: int = 64
     # SFT completions are cut at a word boundary to fit this many tokens with EOS (None: the GRPO
@@ -92,23 +94,25 @@ class QueryGRPOConfig:
         if self.prompts_per_step < 1:
             raise ValueError("prompts_per_step must be >= 1")
         if not self.reward_retrievers:
-            raise ValueError("reward_retrievers must name at least one retriever (bm25 | dense)")
+            raise ValueError("reward_retrievers must name at least one retriever (bm25 | dense | hybrid)")
         if not 0.0 <= self.held_out_users_frac < 1.0:
             raise ValueError(f"held_out_users_frac must be in [0, 1), got {self.held_out_users_frac}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
         if self.reward_k is not None and self.reward_k < 1:
             raise ValueError(f"reward_k must be >= 1 or null (no cutoff), got {self.reward_k}")
-        bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense")]
+        bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense", "hybrid")]
         if bad:
-            raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense")
+            raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense | hybrid")
+        if self.max_words < max(1, self.min_words):
+            raise ValueError(f"max_words (the query budget) must be >= max(1, min_words), got {self.max_words}")
 
     def sft_config(self):
         """The :class:`textrec.query.sft.QuerySFTConfig` these settings describe."""
         from textrec.query.sft import QuerySFTConfig
 
         return QuerySFTConfig(steps=self.sft_steps, batch_size=self.sft_batch_size,
-                              learning_rate=self.sft_learning_rate, max_query_words=self.sft_max_query_words,
+                              learning_rate=self.sft_learning_rate, max_query_words=self.sft_max_query_words or self.max_words,
                               max_tasks=self.sft_max_tasks, reward_k=self.reward_k,
                               max_prompt_tokens=self.max_prompt_tokens,
                               max_target_tokens=self.sft_max_target_tokens or self.max_completion_length,

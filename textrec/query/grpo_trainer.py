@@ -359,7 +359,8 @@ class QueryGRPOTrainer:
         return QueryWriter(self.trainer.model, self.tokenizer, template_id=self.config.template_id,
                            template_family=self.config.template_family, max_history=self.config.max_history,
                            max_new_tokens=self.config.eval_max_new_tokens, base_model=self.base_model,
-                           dataset_name=self.dataset_name, max_prompt_tokens=self.config.max_prompt_tokens)
+                           dataset_name=self.dataset_name, max_prompt_tokens=self.config.max_prompt_tokens,
+                           max_words=self.config.max_words)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Save the trained writer (adapter + ``querywriter.json``)."""

@@ -33,7 +33,8 @@ class QueryWriter:
 
     def __init__(self, model, tokenizer, template_id: str = "query-plain", template_family: str = "query/recr1",
                  max_history: int = 8, max_new_tokens: int = 24, base_model: str = DEFAULT_POLICY,
-                 dataset_name: str = "", max_prompt_tokens: int | None = None):
+                 dataset_name: str = "", max_prompt_tokens: int | None = None, max_words: int | None = None):
+        from textrec.query.heuristics import DEFAULT_MAX_WORDS
         from textrec.query.tasks import load_template
 
         prepare_tokenizer(tokenizer)
@@ -44,6 +45,8 @@ class QueryWriter:
         self.base_model = str(base_model)
         self.dataset_name = dataset_name
         self.max_prompt_tokens = None if max_prompt_tokens is None else int(max_prompt_tokens)
+        # the query budget in words the writer was trained under; write() cuts to it (or to a caller's)
+        self.max_words = int(max_words or DEFAULT_MAX_WORDS)
 
     @classmethod
     def from_base(cls, model_name: str | None = None, **kw) -> QueryWriter:
@@ -89,6 +92,17 @@ class QueryWriter:
         bar.close()
         return [texts[i] for i in range(len(prompts))]
 
+    def write(self, tasks, max_words: int | None = None, **generate_kw) -> list[str]:
+        """The query per task: the completion parsed (:func:`textrec.query.parsing.parse_query`) and
+        cut to ``max_words`` words (default: the writer's budget), the same cut the reward makes."""
+        from textrec.query.heuristics import budget_words
+        from textrec.query.parsing import parse_query
+
+        n = int(max_words or self.max_words)
+        if n < 1:
+            raise ValueError(f"max_words must be >= 1, got {n}")
+        return [budget_words(parse_query(c).query, n) for c in self.generate(tasks, **generate_kw)]
+
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the adapter (or full model) as safetensors plus ``querywriter.json``."""
         import json
@@ -107,7 +121,8 @@ class QueryWriter:
             "base_model": self.base_model, "weights": "adapter" if is_peft else "model",
             "template_family": self.template_family, "template_id": self.template_id,
             "max_history": self.max_history, "max_new_tokens": self.max_new_tokens,
-            "dataset": self.dataset_name, "max_prompt_tokens": self.max_prompt_tokens}, indent=1))
+            "dataset": self.dataset_name, "max_prompt_tokens": self.max_prompt_tokens,
+            "max_words": self.max_words}, indent=1))
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, merge: bool = True) -> QueryWriter:
@@ -136,4 +151,4 @@ class QueryWriter:
                    template_family=cfg.get("template_family", "query/recr1"),
                    max_history=cfg.get("max_history", 8), max_new_tokens=cfg.get("max_new_tokens", 24),
                    base_model=cfg["base_model"], dataset_name=cfg.get("dataset", ""),
-                   max_prompt_tokens=cfg.get("max_prompt_tokens"))
+                   max_prompt_tokens=cfg.get("max_prompt_tokens"), max_words=cfg.get("max_words"))

@@ -32,7 +32,14 @@ import torch
 
 from textrec.models.base import Recommender, TrainView
 from textrec.query.catalog import Catalog
-from textrec.query.heuristics import HEURISTICS, heuristic_query
+from textrec.query.heuristics import (
+    DEFAULT_MAX_WORDS,
+    HEURISTICS,
+    budget_words,
+    heuristic_query,
+    term_weights,
+)
+from textrec.query.retrieval import RETRIEVER_KINDS
 from textrec.query.tasks import ContextBuilder, QueryTask
 
 QUERY_KINDS = (*HEURISTICS, "llm")
@@ -47,20 +54,22 @@ class QueryRecommender(Recommender):
     scores_new_items = True  # text retrieval reaches items without training events
 
     def __init__(self, query: str = "raw_history", retriever: str = "bm25", max_history: int = 8,
-                 max_query_words: int = 16, retriever_options: dict[str, Any] | None = None,
-                 generation_batch_size: int = 32, writer_query_words: int = 24, catalog: Any = None,
+                 max_query_words: int = DEFAULT_MAX_WORDS, retriever_options: dict[str, Any] | None = None,
+                 generation_batch_size: int = 32, writer_query_words: int | None = None, catalog: Any = None,
                  writer=None, query_cache: dict | None = None):
         if query not in QUERY_KINDS:
             raise ValueError(f"query must be one of {list(QUERY_KINDS)}, not {query!r}")
-        if retriever not in ("bm25", "dense"):
-            raise ValueError(f"retriever must be 'bm25' or 'dense', not {retriever!r}")
+        if retriever not in RETRIEVER_KINDS:
+            raise ValueError(f"retriever must be one of {list(RETRIEVER_KINDS)}, not {retriever!r}")
         if max_history < 1 or max_query_words < 1:
             raise ValueError("max_history and max_query_words must be >= 1")
         self.query, self.retriever_kind = query, retriever
         self.max_history, self.max_query_words = int(max_history), int(max_query_words)
         self.retriever_options = dict(retriever_options or {})
         self.generation_batch_size = int(generation_batch_size)
-        self.writer_query_words = int(writer_query_words)  # the GRPO format bound: longer LLM queries are cut
+        # the query budget holds for every query, LLM or heuristic (an older name of the same cut)
+        self.writer_query_words = int(writer_query_words or max_query_words)
+        self.max_query_words = min(self.max_query_words, self.writer_query_words)
         self.writer = writer
         if writer is not None and query != "llm":
             raise ValueError(f"a writer was given but query is {query!r}; use query='llm'")
@@ -141,9 +150,10 @@ class QueryRecommender(Recommender):
                 tasks = [QueryTask(user=keys[i][0], history=np.asarray(keys[i][1], dtype=np.int64), target=-1,
                                    context=c) for i, c in zip(todo, contexts)]
                 comps = self.writer.generate(tasks, batch_size=self.generation_batch_size, progress=progress)
-                new = [" ".join(parse_query(c).query.split()[: self.writer_query_words]) for c in comps]
+                new = [budget_words(parse_query(c).query, self.max_query_words) for c in comps]
             else:
-                new = [heuristic_query(self.query, c, self.max_query_words) for c in contexts]
+                weights = term_weights(self.search_catalog) if self.query == "tfidf_keywords" else None
+                new = [heuristic_query(self.query, c, self.max_query_words, weights) for c in contexts]
             for i, q in zip(todo, new):
                 self._queries[keys[i]] = q
         return [self._queries[k] for k in keys]

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from textrec.metrics.ranking import MISS
-from textrec.query.heuristics import SFT_CANDIDATES, heuristic_queries
+from textrec.query.heuristics import (
+    DEFAULT_MAX_WORDS,
+    SFT_CANDIDATES,
+    TermWeights,
+    heuristic_queries,
+    term_weights,
+)
 from textrec.query.rewards import cutoff_name, reward_metric
 from textrec.query.tasks import QueryTask, cap_context, is_bare, prompt_text
 
@@ -41,7 +47,7 @@ class QuerySFTConfig:
     steps: int = 100
     batch_size: int = 8
     learning_rate: float = 5e-4
-    max_query_words: int = 16
+    max_query_words: int = DEFAULT_MAX_WORDS  # the query budget the targets are built under
     max_tasks: int | None = 2000  # seeded subsample of training tasks used as SFT data
     reward_k: int | None = 1000  # None: NDCG over the full ranking
     max_prompt_tokens: int | None = None  # the GRPO/generation prompt cap
@@ -60,9 +66,11 @@ class QuerySFTConfig:
     fidelity_tasks: int = 64
 
 
-def candidate_queries(task: QueryTask, max_words: int = 16, kinds: Sequence[str] = CANDIDATES) -> dict[str, str]:
-    """Heuristic queries from the context, by kind (see ``CANDIDATES``), each at most ``max_words``."""
-    return heuristic_queries(task.context, max_words, kinds)
+def candidate_queries(task: QueryTask, max_words: int = DEFAULT_MAX_WORDS, kinds: Sequence[str] = CANDIDATES,
+                      weights: TermWeights | None = None) -> dict[str, str]:
+    """Heuristic queries from the context, by kind (see ``CANDIDATES``), each at most ``max_words``
+    (``weights``: the catalog's term weights, needed for ``tfidf_keywords``)."""
+    return heuristic_queries(task.context, max_words, kinds, weights)
 
 
 def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | None = None
@@ -81,7 +89,8 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     if not kinds or bad:
         raise ValueError(f"SFT candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(kinds)}")
     retrievers = list(retriever) if isinstance(retriever, (list, tuple)) else [retriever]
-    cands = [candidate_queries(t, cfg.max_query_words, kinds) for t in tasks]
+    weights = term_weights(retrievers[0].catalog) if "tfidf_keywords" in kinds else None
+    cands = [candidate_queries(t, cfg.max_query_words, kinds, weights) for t in tasks]
     score = {}
     for kind in kinds:
         qs = [c[kind] for c in cands]

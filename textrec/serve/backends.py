@@ -110,10 +110,12 @@ class QueryEngine:
             self._retriever, self._retriever_size = BM25Retriever(cat), len(self.catalog)
         return self._retriever
 
-    def _write(self, context: list[str], history: np.ndarray) -> str:
+    def _write(self, context: list[str], history: np.ndarray, max_words: int) -> str:
+        from textrec.query.heuristics import heuristic_query
+
+        raw = heuristic_query("raw_history", context, max_words)  # the newest max_words words of the titles
         if self.method == "raw-history":
-            return " ".join(context)
-        from textrec.query.parsing import parse_query
+            return raw
         from textrec.query.policy import QueryWriter
         from textrec.query.tasks import QueryTask
 
@@ -121,15 +123,22 @@ class QueryEngine:
             self._writer = (QueryWriter.from_pretrained(self._writer_dir) if self._writer_dir is not None
                             else QueryWriter.from_base(max_history=self.max_history, dataset_name=self.name))
         task = QueryTask(user=-1, history=history, target=-1, context=context)
-        completion = self._writer.generate([task], progress=False)[0]
-        parsed = parse_query(completion)
-        return parsed.query or " ".join(context)
+        return self._writer.write([task], max_words=max_words, progress=False)[0] or raw
 
-    def query(self, history: np.ndarray, k: int) -> tuple[str, list[str], list[tuple[int, float]]]:
-        """(query, the context titles it was written from, [(item index, score)] retrieved)."""
+    def query(self, history: np.ndarray, k: int, max_words: int | None = None
+              ) -> tuple[str, list[str], list[tuple[int, float]]]:
+        """(query, the context titles it was written from, [(item index, score)] retrieved).
+
+        The query holds at most ``max_words`` words (default 8, :data:`textrec.query.heuristics.DEFAULT_MAX_WORDS`).
+        """
+        from textrec.query.heuristics import DEFAULT_MAX_WORDS
+
+        budget = int(max_words or DEFAULT_MAX_WORDS)
+        if budget < 1:
+            raise ValueError(f"max_words must be >= 1, got {max_words}")
         context = [self.catalog.title(int(i)) for i in history[-self.max_history:]]
         with self._lock:  # the LLM and the lazily rebuilt index are not shared between threads
-            q = self._write(context, history)
+            q = self._write(context, history, budget)
             r = self._retriever_now()
             items, scores = r.search([q], k=k, exclude=[history])
         rows = [(int(i), float(s)) for i, s in zip(items[0], scores[0]) if i >= 0 and s > 0]
@@ -370,12 +379,14 @@ class ServedArtifact:
                                   "serve it with --explainer)")
         return self.explainer.explain(user_id, item_id)
 
-    def query(self, history: np.ndarray, k: int) -> tuple[str, list[str], list[tuple[int, float]]]:
-        """A written query and what it retrieves, or :class:`CapabilityError`."""
+    def query(self, history: np.ndarray, k: int, max_words: int | None = None
+              ) -> tuple[str, list[str], list[tuple[int, float]]]:
+        """A written query of at most ``max_words`` words (default 8) and what it retrieves, or
+        :class:`CapabilityError`."""
         if self.query_engine is None:
             raise CapabilityError(f"'{self.name}' has no query engine (its catalog has no item text)")
         with self.lock.read():
-            return self.query_engine.query(history, k)
+            return self.query_engine.query(history, k, max_words=max_words)
 
     # ---- loading -----------------------------------------------------------------------
     @classmethod

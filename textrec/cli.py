@@ -51,6 +51,8 @@ BENCHMARKS = {
     "query": ("textrec.benchmarks.query", "Rec-R1: raw-history vs untrained vs GRPO-trained queries"),
     "erra": ("textrec.benchmarks.erra", "ERRA explanations vs PETER-style and ablations"),
     "recbole": ("textrec.benchmarks.recbole", "RecBole 1.2.1 SASRec/GRU4Rec side by side (needs .[bench])"),
+    "load": ("textrec.benchmarks.load", "textrec serve under load (wrk): ceiling, ML-100K, 100k items, explain, "
+                                        "writes, hostile bodies"),
 }
 
 

@@ -278,7 +278,8 @@ def share_text_encoder(model) -> Callable[[], None] | None:
 
     def warm() -> None:
         enc = shared_encoder(name)
-        enc.model.encode(["warm-up"], show_progress_bar=False)  # loads the weights; the disk cache is bypassed
+        enc.model.encode(["warm-up"], show_progress_bar=False)  # the weights and the first forward
+        enc.encode(["warm-up"], progress=False)  # the embedding cache's index
 
     return warm
 
@@ -356,6 +357,8 @@ class ServedArtifact:
         self._write_lock = threading.Lock()
         #: keep per-user top lists (off: every request is computed, to measure what the cache buys)
         self.cache_tops = True
+        #: set once :meth:`warm` has loaded the encoder and precomputed the top lists
+        self.warmed = False
         self._warm_encoder = share_text_encoder(model)
         self.state = self._new_state(model, frozenset(deleted), version=0)
 
@@ -431,7 +434,7 @@ class ServedArtifact:
         users = getattr(st.model, "users", None)
         out = {"name": self.name, "model_type": self.model_type, "n_items": self.n_live_items(),
                "n_users": len(users) if users is not None else 0,
-               "capabilities": self.capabilities, "ranking": self.ranking,
+               "capabilities": self.capabilities, "ranking": self.ranking, "warm": self.warmed,
                "example_users": users.ids[:5] if users is not None else [],
                "example_items": [i for i in st.model.catalog.ids[:10] if i not in st.deleted][:5]}
         if self.query_engine is not None:
@@ -445,6 +448,7 @@ class ServedArtifact:
             with self._write_lock:
                 self._warm_encoder()
         self._precompute(self.state)
+        self.warmed = True
 
     def _precompute(self, st: ServedState, batch: int = 256) -> None:
         users = getattr(st.model, "users", None)

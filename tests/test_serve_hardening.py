@@ -263,7 +263,7 @@ def test_batched_requests_answer_like_single_ones(folders):
     art.cache_tops = False
     hists = [np.array([1, 2, 3]), np.array([5]), np.array([7, 8])]
     batch = art.top_batch([(-1, h, True) for h in hists])
-    for h, (idx, val) in zip(hists, batch):
+    for h, (idx, _) in zip(hists, batch):
         one, _ = art.top(h)
         assert list(idx) == list(one)
     import asyncio

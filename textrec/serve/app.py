@@ -274,7 +274,7 @@ def create_app(artifacts: list[ServedArtifact], token: str | None = None, guard:
 
     @app.get("/items", response_model=list[ItemOut], summary="find catalog items by title words")
     def items(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
-              k: Annotated[int, Query(ge=1, le=MAX_K, strict=True)] = 20,
+              k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
               model: Annotated[str | None, Query(max_length=64)] = None) -> list[ItemOut]:
         a = artifact(model)
         st = a.state

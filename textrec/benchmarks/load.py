@@ -196,9 +196,11 @@ def explain_bodies(explainer: Path, data_root: str | None, n: int, seed: int) ->
 
     data = Explainer.load(explainer, data_root=data_root, progress=False).data
     rng = random.Random(seed)
-    rows = list(data.examples["test"])
+    rows = [int(r) for r in data.split.test]
     rng.shuffle(rows)
-    pairs = list(dict.fromkeys((str(data.user_ids[e.user]), str(data.item_ids[e.item])) for e in rows))[:n]
+    r = data.reviews
+    pairs = list(dict.fromkeys((str(data.user_ids[r["user"].iat[i]]), str(data.item_ids[r["item"].iat[i]]))
+                               for i in rows))[:n]
     return [json.dumps({"user": u, "item": i, "model": "bench"}) for u, i in pairs]
 
 

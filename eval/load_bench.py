@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import sys
 
+from textrec.benchmarks.load import synthetic_artifact
+
+__all__ = ["synthetic_artifact"]
+
 if __name__ == "__main__":
     from textrec.cli import main
 

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from textrec.options import add_seed_option, positive_float, positive_int
-from textrec.results import add_output_options, command_line, machine, writer_from_args
+from textrec.results import add_output_options, command_line, writer_from_args
 
 SCENARIOS = ("ceiling", "sasrec", "fusion", "synthetic", "explain", "writes", "hostile")
 #: the issue's targets: (min req/s, max p95 ms, max p99 ms)
@@ -511,7 +511,8 @@ def summary_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
             continue
         for row, m in r["models"].items():
             lat = m["latency_ms"]
-            rows.append({"scenario": name, "row": row, "clients": m["clients"], "req_s": m["throughput_rps"],
+            rows.append({"scenario": name, "row": row, "date": r.get("date"), "clients": m["clients"],
+                         "req_s": m["throughput_rps"],
                          "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"], "errors": m["errors"],
                          "ratio_to_ceiling": m.get("ratio_to_ceiling"),
                          "targets_met": all(t["met"] for t in m.get("targets", {}).values()) if m.get("targets") else None})
@@ -520,8 +521,11 @@ def summary_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
 
 def render_summary(summary: dict[str, Any]) -> str:
     """The Markdown block docs/serving.md quotes (regenerated from ``load_summary.json``)."""
-    lines = [f"Measured {summary['date']} on {summary['machine']} (`{summary['command']}`); "
-             f"{summary['seconds']:g} s per row after a 2 s warm-up, wrk closed loop.", "",
+    dates = sorted({str(r.get("date"))[:10] for r in summary["rows"]})
+    lines = [f"Generated from `eval/results/load_*.json` (each with its command, date and machine); runs of "
+             f"{', '.join(dates)} on {summary['machine']}, holding every CPU slot of the machine; "
+             f"{summary['seconds']:g} s per row after a 2 s warm-up, wrk closed loop over loopback "
+             "(client and server share the 2 cores).", "",
              "| scenario | configuration | clients | req/s | p50 ms | p95 ms | p99 ms | errors | / ceiling | targets |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
@@ -583,7 +587,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def _summary(results: dict[str, dict], args, started: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"benchmark": "load", "date": started, "machine": machine(),
+    import platform
+
+    out: dict[str, Any] = {"benchmark": "load", "date": started,
+                           "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} "
+                                      f"{platform.release()}",
                            "command": command_line(), "seconds": args.seconds, "rows": summary_rows(results)}
     w = results.get("writes_under_load")
     if w:
@@ -653,6 +661,7 @@ def run(args: argparse.Namespace) -> int:
                  scenario_seconds=round(time.perf_counter() - t0, 1),
                  server="textrec serve: one uvicorn worker (uvloop, httptools), 1 torch thread; client: wrk -t1, "
                         "same machine, loopback")
+        r["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         results[FILES[s]] = r
         writer.write_json(f"load_{FILES[s]}.json", r)
         for row, m in r["models"].items():

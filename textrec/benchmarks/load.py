@@ -49,7 +49,7 @@ import numpy as np
 from textrec.options import add_seed_option, positive_float, positive_int
 from textrec.results import add_output_options, command_line, writer_from_args
 
-SCENARIOS = ("ceiling", "sasrec", "fusion", "synthetic", "explain", "writes", "hostile")
+SCENARIOS = ("ceiling", "sasrec", "fusion", "synthetic", "explain", "writes", "hostile", "before")
 #: the issue's targets: (min req/s, max p95 ms, max p99 ms)
 TARGETS = {"ml-100k": (1000.0, 20.0, 50.0), "synthetic": (300.0, 50.0, None), "explain": (None, 300.0, None)}
 SUMMARY_FILE = "load_summary.json"
@@ -148,7 +148,10 @@ class Server:
         cmd = [c.replace("{port}", str(self.port)) for c in cmd]
         self.log = tempfile.TemporaryFile("w+")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=self.log, text=True)
+        # python -m puts the working folder first on sys.path: an earlier tree must be the working
+        # folder too, or the current checkout's package would be imported instead of it
+        self.proc = subprocess.Popen(cmd, cwd=pythonpath or ROOT, env=env, stdout=self.log, stderr=self.log,
+                                     text=True)
         self.health: dict = {}
         while True:
             if self.proc.poll() is not None:
@@ -287,15 +290,6 @@ def _recommend_rows(args, folder: Path, ceiling: float | None, label: str) -> di
         finally:
             srv.stop()
         rows[name]["targets"] = _row_targets(rows[name], "ml-100k", ceiling)
-    if args.before and label == "sasrec":
-        tree = before_tree(args.before, Path(args.work_dir))
-        srv = Server([f"bench={folder}"], pythonpath=str(tree), wait_warm=False)
-        try:
-            rows[f"before (commit {args.before[:7]})"] = _measure(srv, script, args)
-        finally:
-            srv.stop()
-        rows[f"before (commit {args.before[:7]})"]["targets"] = _row_targets(
-            rows[f"before (commit {args.before[:7]})"], "ml-100k", ceiling)
     return {"models": rows, "artifact": str(folder), "endpoint": "POST /recommend",
             "request": "random known user per request (2,000 drawn with the seed), k=10"}
 
@@ -316,20 +310,40 @@ def scenario_synthetic(args, ceiling: float | None) -> dict:
             finally:
                 srv.stop()
             rows[name]["targets"] = _row_targets(rows[name], "synthetic", ceiling)
-        if args.before:
-            tree = before_tree(args.before, Path(args.work_dir))
-            name = f"before (commit {args.before[:7]}, FAISS flat)"
-            srv = Server([f"bench={folder}"], pythonpath=str(tree), wait_warm=False)
-            try:
-                rows[name] = _measure(srv, script, args)
-            finally:
-                srv.stop()
-            rows[name]["targets"] = _row_targets(rows[name], "synthetic", ceiling)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"models": rows, "n_items": args.synthetic, "artifact_build_seconds": built,
             "artifact": f"synthetic TextKNN, {args.synthetic} random 384-d unit vectors",
             "endpoint": "POST /recommend", "request": "a fresh random history of 20 items per request, k=10"}
+
+
+def scenario_before(args, ceiling: float | None) -> dict:
+    """The server of an earlier commit, same requests as the sasrec and synthetic scenarios."""
+    tree = str(before_tree(args.before, Path(args.work_dir)))
+    rows: dict[str, Any] = {}
+    sas = Path(args.sasrec)
+    srv = Server([f"bench={sas}"], pythonpath=tree, wait_warm=False)
+    try:
+        rows["ML-100K SASRec"] = _measure(srv, lua_bodies("/recommend", user_bodies(sas, 10, 2000, args.seed), args.seed),
+                                          args)
+    finally:
+        srv.stop()
+    rows["ML-100K SASRec"]["targets"] = _row_targets(rows["ML-100K SASRec"], "ml-100k", ceiling)
+    tmp = tempfile.mkdtemp(prefix="textrec-load-", dir=args.work_dir)
+    try:
+        folder = synthetic_artifact(args.synthetic, Path(tmp) / "synthetic")
+        srv = Server([f"bench={folder}"], pythonpath=tree, wait_warm=False)
+        try:
+            name = f"synthetic {args.synthetic:,} items"
+            rows[name] = _measure(srv, lua_histories(args.synthetic, 20, 10, args.seed), args)
+            rows[name]["ranking"] = srv.health["models"][0]["ranking"]
+        finally:
+            srv.stop()
+        rows[name]["targets"] = _row_targets(rows[name], "synthetic", ceiling)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"models": rows, "commit": args.before, "endpoint": "POST /recommend",
+            "request": "as in the sasrec and synthetic scenarios"}
 
 
 def scenario_explain(args) -> dict:
@@ -505,7 +519,7 @@ def scenario_hostile(args) -> dict:
 def summary_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     """One row per measured configuration, for the docs table."""
     rows = []
-    for name in ("ceiling", "ml-100k_sasrec", "ml-100k_fusion", "synthetic_100k", "instruments_explain"):
+    for name in ("ceiling", "ml-100k_sasrec", "ml-100k_fusion", "synthetic_100k", "before", "instruments_explain"):
         r = results.get(name)
         if r is None:
             continue
@@ -578,7 +592,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--adds", type=positive_int, default=20, help="items added in the writes scenario")
     ap.add_argument("--hostile-seconds", type=positive_float, default=5.0,
                     help="how long the 4 hostile clients keep sending (default 5)")
-    ap.add_argument("--before", metavar="REV", help="also run the server of this earlier commit (sasrec, synthetic)")
+    ap.add_argument("--before", metavar="REV",
+                    help="the earlier commit whose server the 'before' scenario runs (sasrec and synthetic requests)")
     ap.add_argument("--work-dir", default=None, help="scratch folder (default: the system temp folder)")
     ap.add_argument("--update-docs", default=None, metavar="MD",
                     help="rewrite the generated block of this Markdown file (default docs/serving.md with --publish)")
@@ -609,7 +624,8 @@ def _summary(results: dict[str, dict], args, started: str) -> dict[str, Any]:
 
 
 FILES = {"ceiling": "ceiling", "sasrec": "ml-100k_sasrec", "fusion": "ml-100k_fusion", "synthetic": "synthetic_100k",
-         "explain": "instruments_explain", "writes": "writes_under_load", "hostile": "hostile_bodies"}
+         "explain": "instruments_explain", "writes": "writes_under_load", "hostile": "hostile_bodies",
+         "before": "before"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -621,6 +637,7 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise SystemExit(f"--scenarios: unknown {bad}; choose from {list(SCENARIOS)}")
     need = {"sasrec": ["sasrec"], "fusion": ["fusion"], "writes": ["fusion"], "hostile": ["fusion"],
+            "before": ["before", "sasrec"],
             "explain": ["explain_artifact", "explainer"]}
     for s in wanted:
         for opt in need.get(s, []):
@@ -629,7 +646,10 @@ def run(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None and set(wanted) - {"hostile"}:
         raise SystemExit("textrec bench load needs wrk (Debian: apt-get install -y wrk): a Python client "
                          "cannot drive more than ~600 req/s on 2 cores")
-    args.work_dir = args.work_dir or tempfile.gettempdir()
+    args.work_dir = str(Path(args.work_dir or tempfile.gettempdir()).resolve())
+    for opt in ("sasrec", "fusion", "explain_artifact", "explainer"):  # servers may run in another folder
+        if getattr(args, opt):
+            setattr(args, opt, str(Path(getattr(args, opt)).resolve()))
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     writer = writer_from_args(args, "load")
     results: dict[str, dict] = {}
@@ -647,6 +667,13 @@ def run(args: argparse.Namespace) -> int:
                 r = scenario_synthetic(args, ceiling)
             elif s == "explain":
                 r = scenario_explain(args)
+            elif s == "before":
+                if ceiling is None:
+                    from textrec.results import published_result
+
+                    old = published_result("load_ceiling.json")
+                    ceiling = old["models"]["constant body"]["throughput_rps"] if old else None
+                r = scenario_before(args, ceiling)
             elif s == "writes":
                 r = scenario_writes(args)
             else:

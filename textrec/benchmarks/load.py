@@ -536,8 +536,9 @@ def summary_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
 def render_summary(summary: dict[str, Any]) -> str:
     """The Markdown block docs/serving.md quotes (regenerated from ``load_summary.json``)."""
     dates = sorted({str(r.get("date"))[:10] for r in summary["rows"]})
+    where = summary.get("conditions") or "holding every CPU slot of the machine"
     lines = [f"Generated from `eval/results/load_*.json` (each with its command, date and machine); runs of "
-             f"{', '.join(dates)} on {summary['machine']}, holding every CPU slot of the machine; "
+             f"{', '.join(dates)} on {summary['machine']}; {where}. "
              f"{summary['seconds']:g} s per row after a 2 s warm-up, wrk closed loop over loopback "
              "(client and server share the 2 cores).", "",
              "| scenario | configuration | clients | req/s | p50 ms | p95 ms | p99 ms | errors | / ceiling | targets |",
@@ -549,9 +550,11 @@ def render_summary(summary: dict[str, Any]) -> str:
                      f"{r['p95_ms']:g} | {r['p99_ms']:g} | {r['errors']} | {ratio} | {met} |")
     w = summary.get("writes")
     if w:
-        lines += ["", f"Writes: reader p99 {w['idle_p99_ms']:g} ms idle, {w['during_p99_ms']:g} ms during "
-                      f"{w['adds']} adds ({w['ratio']:g}x; target <= 2x: {'met' if w['met'] else 'missed'}); "
-                      f"first add {w['first_add_seconds']:g} s."]
+        lines += ["", f"Writes: reader p99 {w['idle_p99_ms']:g} ms idle, {w['during_p99_ms']:g} ms while items were "
+                      f"being added ({w['ratio']:g}x; target <= 2x: {'met' if w['met'] else 'missed'}); "
+                      f"{w.get('adds_in_window', '?')} of the {w['adds']} adds finished inside the read window; "
+                      f"the first add took {w['first_add_seconds']:g} s under the read load, all {w['adds']} "
+                      f"{w.get('all_adds_seconds', '?')} s."]
     h = summary.get("hostile")
     if h:
         lines += ["", f"Hostile bodies: 4 clients x 50 MB: server RSS {h['idle_rss_mb']:g} MB idle, "
@@ -604,7 +607,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def _summary(results: dict[str, dict], args, started: str) -> dict[str, Any]:
     import platform
 
-    out: dict[str, Any] = {"benchmark": "load", "date": started,
+    conditions = sorted({r["conditions"] for r in results.values() if r.get("conditions")})
+    out: dict[str, Any] = {"benchmark": "load", "date": started, **({"conditions": "; ".join(conditions)}
+                                                                    if conditions else {}),
                            "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} "
                                       f"{platform.release()}",
                            "command": command_line(), "seconds": args.seconds, "rows": summary_rows(results)}
@@ -613,7 +618,9 @@ def _summary(results: dict[str, dict], args, started: str) -> dict[str, Any]:
         out["writes"] = {"idle_p99_ms": w["models"]["idle"]["latency_ms"]["p99"],
                          "during_p99_ms": w["models"]["during adds"]["latency_ms"]["p99"], "adds": w["adds"]["n"],
                          "ratio": w["p99_ratio"], "met": w["targets"]["reader_p99_during_adds"]["met"],
-                         "first_add_seconds": w["adds"]["first_add_seconds"]}
+                         "first_add_seconds": w["adds"]["first_add_seconds"],
+                         "adds_in_window": w["adds"]["completed_during_reads"],
+                         "all_adds_seconds": w["adds"]["all_adds_seconds"]}
     h = results.get("hostile_bodies")
     if h:
         s = h["models"]["server"]

@@ -56,7 +56,7 @@ def test_synthetic_catalog_served_through_faiss(tmp_path):
     folder = synthetic_artifact(500, tmp_path / "syn", dim=16)
     full = ServedArtifact.load(folder)
     faiss = ServedArtifact.load(folder, faiss_min_items=100)
-    assert full.ranking == "full" and faiss.ranking == "faiss-exact"
+    assert full.ranking == "full" and faiss.ranking == "index-scan"
     hist = full.catalog.indices(["s1", "s7", "s42"])
     a = [r.index for r in full.recommend(hist, 10)]
     b = [r.index for r in faiss.recommend(hist, 10)]

@@ -36,7 +36,7 @@ def test_health_lists_capabilities(client):
     assert r.status_code == 200
     models = {m["name"]: m for m in r.json()["models"]}
     assert models["vq"]["capabilities"] == {"recommend": True, "users": True, "add_items": True,
-                                            "explain": True, "query": True}
+                                            "delete_items": True, "explain": True, "query": True}
     assert models["sas"]["capabilities"]["add_items"] is False
     assert models["sas"]["capabilities"]["explain"] is False
     assert models["vq"]["n_items"] == 24
@@ -69,6 +69,14 @@ def test_items_search_by_title(client):
     ({"user": "u1", "k": 0}, "k"),
     ({"user": "u1", "k": 101}, "k"),
     ({"user": "u1", "k": "ten"}, "k"),
+    ({"user": "u1", "k": "10"}, "k"),
+    ({"user": "u1", "k": True}, "k"),
+    ({"user": "u1", "k": 5.0}, "k"),
+    ({"user": "u1", "k": 5.5}, "k"),
+    ({"user": 7}, "user"),
+    ({"history": [1, 2]}, "history.0"),
+    ({"user": "u1", "exclude_history": 1}, "exclude_history"),
+    ({"user": "u1", "exclude_history": "true"}, "exclude_history"),
     ({"history": []}, "history"),
     ({"history": ["i1"] * 201}, "history"),
     ({"history": ["bad id!"]}, "history.0"),
@@ -121,7 +129,8 @@ def test_explain_and_no_explainer(client):
     assert body["explanation"] and body["aspects"] == ["sound"]
     assert body["cited"][0]["sentence_id"] == 7 and body["item"]["title"] == "harp number 2"
     r = client.post("/explain", json={"user": "u1", "item": "i2", "model": "sas"})
-    assert r.status_code == 404 and "no explainer" in r.json()["detail"]
+    assert r.status_code == 404 and "no explainer loaded" in r.json()["detail"]
+    assert "--explainer sas=DIR" in r.json()["detail"]
 
 
 def test_query_writes_and_retrieves(client):
@@ -169,6 +178,10 @@ def test_add_item_recommendable_at_once_and_persisted(client, tmp_path):
     # duplicate id: 409; bad inputs: 422
     r = client.post("/items", json={"item_id": "harp-new", "title": "again"}, headers=auth)
     assert r.status_code == 409 and "'harp-new'" in r.json()["detail"]
+    # the same id and text again (a retried request): 200 with the existing item, nothing added
+    r = client.post("/items", json={"item_id": "harp-new", "title": "harp number 99", "description": "a harp"},
+                    headers=auth)
+    assert r.status_code == 200 and r.json()["created"] is False and r.json()["n_items"] == 25
     for bad, field in [({"title": ""}, "title"), ({"title": "t" * 201}, "title"),
                        ({"title": "ok", "description": "d" * 4001}, "description"),
                        ({"title": "ok", "item_id": "a b"}, "item_id"), ({"name": "x"}, "title")]:
@@ -190,13 +203,13 @@ def test_textknn_adds_items_and_faiss_ranking_matches_full(folders, tmp_path):
     shutil.copytree(folders["knn"], tmp_path / "knn")
     full = ServedArtifact.load(tmp_path / "knn")
     indexed = ServedArtifact.load(tmp_path / "knn", faiss_min_items=1)
-    assert full.ranking == "full" and indexed.ranking == "faiss-exact"
+    assert full.ranking == "full" and indexed.ranking == "index-scan"
     hist = np.array([1, 4, 7])
     a = [r.index for r in full.recommend(hist, 5)]
     b = [r.index for r in indexed.recommend(hist, 5)]
     assert a == b and not set(a) & set(hist.tolist())
     idx = indexed.add_item("cello-x", "cello number 77", "cello number 77")
-    assert idx == 24 and indexed.ranking == "faiss-exact"
+    assert idx == 24 and indexed.ranking == "index-scan"
     assert 24 in [r.index for r in indexed.recommend(np.array([1]), 25)]
 
 
@@ -207,7 +220,7 @@ def test_vector_index_ivf_close_to_exact():
     x = rng.normal(size=(3000, 16)).astype(np.float32)
     exact = VectorIndex(x)
     ivf = VectorIndex(x, exact_max=1000, nprobe=64)
-    assert exact.kind == "exact" and ivf.kind == "ivf"
+    assert exact.kind == "scan" and ivf.kind == "ivf"
     q = rng.normal(size=16).astype(np.float32)
     e, _ = exact.search(q, 10, exclude=np.array([0, 1]))
     i, _ = ivf.search(q, 10, exclude=np.array([0, 1]))
@@ -224,7 +237,7 @@ def test_failed_save_leaves_memory_and_disk_as_they_were(folders, tmp_path, monk
     def broken_save(path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(art.model, "save_pretrained", broken_save)
+    monkeypatch.setattr(art.model, "save_extra", broken_save)  # fails inside the folder write
     with pytest.raises(OSError):
         art.add_item("lost", "harp number 50", "harp number 50")
     assert not art.has_item("lost") and len(art.catalog) == 24 and art.model.n_items == 24
@@ -250,7 +263,10 @@ def test_openapi_and_page(client):
     spec = client.get("/openapi.json").json()
     assert {"/health", "/items", "/recommend", "/explain", "/query"} <= set(spec["paths"])
     assert "post" in spec["paths"]["/items"] and "get" in spec["paths"]["/items"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
+    assert "cdn" not in docs.text.lower() and "https://" not in docs.text  # works offline
+    assert client.get("/static/docs.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<title>textrec</title>" in page.text
     assert client.get("/static/app.js").status_code == 200

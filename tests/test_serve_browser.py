@@ -126,6 +126,19 @@ def test_page_recommend_explain_query_add(server, browser, tmp_path):
     expect(page.locator("#recs li.new")).to_contain_text("harp number 777")
     expect(page.locator("#error")).to_be_hidden()
 
+    # a double click adds one item: the button is disabled (with progress shown) while the add runs,
+    # and the request carries an idempotency key
+    page.fill("#add-title", "harp number 778")
+    n_before = page.evaluate("() => fetch('/health').then(r => r.json()).then(h => h.models[0].n_items)")
+    state = page.evaluate("""() => { const b = document.getElementById('add-btn'); b.click(); b.click();
+        return [b.disabled, document.getElementById('add-progress').hidden]; }""")
+    assert state == [True, False]
+    expect(page.locator("#add-result")).to_contain_text("harp number 778")
+    expect(page.locator("#add-btn")).to_be_enabled()
+    expect(page.locator("#add-progress")).to_be_hidden()
+    n_after = page.evaluate("() => fetch('/health').then(r => r.json()).then(h => h.models[0].n_items)")
+    assert n_after == n_before + 1
+
     # an ad-hoc history found by title search; a bad id is reported, not crashed on
     page.fill("#user", "")
     page.fill("#search", "cello")

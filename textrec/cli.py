@@ -100,6 +100,8 @@ BENCHMARKS: dict[str, Benchmark | tuple] = {
     "newitems": Benchmark("textrec.benchmarks.newitems",
                           "Items added from text: junk cannot take over, good ones reach their users "
                           "(ML-100K, Scientific new-item split)", "5-15 CPU-min per dataset"),
+    "load": Benchmark("textrec.benchmarks.load", "textrec serve under load (wrk): ceiling, ML-100K, 100k items, "
+                      "explain, writes, hostile bodies", "about 6 min of a quiet machine for every scenario"),
 }
 
 

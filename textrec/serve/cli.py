@@ -7,7 +7,11 @@ import os
 import re
 import sys
 
+from textrec.options import positive_float, positive_int
+
 TOKEN_ENV = "TEXTREC_SERVE_TOKEN"
+#: Host headers accepted by default when the server binds a loopback address (DNS rebinding guard)
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 
 
@@ -62,12 +66,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from textrec.serve.app import create_app
+    from textrec.serve.guard import GuardSettings
 
     torch.set_num_threads(args.threads)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     artifacts = load_artifacts(args.artifacts, args.explainer, args.query_writer, data_root=args.data_root,
                                query_llm=args.query_llm)
-    app = create_app(artifacts, token=token)
+    hosts = args.allowed_host or (LOOPBACK_HOSTS if args.host in ("127.0.0.1", "localhost", "::1") else None)
+    guard = GuardSettings(max_body_bytes=args.max_body, allowed_hosts=hosts, rate=args.rate_limit,
+                          burst=args.rate_burst)
+    app = create_app(artifacts, token=token, guard=guard, cache=not args.no_cache, batching=not args.no_batching)
     for a in artifacts:
         caps = ", ".join(k for k, v in a.capabilities.items() if v)
         print(f"textrec serve: '{a.name}' ({a.model_type}, {len(a.catalog)} items): {caps}", file=sys.stderr)
@@ -76,7 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"textrec serve: page http://{args.host}:{args.port}/  API docs http://{args.host}:{args.port}/docs",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                server_header=False)
     return 0
 
 
@@ -114,6 +123,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write queries with the untrained SmolLM2 policy when an artifact has no trained "
                         "writer (default: Rec-R1's raw-history query)")
     p.add_argument("--data-root", help="folder holding the shared datasets (for explainers)")
+    p.add_argument("--max-body", type=positive_int, default=1_000_000, metavar="BYTES",
+                   help="largest request body accepted; larger ones get 413 before they are read (default 1 MB)")
+    p.add_argument("--allowed-host", action="append", metavar="HOST",
+                   help="Host header to accept (repeatable; '*.example.org' and '*' work); default: "
+                        "localhost names when bound to a loopback address, else any")
+    p.add_argument("--rate-limit", type=positive_float, default=None, metavar="PER_SECOND",
+                   help="requests per second per client address (default: no limit); over it: 429")
+    p.add_argument("--rate-burst", type=positive_int, default=20, help="requests a client may send at once (default 20)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compute every answer (no precomputed top lists, no response cache): to measure the cache")
+    p.add_argument("--no-batching", action="store_true",
+                   help="compute each request on its own in the thread pool: to measure batching")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)

@@ -1,6 +1,8 @@
 """Request and response bodies of the HTTP API, with every limit the server enforces.
 
-Requests reject unknown fields, so a misspelt option is a 422 naming it instead of being ignored.
+Requests reject unknown fields, so a misspelt option is a 422 naming it instead of being ignored,
+and every field is strictly typed: ``k`` must be a JSON integer (``"10"``, ``true`` and ``5.0`` are
+422s), a flag a JSON boolean, an id a JSON string.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ MAX_HISTORY = 200
 MAX_TITLE = 200
 MAX_TEXT = 4000
 MAX_QUERY_CHARS = 200
+MAX_QUERY_WORDS = 64
 
 ItemId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ModelName = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
     model: ModelName | None = Field(None, description="which served artifact (default: the first)")
 
@@ -63,7 +66,11 @@ class RecommendResponse(BaseModel):
 
 
 class AddItemRequest(_Request):
-    """A new item: its text (title + description); the id is generated when not given."""
+    """A new item: its text (title + description); the id is generated when not given.
+
+    Adding the same id with the same title and description again answers 200 with the existing
+    item (a retried request); the same id with other text is a 409.
+    """
 
     item_id: ItemId | None = None
     title: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE)]
@@ -76,6 +83,14 @@ class AddItemResponse(BaseModel):
     item: ItemOut
     n_items: int
     rank_for_user: int | None = None
+    persisted: bool
+    created: bool = Field(True, description="false when the item already existed with this text (a retry)")
+
+
+class DeleteItemResponse(BaseModel):
+    model: str
+    item_id: str
+    n_items: int = Field(description="items that can still be recommended")
     persisted: bool
 
 
@@ -103,7 +118,11 @@ class ExplainResponse(BaseModel):
 
 
 class QueryRequest(_UserOrHistory):
+    """A known user or an ad-hoc history; how many items to retrieve; an optional word budget."""
+
     k: int = Field(10, ge=1, le=MAX_K)
+    max_words: int | None = Field(None, ge=1, le=MAX_QUERY_WORDS,
+                                  description="at most this many words in the written query")
 
 
 class QueryResponse(BaseModel):

@@ -160,21 +160,43 @@ async function search() {
   } catch (e) { showError(e.message); }
 }
 
+// One key per form content: a retried or double-sent add names the same item (the server answers
+// 200 with it instead of adding a copy); a new title or description gets a new key.
+let addKey = { text: null, key: null };
+function idempotencyKey(text) {
+  if (addKey.text !== text) {
+    const rnd = (window.crypto && crypto.randomUUID) ? crypto.randomUUID() : String(Math.random()).slice(2) + Date.now();
+    addKey = { text, key: rnd };
+  }
+  return addKey.key;
+}
+
 async function addItem() {
+  const btn = $("add-btn");
+  if (btn.disabled) return;  // an add is running
   showError("");
   $("add-result").textContent = "";
+  btn.disabled = true;
+  $("add-progress").hidden = false;
+  $("add-status").textContent = "adding: encoding the text and saving the artifact…";
   try {
     const body = { model: current().name, title: $("add-title").value.trim(), description: $("add-desc").value.trim() };
     let who_ = null;
     try { who_ = who(); } catch (_) { who_ = null; }
     if (who_ && who_.user) body.rank_for_user = who_.user;
-    const r = await api("POST", "/items", body, { Authorization: "Bearer " + $("add-token").value });
+    const key = idempotencyKey(JSON.stringify([body.model, body.title, body.description]));
+    const r = await api("POST", "/items", body, { Authorization: "Bearer " + $("add-token").value, "Idempotency-Key": key });
     current().n_items = r.n_items;
     showInfo();
-    $("add-result").textContent = `added "${r.item.title}" as ${r.item.item_id}; catalog now ${r.n_items} items` +
+    $("add-result").textContent = `${r.created ? "added" : "already added"} "${r.item.title}" as ${r.item.item_id}; ` +
+      `catalog now ${r.n_items} items` +
       (r.rank_for_user ? `; it ranks #${r.rank_for_user} for user ${body.rank_for_user}` : "");
     if (who_) await recommend(r.item.item_id);
-  } catch (e) { showError(e.message); }
+  } catch (e) { showError(e.message); } finally {
+    btn.disabled = false;
+    $("add-progress").hidden = true;
+    $("add-status").textContent = "";
+  }
 }
 
 $("model").addEventListener("change", applyCapabilities);

@@ -220,3 +220,43 @@ def test_real_instruments_quotes_are_supported():
     texts, ratings = model.predict(test)
     m = evaluate_predictions(d, test, texts, ratings, conditioned=False)
     assert m["unsupported_content"] == 0.0 and np.isfinite(m["bleu4"])
+
+
+def test_trust_benchmark_end_to_end_on_a_tiny_dataset(tmp_path, monkeypatch):
+    import yaml
+
+    import textrec.text.encoder as enc_mod
+    from textrec.cli import main
+    from textrec.explain.pipeline import train_variant
+
+    rv = synthetic_reviews()
+    path = tmp_path / "reviews.json"
+    path.write_text("".join(json.dumps({"reviewerID": r.user_id, "asin": r.item_id, "overall": r.rating,
+                                        "reviewText": r.text, "summary": r.summary,
+                                        "unixReviewTime": int(r.timestamp)}) + "\n" for r in rv.itertuples()))
+    monkeypatch.setattr(enc_mod, "TextEncoder", HashEncoder)
+    recipe = tmp_path / "erra.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "extract": {"max_fit_pairs": 200}}))
+    from textrec.data.loaders import load_amazon_reviews
+
+    d = build_data(load_amazon_reviews(path), RECIPE, encoder=HashEncoder(), progress=False)
+    for v in ("peter", "erra"):
+        model, _ = train_variant(d, v, RECIPE, progress=False, trainer_overrides={"epochs": 1})
+        Explainer(d, model).save(tmp_path / v)
+    out = tmp_path / "res"
+    assert main(["bench", "erra_trust", "--dataset", str(path), "--recipe", str(recipe), "--peter",
+                 str(tmp_path / "peter"), "--erra", str(tmp_path / "erra"), "--lm-sample", "4", "--valid-sample", "6",
+                 "--samples", "3", "--rec-users", "3", "--rec-k", "2", "--personal-weights", "0", "1",
+                 "--save-explainer", str(tmp_path / "trusted"), "--reference", "", "--out", str(out),
+                 "--quiet", "--threads", "1"]) == 0
+    res = json.loads((out / "erra_trust_reviews.json").read_text())
+    for key in ("copy", "peter", "erra", "erra_rerank", "erra_extract", "item_pool_retrieved"):
+        row = res["models"][key]
+        assert {"unsupported_content", "personal_hit_rate", "grounding", "bleu4", "rougeL"} <= set(row["test"])
+    assert res["models"]["erra_extract"]["test"]["unsupported_content"] == 0.0
+    assert res["models"]["erra_extract"]["test"]["grounding"] == 1.0
+    assert {t["target"].split(" ")[0] for t in res["targets"]} >= {"unsupported", "grounding", "bleu4", "rougeL"}
+    assert len(res["samples"]) == 3 and "generic_sentiment" in res["word_lists"]
+    assert res["recommended"]["summary"]["explanations"] > 0
+    assert (out / "erra_trust_reviews_samples.md").is_file()
+    assert (tmp_path / "trusted" / "config.json").is_file()

@@ -40,7 +40,7 @@ from textrec.text.words import STOPWORDS, words
 
 FEATURES = ("user_aspect_mass", "personal_any", "selected_aspect", "has_aspect", "cos_item", "cos_user",
             "length", "length_sq", "first_aspect_sentence", "position", "source_rating", "function_share",
-            "log_frequency")
+            "log_frequency", "user_words", "user_bigrams", "user_trigrams")
 _EMB_FEATURES = ("cos_item", "cos_user")
 _WORD = re.compile(r"\w+|[^\w\s]+")
 _CLAUSE_BREAK = frozenset({",", ";", ":", "-", "--", "(", ")", "but", "and", "although", "though", "because",
@@ -189,6 +189,7 @@ class ExtractiveExplainer(ExplainModel):
         tot = sum(pu.values()) or 1.0
         sel = set(ex.aspects)
         sa = d.sentence_aspects
+        style = self._user_style(ex.user, own)
         nf = len(FEATURES)
         X = np.zeros((len(sids), nf + len(self.feature_words)))
         for k, s in enumerate(sids.tolist()):
@@ -199,6 +200,11 @@ class ExtractiveExplainer(ExplainModel):
             X[k, 1] = float(any(a in pu for a in asp))
             X[k, 2] = float(bool(asp & sel))
             X[k, 3] = float(bool(asp))
+            t = self._tokens[s]
+            # phrasing this user uses in their other reviews (the reference is their review too)
+            for j, n in enumerate((1, 2, 3)):
+                grams = [tuple(t[a:a + n]) for a in range(len(t) - n + 1)]
+                X[k, 13 + j] = sum(g in style[j] for g in grams) / len(grams) if grams else 0.0
         if self.config.use_embeddings and self._has_emb:
             idx = d.index
             ex_s = set(idx.sentences_of(own)) if own is not None else set()
@@ -220,6 +226,19 @@ class ExtractiveExplainer(ExplainModel):
         X[:, 11] = self._func[sids]
         X[:, 12] = self._logf[sids] / 10.0
         return X
+
+    def _user_style(self, user: int, exclude_review: int | None) -> tuple[set, set, set]:
+        """Word uni/bi/trigrams of the user's training reviews (the explained review left out)."""
+        d = self.data
+        texts = d.reviews["text"]
+        grams: tuple[set, set, set] = (set(), set(), set())
+        for r in d.prefs.by_user.get(int(user), []):
+            if r == exclude_review:
+                continue
+            t = words(str(texts.iat[r]))
+            for j, n in enumerate((1, 2, 3)):
+                grams[j].update(tuple(t[a:a + n]) for a in range(len(t) - n + 1))
+        return grams
 
     def scores(self, ex, sids: Sequence[int]) -> np.ndarray:
         """Fitted score (std units) + the personal bonus, per candidate sentence."""

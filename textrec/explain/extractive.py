@@ -58,7 +58,7 @@ class ExtractConfig:
     min_clause_words: int = 6
     min_reviews: int = 2  # fewer training reviews of the item: a plain statement instead of a quote
     ridge: float = 1.0
-    word_features: int = 150  # the most frequent words of the item sentences, one presence feature each
+    word_features: int = 400  # the most frequent words of the item sentences, one presence feature each
     max_fit_pairs: int = 4000  # training pairs the scorer is fitted on (seeded sample)
     rating_shrink: float = 5.0  # pseudo-count of the user/item mean-rating offsets
     rating_min: float = 1.0
@@ -268,14 +268,15 @@ class ExtractiveExplainer(ExplainModel):
             ref = ex.target.split()
             y = np.array([_f1(self._tokens[s], ref, 1) + _f1(self._tokens[s], ref, 2) for s in sids])
             X = self.features(ex, sids)
-            Xs.append(X - X.mean(0))
+            Xs.append((X - X.mean(0)).astype(np.float32))  # float32: ~350k rows x ~420 features
             ys.append(y - y.mean())
-        X, y = np.concatenate(Xs), np.concatenate(ys)
+        X, y = np.concatenate(Xs), np.concatenate(ys).astype(np.float32)
+        del Xs
         if not self.config.use_embeddings:
             X[:, [FEATURES.index(f) for f in _EMB_FEATURES]] = 0.0
-        A = X.T @ X + self.config.ridge * np.eye(X.shape[1])
-        w = np.linalg.solve(A, X.T @ y)
-        pred = X @ w
+        A = (X.T @ X).astype(np.float64) + self.config.ridge * np.eye(X.shape[1])
+        w = np.linalg.solve(A, (X.T @ y).astype(np.float64))
+        pred = X.astype(np.float64) @ w
         self.weights.data = torch.tensor(w, dtype=torch.float32)
         self.scale.data = torch.tensor([max(float(pred.std()), 1e-9)], dtype=torch.float32)
         corr = float(np.corrcoef(pred, y)[0, 1]) if len(y) > 2 else float("nan")

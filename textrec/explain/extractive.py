@@ -270,6 +270,7 @@ class ExtractiveExplainer(ExplainModel):
             X = self.features(ex, sids)
             Xs.append((X - X.mean(0)).astype(np.float32))  # float32: ~350k rows x ~420 features
             ys.append(y - y.mean())
+        n_pairs = len(Xs)
         X, y = np.concatenate(Xs), np.concatenate(ys).astype(np.float32)
         del Xs
         if not self.config.use_embeddings:
@@ -281,7 +282,7 @@ class ExtractiveExplainer(ExplainModel):
         self.scale.data = torch.tensor([max(float(pred.std()), 1e-9)], dtype=torch.float32)
         corr = float(np.corrcoef(pred, y)[0, 1]) if len(y) > 2 else float("nan")
         top = np.argsort(-w[len(FEATURES):])[:10]
-        return {"pairs": len(Xs), "candidates": int(len(y)), "within_pair_corr": round(corr, 4),
+        return {"pairs": n_pairs, "candidates": int(len(y)), "within_pair_corr": round(corr, 4),
                 "weights": {f: round(float(v), 5) for f, v in zip(FEATURES, w)},
                 "top_words": [self.feature_words[k] for k in top.tolist()]}
 

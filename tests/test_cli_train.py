@@ -20,8 +20,8 @@ def test_train_erra_from_the_cli_then_explain(tmp_path, monkeypatch, capsys):
     recipe = tmp_path / "erra_tiny.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
     out = tmp_path / "erra-model"
-    assert main(["train", "erra", "--dataset", str(reviews), "--recipe", str(recipe), "--epochs", "1",
-                 "--set", "trainer.batch_size=8", "--out", str(out), "--quiet", "--threads", "1"]) == 0
+    assert main(["train", "erra", "--dataset", str(reviews), "--recipe", str(recipe), "--variant", "erra",
+                 "--epochs", "1", "--set", "trainer.batch_size=8", "--out", str(out), "--quiet", "--threads", "1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["model"] == "erra" and res["saved"] == str(out) and res["epochs_run"] == 1
     assert {"bleu4", "usr"} <= set(res["test"]) and {"bleu4", "usr"} <= set(res["valid"])

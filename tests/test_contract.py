@@ -48,9 +48,12 @@ RECOMMENDERS: dict[str, dict | None] = {
 }
 
 #: registered explanation models -> the pipeline variant that trains one
-EXPLAINERS = {"PETER": "peter", "ERRA": "erra", "ERRA-T5": "erra_t5", "ERRA-LM": None, "Explainer": "erra"}
+EXPLAINERS = {"PETER": "peter", "ERRA": "erra", "ERRA-T5": "erra_t5", "ERRA-LM": None, "ERRA-Extract": None,
+              "Explainer": "erra"}
 #: names checked elsewhere, with the test that does it
-ELSEWHERE = {"ERRA-LM": "tests/test_explain.py (needs an LLM; the tiny-Llama LM test covers it)"}
+ELSEWHERE = {"ERRA-LM": "tests/test_explain.py (needs an LLM; the tiny-Llama LM test covers it)",
+             "ERRA-Extract": "tests/test_explain_trust.py (quotes the item's reviews, so it predicts with its data "
+                             "attached: the round trip through the one loader is tested there)"}
 
 
 def _dataset() -> RecDataset:

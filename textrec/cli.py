@@ -102,6 +102,8 @@ BENCHMARKS: dict[str, Benchmark | tuple] = {
                           "(ML-100K, Scientific new-item split)", "5-15 CPU-min per dataset"),
     "load": Benchmark("textrec.benchmarks.load", "textrec serve under load (wrk): ceiling, ML-100K, 100k items, "
                       "explain, writes, hostile bodies", "about 6 min of a quiet machine for every scenario"),
+    "erra_trust": Benchmark("textrec.benchmarks.erra_trust", "Explanations a person would trust: unsupported "
+                            "content, personal aspects, grounding beside BLEU/ROUGE", "10-20 CPU-min (Instruments)"),
 }
 
 

@@ -31,6 +31,7 @@ MODELS: dict[str, str] = {
     "ERRA": "textrec.explain.generator:ERRADecoder",
     "ERRA-T5": "textrec.explain.generator:ERRAGenerator",
     "ERRA-LM": "textrec.explain.lm:LMExplainer",
+    "ERRA-Extract": "textrec.explain.extractive:ExtractiveExplainer",
     "Explainer": "textrec.explain.pipeline:Explainer",
 }
 

@@ -40,6 +40,19 @@ class DataConfig:
     aspect_boost: float = 0.1  # retrieval bonus of sentences that mention a selected aspect
     on_error: str = "skip"  # empty text / missing rating: count and skip, or raise
     max_review_chars: int = 20_000  # longer review texts are cut (bounds memory and work per review)
+    # False: the sentence index holds no MiniLM vectors (retrieval then ranks by sentence id), which
+    # is all the extractive explainer without embedding features needs, and skips encoding every sentence
+    sentence_embeddings: bool = True
+
+
+class ZeroEncoder:
+    """Stands in for the sentence encoder when the index needs no vectors (``sentence_embeddings: false``)."""
+
+    dim = 384
+
+    def encode(self, texts, progress: bool = True) -> np.ndarray:
+        """Zero vectors, one per text."""
+        return np.zeros((len(texts), self.dim), dtype=np.float32)
 
 
 @dataclass
@@ -140,7 +153,8 @@ class ExplainData:
         prefs = AspectPreferences(vocab, reviews["user"].to_numpy(), reviews["item"].to_numpy(),
                                   reviews["timestamp"].to_numpy() if "timestamp" in reviews.columns
                                   else np.zeros(len(reviews)), review_aspects, split.train, acfg)
-        index = SentenceIndex(reviews, split.train, encoder, min_words=cfg.sentence_min_words,
+        index = SentenceIndex(reviews, split.train, encoder if cfg.sentence_embeddings else ZeroEncoder(),
+                              min_words=cfg.sentence_min_words,
                               max_words=cfg.sentence_max_words, progress=progress)
         report = {"split": split.describe(), "aspects": len(vocab), "indexed_sentences": len(index),
                   "sanitized": cleaned}
@@ -172,7 +186,10 @@ class ExplainData:
         u, i = int(self._users[row]), int(self._items[row])
         t = float(self._times[row]) if self._times is not None else None
         rating = float(self._ratings[row]) if self._ratings is not None else float("nan")
-        aspects, retrieved = self.context(u, i, exclude_review=row, at_time=t)
+        if self.config.sentence_embeddings:
+            aspects, retrieved = self.context(u, i, exclude_review=row, at_time=t)
+        else:  # no vectors to retrieve with: the aspects alone
+            aspects, retrieved = self.prefs.select(u, i, at_time=t, exclude_review=row), []
         return Example(row, u, i, rating, t or 0.0, target, feature, aspects, retrieved)
 
     # ---- inputs for any pair -------------------------------------------------------------
@@ -196,12 +213,18 @@ class ExplainData:
         retrieved = self.index.retrieve(user, item, self.config.k_sentences, exclude_review, boost=boost)
         return aspects, retrieved
 
-    def pair_example(self, user: int, item: int) -> Example:
-        """An example for any (user, item) pair: its training review of that pair, if any, is excluded."""
+    def pair_example(self, user: int, item: int, retrieve: bool = True) -> Example:
+        """An example for any (user, item) pair: its training review of that pair, if any, is excluded.
+
+        ``retrieve=False``: aspects only, no retrieved sentences (for models that do not read them).
+        """
         tr = self.split.train
         own = tr[(self._users[tr] == user) & (self._items[tr] == item)].tolist()
         ex = own[0] if own else None
-        aspects, retrieved = self.context(user, item, exclude_review=ex)
+        if retrieve:
+            aspects, retrieved = self.context(user, item, exclude_review=ex)
+        else:
+            aspects, retrieved = self.prefs.select(user, item, exclude_review=ex), []
         return Example(-1 if ex is None else ex, user, item, float("nan"), 0.0, "", "", aspects, retrieved)
 
     def user_index(self, user_id: str) -> int:

@@ -88,18 +88,21 @@ class Faithfulness:
 
 
 def check(explanations: Sequence[str], examples: Sequence, vocab, item_texts: Sequence[str] | None = None,
-          conditioned: bool = True) -> Faithfulness:
+          conditioned: bool = True, citations: Sequence[Sequence[Retrieved]] | None = None) -> Faithfulness:
     """Cite, score grounding and find unsupported aspects for each (explanation, example).
 
     ``conditioned``: the model was given the retrieved sentences (then it always cites one).
+    ``citations``: what each explanation cites, when the model says so itself (the extractive
+    explainer quotes one sentence of the item's reviews); otherwise found among the retrieved ones.
     """
     out = Faithfulness()
-    for text, ex in zip(explanations, examples):
-        cited = cite(text, ex.retrieved, at_least_one=conditioned)
+    for k, (text, ex) in enumerate(zip(explanations, examples)):
+        cited = list(citations[k]) if citations is not None else cite(text, ex.retrieved, at_least_one=conditioned)
         item = [item_texts[ex.item]] if item_texts is not None and item_texts[ex.item] else []
         out.cited.append([r.sid for r in cited])
         out.grounding.append(grounding(text, [r.text for r in cited] + item))
-        out.unsupported.append(unsupported_aspects(text, vocab, [r.text for r in ex.retrieved] + item, ex.aspects))
+        seen = [r.text for r in ex.retrieved] + [r.text for r in cited] + item
+        out.unsupported.append(unsupported_aspects(text, vocab, seen, ex.aspects))
     return out
 
 

@@ -27,9 +27,10 @@ from textrec.explain.data import DataConfig, Example, ExplainData
 from textrec.explain.faithfulness import check, cite, grounding, unsupported_aspects
 from textrec.explain.generator import ERRAConfig, ERRADecoder, ERRAGenerator, GeneratorConfig
 from textrec.explain.peter import PeterConfig, PeterModel
-from textrec.explain.sentences import words
+from textrec.explain.sentences import Retrieved, words
 from textrec.explain.tokenizer import WordTokenizer
 from textrec.explain.trainer import TrainConfig, train_model
+from textrec.explain.trust import support_of, trust_report
 from textrec.metrics.text import explanation_metrics
 from textrec.recipes import config_from_dict
 
@@ -47,6 +48,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "erra_lm": ("erra_lm", {}),
     "erra_lm_no_retrieval": ("erra_lm", {"use_retrieval": False}),
     "pepler": ("erra_lm", {"use_retrieval": False, "use_aspects": False, "id_prompts": True}),
+    # the trusted default: quote the item's own review sentences, chosen for this user (no decoder)
+    "erra_extract": ("erra_extract", {}),
 }
 
 
@@ -54,7 +57,10 @@ def default_model_dir(dataset: str) -> Path:
     """Where the CLI looks for the trained ERRA model of a dataset (``$TEXTREC_CACHE/erra/<dataset>``)."""
     root = os.environ.get("TEXTREC_CACHE")
     base = Path(root).expanduser() if root else Path("~/.cache/textrec").expanduser()
-    return base / "erra" / dataset
+    name = str(dataset)
+    if "/" in name or "\\" in name:  # a dataset given as a path: its file or folder name
+        name = Path(name).name.split(".")[0] or "dataset"
+    return base / "erra" / name
 
 
 def build_data(dataset, recipe: dict | None = None, encoder=None, progress: bool = True,
@@ -107,6 +113,9 @@ def train_variant(data: ExplainData, variant: str, recipe: dict | None = None,
     import torch
 
     recipe = recipe or {}
+    if VARIANTS.get(variant, ("",))[0] == "erra_extract":
+        model = fit_extractive(data, recipe, seed=int((trainer_overrides or {}).get("seed", 0)))
+        return model, model.fit_report
     # the LM variants may override the optimiser settings (``lm_trainer``: LoRA wants its own lr)
     lm = VARIANTS.get(variant, ("",))[0] == "erra_lm"
     tcfg = config_from_dict(TrainConfig, {**(recipe.get("trainer") or {}), **((recipe.get("lm_trainer") or {}) if lm else {}),
@@ -120,6 +129,26 @@ def train_variant(data: ExplainData, variant: str, recipe: dict | None = None,
     valid = data.examples.get("valid", []) if valid is None else valid
     history = train_model(model, train, valid, tcfg, progress=progress, name=variant, on_step_end=on_step_end)
     return model, history
+
+
+def fit_extractive(data: ExplainData, recipe: dict | None = None, seed: int = 0, **overrides):
+    """The extractive explainer (``extract`` recipe section + ``overrides``) fitted on the training pairs.
+
+    A closed-form least-squares fit of a few feature weights, not a training loop: seconds on one core.
+    """
+    import time
+
+    from textrec.explain.extractive import ExtractConfig, ExtractiveExplainer
+
+    cfg = config_from_dict(ExtractConfig, {**((recipe or {}).get("extract") or {}), **overrides}, "extract")
+    train = data.examples.get("train") or []
+    if not train:
+        raise ValueError(f"explain data '{data.name}' has no training examples: build it with with_examples=True")
+    model = ExtractiveExplainer(cfg, rating_mean=float(np.mean([e.rating for e in train])))
+    model.attach_data(data)
+    t0 = time.process_time()
+    model.fit_report = {**model.fit(train, seed=seed), "cpu_seconds": round(time.process_time() - t0, 2)}
+    return model
 
 
 def attach_item_texts(model: ExplainModel, data: ExplainData) -> None:
@@ -142,22 +171,28 @@ def copy_baseline(examples: Sequence[Example], reviews=None) -> tuple[list[str],
 
 def evaluate_predictions(data: ExplainData, examples: Sequence[Example], texts: Sequence[str],
                          ratings: Sequence[float], conditioned: bool = True,
-                         faith: dict | None = None) -> dict[str, float]:
-    """BLEU, ROUGE, USR, DIV, FCR, FMR, RMSE/MAE and the faithfulness checks of predictions.
+                         faith: dict | None = None, citations: Sequence | None = None) -> dict[str, float]:
+    """BLEU, ROUGE, USR, DIV, FCR, FMR, RMSE/MAE, the faithfulness checks and the trust measures
+    (:mod:`textrec.explain.trust`: unsupported content, personal aspect hit rate) of predictions.
+    ``citations``: per explanation, the sentences it cites when the model states them (extractive).
 
     ``conditioned``: the model read the retrieved sentences (it then always cites one; see
     :mod:`textrec.explain.faithfulness`). ``faith``: filled with the per-explanation checks if given.
     """
     feats = [data.vocab.find(t.split()) for t in texts]
-    f = check(texts, examples, data.vocab, getattr(data, "item_texts", None), conditioned=conditioned)
+    f = check(texts, examples, data.vocab, getattr(data, "item_texts", None), conditioned=conditioned,
+              citations=citations)
     ok = [i for i, r in enumerate(ratings) if not math.isnan(r)]
     m = explanation_metrics([e.target for e in examples], list(texts), feats, [e.feature for e in examples],
                             len(data.vocab), grounding=f.grounding)
     m.update({k: v for k, v in f.summary().items() if k not in m})
+    trust = trust_report(support_of(data), texts, examples)
+    m.update(trust.summary())
     if ok:
         m.update(_rmse_mae([examples[i].rating for i in ok], [ratings[i] for i in ok]))
     if faith is not None:
         faith["checks"] = f
+        faith["trust"] = trust
     return m
 
 
@@ -168,36 +203,74 @@ def _rmse_mae(t, p):
 
 
 class Explainer:
-    """A trained explanation model with the data it retrieves from."""
+    """A trained explanation model with the data it retrieves from (or quotes, for the extractive one)."""
 
     def __init__(self, data: ExplainData, model: ExplainModel):
         self.data, self.model = data, model
         attach_item_texts(model, data)
+        if hasattr(model, "attach_data"):
+            model.attach_data(data)
+        self._cache: dict[tuple[int, int], dict[str, Any]] = {}
+
+    @property
+    def extractive(self) -> bool:
+        """Whether the model quotes the item's reviews (:mod:`textrec.explain.extractive`)."""
+        return hasattr(self.model, "choose")
+
+    def warm(self) -> Explainer:
+        """Build the trust-measure support sets now (a server calls this before its first request)."""
+        support_of(self.data)
+        return self
 
     def explain_example(self, ex: Example, num_beams: int | None = None) -> dict[str, Any]:
-        """Explanation, predicted rating, aspects used and cited sentences for a prepared example."""
-        texts, ratings = self.model.predict([ex], num_beams=num_beams)
-        uses_ctx = getattr(self.model.config, "use_retrieval", False)
-        uses_asp = getattr(self.model.config, "use_aspects", False)
+        """Explanation, predicted rating, aspects, cited sentences and trust measures for an example.
+
+        ``kind``: "quote" (a sentence of the item's reviews), "history" (an item with too few reviews:
+        a plain statement of why it was recommended) or "generated".
+        """
         d = self.data
-        cited = cite(texts[0], ex.retrieved, at_least_one=True) if uses_ctx else []
         item = d.item_texts[ex.item] if d.item_texts is not None else ""
+        if self.extractive:
+            c = self.model.choose(ex)
+            text, kind, rating = c["text"], c["kind"], self.model.rating(ex)
+            cited = [] if c["sid"] is None else [Retrieved(c["sid"], d.index.texts[c["sid"]],
+                                                           int(d.index.review[c["sid"]]), float(c["score"]))]
+            aspects = d.vocab.find(words(text)) if kind == "quote" else []
+        else:
+            texts, ratings = self.model.predict([ex], num_beams=num_beams)
+            text, kind, rating = texts[0], "generated", ratings[0]
+            uses_ctx = getattr(self.model.config, "use_retrieval", False)
+            cited = cite(text, ex.retrieved, at_least_one=True) if uses_ctx else []
+            aspects = list(ex.aspects) if getattr(self.model.config, "use_aspects", False) else []
         sources = [r.text for r in cited] + ([item] if item else [])
-        return {"user": str(d.user_ids[ex.user]), "item": str(d.item_ids[ex.item]),
-                "explanation": texts[0], "rating": round(float(ratings[0]), 3),
-                "aspects": list(ex.aspects) if uses_asp else [],
+        trust = support_of(d).check(text, ex.user, ex.item, exclude_review=ex.row if ex.row >= 0 else None)
+        return {"user": str(d.user_ids[ex.user]), "item": str(d.item_ids[ex.item]), "kind": kind,
+                "explanation": text, "rating": round(float(rating), 3),
+                "aspects": aspects,
                 "cited": [{"id": int(r.sid), "text": r.text,
                            "review_user": str(d.user_ids[d.reviews['user'].iat[r.review]]),
                            "review_item": str(d.item_ids[d.reviews['item'].iat[r.review]]),
                            "score": round(r.score, 4)} for r in cited],
-                "grounding": grounding(texts[0], sources) if sources else None,
-                "unsupported_aspects": unsupported_aspects(texts[0], d.vocab, [r.text for r in ex.retrieved]
-                                                           + ([item] if item else []), ex.aspects)}
+                "grounding": grounding(text, sources) if sources and kind != "history" else None,
+                "unsupported_aspects": unsupported_aspects(text, d.vocab, [r.text for r in ex.retrieved]
+                                                           + sources, ex.aspects) if kind != "history" else [],
+                "trust": trust.to_dict() if kind != "history" else None,
+                "retrieved": [{"id": int(r.sid), "text": r.text} for r in ex.retrieved]}
 
     def explain(self, user_id: str, item_id: str, num_beams: int | None = None) -> dict[str, Any]:
-        """Explain an (original user id, original item id) pair."""
-        ex = self.data.pair_example(self.data.user_index(user_id), self.data.item_index(item_id))
-        return self.explain_example(ex, num_beams)
+        """Explain an (original user id, original item id) pair (answers are cached per pair)."""
+        u, i = self.data.user_index(user_id), self.data.item_index(item_id)
+        key = (u, i)
+        if num_beams is None and key in self._cache:
+            return self._cache[key]
+        # the extractive model reads the item's own sentences: the retrieval step is not needed
+        ex = self.data.pair_example(u, i, retrieve=not self.extractive)
+        out = self.explain_example(ex, num_beams)
+        if num_beams is None:
+            if len(self._cache) >= 4096:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = out
+        return out
 
     def save(self, folder: str | Path, recipe: dict | None = None) -> Path:
         """One artifact: how to rebuild the data (dataset name, data/aspect configs), the item catalog,

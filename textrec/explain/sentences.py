@@ -106,6 +106,10 @@ class SentenceIndex:
         """Sentence ids of one training review (empty for reviews not in the index)."""
         return list(self._by_review.get(int(review), []))
 
+    def item_sentences(self, item: int) -> list[int]:
+        """Sentence ids of the item's training reviews (what its own reviewers said)."""
+        return list(self._by_item.get(int(item), []))
+
     def candidates(self, user: int, item: int, exclude_review: int | None = None) -> list[int]:
         """Sentence ids of the item's and the user's training reviews, minus ``exclude_review``."""
         cand = set(self._by_item.get(int(item), [])) | set(self._by_user.get(int(user), []))

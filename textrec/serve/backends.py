@@ -137,14 +137,17 @@ class ExplainerAdapter:
 
             explainer = Explainer.load(folder, data_root=data_root, progress=False)
         self.explainer = explainer
+        if hasattr(explainer, "warm"):
+            explainer.warm()  # trust-measure support built before the first request, not during it
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], dict[str, Any]] = {}
 
     def explain(self, user_id: str, item_id: str) -> dict[str, Any]:
-        """Explanation, predicted rating, aspects used and cited review sentences (with ids).
+        """Explanation, predicted rating, aspects, cited review sentences (with ids) and trust measures.
 
-        Answers are cached per (user, item): the explainer decodes greedily, so a repeated pair
-        gets the same answer without running the model again.
+        Answers are cached per (user, item): a repeated pair gets the same answer without running
+        the explainer again (the default, extractive one scores a few dozen sentences of the item's
+        own reviews, with no decoder).
         """
         hit = self._cache.get((user_id, item_id))
         if hit is not None:
@@ -156,32 +159,23 @@ class ExplainerAdapter:
         return out
 
     def _explain(self, user_id: str, item_id: str) -> dict[str, Any]:
-        from textrec.explain.pipeline import cite
-
         d = self.explainer.data
         try:
-            u = d.user_index(user_id)
+            d.user_index(user_id)
         except ValueError:
             raise UnknownIdError("user", user_id) from None
         try:
-            i = d.item_index(item_id)
+            d.item_index(item_id)
         except ValueError:
             raise UnknownIdError("item", item_id) from None
         with self._lock:
-            ex = d.pair_example(u, i)
-            texts, ratings = self.explainer.model.predict([ex])
-        model = self.explainer.model
-        uses_ctx = getattr(model.config, "use_retrieval", False)
-        uses_asp = getattr(model.config, "use_aspects", False)
-        cited = cite(texts[0], ex.retrieved) if uses_ctx else []
-        reviews = d.reviews
-        return {"explanation": texts[0], "rating": round(float(ratings[0]), 3),
-                "aspects": [str(a) for a in ex.aspects] if uses_asp else [],
-                "cited": [{"sentence_id": int(r.sid), "text": r.text,
-                           "review_user": str(d.user_ids[reviews["user"].iat[r.review]]),
-                           "review_item": str(d.item_ids[reviews["item"].iat[r.review]]),
-                           "score": round(float(r.score), 4)} for r in cited],
-                "retrieved": [{"sentence_id": int(r.sid), "text": r.text} for r in ex.retrieved]}
+            out = self.explainer.explain(user_id, item_id)
+        return {"explanation": out["explanation"], "rating": out["rating"], "kind": out["kind"],
+                "aspects": [str(a) for a in out["aspects"]],
+                "cited": [{"sentence_id": c["id"], "text": c["text"], "review_user": c["review_user"],
+                           "review_item": c["review_item"], "score": c["score"]} for c in out["cited"]],
+                "retrieved": [{"sentence_id": r["id"], "text": r["text"]} for r in out.get("retrieved", [])],
+                "grounding": out["grounding"], "trust": out["trust"]}
 
 
 # ---- vectors for index ranking ---------------------------------------------------------------
@@ -207,6 +201,8 @@ def model_vectors(model) -> tuple[Any, Any] | None:
     if module is None or getattr(module, "similarity", "dot") != "dot" or getattr(model, "cold_start_offset", 0):
         return None
     if type(model).__name__ not in ("SASRec", "VQRec"):  # other modules mix in more than h . rep
+        return None
+    if getattr(model, "calibration", None) is not None:  # items without events are placed by the calibration
         return None
     from textrec.models.seq_trainer import last_hidden, pad_left
 

@@ -58,11 +58,13 @@ def _registered_model(name: str, params: dict, seed: int) -> Recommender:
 
 
 def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True, max_widen: int = 2,
-         grid: dict[str, list] | None = None) -> tuple[dict, list[dict]]:
+         grid: dict[str, list] | None = None, budget_seconds: float | None = None) -> tuple[dict, list[dict]]:
     """Grid search on valid; widen a numeric grid (up to ``max_widen`` times) when the best is at an edge.
 
     ``grid`` replaces some or all of the default grid's parameters (e.g. a coarser EASE grid on a
-    large catalog); the edge widening applies to it all the same.
+    large catalog); the edge widening applies to it all the same. ``budget_seconds`` caps the
+    whole search: each round gets what is left, thins its grid to fit (saying which points it
+    skipped, see :func:`textrec.models.tuning.grid_search`), and no widening starts once it is spent.
     """
     from textrec.models.tuning import DEFAULT_GRIDS
 
@@ -71,19 +73,35 @@ def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True
         # one grid point: nothing to choose, so no selection fit (the protocol run fits it once)
         return {k: v[0] for k, v in grid.items()}, []
     table: list[dict] = []
-    for _ in range(max_widen + 1):
-        best, rows, edge = _grid(name, grid, split, metric, progress)
+    started = time.perf_counter()
+    for round_ in range(max_widen + 1):
+        left = None if budget_seconds is None else budget_seconds - (time.perf_counter() - started)
+        best, rows, edge = _grid(name, grid, split, metric, progress, left)
         table.extend(rows)
         if not edge:
             return best, table
+        if round_ == max_widen:
+            if progress:
+                print(f"tune {name}: best {best} is still at the grid's edge ({', '.join(edge)}) after {max_widen} "
+                      "widenings; keeping it (pass --grid to search further)")
+            break
+        if budget_seconds is not None and time.perf_counter() - started >= budget_seconds:
+            if progress:
+                print(f"tune {name}: best {best} is at the grid's edge ({', '.join(edge)}), but the time budget "
+                      "is spent: not widening; keeping it")
+            break
         grid = _widen(grid, best, edge)
+        if progress:
+            print(f"tune {name}: best at the grid's edge; widening {', '.join(f'{p} to {grid[p]}' for p in edge)} "
+                  f"and searching again ({round_ + 1} of at most {max_widen})")
     return best, table
 
 
-def _grid(name, grid, split, metric, progress):
+def _grid(name, grid, split, metric, progress, budget_seconds=None):
     from textrec.models.tuning import grid_search
 
-    res = grid_search(lambda p: make_model(name, p), grid, split, metric=metric, progress=progress)
+    res = grid_search(lambda p: make_model(name, p), grid, split, metric=metric, progress=progress,
+                      budget_seconds=budget_seconds)
     best, rows = res[0], res[1]
     edge = [r for r in rows if r.get("best_at_edge")] if rows and isinstance(rows[0], dict) else []
     edge_params = sorted({p for r in edge for p in (r.get("edge_params") or [])})

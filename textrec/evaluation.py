@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from textrec.metrics.ranking import (
     brute_force_ranks,
     brute_force_topk,
     metrics_from_ranks,
+    ranks_from_topk,
     sampled_ranks,
     target_ranks,
     topk_items,
@@ -78,7 +79,7 @@ class _Ranked:
 @torch.no_grad()
 def _rank_rows(model: Recommender, evalset: EvalSet, n_items: int, row_ids: np.ndarray, keep_k: int,
                batch_size: int, mask_history: bool, sampled_negatives: int | None, gen: torch.Generator,
-               progress: bool, reference: bool) -> _Ranked:
+               progress: bool, reference: bool, full_ranks: bool = False) -> _Ranked:
     """Score ``row_ids`` in batches; keep only each pair's rank and each row's top-K (bounded memory)."""
     all_ranks, all_rows, topk_rows, topk_scores = [], [], [], []
     counts = {"unreachable_targets": 0, "targets_in_history": 0, "targets_unscored": 0}
@@ -102,12 +103,15 @@ def _rank_rows(model: Recommender, evalset: EvalSet, n_items: int, row_ids: np.n
         t_items = (np.concatenate([evalset.targets(i) for i in rows]).astype(np.int64) if t_len.sum()
                    else np.zeros(0, np.int64))
         tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
+        idx, val = (brute_force_topk if reference else topk_items)(scores, keep_k)
         if sampled_negatives:
             ranks = sampled_ranks(scores, tr, ti, sampled_negatives, gen)
         elif reference:
             ranks = brute_force_ranks(scores, tr, ti)
-        else:
+        elif full_ranks:
             ranks = target_ranks(scores, tr, ti)
+        else:
+            ranks = ranks_from_topk(idx, scores, tr, ti)
         neg = torch.isneginf(scores[tr, ti])
         counts["unreachable_targets"] += int(neg.sum())
         if mask_history:
@@ -119,7 +123,6 @@ def _rank_rows(model: Recommender, evalset: EvalSet, n_items: int, row_ids: np.n
         counts["targets_unscored"] += int((neg & ~repeats).sum())
         all_ranks.append(ranks.numpy())
         all_rows.append(rows[t_rows])
-        idx, val = (brute_force_topk if reference else topk_items)(scores, keep_k)
         topk_rows.append(idx.numpy())
         topk_scores.append(val.numpy())
         del scores
@@ -289,12 +292,19 @@ class ProtocolResult:
 
 def run_protocol(model: Recommender, split: Split, ks: Sequence[int] = DEFAULT_KS, progress: bool = True,
                  save_topk: str | os.PathLike | None = None, batch_size: int = 512,
-                 sampled_negatives: int | None = None) -> ProtocolResult:
-    """Fit on train (valid for selection), then evaluate valid and test (valid appended, no refit)."""
+                 sampled_negatives: int | None = None,
+                 after_fit: Callable[[Recommender], None] | None = None) -> ProtocolResult:
+    """Fit on train (valid for selection), then evaluate valid and test (valid appended, no refit).
+
+    ``after_fit(model)`` runs between fitting and evaluating (``textrec train`` saves the model
+    there, so nothing trained is lost if evaluation fails).
+    """
     view = TrainView.from_split(split, with_text=model.scores_new_items)
     t0 = time.perf_counter()
     model.fit(view, progress=progress)
     train_seconds = time.perf_counter() - t0
+    if after_fit is not None:
+        after_fit(model)
     pop = split.item_popularity()
     kw = dict(ks=ks, batch_size=batch_size, popularity=pop, sampled_negatives=sampled_negatives,
               dataset=split.dataset)

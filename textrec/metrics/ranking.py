@@ -88,6 +88,21 @@ def topk_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return _order_kept(idx, vals)
 
 
+def ranks_from_topk(topk: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor
+                    ) -> torch.Tensor:
+    """Ranks read off each row's exact top-k list (:func:`topk_items`), without another pass
+    over the catalog: the target's position when it is in the list, else ``k`` (meaning "k or
+    worse", which every metric at a cutoff <= k scores as a miss); ``MISS`` when masked.
+
+    Every metric here is cut at some K <= k, so the metrics equal those of :func:`target_ranks`.
+    """
+    k = topk.shape[1]
+    hit = topk[rows] == targets[:, None]
+    pos = torch.where(hit.any(1), hit.int().argmax(1).to(torch.int64), torch.full_like(targets, k))
+    masked = torch.isneginf(scores[rows, targets])
+    return torch.where(masked, torch.full_like(pos, MISS), pos)
+
+
 def brute_force_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference top-k: a full stable descending sort of every row (slow, for exactness checks)."""
     k = min(k, scores.shape[1])

@@ -26,8 +26,10 @@ from textrec.data.loaders._validate import (
     check_rating_range,
     finish,
     iter_lines,
+    json_locator,
     max_timestamp,
     parse_float,
+    parse_json_line,
     parse_timestamp,
     require_id,
     require_rows,
@@ -35,7 +37,7 @@ from textrec.data.loaders._validate import (
 )
 
 INTERACTION_KEYS = ("user_id", "item_id", "timestamp", "rating")
-_EXTS = (".gz", ".parquet", ".csv", ".tsv", ".tab", ".txt")
+_EXTS = (".gz", ".parquet", ".csv", ".tsv", ".tab", ".txt", ".jsonl", ".json")
 RATING_RANGE = (0.0, 10.0)  # generic default; pass rating_range= for other scales
 
 
@@ -144,12 +146,11 @@ def _arrow_batches(path: Path, needed: list[str], sep: str | None) -> Iterator[A
     """Record batches of the needed columns (ids read as text from CSV/TSV, so '007' stays '007')."""
     import pyarrow as pa
 
-    name = path.name.lower()
     if _is_parquet(path):
         import pyarrow.parquet as pq
 
         yield from pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=needed)
-    elif name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+    elif _is_jsonl(path):
         import pyarrow.json as pajson
 
         table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=ARROW_BLOCK_BYTES))
@@ -329,6 +330,10 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix == ".parquet"
 
 
+def _is_jsonl(path: Path) -> bool:
+    return path.name.lower().endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz"))
+
+
 def _guess_sep(path: Path, header_line: str | None = None) -> str:
     suffixes = [s for s in path.suffixes if s != ".gz"]
     ext = suffixes[-1] if suffixes else ""
@@ -406,6 +411,12 @@ def _records(path: Path, needed: list[str], sep: str | None,
             yield i + 1, {c: values[c][i] for c in needed}
         return
 
+    if _is_jsonl(path):
+        for lineno, text in iter_lines(path, errors, locate=json_locator):
+            obj = parse_json_line(text, path, lineno, errors)
+            if obj is not None:
+                yield lineno, {c: obj.get(c) for c in needed}  # a missing field reads as missing
+        return
     if sep is None:
         first = next(iter_lines(path, RowErrors("skip")), None)
         sep = _guess_sep(path, first[1] if first else None)

@@ -161,7 +161,7 @@ def events_csv(tmp_path):
 def test_train_ease_refuses_from_the_item_count_before_splitting(events_csv, tmp_path, monkeypatch, capsys):
     import textrec.data.splits as splits
 
-    monkeypatch.setenv("TEXTREC_AVAILABLE_MEMORY", str(2**20))
+    monkeypatch.setenv("TEXTREC_AVAILABLE_MEMORY", "1000")
     monkeypatch.setattr(splits, "make_split", lambda *a, **k: pytest.fail("split before the EASE refusal"))
     rc = main(["train", "ease", "--dataset", events_csv, "--columns", "user=user_id,item=item_id,time=timestamp",
                "--out", str(tmp_path / "m"), "--quiet", "--threads", "1"])

@@ -19,6 +19,7 @@ from textrec.options import (
     add_seed_option,
     add_threads_option,
     parse_grids,
+    positive_float,
     positive_int,
     set_threads,
 )
@@ -140,7 +141,8 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
                     sampled_negatives: int | None = None, ks: Sequence[int] = DEFAULT_KS,
                     name: str | None = None, progress: bool = True,
                     grids: dict[str, dict[str, list]] | None = None, publish: bool = False,
-                    load_kw: dict | None = None, add_to: str | Path | None = None) -> dict:
+                    load_kw: dict | None = None, add_to: str | Path | None = None,
+                    tune_minutes: float | None = None) -> dict:
     """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown.
 
     Results go to a new ``runs/baselines-<time>/`` unless ``out_dir`` is given (or ``publish``:
@@ -175,7 +177,8 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
         table: list[dict] = []
         params: dict = {}
         if m in TUNED:
-            params, table = tune(m, split, progress=progress, grid=(grids or {}).get(m))
+            params, table = tune(m, split, progress=progress, grid=(grids or {}).get(m),
+                                 budget_seconds=tune_minutes * 60 if tune_minutes else None)
             print(f"   best on valid: {params}")
         model = make_model(m, params, seed=seed, max_epochs=sasrec_epochs)
         topk_file = Path(save_topk_dir) / f"{ds.name}_{m}_test_top{max(ks)}.parquet" if save_topk_dir else None
@@ -291,6 +294,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ALSO report sampled metrics with this many negatives (never the headline)")
     p.add_argument("--grid", action="append", metavar="MODEL.param=v1,v2",
                    help="replace a default tuning grid (still widened when the best is at an edge)")
+    p.add_argument("--tune-minutes", type=positive_float, default=None,
+                   help="time budget of each model's grid search (default: the whole grid); a grid that does not "
+                        "fit is thinned evenly and the skipped points are listed")
     p.add_argument("--name", default=None, help="result file stem (default baselines_<dataset>)")
     p.add_argument("--add-to", metavar="JSON", default=None,
                    help="run only --models and add their rows to this existing table of the same split")
@@ -304,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
                     split_kind=args.split, sasrec_epochs=args.sasrec_epochs, refit=args.refit,
                     save_topk_dir=args.save_topk_dir, threads=args.threads, data_root=args.data_root,
                     sampled_negatives=args.sampled_negatives, grids=parse_grids(args.grid), name=args.name,
-                    progress=not args.quiet, publish=args.publish, load_kw=load_kw, add_to=args.add_to)
+                    progress=not args.quiet, publish=args.publish, load_kw=load_kw, add_to=args.add_to,
+                    tune_minutes=args.tune_minutes)
     return 0
 

@@ -88,11 +88,13 @@ def _rank_rows(model: Recommender, evalset: EvalSet, n_items: int, row_ids: np.n
     for start in tqdm(starts, desc=f"eval {model.name}", disable=not progress, leave=False):
         rows = row_ids[start:start + batch_size]
         hists = [evalset.history(i) for i in rows]
-        scores = torch.as_tensor(model.score(evalset.users[rows], hists), dtype=torch.float32)
+        raw = model.score(evalset.users[rows], hists)
+        scores = torch.as_tensor(raw, dtype=torch.float32)
         if scores.shape != (len(rows), n_items):
             raise ValueError(f"{model.name}.score returned shape {tuple(scores.shape)}, "
                              f"expected {(len(rows), n_items)}")
-        scores = scores.clone()
+        if not (getattr(model, "fresh_scores", False) or scores is not raw and not isinstance(raw, np.ndarray)):
+            scores = scores.clone()  # masking below writes in place: never into a tensor the model keeps
         h_len = np.array([len(h) for h in hists], dtype=np.int64)
         r_idx = np.repeat(np.arange(len(rows)), h_len)
         h_idx = np.concatenate(hists).astype(np.int64) if h_len.sum() else np.zeros(0, np.int64)

@@ -64,7 +64,7 @@ def topk_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     """Top-k item indexes and scores per row, ties broken by lower item index first.
 
     Exactly the first ``k`` of a stable descending sort, without sorting the catalog:
-    ``torch.topk`` finds the k-th score; rows where items tied with it straddle the cut take
+    ``torch.topk`` finds the k+1 best scores; rows where items tied with the k-th straddle the cut take
     the tied items of lowest index (a linear pass over those rows only); the k kept items are
     then ordered. Memory is O(rows x k) beyond the score matrix itself.
     """
@@ -72,9 +72,15 @@ def topk_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     if k == 0:
         return (torch.zeros(len(scores), 0, dtype=torch.int64, device=scores.device),
                 scores[:, :0])
-    vals, idx = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+    n = scores.shape[1]
+    # one extra item tells whether ties straddle the cut: only if the (k+1)-th equals the k-th
+    vals, idx = torch.topk(scores, min(k + 1, n), dim=1, largest=True, sorted=True)
+    if k < n:
+        straddle = torch.nonzero(vals[:, k] == vals[:, k - 1])[:, 0]
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+    else:
+        straddle = torch.zeros(0, dtype=torch.int64)
     thr = vals[:, -1:]
-    straddle = torch.nonzero((scores == thr).sum(1) != (vals == thr).sum(1))[:, 0]
     for s in range(0, len(straddle), RANK_CHUNK):
         rows = straddle[s:s + RANK_CHUNK]
         sub, t = scores[rows], thr[rows]

@@ -216,13 +216,15 @@ def score_histories(module: nn.Module, histories: list[np.ndarray], max_len: int
             out.append(_logits(module, h, reps).float().cpu())
         if not out:
             return torch.zeros(0, reps.shape[0])
-        return torch.cat(out)
+        return out[0] if len(out) == 1 else torch.cat(out)  # one chunk: no copy of (rows x items)
     finally:
         module.train(was_training)
 
 
 class _ModuleScorer(Recommender):
     """Adapter so ``textrec.evaluation.evaluate`` can score a bare module during training."""
+
+    fresh_scores = True
 
     def __init__(self, module: nn.Module, max_len: int, name: str, batch_size: int) -> None:
         self.module, self.max_len, self.name, self.batch_size = module, max_len, name, batch_size

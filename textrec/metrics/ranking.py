@@ -112,16 +112,24 @@ def ranks_from_topk(topk: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor
 def brute_force_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference top-k: a full stable descending sort of every row (slow, for exactness checks)."""
     k = min(k, scores.shape[1])
-    vals, idx = torch.sort(scores, dim=1, descending=True, stable=True)
-    return idx[:, :k], vals[:, :k]
+    parts = [torch.sort(scores[s:s + RANK_CHUNK], dim=1, descending=True, stable=True)
+             for s in range(0, len(scores), RANK_CHUNK)]  # chunks: a full sort holds 3x its rows
+    if not parts:
+        return torch.zeros(0, k, dtype=torch.int64), scores[:, :k]
+    return torch.cat([p.indices[:, :k] for p in parts]), torch.cat([p.values[:, :k] for p in parts])
 
 
 def brute_force_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Reference ranks: the target's position in a full stable descending sort of its row."""
-    order = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices
-    ranks = (order == targets[:, None]).int().argmax(1).to(torch.int64)
-    masked = torch.isneginf(scores[rows].gather(1, targets[:, None])[:, 0])
-    return torch.where(masked, torch.full_like(ranks, MISS), ranks)
+    out = torch.empty(len(rows), dtype=torch.int64)
+    for s in range(0, len(rows), RANK_CHUNK):  # chunks bound the sort's memory
+        r, t = rows[s:s + RANK_CHUNK], targets[s:s + RANK_CHUNK]
+        sub = scores[r]
+        order = torch.sort(sub, dim=1, descending=True, stable=True).indices
+        ranks = (order == t[:, None]).to(torch.int8).argmax(1).to(torch.int64)
+        masked = torch.isneginf(sub.gather(1, t[:, None])[:, 0])
+        out[s:s + RANK_CHUNK] = torch.where(masked, torch.full_like(ranks, MISS), ranks)
+    return out
 
 
 def metrics_from_ranks(ranks: np.ndarray, row_of: np.ndarray, n_rows: int, ks: Sequence[int]

@@ -20,6 +20,7 @@ from textrec.options import (
     add_threads_option,
     dataset_kwargs,
     parse_grids,
+    positive_float,
     positive_int,
     progress_log,
     set_threads,
@@ -60,11 +61,13 @@ def _registered_model(name: str, params: dict, seed: int) -> Recommender:
 
 
 def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True, max_widen: int = 2,
-         grid: dict[str, list] | None = None) -> tuple[dict, list[dict]]:
+         grid: dict[str, list] | None = None, budget_seconds: float | None = None) -> tuple[dict, list[dict]]:
     """Grid search on valid; widen a numeric grid (up to ``max_widen`` times) when the best is at an edge.
 
     ``grid`` replaces some or all of the default grid's parameters (e.g. a coarser EASE grid on a
-    large catalog); the edge widening applies to it all the same.
+    large catalog); the edge widening applies to it all the same. ``budget_seconds`` caps the
+    whole search: each round gets what is left, thins its grid to fit (saying which points it
+    skipped, see :func:`textrec.models.tuning.grid_search`), and no widening starts once it is spent.
     """
     from textrec.models.tuning import DEFAULT_GRIDS
 
@@ -73,21 +76,36 @@ def tune(name: str, split: Split, metric: str = "ndcg@10", progress: bool = True
         # one grid point: nothing to choose, so no selection fit (the protocol run fits it once)
         return {k: v[0] for k, v in grid.items()}, []
     table: list[dict] = []
-    for _ in range(max_widen + 1):
-        best, rows, edge = _grid(name, grid, split, metric, progress)
+    started = time.perf_counter()
+    for round_ in range(max_widen + 1):
+        left = None if budget_seconds is None else budget_seconds - (time.perf_counter() - started)
+        best, rows, edge = _grid(name, grid, split, metric, progress, left)
         table.extend(rows)
         if not edge:
             return best, table
+        if round_ == max_widen:
+            if progress:
+                print(f"tune {name}: best {best} is still at the grid's edge ({', '.join(edge)}) after {max_widen} "
+                      "widenings; keeping it (pass --grid to search further)")
+            break
+        if budget_seconds is not None and time.perf_counter() - started >= budget_seconds:
+            if progress:
+                print(f"tune {name}: best {best} is at the grid's edge ({', '.join(edge)}), but the time budget "
+                      "is spent: not widening; keeping it")
+            break
         grid = _widen(grid, best, edge)
         if progress:
-            progress_log(f"{name}: best at the grid edge ({', '.join(edge)}); searching the widened grid")
+            progress_log(f"{name}: best at the grid's edge; widening "
+                         f"{', '.join(f'{p} to {grid[p]}' for p in edge)} and searching again "
+                         f"({round_ + 1} of at most {max_widen})")
     return best, table
 
 
-def _grid(name, grid, split, metric, progress):
+def _grid(name, grid, split, metric, progress, budget_seconds=None):
     from textrec.models.tuning import grid_search
 
-    res = grid_search(lambda p: make_model(name, p), grid, split, metric=metric, progress=progress)
+    res = grid_search(lambda p: make_model(name, p), grid, split, metric=metric, progress=progress,
+                      budget_seconds=budget_seconds)
     best, rows = res[0], res[1]
     edge = [r for r in rows if r.get("best_at_edge")] if rows and isinstance(rows[0], dict) else []
     edge_params = sorted({p for r in edge for p in (r.get("edge_params") or [])})
@@ -126,7 +144,8 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
                     sampled_negatives: int | None = None, ks: Sequence[int] = DEFAULT_KS,
                     name: str | None = None, progress: bool = True,
                     grids: dict[str, dict[str, list]] | None = None, publish: bool = False,
-                    load_kw: dict | None = None, add_to: str | Path | None = None) -> dict:
+                    load_kw: dict | None = None, add_to: str | Path | None = None,
+                    tune_minutes: float | None = None) -> dict:
     """Tune each baseline on valid, evaluate test (valid appended, no refit), write JSON + Markdown.
 
     Results go to a new ``runs/baselines-<time>/`` unless ``out_dir`` is given (or ``publish``:
@@ -161,7 +180,8 @@ def bench_baselines(dataset: str = "ml-100k", models: Sequence[str] = DEFAULT_MO
         table: list[dict] = []
         params: dict = {}
         if m in TUNED:
-            params, table = tune(m, split, progress=progress, grid=(grids or {}).get(m))
+            params, table = tune(m, split, progress=progress, grid=(grids or {}).get(m),
+                                 budget_seconds=tune_minutes * 60 if tune_minutes else None)
             print(f"   best on valid: {params}")
         model = make_model(m, params, seed=seed, max_epochs=sasrec_epochs)
         topk_file = Path(save_topk_dir) / f"{ds.name}_{m}_test_top{max(ks)}.parquet" if save_topk_dir else None
@@ -277,6 +297,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ALSO report sampled metrics with this many negatives (never the headline)")
     p.add_argument("--grid", action="append", metavar="MODEL.param=v1,v2",
                    help="replace a default tuning grid (still widened when the best is at an edge)")
+    p.add_argument("--tune-minutes", type=positive_float, default=None,
+                   help="time budget of each model's grid search (default: the whole grid); a grid that does not "
+                        "fit is thinned evenly and the skipped points are listed")
     p.add_argument("--name", default=None, help="result file stem (default baselines_<dataset>)")
     p.add_argument("--add-to", metavar="JSON", default=None,
                    help="run only --models and add their rows to this existing table of the same split")
@@ -290,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
                     split_kind=args.split, sasrec_epochs=args.sasrec_epochs, refit=args.refit,
                     save_topk_dir=args.save_topk_dir, threads=args.threads, data_root=args.data_root,
                     sampled_negatives=args.sampled_negatives, grids=parse_grids(args.grid), name=args.name,
-                    progress=not args.quiet, publish=args.publish, load_kw=load_kw, add_to=args.add_to)
+                    progress=not args.quiet, publish=args.publish, load_kw=load_kw, add_to=args.add_to,
+                    tune_minutes=args.tune_minutes)
     return 0
 

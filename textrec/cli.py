@@ -29,6 +29,7 @@ from textrec.options import (
     apply_shared_options,
     fraction,
     load_dataset_from_args,
+    positive_float,
     positive_int,
     progress,
     recipe_from_args,
@@ -104,6 +105,8 @@ BENCHMARKS: dict[str, Benchmark | tuple] = {
                       "explain, writes, hostile bodies", "about 6 min of a quiet machine for every scenario"),
     "erra_trust": Benchmark("textrec.benchmarks.erra_trust", "Explanations a person would trust: unsupported "
                             "content, personal aspects, grounding beside BLEU/ROUGE", "10-20 CPU-min (Instruments)"),
+    "scale": Benchmark("textrec.benchmarks.scale", "Time and peak memory of every step from 0.1M to 10M events, "
+                       "log-log growth exponents", "0.1M+1M ~15 CPU-min; 10M about 1.5 CPU-h with capped epochs"),
 }
 
 
@@ -175,8 +178,23 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 # ---- train -----------------------------------------------------------------------------------
+def ease_preflight(n_items: int, ignore: bool = False) -> None:
+    """Refuse EASE from the catalog size alone, before the events are split: a one-line error
+    with the memory it would need and the option that forces it (``--ignore-memory-check``)."""
+    from textrec.models.memory import USABLE_FRACTION, available_memory, ease_memory_bytes, format_bytes
+
+    float64 = n_items <= 12_000  # EASE's default float64_max_items
+    need = ease_memory_bytes(n_items, float64)
+    avail = available_memory()
+    if ignore or avail is None or need <= USABLE_FRACTION * avail:
+        return
+    raise ValueError(f"EASE on {n_items:,} items needs about {format_bytes(need)} (dense {n_items:,} x {n_items:,} "
+                     f"matrices: memory grows with items squared, not events) but {format_bytes(avail)} is available; "
+                     "use itemknn, or k-core filter the items, or pass --ignore-memory-check to try anyway")
+
+
 def cmd_train_core(args: argparse.Namespace) -> int:
-    """Train a core recommender (tuned on valid where it has a grid), evaluate, save it."""
+    """Train a core recommender (tuned on valid where it has a grid), save it, then evaluate it."""
     from textrec.data.splits import make_split
     from textrec.evaluation import run_protocol
 
@@ -184,6 +202,9 @@ def cmd_train_core(args: argparse.Namespace) -> int:
     name = CORE_MODELS[args.model]
     recipe = recipe_from_args(args, "sequential") if name == "SASRec" else None  # bad --set fails before any data loads
     ds = load_dataset_from_args(args)
+    ignore_memory = getattr(args, "ignore_memory_check", False)
+    if name == "EASE":
+        ease_preflight(ds.n_items, ignore_memory)
     split = make_split(ds, args.split)
     params: dict = {}
     if recipe is not None:
@@ -194,11 +215,20 @@ def cmd_train_core(args: argparse.Namespace) -> int:
         from textrec.bench import TUNED, make_model, tune
 
         if name in TUNED and not args.no_tune:
-            params, _ = tune(name, split, progress=progress(args))
+            budget = args.tune_minutes * 60 if getattr(args, "tune_minutes", None) else None
+            params, _ = tune(name, split, progress=progress(args), budget_seconds=budget)
             print(f"best on valid: {params}", file=sys.stderr)
+        if ignore_memory and name in ("EASE", "ItemKNN"):
+            params = {**params, "check_memory": False}
         model = make_model(name, params, seed=args.seed)
-    res = run_protocol(model, split, progress=progress(args))
-    save_with_known_users(model, ds, args.out)
+
+    def save(fitted) -> None:
+        # saved before any evaluation, so a run that fails or is killed while evaluating keeps its model
+        save_with_known_users(fitted, ds, args.out)
+        print(f"saved {name} to {args.out}; evaluating valid and test", file=sys.stderr)
+
+    res = run_protocol(model, split, progress=progress(args), after_fit=save)
+    params.pop("check_memory", None)
     chosen = {"recipe": args.recipe, "overrides": args.overrides} if recipe is not None else {"params": params}
     print(json.dumps({"model": name, **chosen, "saved": str(args.out),
                       "valid": _at10(res.valid.metrics), "test": _at10(res.test.metrics)}, indent=2))
@@ -412,6 +442,12 @@ def _add_train_parsers(sub) -> None:
             p.set_defaults(overrides=[], epochs=None)
         if reg in ("ItemKNN", "EASE", "MarkovChain"):
             p.add_argument("--no-tune", action="store_true", help="skip the grid search on valid; use defaults")
+            p.add_argument("--tune-minutes", type=positive_float, default=10.0,
+                           help="time budget of the grid search (default 10): a grid that does not fit is "
+                                "thinned evenly and the skipped points are printed")
+        if reg in ("ItemKNN", "EASE"):
+            p.add_argument("--ignore-memory-check", action="store_true",
+                           help="fit even when the memory estimate exceeds the available memory")
         else:
             p.set_defaults(no_tune=True)
         p.set_defaults(func=cmd_train_core)
@@ -495,6 +531,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `textrec ... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError as e:
+        from textrec.models.memory import InsufficientMemoryError
+
+        if not isinstance(e, InsufficientMemoryError):
+            raise
+        print(f"textrec: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, KeyError) as e:
         if type(e) is KeyError:  # a bare KeyError is a bug; subclasses (unknown id) are user errors
             raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,10 @@ from textrec.data.splits import EvalSet, Split
 from textrec.io import atomic_file
 from textrec.metrics.ranking import (
     beyond_accuracy,
+    brute_force_ranks,
+    brute_force_topk,
     metrics_from_ranks,
+    ranks_from_topk,
     sampled_ranks,
     target_ranks,
     topk_items,
@@ -60,6 +63,109 @@ class EvalResult:
         return out
 
 
+@dataclass
+class _Ranked:
+    """What scoring a set of rows yields, before metrics: enough to merge shards exactly."""
+
+    rows: np.ndarray         # eval-set row of each ranked (row, target) pair
+    ranks: np.ndarray        # 0-based rank of each pair (MISS when masked)
+    topk_rows: np.ndarray    # eval-set rows whose top-K follow, in order
+    topk: np.ndarray
+    topk_scores: np.ndarray
+    counts: dict[str, int]
+    seconds: float
+
+
+@torch.no_grad()
+def _rank_rows(model: Recommender, evalset: EvalSet, n_items: int, row_ids: np.ndarray, keep_k: int,
+               batch_size: int, mask_history: bool, sampled_negatives: int | None, gen: torch.Generator,
+               progress: bool, reference: bool, full_ranks: bool = False) -> _Ranked:
+    """Score ``row_ids`` in batches; keep only each pair's rank and each row's top-K (bounded memory)."""
+    all_ranks, all_rows, topk_rows, topk_scores = [], [], [], []
+    counts = {"unreachable_targets": 0, "targets_in_history": 0, "targets_unscored": 0}
+    t0 = time.perf_counter()
+    starts = range(0, len(row_ids), batch_size)
+    for start in tqdm(starts, desc=f"eval {model.name}", disable=not progress, leave=False):
+        rows = row_ids[start:start + batch_size]
+        hists = [evalset.history(i) for i in rows]
+        raw = model.score(evalset.users[rows], hists)
+        scores = torch.as_tensor(raw, dtype=torch.float32)
+        if scores.shape != (len(rows), n_items):
+            raise ValueError(f"{model.name}.score returned shape {tuple(scores.shape)}, "
+                             f"expected {(len(rows), n_items)}")
+        if not (getattr(model, "fresh_scores", False) or scores is not raw and not isinstance(raw, np.ndarray)):
+            scores = scores.clone()  # masking below writes in place: never into a tensor the model keeps
+        h_len = np.array([len(h) for h in hists], dtype=np.int64)
+        r_idx = np.repeat(np.arange(len(rows)), h_len)
+        h_idx = np.concatenate(hists).astype(np.int64) if h_len.sum() else np.zeros(0, np.int64)
+        if mask_history:
+            scores[torch.from_numpy(r_idx), torch.from_numpy(h_idx)] = float("-inf")
+        t_len = evalset.target_indptr[rows + 1] - evalset.target_indptr[rows]
+        t_rows = np.repeat(np.arange(len(rows)), t_len)
+        t_items = (np.concatenate([evalset.targets(i) for i in rows]).astype(np.int64) if t_len.sum()
+                   else np.zeros(0, np.int64))
+        tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
+        idx, val = (brute_force_topk if reference else topk_items)(scores, keep_k)
+        if sampled_negatives:
+            ranks = sampled_ranks(scores, tr, ti, sampled_negatives, gen)
+        elif reference:
+            ranks = brute_force_ranks(scores, tr, ti)
+        elif full_ranks:
+            ranks = target_ranks(scores, tr, ti)
+        else:
+            ranks = ranks_from_topk(idx, scores, tr, ti)
+        neg = torch.isneginf(scores[tr, ti])
+        counts["unreachable_targets"] += int(neg.sum())
+        if mask_history:
+            # a target that repeats a history item: membership of (row, item) keys, vectorised
+            repeats = torch.from_numpy(np.isin(t_rows * n_items + t_items, r_idx * n_items + h_idx))
+        else:
+            repeats = torch.zeros(len(t_rows), dtype=torch.bool)
+        counts["targets_in_history"] += int(repeats.sum())
+        counts["targets_unscored"] += int((neg & ~repeats).sum())
+        all_ranks.append(ranks.numpy())
+        all_rows.append(rows[t_rows])
+        topk_rows.append(idx.numpy())
+        topk_scores.append(val.numpy())
+        del scores
+    seconds = time.perf_counter() - t0
+    k = min(keep_k, n_items)
+    return _Ranked(rows=np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64),
+                   ranks=np.concatenate(all_ranks) if all_ranks else np.zeros(0, np.int64),
+                   topk_rows=np.asarray(row_ids, dtype=np.int64),
+                   topk=np.concatenate(topk_rows) if topk_rows else np.zeros((0, k), np.int64),
+                   topk_scores=np.concatenate(topk_scores) if topk_scores else np.zeros((0, k), np.float32),
+                   counts=counts, seconds=seconds)
+
+
+def _gather(part: _Ranked) -> _Ranked:
+    """Every process's ranked rows, merged in row order (exact: ranks and top-K are copied, not
+    averaged); a no-op without an initialised ``torch.distributed`` process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return part
+    parts: list[_Ranked | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    order = np.argsort(np.concatenate([p.topk_rows for p in parts]), kind="stable")
+    pair_order = np.argsort(np.concatenate([p.rows for p in parts]), kind="stable")
+    counts = {k: sum(p.counts[k] for p in parts) for k in part.counts}
+    return _Ranked(rows=np.concatenate([p.rows for p in parts])[pair_order],
+                   ranks=np.concatenate([p.ranks for p in parts])[pair_order],
+                   topk_rows=np.concatenate([p.topk_rows for p in parts])[order],
+                   topk=np.concatenate([p.topk for p in parts])[order],
+                   topk_scores=np.concatenate([p.topk_scores for p in parts])[order],
+                   counts=counts, seconds=max(p.seconds for p in parts))
+
+
+def shard_rows(n_rows: int, rank: int, world_size: int) -> np.ndarray:
+    """The contiguous block of eval rows process ``rank`` of ``world_size`` scores."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    bounds = np.linspace(0, n_rows, world_size + 1).round().astype(np.int64)
+    return np.arange(bounds[rank], bounds[rank + 1], dtype=np.int64)
+
+
 @torch.no_grad()
 def evaluate(
     model: Recommender,
@@ -75,73 +181,55 @@ def evaluate(
     topk_k: int | None = None,
     dataset=None,
     progress: bool = False,
+    rows: np.ndarray | None = None,
+    distributed: bool = False,
+    reference: bool = False,
 ) -> EvalResult:
     """Score every row against the full catalog and compute ranking metrics.
 
     ``sampled_negatives`` switches to sampled ranking (explicit flag; never a headline number).
     ``save_topk`` writes each row's top-K with scores and original ids (``.parquet`` or ``.jsonl``).
+
+    Memory is bounded by the batch: each batch of ``batch_size`` rows is scored, ranked and
+    reduced to its targets' ranks and its top-K before the next (a 1M-user, 200k-item run holds
+    one 512 x 200k score matrix at a time). ``rows`` restricts the evaluation to some rows (e.g.
+    a 1% sample). ``distributed=True`` splits the rows across the processes of the initialised
+    ``torch.distributed`` group (:func:`shard_rows`) and gathers every rank and top-K list, so
+    each process returns exactly the one-process metrics. ``reference=True`` ranks with full
+    sorts instead (the brute-force check of the fast path).
     """
     ks = sorted(set(ks))
     keep_k = max(topk_k or 0, max(ks))
+    row_ids = np.arange(len(evalset), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if rows is not None:
+        evalset = evalset.select(row_ids)
+        row_ids = np.arange(len(evalset), dtype=np.int64)
     n = len(evalset)
-    all_ranks, all_rows, topk_rows, topk_scores = [], [], [], []
-    unreachable = in_history = unscored = 0
+    mine = row_ids
+    if distributed:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            mine = row_ids[shard_rows(n, dist.get_rank(), dist.get_world_size())]
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc=f"eval {model.name}", disable=not progress, leave=False):
-        stop = min(start + batch_size, n)
-        rows = np.arange(start, stop)
-        hists = [evalset.history(i) for i in rows]
-        scores = torch.as_tensor(model.score(evalset.users[rows], hists), dtype=torch.float32)
-        if scores.shape != (len(rows), n_items):
-            raise ValueError(f"{model.name}.score returned shape {tuple(scores.shape)}, "
-                             f"expected {(len(rows), n_items)}")
-        scores = scores.clone()
-        if mask_history:
-            r_idx = np.repeat(np.arange(len(rows)), [len(h) for h in hists])
-            h_idx = np.concatenate(hists) if len(r_idx) else np.zeros(0, np.int64)
-            scores[torch.from_numpy(r_idx), torch.from_numpy(h_idx.astype(np.int64))] = float("-inf")
-        t_rows = np.repeat(np.arange(len(rows)), [len(evalset.targets(i)) for i in rows])
-        t_items = np.concatenate([evalset.targets(i) for i in rows]).astype(np.int64)
-        tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
-        if sampled_negatives:
-            ranks = sampled_ranks(scores, tr, ti, sampled_negatives, gen)
-        else:
-            ranks = target_ranks(scores, tr, ti)
-        neg = torch.isneginf(scores[tr, ti])
-        unreachable += int(neg.sum())
-        if mask_history:
-            hsets = [set(np.asarray(h).tolist()) for h in hists]
-            repeats = torch.tensor([int(t) in hsets[r] for r, t in zip(t_rows, t_items)], dtype=torch.bool)
-        else:
-            repeats = torch.zeros(len(t_rows), dtype=torch.bool)
-        in_history += int(repeats.sum())
-        unscored += int((neg & ~repeats).sum())
-        all_ranks.append(ranks.numpy())
-        all_rows.append(t_rows + start)
-        idx, val = topk_items(scores, keep_k)
-        topk_rows.append(idx.numpy())
-        topk_scores.append(val.numpy())
-    seconds = time.perf_counter() - t0
-    ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, np.int64)
-    row_of = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
-    per_row = metrics_from_ranks(ranks, row_of, n, ks)
+    part = _rank_rows(model, evalset, n_items, mine, keep_k, batch_size, mask_history, sampled_negatives, gen,
+                      progress, reference)
+    ranked = _gather(part) if distributed else part
+    per_row = metrics_from_ranks(ranked.ranks, ranked.rows, n, ks)
     metrics = {k: float(v.mean()) if n else float("nan") for k, v in per_row.items()}
-    topk = np.concatenate(topk_rows) if topk_rows else np.zeros((0, keep_k), np.int64)
+    topk = ranked.topk
     # unreachable = targets_in_history (masked: the target repeats a history item) + targets_unscored
     # (the model gave the target -inf, e.g. outside a generative model's beams)
-    extra = {"unreachable_targets": unreachable, "targets_in_history": in_history, "targets_unscored": unscored,
-             "protocol": "sampled" if sampled_negatives else "full"}
+    extra = {**ranked.counts, "protocol": "sampled" if sampled_negatives else "full"}
     if sampled_negatives:
         extra["sampled_negatives"] = sampled_negatives
     if popularity is not None:
         for k in ks:
             for name, v in beyond_accuracy(topk[:, :k], popularity, n_items).items():
                 metrics[f"{name}@{k}"] = v
-    result = EvalResult(metrics=metrics, n_rows=n, per_row=per_row, topk=topk, seconds=seconds, extra=extra)
+    result = EvalResult(metrics=metrics, n_rows=n, per_row=per_row, topk=topk, seconds=ranked.seconds, extra=extra)
     if save_topk is not None:
-        write_topk(save_topk, evalset, topk, np.concatenate(topk_scores) if topk_scores else None, dataset)
+        write_topk(save_topk, evalset, topk, ranked.topk_scores, dataset)
     return result
 
 
@@ -206,12 +294,19 @@ class ProtocolResult:
 
 def run_protocol(model: Recommender, split: Split, ks: Sequence[int] = DEFAULT_KS, progress: bool = True,
                  save_topk: str | os.PathLike | None = None, batch_size: int = 512,
-                 sampled_negatives: int | None = None) -> ProtocolResult:
-    """Fit on train (valid for selection), then evaluate valid and test (valid appended, no refit)."""
+                 sampled_negatives: int | None = None,
+                 after_fit: Callable[[Recommender], None] | None = None) -> ProtocolResult:
+    """Fit on train (valid for selection), then evaluate valid and test (valid appended, no refit).
+
+    ``after_fit(model)`` runs between fitting and evaluating (``textrec train`` saves the model
+    there, so nothing trained is lost if evaluation fails).
+    """
     view = TrainView.from_split(split, with_text=model.scores_new_items)
     t0 = time.perf_counter()
     model.fit(view, progress=progress)
     train_seconds = time.perf_counter() - t0
+    if after_fit is not None:
+        after_fit(model)
     pop = split.item_popularity()
     kw = dict(ks=ks, batch_size=batch_size, popularity=pop, sampled_negatives=sampled_negatives,
               dataset=split.dataset)

@@ -19,6 +19,33 @@ INTERACTION_COLUMNS = ("user", "item", "timestamp")
 REVIEW_COLUMNS = ("user", "item", "rating", "text", "summary", "timestamp")
 
 
+def event_order(frame: pd.DataFrame, by: Sequence[str] = ("user", "timestamp", "row")) -> np.ndarray | None:
+    """Row positions that sort ``frame`` by ``by`` (stable), or ``None`` when it is already sorted.
+
+    Checking the order is one linear pass; loaders and splits hand over sorted frames, so the
+    usual case at ten million events costs no sort at all.
+    """
+    cols = [frame[c].to_numpy() for c in by]
+    if len(frame) < 2:
+        return None
+    # lexicographic "row i <= row i+1" over the keys, without a sort
+    le = np.zeros(len(frame) - 1, dtype=bool)
+    eq = np.ones(len(frame) - 1, dtype=bool)
+    for c in cols:
+        a, b = c[:-1], c[1:]
+        le |= eq & (a < b)
+        eq &= a == b
+    if (le | eq).all():
+        return None
+    return np.lexsort(cols[::-1])
+
+
+def sort_events(frame: pd.DataFrame, by: Sequence[str] = ("user", "timestamp", "row")) -> pd.DataFrame:
+    """``frame`` sorted by ``by`` (stable; the frame itself when already in that order)."""
+    order = event_order(frame, by)
+    return frame if order is None else frame.iloc[order]
+
+
 class DataError(ValueError):
     """Bad input: the message names the file, the line (1-based) and the field."""
 
@@ -192,10 +219,69 @@ class RecDataset:
         return cls(name=name, interactions=out, items=cat, user_ids=user_ids, item_ids=item_ids,
                    reviews=rev, text_fields=text_fields, source=source, skipped=skipped or SkipReport())
 
+    @classmethod
+    def from_codes(
+        cls,
+        name: str,
+        user_codes: np.ndarray,
+        user_ids: np.ndarray,
+        item_codes: np.ndarray,
+        item_ids: np.ndarray,
+        timestamps: np.ndarray,
+        ratings: np.ndarray | None = None,
+        items: pd.DataFrame | None = None,
+        text_fields: Sequence[str] | None = None,
+        source: str = "",
+        skipped: SkipReport | None = None,
+    ) -> RecDataset:
+        """Build a dataset from already factorized columns, without a Python object per event.
+
+        ``user_codes`` / ``item_codes`` index ``user_ids`` / ``item_ids`` (original ids in order of
+        first appearance, as ``pd.factorize`` or Arrow's ``dictionary_encode`` give them). Items are
+        re-indexed as :meth:`from_frames` does (catalog order, then first appearance) and every
+        index column is int32, so ten million events take about 200 MB.
+        """
+        text_fields = list(text_fields or [])
+        item_ids = np.asarray(item_ids, dtype=object)
+        if items is not None and len(items):
+            items = items.copy()
+            items["item_id"] = items["item_id"].astype(str)
+            if items["item_id"].duplicated().any():
+                dup = items.loc[items["item_id"].duplicated(), "item_id"].iloc[0]
+                raise DataError(f"item '{dup}' appears twice in the catalog", path=source or name,
+                                field="item_id")
+            catalog = items["item_id"].to_numpy(dtype=object)
+            pos = pd.Index(catalog).get_indexer(item_ids)
+            extra = np.flatnonzero(pos < 0)
+            remap = pos.copy()
+            remap[extra] = len(catalog) + np.arange(len(extra))
+            item_codes = remap[item_codes]
+            item_ids = np.concatenate([catalog, item_ids[extra]]).astype(object)
+        out = pd.DataFrame({
+            "user": np.asarray(user_codes, dtype=np.int32),
+            "item": np.asarray(item_codes, dtype=np.int32),
+            "timestamp": np.asarray(timestamps, dtype=np.float64),
+        })
+        if ratings is not None:
+            out["rating"] = np.asarray(ratings, dtype=np.float64)
+        out["row"] = np.arange(len(out), dtype=np.int32 if len(out) < 2**31 else np.int64)
+        cat = pd.DataFrame({"item": np.arange(len(item_ids), dtype=np.int64), "item_id": item_ids})
+        if items is not None and len(items):
+            items = items.set_index("item_id")
+            for f in text_fields:
+                if f not in items.columns:
+                    raise DataError(f"text field '{f}' not in the item table", path=source or name, field=f)
+                cat[f] = items[f].reindex(item_ids).fillna("").astype(str).to_numpy()
+        else:
+            for f in text_fields:
+                cat[f] = ""
+        return cls(name=name, interactions=out, items=cat, user_ids=np.asarray(user_ids, dtype=object),
+                   item_ids=item_ids, text_fields=text_fields, source=source, skipped=skipped or SkipReport())
+
     # ---- views ---------------------------------------------------------------------------
     def sorted_interactions(self) -> pd.DataFrame:
         """Interactions ordered by user, timestamp, then source row (the documented tie rule)."""
-        return self.interactions.sort_values(["user", "timestamp", "row"], kind="stable")
+        return sort_events(self.interactions)
 
     def item_text(self, fields: Sequence[str] | None = None, sep: str = ". ") -> list[str]:
         """One string per item index, joining the chosen non-empty text fields."""

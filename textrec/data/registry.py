@@ -192,7 +192,7 @@ def load_dataset(name_or_path: str | Path, data_root: str | Path | None = None, 
         return load_rechorus(path, **kw)
     if fmt == "atomic":
         return load_atomic(path, **kw)
-    if fmt == "amazon":
+    if fmt == "amazon" and "columns" not in kw:  # with a column mapping a JSON-lines file is an event table
         return load_amazon_reviews(path, **kw)
     if "columns" not in kw:
         raise ValueError(f"{path.name} is a table: pass columns={{'user_id': ..., 'item_id': ..., "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from textrec.data.dataset import DataError, RecDataset, SkipReport
+from textrec.data.dataset import DataError, RecDataset, SkipReport, sort_events
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Split:
     def train_plus_valid(self) -> pd.DataFrame:
         """Train and valid events together, for the separately labelled refit variant."""
         both = pd.concat([self.train, self.valid_events], ignore_index=True)
-        return both.sort_values(["user", "timestamp", "row"], kind="stable").reset_index(drop=True)
+        return sort_events(both).reset_index(drop=True)
 
     def item_popularity(self) -> np.ndarray:
         """Training event count per item."""
@@ -115,7 +115,7 @@ class Split:
 
 
 def _sequences(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
-    frame = frame.sort_values(["user", "timestamp", "row"], kind="stable")
+    frame = sort_events(frame)
     users = frame["user"].to_numpy()
     items = frame["item"].to_numpy()
     counts = np.bincount(users, minlength=n_users)
@@ -123,9 +123,44 @@ def _sequences(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
     return [items[bounds[u]:bounds[u + 1]] for u in range(n_users)]
 
 
-def _position_from_end(sorted_frame: pd.DataFrame) -> np.ndarray:
-    """0 for each user's last event, 1 for the one before, ... (frame sorted by user, time, row)."""
-    return sorted_frame.groupby("user", sort=False).cumcount(ascending=False).to_numpy()
+def _position_from_end(users: np.ndarray, n_users: int) -> np.ndarray:
+    """0 for each user's last event, 1 for the one before, ... (``users`` sorted, as events are)."""
+    counts = np.bincount(users, minlength=n_users)
+    ends = np.cumsum(counts)
+    return (ends[users] - 1 - np.arange(len(users))).astype(np.int64)
+
+
+def _eval_set(n_users: int, n_items: int, hist_parts: list[pd.DataFrame], targets: pd.DataFrame,
+              min_history: int, new_set: np.ndarray | None) -> tuple[EvalSet, int]:
+    """An EvalSet for every user with targets, built with array operations (no loop over users).
+
+    ``hist_parts`` are event frames each sorted by user, time, row; a user's history is their
+    events of the first part, then of the second, ... Returns the set and the number of users
+    dropped for a history shorter than ``min_history``.
+    """
+    t_users = targets["user"].to_numpy()
+    t_count = np.bincount(t_users, minlength=n_users)
+    h_users = np.concatenate([f["user"].to_numpy() for f in hist_parts]) if hist_parts else np.zeros(0, np.int64)
+    h_items = np.concatenate([f["item"].to_numpy() for f in hist_parts]) if hist_parts else np.zeros(0, np.int64)
+    if len(hist_parts) > 1:  # stable by user: each user's first part, then the next
+        order = np.argsort(h_users, kind="stable")
+        h_users, h_items = h_users[order], h_items[order]
+    h_count = np.bincount(h_users, minlength=n_users)
+    has_target = t_count > 0
+    keep_user = has_target & (h_count >= min_history)
+    dropped = int((has_target & ~keep_user).sum())
+    users = np.flatnonzero(keep_user)
+    hl, tl = h_count[users], t_count[users]
+    hist = h_items[keep_user[h_users]]
+    tgt = targets["item"].to_numpy()[keep_user[t_users]]
+    is_new = None
+    if new_set is not None:
+        row_of = np.repeat(np.arange(len(users)), tl)
+        is_new = np.bincount(row_of, weights=new_set[tgt], minlength=len(users)) > 0
+    return EvalSet(users=users.astype(np.int64),
+                   hist_indptr=np.concatenate([[0], np.cumsum(hl)]).astype(np.int64),
+                   hist_items=hist.astype(np.int64), target_indptr=np.concatenate([[0], np.cumsum(tl)]).astype(np.int64),
+                   target_items=tgt.astype(np.int64), is_new=is_new), dropped
 
 
 def _build(dataset: RecDataset, kind: str, train: pd.DataFrame, valid_ev: pd.DataFrame,
@@ -133,41 +168,15 @@ def _build(dataset: RecDataset, kind: str, train: pd.DataFrame, valid_ev: pd.Dat
            min_history: int = 1) -> Split:
     """Assemble eval sets: valid history = train; test history = train + valid events."""
     n_users = dataset.n_users
-    train = train.sort_values(["user", "timestamp", "row"], kind="stable").reset_index(drop=True)
-    valid_ev = valid_ev.sort_values(["user", "timestamp", "row"], kind="stable").reset_index(drop=True)
-    test_ev = test_ev.sort_values(["user", "timestamp", "row"], kind="stable").reset_index(drop=True)
-    train_seq = _sequences(train, n_users)
-    valid_seq = _sequences(valid_ev, n_users)
-    test_seq = _sequences(test_ev, n_users)
+    train = sort_events(train).reset_index(drop=True)
+    valid_ev = sort_events(valid_ev).reset_index(drop=True)
+    test_ev = sort_events(test_ev).reset_index(drop=True)
     new_set = None if new_items is None else np.zeros(dataset.n_items, dtype=bool)
     if new_set is not None:
         new_set[new_items] = True
     report = dict(report or {})
-    dropped_valid = dropped_test = 0
-
-    def eval_set(targets_by_user, extra_hist):
-        nonlocal dropped_valid, dropped_test
-        users, hists, tgts, new = [], [], [], []
-        for u in range(n_users):
-            t = targets_by_user[u]
-            if len(t) == 0:
-                continue
-            h = train_seq[u] if extra_hist is None else np.concatenate([train_seq[u], extra_hist[u]])
-            if len(h) < min_history:
-                if extra_hist is None:
-                    dropped_valid += 1
-                else:
-                    dropped_test += 1
-                continue
-            users.append(u)
-            hists.append(h)
-            tgts.append(t)
-            if new_set is not None:
-                new.append(bool(new_set[t].any()))
-        return EvalSet.from_lists(users, hists, tgts, new if new_set is not None else None)
-
-    valid = eval_set(valid_seq, None)
-    test = eval_set(test_seq, valid_seq)
+    valid, dropped_valid = _eval_set(n_users, dataset.n_items, [train], valid_ev, min_history, new_set)
+    test, dropped_test = _eval_set(n_users, dataset.n_items, [train, valid_ev], test_ev, min_history, new_set)
     if dropped_valid or dropped_test:
         report["eval_rows_without_history"] = {"valid": dropped_valid, "test": dropped_test}
     return Split(dataset=dataset, kind=kind, train=train, valid=valid, test=test, valid_events=valid_ev,
@@ -183,23 +192,24 @@ def leave_one_out(dataset: RecDataset, min_events: int = 3) -> Split:
     if min_events < 3:
         raise ValueError("leave-one-out needs min_events >= 3 (one train, one valid, one test event)")
     inter = dataset.sorted_interactions()
-    pos = _position_from_end(inter)
-    counts = inter.groupby("user", sort=False)["item"].transform("size").to_numpy()
-    eligible = counts >= min_events
+    users = inter["user"].to_numpy()
+    pos = _position_from_end(users, dataset.n_users)
+    per_user = np.bincount(users, minlength=dataset.n_users)
+    eligible = per_user[users] >= min_events
     test_ev = inter[(pos == 0) & eligible]
     valid_ev = inter[(pos == 1) & eligible]
     train = inter[(pos >= 2) | ~eligible]
-    report = {"users_too_short": int(inter.loc[~eligible, "user"].nunique()),
+    report = {"users_too_short": int(((per_user > 0) & (per_user < min_events)).sum()),
               "tie_rule": "timestamp, then source row order",
               "last_two_events_tied": int(_tied_last_two(inter, pos))}
     return _build(dataset, "leave_one_out", train, valid_ev, test_ev, report=report)
 
 
 def _tied_last_two(inter: pd.DataFrame, pos: np.ndarray) -> int:
-    last = inter[pos == 0].set_index("user")["timestamp"]
-    second = inter[pos == 1].set_index("user")["timestamp"]
-    both = last.index.intersection(second.index)
-    return int((last.loc[both] == second.loc[both]).sum())
+    """Users whose last two events share a timestamp (frame sorted by user, time, row)."""
+    ts = inter["timestamp"].to_numpy()
+    second = np.flatnonzero(pos == 1)  # the next row is the same user's last event
+    return int((ts[second] == ts[second + 1]).sum())
 
 
 def published_split(dataset: RecDataset) -> Split:

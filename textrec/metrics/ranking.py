@@ -27,27 +27,109 @@ METRICS = ("hr", "recall", "ndcg", "mrr")
 MISS = 2**62  # rank given to a masked (unreachable) target
 
 
+RANK_CHUNK = 256  # (row, target) pairs compared against the catalog at once: bounds the temporaries
+
+
 def target_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of ``targets[j]`` in row ``rows[j]`` of ``scores`` under the tie policy.
 
-    Masked targets (score -inf) get rank ``MISS`` (never a hit, whatever K).
+    Masked targets (score -inf) get rank ``MISS`` (never a hit, whatever K). Pairs are compared
+    in chunks of ``RANK_CHUNK`` rows, so memory stays a few chunk-sized boolean tensors whatever
+    the batch; when ``rows`` is ``0..len-1`` (one target per row) no row is copied at all.
     """
-    row_scores = scores[rows]  # (P, N)
-    t_score = row_scores.gather(1, targets[:, None])  # (P, 1)
     n = scores.shape[1]
     idx = torch.arange(n, device=scores.device)
-    better = (row_scores > t_score).sum(1)
-    tied_before = ((row_scores == t_score) & (idx[None, :] < targets[:, None])).sum(1)
-    ranks = better + tied_before
-    return torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(ranks, MISS), ranks)
+    identity = len(rows) == len(scores) and bool((rows == torch.arange(len(rows), device=rows.device)).all())
+    out = torch.empty(len(rows), dtype=torch.int64, device=scores.device)
+    for s in range(0, len(rows), RANK_CHUNK):
+        r, t = rows[s:s + RANK_CHUNK], targets[s:s + RANK_CHUNK]
+        row_scores = scores[s:s + RANK_CHUNK] if identity else scores[r]
+        t_score = row_scores.gather(1, t[:, None])
+        better = (row_scores > t_score).sum(1)
+        tied_before = ((row_scores == t_score) & (idx[None, :] < t[:, None])).sum(1)
+        out[s:s + RANK_CHUNK] = torch.where(torch.isneginf(t_score[:, 0]), torch.full_like(better, MISS),
+                                            better + tied_before)
+    return out
+
+
+def _order_kept(idx: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row's kept items by score descending, then index ascending (k items: cheap)."""
+    by_index = torch.argsort(idx, dim=1)
+    idx, vals = idx.gather(1, by_index), vals.gather(1, by_index)
+    by_score = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return idx.gather(1, by_score), vals.gather(1, by_score)
 
 
 def topk_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k item indexes and scores per row, ties broken by lower item index first."""
+    """Top-k item indexes and scores per row, ties broken by lower item index first.
+
+    Exactly the first ``k`` of a stable descending sort, without sorting the catalog:
+    ``torch.topk`` finds the k+1 best scores; rows where items tied with the k-th straddle the cut take
+    the tied items of lowest index (a linear pass over those rows only); the k kept items are
+    then ordered. Memory is O(rows x k) beyond the score matrix itself.
+    """
     k = min(k, scores.shape[1])
-    # A stable descending sort keeps equal scores in index order; only the first k are kept.
-    vals, idx = torch.sort(scores, dim=1, descending=True, stable=True)
-    return idx[:, :k], vals[:, :k]
+    if k == 0:
+        return (torch.zeros(len(scores), 0, dtype=torch.int64, device=scores.device),
+                scores[:, :0])
+    n = scores.shape[1]
+    # one extra item tells whether ties straddle the cut: only if the (k+1)-th equals the k-th
+    vals, idx = torch.topk(scores, min(k + 1, n), dim=1, largest=True, sorted=True)
+    if k < n:
+        straddle = torch.nonzero(vals[:, k] == vals[:, k - 1])[:, 0]
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+    else:
+        straddle = torch.zeros(0, dtype=torch.int64)
+    thr = vals[:, -1:]
+    for s in range(0, len(straddle), RANK_CHUNK):
+        rows = straddle[s:s + RANK_CHUNK]
+        sub, t = scores[rows], thr[rows]
+        above = sub > t
+        need = k - above.sum(1, keepdim=True)
+        tied = sub == t
+        chosen = above | (tied & (tied.cumsum(1) <= need))
+        picked = torch.nonzero(chosen)[:, 1].reshape(len(rows), k)  # row-major: k per row, index order
+        idx[rows] = picked
+        vals[rows] = sub.gather(1, picked)
+    return _order_kept(idx, vals)
+
+
+def ranks_from_topk(topk: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor
+                    ) -> torch.Tensor:
+    """Ranks read off each row's exact top-k list (:func:`topk_items`), without another pass
+    over the catalog: the target's position when it is in the list, else ``k`` (meaning "k or
+    worse", which every metric at a cutoff <= k scores as a miss); ``MISS`` when masked.
+
+    Every metric here is cut at some K <= k, so the metrics equal those of :func:`target_ranks`.
+    """
+    k = topk.shape[1]
+    hit = topk[rows] == targets[:, None]
+    pos = torch.where(hit.any(1), hit.int().argmax(1).to(torch.int64), torch.full_like(targets, k))
+    masked = torch.isneginf(scores[rows, targets])
+    return torch.where(masked, torch.full_like(pos, MISS), pos)
+
+
+def brute_force_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference top-k: a full stable descending sort of every row (slow, for exactness checks)."""
+    k = min(k, scores.shape[1])
+    parts = [torch.sort(scores[s:s + RANK_CHUNK], dim=1, descending=True, stable=True)
+             for s in range(0, len(scores), RANK_CHUNK)]  # chunks: a full sort holds 3x its rows
+    if not parts:
+        return torch.zeros(0, k, dtype=torch.int64), scores[:, :k]
+    return torch.cat([p.indices[:, :k] for p in parts]), torch.cat([p.values[:, :k] for p in parts])
+
+
+def brute_force_ranks(scores: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Reference ranks: the target's position in a full stable descending sort of its row."""
+    out = torch.empty(len(rows), dtype=torch.int64)
+    for s in range(0, len(rows), RANK_CHUNK):  # chunks bound the sort's memory
+        r, t = rows[s:s + RANK_CHUNK], targets[s:s + RANK_CHUNK]
+        sub = scores[r]
+        order = torch.sort(sub, dim=1, descending=True, stable=True).indices
+        ranks = (order == t[:, None]).to(torch.int8).argmax(1).to(torch.int64)
+        masked = torch.isneginf(sub.gather(1, t[:, None])[:, 0])
+        out[s:s + RANK_CHUNK] = torch.where(masked, torch.full_like(ranks, MISS), ranks)
+    return out
 
 
 def metrics_from_ranks(ranks: np.ndarray, row_of: np.ndarray, n_rows: int, ks: Sequence[int]

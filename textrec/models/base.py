@@ -99,6 +99,9 @@ class Recommender(ABC):
     name: str = "recommender"
     #: whether ``score`` can rank items that had no training events (text-based models)
     scores_new_items: bool = False
+    #: whether ``score`` returns a tensor no one else holds, so the harness may mask it in place
+    #: instead of copying a (batch x items) matrix first
+    fresh_scores: bool = False
     catalog: Catalog | None = None
     users: UserTable | None = None
 

@@ -92,6 +92,7 @@ class Popularity(Recommender):
     """Every user gets the same ranking: training event counts (ties: lower item index)."""
 
     name = "Popularity"
+    fresh_scores = True
 
     def __init__(self) -> None:
         self.counts: torch.Tensor | None = None
@@ -123,6 +124,7 @@ class ItemKNN(Recommender):
     """
 
     name = "ItemKNN"
+    fresh_scores = True
 
     def __init__(self, k: int = 100, shrink: float = 0.0, check_memory: bool = True) -> None:
         if k < 1:
@@ -185,6 +187,7 @@ class EASE(Recommender):
     """
 
     name = "EASE"
+    fresh_scores = True
 
     def __init__(self, lam: float = 250.0, max_items: int | None = None,
                  float64_max_items: int = 12_000, check_memory: bool = True) -> None:
@@ -250,6 +253,7 @@ class MarkovChain(Recommender):
     """
 
     name = "MarkovChain"
+    fresh_scores = True
 
     def __init__(self, alpha: float = 0.01, L: int = 1, decay: float = 0.5) -> None:  # noqa: N803
         if alpha < 0:

@@ -27,6 +27,11 @@ class InsufficientMemoryError(MemoryError):
     """A model would need more memory than is available; the message says what to change."""
 
 
+def format_bytes(n_bytes: float) -> str:
+    """``1.5 GiB`` / ``300 MiB``: how memory needs are printed."""
+    return _fmt(n_bytes)
+
+
 def _fmt(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 

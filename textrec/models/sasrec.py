@@ -59,6 +59,7 @@ class SASRec(Recommender):
     """
 
     name = "SASRec"
+    fresh_scores = True
 
     def __init__(self, backbone: BackboneConfig | dict | None = None,
                  trainer: SeqTrainerConfig | dict | None = None, n_items: int | None = None,

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from textrec.data.splits import Split
 from textrec.evaluation import evaluate
 from textrec.models.base import Recommender, TrainView
@@ -71,6 +73,7 @@ def grid_search(
     metric: str = "ndcg@10",
     progress: bool = True,
     limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+    budget_seconds: float | None = None,
 ) -> tuple[dict, list[dict]]:
     """Fit every grid point on train, evaluate on ``split.valid`` only; return (best params, table).
 
@@ -78,6 +81,12 @@ def grid_search(
     table row holds ``params``, the valid metrics at the metric's K, ``fit_seconds``,
     ``valid_seconds``, ``best`` and ``best_at_edge`` / ``edge_params`` / ``edge_sides`` (only
     the best row can be at an edge).
+
+    ``budget_seconds`` scales the grid to a time budget: after the first point, the cost per point
+    is known, and when the whole grid would not fit, an evenly spaced subset of the points is
+    kept (always including the first) and the rest are skipped; a point that would start after
+    the budget is spent is skipped too. Skipped points are listed in the table (``skipped``)
+    and printed, so a search on ten million events says what it did not try.
     """
     name, _, k = metric.partition("@")
     if not k.isdigit():
@@ -90,8 +99,17 @@ def grid_search(
         raise ValueError(f"grid has a parameter with no values: {dict(grid)}")
     view: TrainView | None = None
     table: list[dict] = []
-    best_i, best_v = -1, float("-inf")
+    best_i, best_row, best_v = -1, -1, float("-inf")
+    started = time.perf_counter()
+    planned = set(range(len(points)))
+    skipped: list[dict] = []
     for i, params in enumerate(tqdm(points, desc="grid", disable=not progress, leave=False)):
+        if i not in planned:
+            continue
+        spent = time.perf_counter() - started
+        if budget_seconds is not None and i > 0 and spent >= budget_seconds:
+            planned = {j for j in planned if j < i}
+            break
         model = make_model(dict(params))
         if view is None:
             view = TrainView.from_split(split, with_text=model.scores_new_items)
@@ -106,13 +124,31 @@ def grid_search(
                       "fit_seconds": round(fit_s, 3), "valid_seconds": round(res.seconds, 3),
                       "best": False, "best_at_edge": False, "edge_params": [], "edge_sides": {}})
         if v > best_v:
-            best_i, best_v = i, v
-    best_i = max(best_i, 0)  # every value NaN: keep the first point
+            best_i, best_row, best_v = i, len(table) - 1, v
+        if budget_seconds is not None and i == 0 and len(points) > 1:
+            per_point = max(time.perf_counter() - started, 1e-9)
+            fits = max(int(budget_seconds // per_point), 1)
+            if fits < len(points):
+                keep = np.unique(np.linspace(0, len(points) - 1, fits).round().astype(int))
+                planned = {0, *keep.tolist()}
+                if progress:
+                    print(f"grid_search: one point took {per_point:.1f}s; a budget of {budget_seconds:.0f}s fits "
+                          f"about {fits} of {len(points)} points: trying {len(planned)}, evenly spread over the grid")
+    skipped = [dict(points[j]) for j in range(len(points)) if j not in planned]
+    if best_i < 0:  # every value NaN: keep the first point
+        best_i, best_row = 0, 0
     best = dict(points[best_i])
-    edges = edge_params(best, grid, limits)
-    row = table[best_i]
+    # a thinned grid is still a grid: edges are judged on the values actually tried
+    tried = {p: sorted({r["params"][p] for r in table}, key=str) for p in keys}
+    edges = edge_params(best, tried if skipped else grid, limits)
+    row = table[best_row]
     row.update(best=True, best_at_edge=bool(edges), edge_params=sorted(edges), edge_sides=edges)
+    if skipped:
+        row["skipped"] = skipped
     if progress:
-        note = f"  (at grid edge: {edges})" if edges else ""
+        note = f"  (best at the grid's edge: {edges})" if edges else ""
         print(f"grid_search: best valid {metric} {best_v:.4f} with {best}{note}")
+        if skipped:
+            print(f"grid_search: skipped {len(skipped)} of {len(points)} points for the time budget, e.g. "
+                  f"{skipped[:3]}")
     return best, table

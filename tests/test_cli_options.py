@@ -4,6 +4,7 @@ import argparse
 import json
 
 import pytest
+from conftest import requires_shared_data
 
 from textrec.cli import build_parser, main
 from textrec.options import (
@@ -182,11 +183,15 @@ def test_query_resume_without_checkpoint_says_so(tmp_path, capsys):
     assert "no checkpoint" in err and str(tmp_path / "run") in err
 
 
-def test_explain_without_a_model_says_how_to_train_one(tmp_path, capsys):
+@requires_shared_data
+def test_explain_without_a_model_fits_the_default_then_names_the_unknown_user(tmp_path, capsys):
+    # no saved explainer: the trusted (extractive) default is fitted on first use, then the bad id is named
     rc = main(["explain", "--dataset", "instruments", "--model", str(tmp_path / "none"), "--user", "u",
                "--item", "i", "--threads", "1"])
     assert rc == 2
-    assert "textrec train erra" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no explainer in" in err and "fitting the default" in err
+    assert "unknown user 'u'" in err
 
 
 def test_every_engine_trains_from_the_cli():

@@ -79,12 +79,15 @@ def load_table(path: str | Path, columns: dict[str, str], name: str | None = Non
     notes: list[str] = []
     wanted = dict(columns)
     check_choice(duplicates, DUPLICATES, "duplicates")
+    if item_path is None and title_column is not None:
+        raise ValueError(f"title_column '{title_column}' names a column of the item table, but no item table "
+                         "was given")
     fast = read_events_arrow(path, wanted, sep, rating_range)
     if fast is not None:
         dup = fast.duplicates()
         if not (duplicates == "error" and dup.any()):  # the row path names both lines of the duplicate
             return _dataset_from_arrow(fast, dup, path, name, item_path, item_columns, columns, sep, duplicates,
-                                       errors, notes)
+                                       errors, notes, title_column)
     cols: dict[str, list[Any]] = {k: [] for k in ("user_id", "item_id", "timestamp", "rating", "line")}
     for lineno, rec in _records(path, list(wanted.values()), sep, errors):
         raw = {ours: rec[theirs] for ours, theirs in wanted.items()}
@@ -118,9 +121,6 @@ def load_table(path: str | Path, columns: dict[str, str], name: str | None = Non
     if item_path is not None:
         items, text_fields = _read_items(Path(item_path), item_columns, columns["item_id"], sep, errors,
                                          title_column)
-    elif title_column is not None:
-        raise ValueError(f"title_column '{title_column}' names a column of the item table, but no item table "
-                         "was given")
     ds = RecDataset.from_frames(name or table_name(path), frame, items=items, text_fields=text_fields,
                                 source=str(path), skipped=errors.skipped)
     return finish(ds, notes)
@@ -274,7 +274,7 @@ def read_events_arrow(path: Path, columns: dict[str, str], sep: str | None,
 
 def _dataset_from_arrow(ev: ArrowEvents, dup: np.ndarray, path: Path, name: str | None, item_path, item_columns,
                         columns: dict[str, str], sep: str | None, duplicates: str, errors: RowErrors,
-                        notes: list[str]) -> RecDataset:
+                        notes: list[str], title_column: str | None = None) -> RecDataset:
     """The dataset from Arrow-read events: duplicates handled as the row path does, catalog attached."""
     if not ev.has_time:
         notes.append("no timestamp column: timestamp = row position in the file")
@@ -294,7 +294,8 @@ def _dataset_from_arrow(ev: ArrowEvents, dup: np.ndarray, path: Path, name: str 
                          "pass duplicates='drop' to remove them")
     items, text_fields = None, []
     if item_path is not None:
-        items, text_fields = _read_items(Path(item_path), item_columns, columns["item_id"], sep, errors)
+        items, text_fields = _read_items(Path(item_path), item_columns, columns["item_id"], sep, errors,
+                                         title_column)
     # users/items that only occurred in dropped rows keep no index: refactorize when rows were dropped
     if duplicates == "drop" and n_dup:
         uc, uu = pd.factorize(ev.user_codes, sort=False)

@@ -173,8 +173,9 @@ def baseline_params(name: str, dataset: str, split: Split, how: str, grids: dict
         row = (pub or {}).get("models", {}).get(name)
         if row is not None and pub.get("split", {}).get("kind") == split.kind and row.get("params") is not None:
             return dict(row["params"]), {"params_from": f"eval/results/baselines_{dataset}.json (tuned on valid)"}
-    params, table = tune(name, split, progress=show, grid=grids.get(name))
-    return params, {"params_from": "grid search on valid in this run",
+    # a grid given on the command line is searched as given (no widening at its edges): it is sized to a budget
+    params, table = tune(name, split, progress=show, grid=grids.get(name), max_widen=0 if name in grids else 2)
+    return params, {"params_from": "grid search on valid in this run" + (" (grid as given)" if name in grids else ""),
                     "tuning": [{k: r[k] for k in ("params", "ndcg@10") if k in r} for r in table]}
 
 

@@ -248,6 +248,13 @@ def mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _save_partial(name: str, rows: dict[str, Any]) -> None:
+    """The rows measured so far, to ``runs/<name>.part.json``: a run cut short keeps what it measured."""
+    from textrec.io import write_json
+
+    write_json(Path("runs") / f"{name}.part.json", {"models": rows, "note": "partial: the run had not finished"})
+
+
 def _seeds(args: argparse.Namespace) -> list[int]:
     return [args.seed + i for i in range(args.n_seeds)]
 
@@ -270,6 +277,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
     text_split, text_report, coverage = _text_split(split, args)
     seeds = _seeds(args)
     rows = baseline_rows(split, text_split, args, seeds, with_text=coverage > 0)
+    _save_partial(f"textfusion_{ds.name}", rows)
     view = TrainView.from_split(text_split, with_text=True)
     fusion: list[dict[str, Any]] = []
     recipe_report: dict[str, Any] = {}
@@ -287,6 +295,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
             model.mix = tuned
         rows[f"TextFusion seed {seed}"] = row
         fusion.append(row)
+        _save_partial(f"textfusion_{ds.name}", rows)
         print(f"TextFusion seed {seed}: valid {row['valid']['ndcg@10']} test {row['test']} mix {model.mix} "
               f"({row['train_cpu_seconds']} CPU s, {row.get('epochs_run')} epochs)", flush=True)
     mean = mean_rows(fusion)

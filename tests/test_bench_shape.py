@@ -15,9 +15,9 @@ from conftest import requires_shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 #: result kinds whose benchmark another branch registers (engineer fusion: textfusion; serve: load)
-REGISTERED_ELSEWHERE = ("fusion_", "load")
+REGISTERED_ELSEWHERE: tuple[str, ...] = ()
 #: scripts another branch turns into `textrec bench <name>` (engineer serve: eval/load_bench.py)
-SEED_ELSEWHERE = {"eval/load_bench.py"}
+SEED_ELSEWHERE: set[str] = set()
 
 
 def _leaves(p: argparse.ArgumentParser, path=()):

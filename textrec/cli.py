@@ -42,8 +42,8 @@ ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "text
                "textrec.demo", "textrec.report")
 
 #: ``textrec train <name>``: engines -> the module whose ``add_train_arguments`` / ``cmd_train`` run it
-ENGINE_TRAINERS = {"vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli", "query": "textrec.query.cli",
-                   "erra": "textrec.explain.cli"}
+ENGINE_TRAINERS = {"textfusion": "textrec.fusion_cli", "vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli",
+                   "query": "textrec.query.cli", "erra": "textrec.explain.cli"}
 #: core recommenders ``textrec train`` builds from the registry (lower-case name -> registry name)
 CORE_MODELS = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE", "markovchain": "MarkovChain",
                "sasrec": "SASRec", "textknn": "TextKNN"}
@@ -62,6 +62,9 @@ class Benchmark(NamedTuple):
 BENCHMARKS: dict[str, Benchmark | tuple] = {
     "baselines": Benchmark("textrec.bench", "Popularity, ItemKNN, EASE, Markov, SASRec tuned on valid, side by side",
                            "5-30 CPU-min per dataset (SASRec dominates)"),
+    "textfusion": Benchmark("textrec.benchmarks.textfusion", "TextFusion: quality | new-items | codes | efficiency, "
+                            "beside the tuned baselines and SASRec", "5-60 CPU-min per dataset and seed",
+                            results=("textfusion", "fusion_")),
     "vqrec": Benchmark("textrec.benchmarks.vqrec", "VQ-Rec: scratch | new-items | transfer | speed",
                        "20-45 CPU-min per mode"),
     "p5": Benchmark("textrec.benchmarks.p5", "P5 with every item indexing next to the core baselines",

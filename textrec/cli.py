@@ -50,6 +50,8 @@ BENCHMARKS = {
     "p5": ("textrec.benchmarks.p5", "P5 with every item indexing next to the core baselines"),
     "query": ("textrec.benchmarks.query", "Rec-R1: raw-history vs untrained vs GRPO-trained queries"),
     "erra": ("textrec.benchmarks.erra", "ERRA explanations vs PETER-style and ablations"),
+    "transfer": ("textrec.benchmarks.transfer", "TextFusion pretrained on other domains: zero-shot, data efficiency, "
+                                                "ablation"),
     "recbole": ("textrec.benchmarks.recbole", "RecBole 1.2.1 SASRec/GRU4Rec side by side (needs .[bench])"),
 }
 

@@ -97,3 +97,39 @@ def test_subset_split_same_users_for_same_seed_and_all_test_rows():
     assert a.report["train_users"] == 10 and a.train["user"].nunique() == 10
     assert len(a.test) == len(split.test) and set(a.valid.users) <= set(a.train["user"])
     assert subset_split(split, 1.0, 0).train.equals(split.train)
+
+
+def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_path):
+    import argparse
+
+    from textrec.benchmarks.transfer import (
+        PRETRAINED,
+        SCRATCH,
+        Harness,
+        fine_tune_epochs,
+        run_subset,
+        summarise,
+    )
+
+    assert fine_tune_epochs(0.1, 40, 2.0) == 20 and fine_tune_epochs(0.05, 30, 2.0) == 30
+    assert fine_tune_epochs(1.0, None, None) is None
+    pre, _ = pretrained
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    recipe = {"model": "TextFusionRec", "backbone": SMALL["backbone"], "trainer": SMALL["trainer"],
+              "options": {k: v for k, v in SMALL.items() if k not in ("backbone", "trainer", "ease_lam")}}
+    args = argparse.Namespace(recipe=recipe, epochs=2, epochs_full_equiv=None, ease_grid=[5.0, 10.0], quiet=True)
+    h = Harness(split, args, tmp_path / "part.json", text_embedder=bag_of_words)
+    for seed in (0, 1):
+        run_subset(h, pre, "pre", 0.5, seed, ablation=seed == 0, curve=True)
+    run_subset(h, pre, "pre", 1.0, 0, ablation=False, curve=True)
+    rows = h.rows
+    a, b = rows[f"50% users, seed 0: {SCRATCH}"], rows[f"50% users, seed 0: {PRETRAINED}"]
+    assert a["train_users"] == b["train_users"] == 20 and a["train_events"] == b["train_events"]
+    assert a["test"]["n_rows"] == len(split.test) and a["valid"]["n_rows"] == len(split.valid)  # all users' rows
+    assert rows["50% users, seed 0: pretrained+fine-tuned, encoder frozen"]["ablation"] == {"freeze": ["encoder"]}
+    assert "50% users, seed 1: pretrained+fine-tuned, encoder frozen" not in rows
+    curve, targets = summarise(h, [0.5, 1.0])
+    assert curve["50%"][SCRATCH]["n_seeds"] == 2 and curve["50%"][SCRATCH]["se_over_seeds"] is not None
+    assert isinstance(targets["100% users"]["met"], bool)
+    assert targets["100% users"]["standard_error_kind"] == "paired over test rows (one seed)"
+    assert "10% users" not in targets  # no 10% rows: the target is not claimed either way

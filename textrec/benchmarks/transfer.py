@@ -77,8 +77,9 @@ def fine_tune_epochs(frac: float, cap: int | None, full_equiv: float | None) -> 
 class Harness:
     """Fits and evaluates rows on one target split; keeps per-row test NDCG@10 for paired errors."""
 
-    def __init__(self, full, args: argparse.Namespace, partial: Path) -> None:
+    def __init__(self, full, args: argparse.Namespace, partial: Path, text_embedder=None) -> None:
         self.full, self.args, self.partial = full, args, partial
+        self.text_embedder = text_embedder  # None: MiniLM (tests pass a stand-in)
         self.rows: dict[str, Any] = {}
         self.per_user: dict[str, np.ndarray] = {}
 
@@ -149,10 +150,13 @@ def run_zero_shot(h: Harness, pre, split) -> None:
                   if mix is None else "ablation: h . rep(i) alone"})
 
 
-def _fusion(args: argparse.Namespace, seed: int, epochs: int | None, lam: float):
+def _fusion(h: Harness, seed: int, epochs: int | None, lam: float):
     from textrec.models.fusion import TextFusionRec
 
-    return TextFusionRec.from_recipe(args.recipe, seed=seed, max_epochs=epochs, ease_lam=lam)
+    model = TextFusionRec.from_recipe(h.args.recipe, seed=seed, max_epochs=epochs, ease_lam=lam)
+    if h.text_embedder is not None:
+        model.text_embedder = h.text_embedder
+    return model
 
 
 def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: bool, curve: bool) -> None:
@@ -177,12 +181,12 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
         h.record(f"{tag}: {EASE_ROW}", ease, time.process_time() - c0, time.perf_counter() - t0,
                  {**common, "lam_chosen_on_valid": lam})
     if curve:
-        h.fit(f"{tag}: {SCRATCH}", _fusion(args, seed, epochs, lam), view, common)
-        h.fit(f"{tag}: {PRETRAINED}", _fusion(args, seed, epochs, lam).warm_start(pre, source=source), view,
+        h.fit(f"{tag}: {SCRATCH}", _fusion(h, seed, epochs, lam), view, common)
+        h.fit(f"{tag}: {PRETRAINED}", _fusion(h, seed, epochs, lam).warm_start(pre, source=source), view,
               common)
     if ablation:
         for name, kw in ABLATIONS:
-            h.fit(f"{tag}: {name}", _fusion(args, seed, epochs, lam).warm_start(pre, source=source, **kw), view,
+            h.fit(f"{tag}: {name}", _fusion(h, seed, epochs, lam).warm_start(pre, source=source, **kw), view,
                   {**common, "ablation": kw})
 
 

@@ -37,8 +37,8 @@ ENGINE_CLIS = ("textrec.vqrec.cli", "textrec.p5.cli", "textrec.query.cli", "text
                "textrec.demo", "textrec.report")
 
 #: ``textrec train <name>``: engines -> the module whose ``add_train_arguments`` / ``cmd_train`` run it
-ENGINE_TRAINERS = {"vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli", "query": "textrec.query.cli",
-                   "erra": "textrec.explain.cli"}
+ENGINE_TRAINERS = {"textfusion": "textrec.fusion_cli", "vqrec": "textrec.vqrec.cli", "p5": "textrec.p5.cli",
+                   "query": "textrec.query.cli", "erra": "textrec.explain.cli"}
 #: core recommenders ``textrec train`` builds from the registry (lower-case name -> registry name)
 CORE_MODELS = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE", "markovchain": "MarkovChain",
                "sasrec": "SASRec", "textknn": "TextKNN"}
@@ -46,6 +46,8 @@ CORE_MODELS = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE",
 #: ``textrec bench <name>`` -> (module with ``add_arguments(p)`` and ``run(args)``, one-line help)
 BENCHMARKS = {
     "baselines": ("textrec.bench", "Popularity, ItemKNN, EASE, Markov, SASRec tuned on valid, side by side"),
+    "textfusion": ("textrec.benchmarks.textfusion", "TextFusion: quality | new-items | codes | efficiency, "
+                   "beside the tuned baselines and SASRec"),
     "vqrec": ("textrec.benchmarks.vqrec", "VQ-Rec: scratch | new-items | transfer | speed"),
     "p5": ("textrec.benchmarks.p5", "P5 with every item indexing next to the core baselines"),
     "query": ("textrec.benchmarks.query", "Rec-R1: raw-history vs untrained vs GRPO-trained queries"),

@@ -35,6 +35,15 @@ softmax sees, so the text path has to rank those items by itself. (EASE and the 
 enter only after training, in the valid-tuned mix, where new items have ``w_i = 0`` and so get
 no co-occurrence term at all.)
 
+Without item text (``use_text=False``, or a view with no ``item_text``) the model is ID +
+co-occurrence only: every item's representation is its ID embedding (randomly initialised, no
+new-item dropout), the text cosine is zero, and ``text_mode`` says so. Items whose text is empty
+get a zero text vector, so they carry no false similarity to each other.
+
+``ease_lam=None`` chooses EASE's L2 on valid NDCG@10 (a seeded sample of at most
+``early_stop_rows`` valid rows) over ``ease_grid``; :mod:`textrec.models.fusion_recipe` derives
+that grid, the epoch cap and the code size from the data.
+
 Codes can be fitted on a larger corpus than one catalog: ``code_corpus`` names other datasets
 whose item texts train the quantizer too (the evaluated domain contributes its training items
 only), so ``K`` need not drop to 64 on a catalog of a few thousand items.
@@ -98,7 +107,7 @@ class TextFusionModule(nn.Module):
 
     def __init__(self, text_emb: torch.Tensor, codes: torch.Tensor | None, n_centroids: int,
                  warm: torch.Tensor, cfg: BackboneConfig, n_experts: int = 2, adaptor_dropout: float = 0.2,
-                 id_residual: bool = True, new_item_dropout: float = 0.2) -> None:
+                 id_residual: bool = True, new_item_dropout: float = 0.2, random_ids: bool = False) -> None:
         super().__init__()
         self.register_buffer("text_emb", text_emb.float().clone())
         self.register_buffer("warm", warm.bool().clone())
@@ -118,7 +127,10 @@ class TextFusionModule(nn.Module):
         n_fit = int(text_emb.shape[0])
         self.id_residual = nn.Embedding(n_fit, cfg.hidden) if id_residual else None
         if self.id_residual is not None:
-            nn.init.zeros_(self.id_residual.weight)
+            if random_ids:  # no text to start from: the IDs carry everything, so they start apart
+                nn.init.normal_(self.id_residual.weight, std=cfg.init_std)
+            else:
+                nn.init.zeros_(self.id_residual.weight)
         self.new_item_dropout = float(new_item_dropout)
         self.encoder = CausalSequenceEncoder(cfg)
 
@@ -163,6 +175,30 @@ class TextFusionModule(nn.Module):
             self.codes = torch.cat([self.codes, codes.long().to(dev)])
 
 
+#: EASE matrices of recent fits, keyed by the training events and L2: several seeds of one run (or a
+#: grid revisited) fit the same closed form, which is the costliest step on a large catalog
+_EASE_CACHE: dict[tuple, torch.Tensor] = {}
+_EASE_CACHE_SIZE = 2
+
+
+def _ease_b(data: TrainView, lam: float) -> torch.Tensor:
+    """EASE's ``B`` on ``data``'s training events at L2 ``lam`` (reused while the events are the same)."""
+    import hashlib
+
+    from textrec.models.baselines import EASE
+
+    digest = hashlib.sha1()
+    for col in ("user", "item"):
+        digest.update(np.ascontiguousarray(data.train[col].to_numpy(dtype=np.int64)).tobytes())
+    key = (data.n_users, data.n_items, digest.hexdigest(), float(lam))
+    if key not in _EASE_CACHE:
+        b = EASE(lam=lam).fit(data, progress=False).B
+        while len(_EASE_CACHE) >= _EASE_CACHE_SIZE:
+            _EASE_CACHE.pop(next(iter(_EASE_CACHE)))
+        _EASE_CACHE[key] = b
+    return _EASE_CACHE[key]
+
+
 class TextFusionRec(Recommender):
     """Full text + codes + ID residual + EASE, mixed per item by its training count.
 
@@ -179,15 +215,19 @@ class TextFusionRec(Recommender):
                  adaptor_dropout: float = 0.2, n_subvectors: int = 32, n_centroids: int = 256,
                  opq: bool = True, small_catalog: str = "lower", code_corpus: list[str] | None = None,
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
-                 ease_lam: float = 50.0, mix: dict[str, float] | None = None, tune_mix: bool = True,
-                 tune_objective: str = "rows", early_stop_rows: int | None = None, n_items: int | None = None, n_fit: int | None = None,
+                 ease_lam: float | None = 50.0, ease_grid: list[float] | None = None,
+                 mix: dict[str, float] | None = None, tune_mix: bool = True,
+                 tune_objective: str = "rows", early_stop_rows: int | None = None, use_text: bool = True,
+                 n_items: int | None = None, n_fit: int | None = None,
                  max_epochs: int | None = None, seed: int = 0, pretraining: dict[str, Any] | None = None) -> None:
         if not 0.0 <= new_item_dropout < 1.0:
             raise ValueError(f"new_item_dropout must be in [0, 1), got {new_item_dropout}")
         if n_subvectors < 0:
             raise ValueError("n_subvectors must be >= 0 (0 = no codes)")
-        if ease_lam <= 0:
-            raise ValueError("ease_lam must be > 0")
+        if ease_lam is not None and ease_lam <= 0:
+            raise ValueError("ease_lam must be > 0 (or None: chosen on valid over ease_grid)")
+        if ease_grid is not None and (not ease_grid or min(ease_grid) <= 0):
+            raise ValueError(f"ease_grid must be a non-empty list of numbers > 0, got {ease_grid}")
         if tune_objective not in TUNE_OBJECTIVES:
             raise ValueError(f"tune_objective must be one of {TUNE_OBJECTIVES}, got {tune_objective!r}")
         unknown = set(mix or {}) - set(DEFAULT_MIX)
@@ -203,7 +243,14 @@ class TextFusionRec(Recommender):
         self.small_catalog = small_catalog
         self.code_corpus = list(code_corpus or [])
         self.encoder_name, self.id_residual = encoder, bool(id_residual)
-        self.new_item_dropout, self.ease_lam = float(new_item_dropout), float(ease_lam)
+        self.new_item_dropout = float(new_item_dropout)
+        self.ease_lam = None if ease_lam is None else float(ease_lam)
+        self.ease_grid = None if ease_grid is None else [float(x) for x in ease_grid]
+        self.use_text = bool(use_text)
+        #: "text" (item text through the adaptor and codes) or "none" (ID + co-occurrence only); set by fit
+        self.text_mode = "text" if self.use_text else "none"
+        self.text_report: dict[str, Any] = {}
+        self.ease_report: dict[str, Any] = {}
         self.mix = {**DEFAULT_MIX, **{k: float(v) for k, v in (mix or {}).items()}}
         self.tune_mix = bool(tune_mix)
         self.tune_objective = tune_objective
@@ -232,7 +279,11 @@ class TextFusionRec(Recommender):
 
     # ---- text and codes ---------------------------------------------------------------------
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Unit-norm sentence vectors of ``texts`` (MiniLM by default; cached on disk)."""
+        """Unit-norm sentence vectors of ``texts`` (MiniLM by default; cached on disk); an empty
+        text gets the zero vector."""
+        if self.module is not None and self.text_mode == "none":
+            raise ValueError("this TextFusion model was trained without item text (ID + co-occurrence only): "
+                             "it cannot score items from text")
         if self.text_embedder is not None:
             emb = np.asarray(self.text_embedder(list(texts)), dtype=np.float32)
         else:
@@ -241,7 +292,11 @@ class TextFusionRec(Recommender):
             emb = TextEncoder(self.encoder_name).encode(list(texts), progress=progress)
         emb = np.asarray(emb, dtype=np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        return emb / np.maximum(norms, 1e-12)
+        emb = emb / np.maximum(norms, 1e-12)
+        empty = np.array([not str(t).strip() for t in texts], dtype=bool)
+        if empty.any():  # no text is no evidence: zero, not the encoder's vector of ""
+            emb[empty] = 0.0
+        return emb
 
     def corpus_texts(self, exclude: str = "") -> list[str]:
         """Item texts of the ``code_corpus`` datasets (all their items), minus ``exclude``."""
@@ -277,15 +332,25 @@ class TextFusionRec(Recommender):
                 torch.from_numpy(text_emb), None if codes is None else torch.from_numpy(codes),
                 self.n_centroids, torch.from_numpy(warm), self.backbone_config, n_experts=self.n_experts,
                 adaptor_dropout=self.adaptor_dropout, id_residual=self.id_residual,
-                new_item_dropout=self.new_item_dropout)
+                new_item_dropout=self.new_item_dropout if self.text_mode == "text" else 0.0,
+                random_ids=self.text_mode == "none")
         return module.to(resolve_device(self.trainer_config.device))
 
     def _prepare(self, data: TrainView, progress: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Item vectors, codes (own quantizer, or the warm-start model's) and training counts."""
-        if data.item_text is None:
-            raise ValueError("TextFusionRec needs item text (TrainView.item_text)")
-        emb = self.embed(data.item_text, progress=progress)
         counts = data.popularity().astype(np.float32)
+        texts = data.item_text
+        covered = 0 if texts is None else sum(bool(str(t).strip()) for t in texts)
+        self.text_mode = "text" if self.use_text and covered else "none"
+        self.text_report = {"text": self.text_mode, "items_with_text": int(covered), "n_items": int(data.n_items),
+                            "text_coverage": round(covered / max(1, data.n_items), 4)}
+        if self.text_mode == "none":
+            if self.warm_start_from is not None:
+                raise ValueError("warm_start needs item text: this model has none (use_text=False or no item_text)")
+            self.text_report["note"] = ("no item text: ID + co-occurrence only (ID embeddings, EASE); "
+                                        "new items cannot be scored from text")
+            return np.zeros((data.n_items, 1), dtype=np.float32), None, counts
+        emb = self.embed(texts, progress=progress)
         codes = None
         start = self.warm_start_from
         if start is not None and start.quantizer is not None and self.warm_start_codes == "pretrained":
@@ -302,7 +367,9 @@ class TextFusionRec(Recommender):
             corpus = self.corpus_texts(exclude=data.dataset_name)
             if corpus:
                 extra = self.embed(corpus, progress=progress)
-            codes = self.build_codes(emb, np.flatnonzero(counts > 0), extra)
+            # items without text have nothing to quantize: the codes are fitted on the others
+            fit_items = np.flatnonzero((counts > 0) & (np.abs(emb).sum(1) > 0))
+            codes = self.build_codes(emb, fit_items if len(fit_items) else np.flatnonzero(counts > 0), extra)
             self.n_centroids = self.quantizer.n_centroids_
         return emb, codes, counts
 
@@ -320,12 +387,11 @@ class TextFusionRec(Recommender):
         After :meth:`warm_start` the text adaptor, code tables and encoder start from the
         pretrained model (its quantizer codes this domain); the ID residual starts at zero.
         """
-        from textrec.models.baselines import EASE
 
         emb, codes, counts = self._prepare(data, progress)
         self.n_items = self.n_fit = int(data.n_items)
         self.counts = torch.from_numpy(counts)
-        self.ease_B = EASE(lam=self.ease_lam).fit(data, progress=progress).B
+        self.ease_B = self._fit_ease(data, progress)
         self.module = self._build(emb, codes, counts > 0)
         if self.warm_start_from is not None:
             skip = ("text_emb", "warm", "codes", "id_residual.weight")
@@ -343,6 +409,43 @@ class TextFusionRec(Recommender):
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
         return self
+
+    def _fit_ease(self, data: TrainView, progress: bool) -> torch.Tensor:
+        """EASE's ``B`` at ``ease_lam``, or at the L2 of ``ease_grid`` best on valid NDCG@10."""
+        from textrec.metrics.ranking import metrics_from_ranks, target_ranks
+
+        if self.ease_lam is not None:
+            self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False}
+            return _ease_b(data, self.ease_lam)
+        grid = sorted(self.ease_grid or [20.0, 50.0, 100.0, 200.0, 500.0])
+        valid = data.valid
+        rows = np.arange(len(valid))
+        limit = self.early_stop_rows or 3000
+        if len(rows) > limit:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), limit, replace=False))
+        if not len(rows):  # nothing to choose on: the middle of the grid
+            self.ease_lam = grid[len(grid) // 2]
+            self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False, "note": "no valid rows"}
+            return _ease_b(data, self.ease_lam)
+        hists = [valid.history(i) for i in rows]
+        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
+        t_items = torch.from_numpy(np.concatenate([valid.targets(i) for i in rows]).astype(np.int64))
+        h = history_matrix(hists, data.n_items)
+        best_b, table = None, []
+        for lam in grid:
+            b = _ease_b(data, lam)
+            s = torch.from_numpy(np.ascontiguousarray(h @ b.numpy(), dtype=np.float32))
+            r_idx = np.repeat(np.arange(len(rows)), [len(x) for x in hists])
+            s[torch.from_numpy(r_idx), torch.from_numpy(np.concatenate(hists).astype(np.int64))] = float("-inf")
+            ranks = target_ranks(s, torch.from_numpy(t_rows), t_items).numpy()
+            v = float(metrics_from_ranks(ranks, t_rows, len(rows), [10])["ndcg@10"].mean())
+            table.append({"lam": lam, "valid_ndcg@10": round(v, 5)})
+            if best_b is None or v > max(t["valid_ndcg@10"] for t in table[:-1]) + 1e-9:
+                best_b, self.ease_lam = b, float(lam)
+            del b, s
+        self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": True, "valid_rows_used": int(len(rows)),
+                            "grid": table}
+        return best_b
 
     def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
         """Train the text path and encoder on several domains at once (no EASE, no mix).
@@ -577,8 +680,10 @@ class TextFusionRec(Recommender):
                 "n_subvectors": self.n_subvectors, "n_centroids": self.n_centroids, "opq": self.opq,
                 "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
-                "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "mix": dict(self.mix),
-                "tune_mix": self.tune_mix, "tune_objective": self.tune_objective, "early_stop_rows": self.early_stop_rows, "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
+                "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "ease_grid": self.ease_grid,
+                "mix": dict(self.mix), "tune_mix": self.tune_mix, "tune_objective": self.tune_objective,
+                "early_stop_rows": self.early_stop_rows, "use_text": self.text_mode == "text",
+                "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
                 "pretraining": copy.deepcopy(self.pretraining)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -609,6 +714,7 @@ class TextFusionRec(Recommender):
         self.ease_B = ease_B.float().contiguous() if ease_B is not None else None
         self.counts = tensors["counts"].float()
         self.n_items = self.module.n_items
+        self.text_mode = "text" if self.use_text else "none"
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer

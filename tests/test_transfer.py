@@ -133,3 +133,30 @@ def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_pa
     assert isinstance(targets["100% users"]["met"], bool)
     assert targets["100% users"]["standard_error_kind"] == "paired over test rows (one seed)"
     assert "10% users" not in targets  # no 10% rows: the target is not claimed either way
+
+
+def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, monkeypatch, capsys):
+    from test_fusion_recipe import _csv, _FakeEncoder
+
+    from textrec.cli import main
+
+    _, pre_dir = pretrained
+    monkeypatch.setattr("textrec.text.encoder.TextEncoder", _FakeEncoder)
+    _csv(tmp_path)
+    data = ["--dataset", str(tmp_path / "ratings.csv"), "--columns", "user=uid,item=mid,time=ts",
+            "--items", str(tmp_path / "items.csv")]
+    out = tmp_path / "ft"
+    argv = ["train", "textfusion", *data, "--init", str(pre_dir), "--out", str(out), "--epochs", "1",
+            "--threads", "1", "--quiet", "--set", "trainer.max_len=10", "--set", "trainer.window_stride=10"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    rec = textrec.load(out).pretraining
+    assert rec["init"]["source"] == str(pre_dir) and len(rec["domains"]) == 2  # says what it started from
+    # the target cannot be among the pretraining domains; --init is not a pretraining option
+    assert main(["train", "textfusion", "--pretrain-on", "scientific,office", "--dataset", "office",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "target 'office'" in capsys.readouterr().err
+    assert main(["train", "textfusion", "--pretrain-on", "office", "--init", str(pre_dir),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "textfusion", "--out", str(tmp_path / "x")]) == 2
+    assert "--dataset is required" in capsys.readouterr().err

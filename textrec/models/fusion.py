@@ -479,6 +479,7 @@ class TextFusionRec(Recommender):
         ``reinit`` names parts (``TRANSFER_PARTS``: adaptor, codes, encoder) that start fresh anyway,
         ``freeze`` parts that keep their pretrained values while fine-tuning. ``source`` (e.g. the
         folder it was loaded from) is recorded with the pretrained model's ``pretraining`` record.
+        The encoder and adaptor architecture (``backbone``, ``n_experts``) become the pretrained one's.
         """
         if pretrained.module is None:
             raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
@@ -493,6 +494,9 @@ class TextFusionRec(Recommender):
             raise ValueError("codes='own' starts fresh code tables: they cannot be frozen")
         self.warm_start_from = pretrained
         self.warm_start_codes = codes
+        # the pretrained weights fix the shapes: take its encoder and adaptor architecture as is
+        self.backbone_config = copy.deepcopy(pretrained.backbone_config)
+        self.n_experts = pretrained.n_experts
         self.warm_start_reinit, self.warm_start_freeze = tuple(reinit), tuple(freeze)
         record = copy.deepcopy(pretrained.pretraining or {})
         record["init"] = {"source": source, "codes": codes, "reinit": list(reinit), "freeze": list(freeze)}

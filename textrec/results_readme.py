@@ -55,6 +55,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "fusion_efficiency_scientific.json", "fusion_efficiency_scientific_half_full.json",
         "fusion_efficiency_office.json", "fusion_efficiency_scientific_pretrain3ep.json",
         "fusion_codes_scientific.json", "fusion_new_items_scientific_try.json"]),
+    ("transfer", "Transfer: pretrained on the other text domains (issue #26)", [
+        "transfer_scientific.json", "transfer_office.json"]),
     ("erra", "ERRA explanations (issues #6, #18)", ["erra_instruments.json", "erra_instruments_lm.json",
                                                     "erra_instruments_lm_reference.json",
                                                     "erra_instruments_decoding.json", "erra_instruments_copyhead.json",

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from textrec.benchmarks.textfusion import fine_tune_epochs  # the epoch cap of `bench textfusion efficiency`
 from textrec.options import (
     add_dataset_options,
     add_progress_option,
@@ -38,7 +39,6 @@ from textrec.options import (
     add_threads_option,
     fraction,
     load_dataset_from_args,
-    non_negative_float,
     positive_float,
     positive_int,
     progress,
@@ -63,15 +63,6 @@ def _short(metrics: dict[str, float]) -> dict[str, float]:
 
 def _pct(frac: float) -> str:
     return f"{frac * 100:g}%"
-
-
-def fine_tune_epochs(frac: float, cap: int | None, full_equiv: float | None) -> int | None:
-    """Epoch cap on a ``frac`` share of users: ``ceil(full_equiv / frac)`` (about ``full_equiv``
-    full-data epochs of steps), at most ``cap``; ``None`` leaves the recipe's cap."""
-    if full_equiv is None:
-        return cap
-    n = max(1, int(np.ceil(full_equiv / frac - 1e-9)))
-    return n if cap is None else min(n, cap)
 
 
 class Harness:
@@ -267,7 +258,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ablation-frac", type=fraction, default=0.1)
     ap.add_argument("--ablation-seeds", type=positive_int, default=1, help="how many of --seeds the ablation runs")
     ap.add_argument("--epochs", type=positive_int, default=None, help="cap every fine-tuning run at this many epochs")
-    ap.add_argument("--epochs-full-equiv", type=non_negative_float, default=None,
+    ap.add_argument("--epochs-full-equiv", type=positive_float, default=None,
                     help="cap a run on a share f of users at ceil(x / f) epochs")
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0, 500.0])
     ap.add_argument("--name", default=None, help="result file stem (default transfer_<dataset>_<modes>)")

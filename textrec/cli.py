@@ -110,6 +110,8 @@ BENCHMARKS: dict[str, Benchmark | tuple] = {
                             "content, personal aspects, grounding beside BLEU/ROUGE", "10-20 CPU-min (Instruments)"),
     "scale": Benchmark("textrec.benchmarks.scale", "Time and peak memory of every step from 0.1M to 10M events, "
                        "log-log growth exponents", "0.1M+1M ~15 CPU-min; 10M about 1.5 CPU-h with capped epochs"),
+    "transfer": Benchmark("textrec.benchmarks.transfer", "TextFusion pretrained on other domains: zero-shot, "
+                          "data-efficiency curve, ablation of what transfers", "20-25 CPU-min per target"),
 }
 
 

@@ -10,6 +10,9 @@ the review summaries of training events, else there is none and the model is ID 
 only (it says so). Catalog size, events and text coverage set EASE's L2 grid, the epoch cap and
 the code size (``textrec.models.fusion_recipe``); EASE's L2, the score mix and the stopping epoch
 are chosen on valid. ``--set`` overrides any recipe value, ``--epochs`` caps training.
+
+``--pretrain-on D1,D2,...`` pretrains the text path on other domains instead (and saves it);
+``--init DIR`` starts training from such a model (:mod:`textrec.transfer_cli`, docs/transfer.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from textrec.options import (
     recipe_from_args,
     setup_run,
 )
+from textrec.transfer_cli import add_pretrain_arguments, cmd_pretrain, load_init
 
 TRAIN_HELP = "TextFusion: item text adaptor + PQ codes + ID residual + EASE, mixed on valid (recipe from the data)"
 
@@ -37,7 +41,7 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     """Arguments of ``textrec train textfusion``."""
     from textrec.data.item_text import SOURCES
 
-    add_dataset_options(t, default=None)
+    add_dataset_options(t, default="")  # required, except with --pretrain-on (checked in cmd_train)
     add_recipe_options(t, "fusion")
     t.add_argument("--split", default="auto", choices=["auto", "leave_one_out", "published", "temporal"])
     t.add_argument("--item-text", default="auto", choices=SOURCES,
@@ -46,6 +50,7 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=positive_int, default=None, help="cap training epochs (default: derived)")
     add_run_options(t)
     t.add_argument("--out", required=True, help="model folder to write")
+    add_pretrain_arguments(t)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -57,6 +62,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textrec.models.fusion import TextFusionRec
     from textrec.models.fusion_recipe import derive_recipe, text_coverage
 
+    if args.pretrain_on:  # pretraining on other domains: --dataset, if given, is the target to keep out
+        if args.init:
+            raise ValueError("--pretrain-on and --init do not go together: pretrain first, then --init its folder")
+        if args.dataset:
+            if args.exclude and args.exclude != args.dataset:
+                raise ValueError(f"--dataset {args.dataset} and --exclude {args.exclude}: name one target")
+            args.exclude = args.dataset
+        return cmd_pretrain(args)
+    if not args.dataset:
+        raise ValueError("--dataset is required (or --pretrain-on D1,D2,... to pretrain on other domains)")
     setup_run(args)
     recipe = recipe_from_args(args, "sequential")  # a bad --set fails before any data loads
     ds = load_dataset_from_args(args)
@@ -70,6 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if any(p.startswith("trainer.epochs") for p in pinned):
         options.pop("trainer", None)
     model = TextFusionRec.from_recipe(recipe, seed=args.seed, max_epochs=args.epochs, **options)
+    if args.init:  # the text path starts from a model pretrained on other domains
+        model.warm_start(load_init(args.init, ds.name), source=str(args.init))
     if text["source"] == "none":
         print(f"note: dataset '{ds.name}' has no item text: TextFusion trains ID + co-occurrence only "
               "(it cannot add items from text)", file=sys.stderr)

@@ -244,6 +244,12 @@ def add_seed_option(p: argparse.ArgumentParser, default: int | None = 0) -> None
                    help=f"random seed (default {default if default is not None else 'the recipe'})")
 
 
+def add_seeds_option(p: argparse.ArgumentParser, default: tuple[int, ...] = (0,)) -> None:
+    """``--seeds`` (one or more integers >= 0): repeat a benchmark condition once per seed."""
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=list(default),
+                   help=f"random seeds, one run per seed (default {' '.join(map(str, default))})")
+
+
 def add_threads_option(p: argparse.ArgumentParser) -> None:
     """``--threads`` (one pool size for torch and FAISS; see the module docstring)."""
     p.add_argument("--threads", type=positive_int, default=None,

@@ -77,6 +77,9 @@ TUNE_OBJECTIVES = ("rows", "balanced")
 NEW_ITEM_SCORING = ("calibrated", "mix")
 #: how many of the latest history items the "recent" text affinity of new items reads
 RECENT = 10
+#: the pretrained parts :meth:`TextFusionRec.warm_start` can re-initialise or freeze, and their state-dict keys
+TRANSFER_PARTS: dict[str, tuple[str, ...]] = {"adaptor": ("adaptor.",), "codes": ("code_emb",),
+                                              "encoder": ("encoder.",)}
 
 
 class MoEAdaptor(nn.Module):
@@ -222,7 +225,8 @@ class TextFusionRec(Recommender):
                  mix: dict[str, float] | None = None, tune_mix: bool = True,
                  tune_objective: str = "rows", early_stop_rows: int | None = None, use_text: bool = True,
                  n_items: int | None = None, n_fit: int | None = None,
-                 max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated") -> None:
+                 max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated",
+                 pretraining: dict[str, Any] | None = None) -> None:
         if new_item_scoring not in NEW_ITEM_SCORING:
             raise ValueError(f"new_item_scoring must be one of {NEW_ITEM_SCORING}, got {new_item_scoring!r}")
         if not 0.0 <= new_item_dropout < 1.0:
@@ -271,6 +275,11 @@ class TextFusionRec(Recommender):
         self.text_embedder: Callable[[list[str]], np.ndarray] | None = None
         self.warm_start_from: TextFusionRec | None = None
         self.warm_start_codes = "pretrained"  # or "own": this domain's quantizer, fresh code tables
+        self.warm_start_reinit: tuple[str, ...] = ()  # TRANSFER_PARTS that start fresh despite warm_start
+        self.warm_start_freeze: tuple[str, ...] = ()  # TRANSFER_PARTS kept at their pretrained values
+        #: what the text path saw before this domain: domains (users, items, events), commands, cost;
+        #: saved in the config so a model started from a pretrained one says what it was started from
+        self.pretraining = copy.deepcopy(pretraining)
         self.history: list[dict[str, Any]] = []
         self.code_report: dict[str, Any] = {}
         self.mix_report: dict[str, Any] = {}
@@ -403,8 +412,14 @@ class TextFusionRec(Recommender):
             skip = ("text_emb", "warm", "codes", "id_residual.weight")
             if self.warm_start_codes == "own":  # codes from this domain's quantizer: their tables start fresh
                 skip += ("code_emb",)
-            state = {k: v for k, v in self.warm_start_from.module.state_dict().items() if k not in skip}
+            for part in self.warm_start_reinit:
+                skip += TRANSFER_PARTS[part]
+            state = {k: v for k, v in self.warm_start_from.module.state_dict().items()
+                     if k not in skip and not k.startswith(skip)}
             self.module.load_state_dict(state, strict=False)
+            for name, param in self.module.named_parameters():
+                if any(name.startswith(TRANSFER_PARTS[p]) for p in self.warm_start_freeze):
+                    param.requires_grad_(False)  # the trainer's optimizer skips frozen parameters
         self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
@@ -453,28 +468,56 @@ class TextFusionRec(Recommender):
         """Train the text path and encoder on several domains at once (no EASE, no mix).
 
         Catalogs are concatenated (one quantizer over every domain's training items); use the
-        result through ``TextFusionRec(...).warm_start(pretrained).fit(target)``.
+        result through ``TextFusionRec(...).warm_start(pretrained).fit(target)``. No EASE is fitted
+        (``ease_B`` stays None: the pretrained model scores by sequence and text only). What the
+        views were is added to ``pretraining["domains"]`` (saved with the model).
         """
         merged, _ = TrainView.concat(views)
         emb, codes, counts = self._prepare(merged, progress)
         self.n_items = self.n_fit = int(merged.n_items)
         self.counts = torch.from_numpy(counts)
+        self.ease_B = None
         self.module = self._build(emb, codes, counts > 0)
         self._train(merged, progress, f"{self.name}-pretrain")
+        record = dict(self.pretraining or {})
+        seen = [{"name": v.dataset_name, "users": int(v.train["user"].nunique()), "items": int(v.n_items),
+                 "events": int(len(v.train))} for v in views]
+        record["domains"] = list(record.get("domains", [])) + seen
+        record["epochs"] = len(self.history)
+        self.pretraining = record
         return self
 
-    def warm_start(self, pretrained: TextFusionRec, codes: str = "pretrained") -> TextFusionRec:
+    def warm_start(self, pretrained: TextFusionRec, codes: str = "pretrained", reinit: Sequence[str] = (),
+                   freeze: Sequence[str] = (), source: str | None = None) -> TextFusionRec:
         """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder.
 
         ``codes="own"`` keeps only the adaptor and encoder: this domain's items are coded by a
         quantizer fitted on its own training items (as from scratch) and the code tables start fresh.
+        ``reinit`` names parts (``TRANSFER_PARTS``: adaptor, codes, encoder) that start fresh anyway,
+        ``freeze`` parts that keep their pretrained values while fine-tuning. ``source`` (e.g. the
+        folder it was loaded from) is recorded with the pretrained model's ``pretraining`` record.
+        The encoder and adaptor architecture (``backbone``, ``n_experts``) become the pretrained one's.
         """
         if pretrained.module is None:
             raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
         if codes not in ("pretrained", "own"):
             raise ValueError(f"codes must be 'pretrained' or 'own', got {codes!r}")
+        unknown = sorted((set(reinit) | set(freeze)) - set(TRANSFER_PARTS))
+        if unknown:
+            raise ValueError(f"unknown part(s) {unknown}; known: {sorted(TRANSFER_PARTS)}")
+        if set(reinit) & set(freeze):
+            raise ValueError(f"a part cannot be both re-initialised and frozen: {sorted(set(reinit) & set(freeze))}")
+        if codes == "own" and "codes" in freeze:
+            raise ValueError("codes='own' starts fresh code tables: they cannot be frozen")
         self.warm_start_from = pretrained
         self.warm_start_codes = codes
+        # the pretrained weights fix the shapes: take its encoder and adaptor architecture as is
+        self.backbone_config = copy.deepcopy(pretrained.backbone_config)
+        self.n_experts = pretrained.n_experts
+        self.warm_start_reinit, self.warm_start_freeze = tuple(reinit), tuple(freeze)
+        record = copy.deepcopy(pretrained.pretraining or {})
+        record["init"] = {"source": source, "codes": codes, "reinit": list(reinit), "freeze": list(freeze)}
+        self.pretraining = record
         return self
 
     # ---- scoring -----------------------------------------------------------------------------
@@ -485,12 +528,15 @@ class TextFusionRec(Recommender):
         seq = score_histories(self.module, histories, self.trainer_config.max_len,
                               self.trainer_config.eval_batch_size)
         n = seq.shape[1]
-        n_fit = self.ease_B.shape[0]
-        fit_hist = [np.asarray(h, dtype=np.int64)[np.asarray(h, dtype=np.int64) < n_fit] for h in histories]
-        ease = torch.from_numpy(np.ascontiguousarray(history_matrix(fit_hist, n_fit) @ self.ease_B.numpy(),
-                                                     dtype=np.float32))
-        if n > n_fit:  # items added after fitting have no co-occurrence column
-            ease = torch.cat([ease, torch.zeros(len(histories), n - n_fit)], dim=1)
+        if self.ease_B is None:  # a pretrained model: no co-occurrence was fitted
+            ease = torch.zeros(len(histories), n)
+        else:
+            n_fit = self.ease_B.shape[0]
+            fit_hist = [np.asarray(h, dtype=np.int64)[np.asarray(h, dtype=np.int64) < n_fit] for h in histories]
+            ease = torch.from_numpy(np.ascontiguousarray(history_matrix(fit_hist, n_fit) @ self.ease_B.numpy(),
+                                                         dtype=np.float32))
+            if n > n_fit:  # items added after fitting have no co-occurrence column
+                ease = torch.cat([ease, torch.zeros(len(histories), n - n_fit)], dim=1)
         emb = self.module.text_emb.cpu()
         user = torch.zeros(len(histories), emb.shape[1])
         for i, h in enumerate(histories):
@@ -761,13 +807,15 @@ class TextFusionRec(Recommender):
                 "mix": dict(self.mix), "tune_mix": self.tune_mix, "tune_objective": self.tune_objective,
                 "early_stop_rows": self.early_stop_rows, "use_text": self.text_mode == "text",
                 "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
-                "new_item_scoring": self.new_item_scoring}
+                "new_item_scoring": self.new_item_scoring,
+                "pretraining": copy.deepcopy(self.pretraining)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.module is None:
             raise RuntimeError("TextFusionRec is not fitted: nothing to save")
         out = {f"module.{k}": v for k, v in self.module.state_dict().items()}
-        out["ease_B"] = self.ease_B
+        if self.ease_B is not None:  # a pretrained model has none
+            out["ease_B"] = self.ease_B
         out["counts"] = self.counts
         if self.calibration is not None:
             out.update(self.calibration.to_tensors("cold_calibration"))
@@ -776,7 +824,8 @@ class TextFusionRec(Recommender):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         sd = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
-        n_fit = int(tensors["ease_B"].shape[0])
+        ease_B = tensors.get("ease_B")
+        n_fit = int(ease_B.shape[0]) if ease_B is not None else int(self.n_fit or sd["text_emb"].shape[0])
         codes = sd.get("codes")
         warm = sd["warm"].numpy()
         with seeded(0):
@@ -789,7 +838,7 @@ class TextFusionRec(Recommender):
             module.add_items(sd["text_emb"][n_fit:], None if codes is None else codes[n_fit:])
         module.load_state_dict(sd)
         self.module = module.to(resolve_device(self.trainer_config.device)).eval()
-        self.ease_B = tensors["ease_B"].float().contiguous()
+        self.ease_B = ease_B.float().contiguous() if ease_B is not None else None
         self.counts = tensors["counts"].float()
         self.n_items = self.module.n_items
         self.text_mode = "text" if self.use_text else "none"
@@ -817,4 +866,4 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
-__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING"]
+__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS"]

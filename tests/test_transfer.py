@@ -1,0 +1,162 @@
+"""Transfer: text-only pretraining on several domains, save/load with its record, fine-tune with
+parts frozen or re-initialised, zero-shot on an unseen domain, user subsets."""
+
+import numpy as np
+import pytest
+import torch
+from test_fusion import SMALL, _model, _planted, bag_of_words
+
+import textrec
+from textrec.data.splits import leave_one_out
+from textrec.evaluation import evaluate
+from textrec.models.base import TrainView
+from textrec.models.transfer import parse_domains, pretrain_views, subset_split, zero_shot
+
+
+def _views():
+    a = TrainView.from_split(leave_one_out(_planted(n_items=30, n_users=60, seed=1)), with_text=True)
+    b = TrainView.from_split(leave_one_out(_planted(n_items=20, n_users=40, seed=3)), with_text=True)
+    return [a, b]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    torch.set_num_threads(1)
+    model = _model(trainer={**SMALL["trainer"], "epochs": 2})
+    pretrain_views(model, _views(), command="textrec train textfusion --pretrain-on a,b", progress=False)
+    path = tmp_path_factory.mktemp("pre") / "pre"
+    model.save_pretrained(path)
+    return model, path
+
+
+def test_pretraining_is_text_only_and_saved_with_what_it_saw(pretrained):
+    model, path = pretrained
+    assert model.module.id_residual is None and model.ease_B is None
+    loaded = textrec.load(path)
+    rec = loaded.pretraining
+    assert [d["events"] for d in rec["domains"]] == [len(v.train) for v in _views()]
+    assert rec["command"].startswith("textrec train textfusion") and rec["cpu_seconds"] >= 0
+    assert rec["zero_shot_mix"]["chosen"] == model.mix
+    hist = [np.array([0, 1, 2]), np.array([5])]
+    loaded.text_embedder = bag_of_words
+    assert torch.allclose(loaded.score(np.array([0, 1]), hist), model.score(np.array([0, 1]), hist), atol=1e-5)
+
+
+def test_fine_tune_freezes_and_reinitialises_the_named_parts(pretrained):
+    _, path = pretrained
+    pre = textrec.load(path)
+    target = TrainView.from_split(leave_one_out(_planted(n_items=24, n_users=40, seed=2)), with_text=True)
+    model = _model(trainer={**SMALL["trainer"], "epochs": 2, "patience": 5})
+    model.warm_start(pre, reinit=["encoder"], freeze=["adaptor"], source=str(path)).fit(target, progress=False)
+    ps, s = pre.module.state_dict(), model.module.state_dict()
+    assert torch.equal(ps["adaptor.weight"], s["adaptor.weight"])  # frozen: untouched by training
+    assert not torch.equal(ps["encoder.blocks.0.qkv.weight"], s["encoder.blocks.0.qkv.weight"])
+    assert model.module.id_residual is not None  # the target gets its own ID residual
+    assert model.pretraining["init"] == {"source": str(path), "codes": "pretrained", "reinit": ["encoder"],
+                                         "freeze": ["adaptor"]}
+    assert [d["name"] for d in model.get_config()["pretraining"]["domains"]] == ["planted", "planted"]
+
+
+def test_warm_start_refuses_unknown_or_conflicting_parts(pretrained):
+    pre, _ = pretrained
+    with pytest.raises(ValueError, match="unknown part"):
+        _model().warm_start(pre, freeze=["gate"])
+    with pytest.raises(ValueError, match="both"):
+        _model().warm_start(pre, reinit=["codes"], freeze=["codes"])
+
+
+def test_zero_shot_reads_item_text_only_and_round_trips(pretrained, tmp_path):
+    pre, _ = pretrained
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    view = TrainView.from_split(split, with_text=True)
+    view.train = view.train.iloc[:0]  # no target interaction may matter
+    model = zero_shot(pre, view)
+    assert model.n_items == 24 and not model.counts.any() and model.mix == pre.mix
+    assert torch.equal(model.module.state_dict()["adaptor.weight"], pre.module.state_dict()["adaptor.weight"])
+    res = evaluate(model, split.test, split.n_items)
+    assert 0.0 <= res.metrics["ndcg@10"] <= 1.0
+    model.save_pretrained(tmp_path / "zs")
+    loaded = textrec.load(tmp_path / "zs")
+    hist = [split.test.history(i) for i in range(3)]
+    assert torch.allclose(loaded.score(np.arange(3), hist), model.score(np.arange(3), hist), atol=1e-5)
+    assert loaded.pretraining["init"] == {"zero_shot_on": "planted"}
+
+
+def test_parse_domains_keeps_the_target_out():
+    assert parse_domains("games, office", exclude="scientific") == ["games", "office"]
+    with pytest.raises(ValueError, match="target 'office'"):
+        parse_domains("games,office", exclude="office")
+    with pytest.raises(ValueError, match="twice"):
+        parse_domains(["games", "games"])
+
+
+def test_subset_split_same_users_for_same_seed_and_all_test_rows():
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    a, b, c = subset_split(split, 0.25, 0), subset_split(split, 0.25, 0), subset_split(split, 0.25, 1)
+    assert a.train.equals(b.train) and not a.train.equals(c.train)
+    assert a.report["train_users"] == 10 and a.train["user"].nunique() == 10
+    assert len(a.test) == len(split.test) and set(a.valid.users) <= set(a.train["user"])
+    assert subset_split(split, 1.0, 0).train.equals(split.train)
+
+
+def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_path):
+    import argparse
+
+    from textrec.benchmarks.transfer import (
+        PRETRAINED,
+        SCRATCH,
+        Harness,
+        fine_tune_epochs,
+        run_subset,
+        summarise,
+    )
+
+    assert fine_tune_epochs(0.1, 40, 2.0) == 20 and fine_tune_epochs(0.05, 30, 2.0) == 30
+    assert fine_tune_epochs(1.0, None, None) is None
+    pre, _ = pretrained
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    recipe = {"model": "TextFusionRec", "backbone": SMALL["backbone"], "trainer": SMALL["trainer"],
+              "options": {k: v for k, v in SMALL.items() if k not in ("backbone", "trainer", "ease_lam")}}
+    args = argparse.Namespace(recipe=recipe, epochs=2, epochs_full_equiv=None, ease_grid=[5.0, 10.0], quiet=True)
+    h = Harness(split, args, tmp_path / "part.json", text_embedder=bag_of_words)
+    for seed in (0, 1):
+        run_subset(h, pre, "pre", 0.5, seed, ablation=seed == 0, curve=True)
+    run_subset(h, pre, "pre", 1.0, 0, ablation=False, curve=True)
+    rows = h.rows
+    a, b = rows[f"50% users, seed 0: {SCRATCH}"], rows[f"50% users, seed 0: {PRETRAINED}"]
+    assert a["train_users"] == b["train_users"] == 20 and a["train_events"] == b["train_events"]
+    assert a["test"]["n_rows"] == len(split.test) and a["valid"]["n_rows"] == len(split.valid)  # all users' rows
+    assert rows["50% users, seed 0: pretrained+fine-tuned, encoder frozen"]["ablation"] == {"freeze": ["encoder"]}
+    assert "50% users, seed 1: pretrained+fine-tuned, encoder frozen" not in rows
+    curve, targets = summarise(h, [0.5, 1.0])
+    assert curve["50%"][SCRATCH]["n_seeds"] == 2 and curve["50%"][SCRATCH]["se_over_seeds"] is not None
+    assert isinstance(targets["100% users"]["met"], bool)
+    assert targets["100% users"]["standard_error_kind"] == "paired over test rows (one seed)"
+    assert "10% users" not in targets  # no 10% rows: the target is not claimed either way
+
+
+def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, monkeypatch, capsys):
+    from test_fusion_recipe import _csv, _FakeEncoder
+
+    from textrec.cli import main
+
+    _, pre_dir = pretrained
+    monkeypatch.setattr("textrec.text.encoder.TextEncoder", _FakeEncoder)
+    _csv(tmp_path)
+    data = ["--dataset", str(tmp_path / "ratings.csv"), "--columns", "user=uid,item=mid,time=ts",
+            "--items", str(tmp_path / "items.csv")]
+    out = tmp_path / "ft"
+    argv = ["train", "textfusion", *data, "--init", str(pre_dir), "--out", str(out), "--epochs", "1",
+            "--threads", "1", "--quiet", "--set", "trainer.max_len=10", "--set", "trainer.window_stride=10"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    rec = textrec.load(out).pretraining
+    assert rec["init"]["source"] == str(pre_dir) and len(rec["domains"]) == 2  # says what it started from
+    # the target cannot be among the pretraining domains; --init is not a pretraining option
+    assert main(["train", "textfusion", "--pretrain-on", "scientific,office", "--dataset", "office",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "target 'office'" in capsys.readouterr().err
+    assert main(["train", "textfusion", "--pretrain-on", "office", "--init", str(pre_dir),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "textfusion", "--out", str(tmp_path / "x")]) == 2
+    assert "--dataset is required" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""Pretraining options of ``textrec train textfusion``: ``--pretrain-on`` and ``--init``.
+
+    textrec train textfusion --pretrain-on games,office,ml-100k --exclude scientific --out models/pre
+    textrec train textfusion --dataset scientific --init models/pre --out models/sci
+
+``--pretrain-on`` trains the text path (adaptor, code tables, encoder) on the training events of
+every named domain at once and saves it with ``save_pretrained``; the model's config records the
+domains (users, items, events), the command and the cost. ``--exclude`` names a target that must
+not be among them. ``--init DIR`` starts a target's training from such a model (its quantizer codes
+the target's items; the ID residual and EASE are the target's own).
+
+``python -m textrec.transfer_cli --pretrain-on ...`` runs the pretraining path alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from textrec.options import (
+    add_run_options,
+    positive_float,
+    positive_int,
+    progress,
+    setup_run,
+)
+
+
+def add_pretrain_arguments(t: argparse.ArgumentParser, init: bool = True) -> None:
+    """``--pretrain-on``, ``--exclude``, ``--max-users``, ``--pretrain-cpu-minutes`` (and ``--init``)."""
+    g = t.add_argument_group("transfer")
+    g.add_argument("--pretrain-on", metavar="D1,D2,...",
+                   help="pretrain on these datasets' training events (comma-separated) and save to --out")
+    g.add_argument("--exclude", metavar="TARGET", help="with --pretrain-on: a target that must not be pretrained on")
+    g.add_argument("--max-users", type=positive_int, default=None,
+                   help="with --pretrain-on: at most this many users per domain (a seeded sample)")
+    g.add_argument("--pretrain-cpu-minutes", type=positive_float, default=None,
+                   help="with --pretrain-on: stop pretraining after this much CPU time (best valid epoch kept)")
+    if init:
+        g.add_argument("--init", metavar="DIR", help="start from this pretrained TextFusion (--pretrain-on output)")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pretrain on ``--pretrain-on``, save to ``--out``, print the record."""
+    from textrec.models.transfer import parse_domains, pretrain_textfusion
+    from textrec.results import command_line
+
+    setup_run(args)
+    domains = parse_domains(args.pretrain_on, exclude=args.exclude)
+    recipe = getattr(args, "recipe", None) or "fusion"
+    model = pretrain_textfusion(domains, recipe=recipe, seed=args.seed, max_users=args.max_users,
+                                max_epochs=args.epochs, max_cpu_minutes=args.pretrain_cpu_minutes,
+                                command=getattr(args, "command", None) or command_line(), progress=progress(args))
+    model.save_pretrained(args.out)
+    record = {k: v for k, v in model.pretraining.items() if k != "history"}
+    print(json.dumps({"saved": str(args.out), **record}, indent=2))
+    return 0
+
+
+def load_init(path: str, target: str | None = None):
+    """The pretrained TextFusion at ``path``; refuses one that saw ``target`` or records no domains."""
+    import textrec
+    from textrec.models.fusion import TextFusionRec
+
+    model = textrec.load(path)
+    if not isinstance(model, TextFusionRec) or model.module is None:
+        raise ValueError(f"{path}: --init needs a TextFusion model (got {type(model).__name__})")
+    seen = [d["name"] for d in (model.pretraining or {}).get("domains", [])]
+    if not seen:
+        raise ValueError(f"{path}: this model records no pretraining domains (was it trained with --pretrain-on?)")
+    if target is not None and target in seen:
+        raise ValueError(f"{path} was pretrained on '{target}' ({', '.join(seen)}): its test rows are not unseen")
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m textrec.transfer_cli --pretrain-on ... --out DIR``."""
+    ap = argparse.ArgumentParser(prog="python -m textrec.transfer_cli", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_pretrain_arguments(ap, init=False)
+    ap.add_argument("--epochs", type=positive_int, default=None, help="cap pretraining epochs")
+    ap.add_argument("--out", required=True, help="model folder to write")
+    add_run_options(ap)
+    args = ap.parse_args(argv)
+    if not args.pretrain_on:
+        ap.error("--pretrain-on is required")
+    args.command = shlex.join(["python", "-m", "textrec.transfer_cli", *(sys.argv[1:] if argv is None else argv)])
+    return cmd_pretrain(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,7 +62,7 @@ OTHER = ("other", "Other results", ())
 SUMMARY_ENGINES = ("vqrec_from_scratch", "p5_sequential", "fusion_published", "textfusion_published")
 #: core baselines a result may carry beside its engine (when no baselines_<dataset>.json exists)
 CORE_BASELINES = ("Popularity", "ItemKNN", "EASE", "MarkovChain", "SASRec", "TextKNN", "MultVAE", "MultDAE")
-DATASETS = ("ml-100k", "scientific", "beauty", "instruments", "office")
+DATASETS = ("ml-100k", "scientific", "beauty", "instruments", "office", "games")
 #: by-products a results folder keeps beside its records (query lists, agreement checks, smoke runs)
 BY_PRODUCTS = ("_queries.json", "_agreement.json", "_smoke.json", ".part.json")
 
@@ -607,6 +607,10 @@ def summary_rows(results: Path) -> list[dict]:
     by_name = {r.name: r for r in model}
     rows = []
     for ds in DATASETS:
+        side = _textfusion_row(by_name.get(f"textfusion_{ds}.json"))
+        if side is not None:  # TextFusion and the tuned baselines side by side in one run: that run decides
+            rows.append({"dataset": ds, **side})
+            continue
         base = by_name.get(f"baselines_{ds}.json")
         if base is None:  # a result that ran the core baselines side by side stands in
             base = next((r for r in model if r.name.startswith(("fusion_", "textfusion_"))
@@ -636,6 +640,22 @@ def summary_rows(results: Path) -> list[dict]:
     return rows
 
 
+def _textfusion_row(result) -> dict | None:
+    """The summary row of a ``textfusion_quality`` result: TextFusion's mean over seeds against the
+    best baseline on test of the same run (its ``targets`` block), both from that one file."""
+    if result is None or result.data.get("benchmark") != "textfusion_quality":
+        return None
+    models, targets = result.data.get("models", {}), result.data.get("targets", {})
+    mean = models.get("TextFusion (mean)")
+    best = targets.get("best_baseline_on_test")
+    if mean is None or best not in models:
+        return None
+    seeds = int(mean.get("n_seeds", 1))
+    return {"baseline": best, "baseline_ndcg": models[best]["test"]["ndcg@10"], "baseline_file": result.name,
+            "engine": "TextFusion", "engine_ndcg": mean["test"]["ndcg@10"], "engine_seeds": seeds,
+            "engine_file": result.name, "engine_files": [result.name], "side_by_side": True}
+
+
 def _engine_rows(r: dict):
     if r["benchmark"] == "vqrec_from_scratch":
         yield ("VQ-Rec + ID residual" if r.get("config", {}).get("id_residual") else "VQ-Rec"), r["model"]["test"]
@@ -654,7 +674,7 @@ def summary_table(results: Path, link_prefix: str = "eval/results/") -> str:
     lines = ["| dataset | best core baseline (test NDCG@10) | best engine (test NDCG@10) | seeds | engine / baseline |",
              "|---|---|---|---|---|"]
     for s in summary_rows(results):
-        if s["engine_seeds"] == 1:
+        if s["engine_seeds"] == 1 or s.get("side_by_side"):  # one file holds the number (a mean, if seeds > 1)
             engine = f"[{s['engine']} {s['engine_ndcg']:.4f}]({link_prefix}{s['engine_file']})"
         else:  # a mean: the number stands outside any one file's link, every seed's file is linked
             engine = (f"{s['engine']} {s['engine_ndcg']:.4f} (mean of "

@@ -23,7 +23,6 @@ computed once per model. Item text comes from ``textrec.data.item_text.choose_it
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from textrec.data.splits import Split, make_split
 from textrec.evaluation import evaluate
 from textrec.models.base import TrainView
 from textrec.models.fusion import DEFAULT_MIX, TextFusionRec
+from textrec.models.transfer import subset_split
 from textrec.options import (
     add_dataset_options,
     add_progress_option,
@@ -461,18 +461,6 @@ def run_codes(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": args.name or f"textfusion_codes_{ds.name}", "benchmark": "textfusion_codes", "dataset": ds.name,
             "split": split.describe(), "corpus_domains": CORPUS, "n_corpus_texts": int(len(corpus)),
             "note": "valid rows only: a choice of K is made here, so test is not read", "models": rows}
-
-
-def subset_split(split: Split, frac: float, seed: int) -> Split:
-    """Train on a seeded ``frac`` of the users with training events (their valid rows select
-    models); the test rows stay those of every user, so each condition is judged on the same rows."""
-    users = np.unique(split.train["user"].to_numpy())
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(users, max(1, int(round(frac * len(users)))), replace=False))
-    train = split.train[np.isin(split.train["user"].to_numpy(), keep)].reset_index(drop=True)
-    valid = split.valid.select(np.isin(split.valid.users, keep))
-    report = {**split.report, "train_user_frac": frac, "train_users": int(len(keep)), "subset_seed": seed}
-    return dataclasses.replace(split, train=train, valid=valid, report=report)
 
 
 def fine_tune_epochs(frac: float, cap: int | None, full_equiv: float | None) -> int | None:

@@ -165,12 +165,7 @@ class RecDataset:
         text_fields = list(text_fields or [])
 
         if items is not None and len(items):
-            items = items.copy()
-            items["item_id"] = items["item_id"].astype(str)
-            if items["item_id"].duplicated().any():
-                dup = items.loc[items["item_id"].duplicated(), "item_id"].iloc[0]
-                raise DataError(f"item '{dup}' appears twice in the catalog", path=source or name,
-                                field="item_id")
+            items = _checked_catalog(items, source or name)
             catalog_order = list(items["item_id"])
         else:
             catalog_order = []
@@ -244,12 +239,7 @@ class RecDataset:
         text_fields = list(text_fields or [])
         item_ids = np.asarray(item_ids, dtype=object)
         if items is not None and len(items):
-            items = items.copy()
-            items["item_id"] = items["item_id"].astype(str)
-            if items["item_id"].duplicated().any():
-                dup = items.loc[items["item_id"].duplicated(), "item_id"].iloc[0]
-                raise DataError(f"item '{dup}' appears twice in the catalog", path=source or name,
-                                field="item_id")
+            items = _checked_catalog(items, source or name)
             catalog = items["item_id"].to_numpy(dtype=object)
             pos = pd.Index(catalog).get_indexer(item_ids)
             extra = np.flatnonzero(pos < 0)
@@ -311,3 +301,13 @@ class RecDataset:
         return (f"RecDataset({self.name!r}: {self.n_users} users, {self.n_items} items, "
                 f"{self.n_interactions} interactions, text={self.text_fields}, "
                 f"reviews={0 if self.reviews is None else len(self.reviews)})")
+
+
+def _checked_catalog(items: pd.DataFrame, where: str) -> pd.DataFrame:
+    """A copy of an item catalog with string ids; an id listed twice is a :class:`DataError`."""
+    items = items.copy()
+    items["item_id"] = items["item_id"].astype(str)
+    if items["item_id"].duplicated().any():
+        dup = items.loc[items["item_id"].duplicated(), "item_id"].iloc[0]
+        raise DataError(f"item '{dup}' appears twice in the catalog", path=where, field="item_id")
+    return items

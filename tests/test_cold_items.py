@@ -157,3 +157,19 @@ def test_a_handful_of_new_item_targets_is_not_a_rate_curve():
     targets[0] = scores.shape[1] - 1  # one valid target is a new item (ML-100K's default split has one)
     cal = RankCalibration.fit(scores, affinity, seen, cold, rows, targets)
     assert cal.report["new_targets"] == 1 and cal.report["new_rate_from"].startswith("warm valid targets")
+
+
+def test_direct_rank_count_equals_the_sorted_count_with_ties_and_exclusions():
+    """Few query columns are counted by comparison, many by sorting: the two agree exactly."""
+    from textrec.models import cold_items
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 20, (40, 300), generator=g).float()  # many ties
+    excluded = torch.rand(40, 300, generator=g) < 0.2
+    query = values[:, :70].clone()
+    many = cold_items.candidate_ranks(values, excluded, query)  # 70 > DIRECT_COUNT_MAX: sorted
+    assert query.shape[1] > cold_items.DIRECT_COUNT_MAX
+    few = torch.cat([cold_items.candidate_ranks(values, excluded, query[:, j:j + 10]) for j in range(0, 70, 10)], 1)
+    assert torch.equal(many, few)
+    brute = 1 + ((values.masked_fill(excluded, float("-inf"))[:, None, :] > query[:, :, None]).sum(-1)).double()
+    assert torch.equal(few, brute)

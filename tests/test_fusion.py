@@ -68,7 +68,34 @@ def test_fit_scores_full_catalog_and_beats_popularity(trained):
     pop = run_protocol(Popularity(), split, progress=False)
     assert res.test.metrics["ndcg@10"] > pop.test.metrics["ndcg@10"] + 0.2
     assert model.mix_report["best"] >= model.mix_report["seq_only"]
-    assert set(model.mix) == {"lam", "kappa", "mu", "mu_cold", "cold_offset"}
+    assert set(model.mix) == {"lam", "kappa", "mu", "mu_cold", "cold_offset", "nu"}
+
+
+def test_transition_part_reads_the_next_item_and_its_decay_is_chosen_on_valid(trained):
+    """The planted data are runs i -> i+1: the transition part puts the next item first, the
+    decay comes from the valid grid, and a mix of transitions alone is what the part scores."""
+    from textrec.models.fusion import TRANS_DECAYS
+
+    _, split, model, _ = trained
+    assert model.trans_report["chosen_on_valid"] and model.trans_decay in TRANS_DECAYS
+    assert [r["decay"] for r in model.trans_report["grid"]] == list(TRANS_DECAYS)
+    h = split.test.histories()[:20]
+    parts = model.components(h)
+    last = np.array([int(x[-1]) for x in h])
+    nxt = model.catalog.indices([f"i{(int(model.catalog.id(i)[1:]) + 1) % 30}" for i in last])
+    assert (parts["trans"].argmax(1).numpy() == nxt).mean() > 0.9
+    only = {**dict.fromkeys(model.mix, 0.0), "nu": 1.0}
+    s = model.combine({**parts, "seq": torch.zeros_like(parts["seq"])}, model.gate(0.0), model.counts == 0, only)
+    assert torch.allclose(s, parts["trans"])
+
+
+def test_without_transitions_the_part_is_zero_and_never_tuned():
+    torch.set_num_threads(1)
+    split = leave_one_out(_planted(seed=3))
+    m = _model(transitions=False, trainer={**SMALL["trainer"], "epochs": 1})
+    m.fit(TrainView.from_split(split, with_text=True), progress=False)
+    assert m.markov is None and m.mix["nu"] == 0.0 and m.mix_report["grids"]["nu"] == [0.0]
+    assert float(m.components(split.test.histories()[:3])["trans"].abs().sum()) == 0.0
 
 
 def test_zero_event_item_is_scored_from_text_alone():
@@ -165,6 +192,7 @@ def test_save_load_identical_scores_with_added_items(trained, tmp_path):
     m.save_pretrained(tmp_path / "m")
     loaded = Recommender.from_pretrained(tmp_path / "m")
     assert isinstance(loaded, TextFusionRec) and loaded.mix == m.mix
+    assert loaded.markov is not None and loaded.trans_decay == m.trans_decay
     h = split.test.histories()[:5]
     assert torch.equal(m.score(np.zeros(5), h), loaded.score(np.zeros(5), h))
     assert loaded.quantizer is not None and len(loaded.catalog) == m.n_items
@@ -197,6 +225,8 @@ def test_bad_options_are_refused():
         TextFusionRec(new_item_dropout=1.0)
     with pytest.raises(ValueError, match="mix key"):
         TextFusionRec(mix={"alpha": 1.0})
+    with pytest.raises(ValueError, match="trans_decay"):
+        TextFusionRec(trans_decay=0.0)
 
 
 def test_warm_start_reuses_pretrained_text_path_and_quantizer():

@@ -111,12 +111,29 @@ def _excluded(seen: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
     return seen | cold[None, :]
 
 
+#: up to this many query columns, ranks are counted by one comparison pass per column (exact, and
+#: far cheaper than sorting every row when only a few new items or one target per row are ranked)
+DIRECT_COUNT_MAX = 64
+
+
 def candidate_ranks(values: torch.Tensor, excluded: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """``1 + #`` non-excluded entries of each row strictly above each ``query`` value, (B, q)."""
     ref = values.masked_fill(excluded, float("-inf"))
+    if query.shape[1] <= DIRECT_COUNT_MAX:
+        out = torch.empty(query.shape, dtype=torch.float64)
+        for j in range(query.shape[1]):
+            out[:, j] = (ref > query[:, j:j + 1]).sum(1)
+        return out + 1
     asc = torch.sort(ref, dim=1).values
     above = ref.shape[1] - torch.searchsorted(asc.contiguous(), query.contiguous(), right=True)
     return (above + 1).to(torch.float64)
+
+
+def _top_values(ref: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's ``k`` largest values, descending (a partial top-k instead of a full sort)."""
+    if k >= ref.shape[1]:
+        return torch.sort(ref, dim=1, descending=True).values
+    return torch.topk(ref, k, dim=1, sorted=True).values
 
 
 @dataclass
@@ -196,8 +213,6 @@ class RankCalibration:
         cold_idx = torch.nonzero(cold).flatten()
         rho = candidate_ranks(affinity, excl, affinity[:, cold_idx])
         r = torch.from_numpy(self.warm_rank_for(rho.numpy()))
-        ref = scores.masked_fill(excl, float("-inf")).to(torch.float64)
-        srt = torch.sort(ref, dim=1, descending=True).values
         m = (~excl).sum(1, keepdim=True)
         out = scores.clone()
         if int(m.min()) < 1:  # a row with no warm candidate: nothing to calibrate against
@@ -205,15 +220,18 @@ class RankCalibration:
             if bool(rows.any()):
                 out[rows] = self.place(scores[rows], affinity[rows], seen[rows], cold)
             return out
+        r = torch.minimum(r, m.to(torch.float64))
+        k = r.floor().clamp(1, None).long()
+        k_next = torch.minimum(k + 1, m)
+        # only the warm scores down to the deepest rank a new item lands at are read
+        ref = scores.masked_fill(excl, float("-inf")).to(torch.float64)
+        srt = _top_values(ref, max(2, int(k_next.max())))
         top = srt[:, :1]
-        last = srt.gather(1, m - 1)
+        last = scores.to(torch.float64).masked_fill(excl, float("inf")).min(1, keepdim=True).values
         span = (top - last).clamp_min(1e-6)
         # one "rank step" above the best / below the last warm item: the top gap, never ~0
         gap = top - srt.gather(1, torch.minimum(m, torch.full_like(m, 2)) - 1)
         step = torch.where(m > 1, gap, span).clamp_min(0.0) + span * 1e-3
-        r = torch.minimum(r, m.to(torch.float64))
-        k = r.floor().clamp(1, None).long()
-        k_next = torch.minimum(k + 1, m)
         s_k = srt.gather(1, k - 1)
         s_next = torch.where(k_next > k, srt.gather(1, k_next - 1), s_k - step)
         frac = (r - k.to(torch.float64)).clamp(0.0, 1.0)

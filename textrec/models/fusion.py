@@ -12,12 +12,16 @@ raw text evidence, each gated by how much behaviour the item has (``n_i`` traini
 
     w_i   = n_i / (n_i + kappa)                  # 0 for an item without events, -> 1 when popular
     c_ui  = cos(text(history), text(i))
-    score = h . rep(i) + lam * w_i * EASE(history, i) + mu * (1 - w_i) * c_ui
-            + [n_i == 0] * (mu_cold * (c_ui - mean_j c_uj) + cold_offset)
+    score = h . rep(i) + lam * w_i * EASE(history, i) + nu * w_i * T(history, i)
+            + mu * (1 - w_i) * c_ui + [n_i == 0] * (mu_cold * (c_ui - mean_j c_uj) + cold_offset)
 
-EASE is fitted in closed form on the same training events; ``lam``, ``kappa``, ``mu``,
-``mu_cold`` and ``cold_offset`` are chosen on the valid rows after training (coordinate ascent
-on valid NDCG@10; the test set is never read). An item with no events is scored from text alone
+EASE is fitted in closed form on the same training events. ``T`` is first-order transitions
+(a Markov chain: ``P(i | h_-l)`` from consecutive training pairs, summed over the last
+``TRANS_WINDOW`` history items with weight ``decay^l``, the decay chosen on valid): EASE reads
+which items go together, ``T`` which item comes *next*, the order a dense short-sequence domain
+(ML-100K, Beauty) carries. ``lam``, ``kappa``, ``nu``, ``mu``, ``mu_cold`` and ``cold_offset`` are
+chosen on the valid rows after training (coordinate ascent on valid NDCG@10; the test set is
+never read). An item with no events is scored from text alone
 (adaptor + codes + text cosine); a popular one mostly from behaviour (ID residual + EASE).
 
 The zero-evidence items have their own two parameters: ``mu_cold`` weighs the raw text cosine
@@ -69,7 +73,11 @@ from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
 #: the score-mix parameters chosen on valid, and their values before tuning
-DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0}
+DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0,
+                                  "nu": 0.0}
+#: how many of the latest history items the transition part reads, and its decay grid (chosen on valid)
+TRANS_WINDOW = 10
+TRANS_DECAYS = (0.1, 0.3, 0.6)
 #: how ``tune`` averages valid NDCG@10: over all rows, or the mean of cold-target and warm-target rows
 TUNE_OBJECTIVES = ("rows", "balanced")
 #: how items without training events are scored: placed by :mod:`textrec.models.cold_items`
@@ -222,6 +230,7 @@ class TextFusionRec(Recommender):
                  opq: bool = True, small_catalog: str = "lower", code_corpus: list[str] | None = None,
                  encoder: str | None = None, id_residual: bool = True, new_item_dropout: float = 0.2,
                  ease_lam: float | None = 50.0, ease_grid: list[float] | None = None,
+                 transitions: bool = True, trans_decay: float | None = None,
                  mix: dict[str, float] | None = None, tune_mix: bool = True,
                  tune_objective: str = "rows", early_stop_rows: int | None = None, use_text: bool = True,
                  n_items: int | None = None, n_fit: int | None = None,
@@ -239,6 +248,8 @@ class TextFusionRec(Recommender):
             raise ValueError(f"ease_grid must be a non-empty list of numbers > 0, got {ease_grid}")
         if tune_objective not in TUNE_OBJECTIVES:
             raise ValueError(f"tune_objective must be one of {TUNE_OBJECTIVES}, got {tune_objective!r}")
+        if trans_decay is not None and not 0 < trans_decay <= 1:
+            raise ValueError(f"trans_decay must be in (0, 1] (or None: chosen on valid), got {trans_decay}")
         unknown = set(mix or {}) - set(DEFAULT_MIX)
         if unknown:
             raise ValueError(f"unknown mix key(s) {sorted(unknown)}; known: {sorted(DEFAULT_MIX)}")
@@ -255,6 +266,11 @@ class TextFusionRec(Recommender):
         self.new_item_dropout = float(new_item_dropout)
         self.ease_lam = None if ease_lam is None else float(ease_lam)
         self.ease_grid = None if ease_grid is None else [float(x) for x in ease_grid]
+        self.transitions = bool(transitions)
+        self.trans_decay = None if trans_decay is None else float(trans_decay)
+        #: the fitted transition part (a :class:`~textrec.models.baselines.MarkovChain` without back-off)
+        self.markov = None
+        self.trans_report: dict[str, Any] = {}
         self.use_text = bool(use_text)
         #: "text" (item text through the adaptor and codes) or "none" (ID + co-occurrence only); set by fit
         self.text_mode = "text" if self.use_text else "none"
@@ -407,6 +423,7 @@ class TextFusionRec(Recommender):
         self.n_items = self.n_fit = int(data.n_items)
         self.counts = torch.from_numpy(counts)
         self.ease_B = self._fit_ease(data, progress)
+        self.markov = self._fit_transitions(data) if self.transitions else None
         self.module = self._build(emb, codes, counts > 0)
         if self.warm_start_from is not None:
             skip = ("text_emb", "warm", "codes", "id_residual.weight")
@@ -427,42 +444,76 @@ class TextFusionRec(Recommender):
             self.calibrate(data.valid)
         return self
 
-    def _fit_ease(self, data: TrainView, progress: bool) -> torch.Tensor:
-        """EASE's ``B`` at ``ease_lam``, or at the L2 of ``ease_grid`` best on valid NDCG@10."""
-        from textrec.metrics.ranking import metrics_from_ranks, target_ranks
-
-        if self.ease_lam is not None:
-            self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False}
-            return _ease_b(data, self.ease_lam)
-        grid = sorted(self.ease_grid or [20.0, 50.0, 100.0, 200.0, 500.0])
+    def _valid_rows(self, data: TrainView) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """A seeded sample (at most ``early_stop_rows``, default 3000) of valid rows to choose a
+        fitted part's setting on: their histories, and the (row, target item) pairs."""
         valid = data.valid
         rows = np.arange(len(valid))
         limit = self.early_stop_rows or 3000
         if len(rows) > limit:
             rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), limit, replace=False))
-        if not len(rows):  # nothing to choose on: the middle of the grid
+        hists = [valid.history(i) for i in rows]
+        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows]) if len(rows) else \
+            np.zeros(0, np.int64)
+        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64) if len(rows) else \
+            np.zeros(0, np.int64)
+        return hists, t_rows, t_items
+
+    @staticmethod
+    def _valid_ndcg(scores: torch.Tensor, hists: list[np.ndarray], t_rows: np.ndarray, t_items: np.ndarray) -> float:
+        """Valid NDCG@10 of ``scores`` (rows = ``hists``), the history masked."""
+        from textrec.metrics.ranking import metrics_from_ranks, target_ranks
+
+        r_idx = np.repeat(np.arange(len(hists)), [len(x) for x in hists])
+        scores[torch.from_numpy(r_idx), torch.from_numpy(np.concatenate(hists).astype(np.int64))] = float("-inf")
+        ranks = target_ranks(scores, torch.from_numpy(t_rows), torch.from_numpy(t_items)).numpy()
+        return float(metrics_from_ranks(ranks, t_rows, len(hists), [10])["ndcg@10"].mean())
+
+    def _fit_ease(self, data: TrainView, progress: bool) -> torch.Tensor:
+        """EASE's ``B`` at ``ease_lam``, or at the L2 of ``ease_grid`` best on valid NDCG@10."""
+        if self.ease_lam is not None:
+            self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False}
+            return _ease_b(data, self.ease_lam)
+        grid = sorted(self.ease_grid or [20.0, 50.0, 100.0, 200.0, 500.0])
+        hists, t_rows, t_items = self._valid_rows(data)
+        if not hists:  # nothing to choose on: the middle of the grid
             self.ease_lam = grid[len(grid) // 2]
             self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False, "note": "no valid rows"}
             return _ease_b(data, self.ease_lam)
-        hists = [valid.history(i) for i in rows]
-        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
-        t_items = torch.from_numpy(np.concatenate([valid.targets(i) for i in rows]).astype(np.int64))
         h = history_matrix(hists, data.n_items)
         best_b, table = None, []
         for lam in grid:
             b = _ease_b(data, lam)
-            s = torch.from_numpy(np.ascontiguousarray(h @ b.numpy(), dtype=np.float32))
-            r_idx = np.repeat(np.arange(len(rows)), [len(x) for x in hists])
-            s[torch.from_numpy(r_idx), torch.from_numpy(np.concatenate(hists).astype(np.int64))] = float("-inf")
-            ranks = target_ranks(s, torch.from_numpy(t_rows), t_items).numpy()
-            v = float(metrics_from_ranks(ranks, t_rows, len(rows), [10])["ndcg@10"].mean())
+            v = self._valid_ndcg(torch.from_numpy(np.ascontiguousarray(h @ b.numpy(), dtype=np.float32)),
+                                 hists, t_rows, t_items)
             table.append({"lam": lam, "valid_ndcg@10": round(v, 5)})
             if best_b is None or v > max(t["valid_ndcg@10"] for t in table[:-1]) + 1e-9:
                 best_b, self.ease_lam = b, float(lam)
-            del b, s
-        self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": True, "valid_rows_used": int(len(rows)),
+            del b
+        self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": True, "valid_rows_used": len(hists),
                             "grid": table}
         return best_b
+
+    def _fit_transitions(self, data: TrainView):
+        """The transition part: consecutive training pairs, row-normalised; its decay over the last
+        ``TRANS_WINDOW`` history items is ``trans_decay`` or the one of ``TRANS_DECAYS`` best on valid."""
+        from textrec.models.baselines import MarkovChain
+
+        markov = MarkovChain(alpha=0.0, L=TRANS_WINDOW, decay=self.trans_decay or TRANS_DECAYS[0]).fit(data)
+        if self.trans_decay is not None:
+            self.trans_report = {"decay": self.trans_decay, "window": TRANS_WINDOW, "chosen_on_valid": False}
+            return markov
+        hists, t_rows, t_items = self._valid_rows(data)
+        table = []
+        for decay in TRANS_DECAYS:
+            markov.decay = decay
+            v = self._valid_ndcg(markov.score(None, hists), hists, t_rows, t_items) if hists else 0.0
+            table.append({"decay": decay, "valid_ndcg@10": round(v, 5)})
+        best = max(table, key=lambda r: r["valid_ndcg@10"])  # the first of equals: the smallest decay
+        markov.decay = self.trans_decay = float(best["decay"])
+        self.trans_report = {"decay": self.trans_decay, "window": TRANS_WINDOW, "chosen_on_valid": bool(hists),
+                             "valid_rows_used": len(hists), "grid": table}
+        return markov
 
     def pretrain(self, views: list[TrainView], progress: bool = True) -> TextFusionRec:
         """Train the text path and encoder on several domains at once (no EASE, no mix).
@@ -522,7 +573,8 @@ class TextFusionRec(Recommender):
 
     # ---- scoring -----------------------------------------------------------------------------
     def components(self, histories: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """The three score parts for a batch: ``seq`` (h . rep), ``ease`` and ``text`` cosine, (B, n)."""
+        """The score parts for a batch, each (B, n): ``seq`` (h . rep), ``ease``, ``trans`` (transitions)
+        and ``text`` cosine."""
         if self.module is None:
             raise RuntimeError("TextFusionRec is not fitted; call fit() or from_pretrained() first")
         seq = score_histories(self.module, histories, self.trainer_config.max_len,
@@ -537,13 +589,21 @@ class TextFusionRec(Recommender):
                                                          dtype=np.float32))
             if n > n_fit:  # items added after fitting have no co-occurrence column
                 ease = torch.cat([ease, torch.zeros(len(histories), n - n_fit)], dim=1)
+        if self.markov is None:
+            trans = torch.zeros(len(histories), n)
+        else:
+            n_fit = self.markov.trans.shape[0]
+            trans = self.markov.score(None, [np.asarray(h, dtype=np.int64)[np.asarray(h, dtype=np.int64) < n_fit]
+                                             for h in histories])
+            if n > n_fit:
+                trans = torch.cat([trans, torch.zeros(len(histories), n - n_fit)], dim=1)
         emb = self.module.text_emb.cpu()
         user = torch.zeros(len(histories), emb.shape[1])
         for i, h in enumerate(histories):
             if len(h):
                 user[i] = emb[torch.as_tensor(np.asarray(h, dtype=np.int64))].mean(0)
         text = F.normalize(user, dim=1) @ emb.T
-        return {"seq": seq, "ease": ease, "text": text}
+        return {"seq": seq, "ease": ease, "trans": trans, "text": text}
 
     def gate(self, kappa: float | None = None) -> torch.Tensor:
         """(n_items,) behaviour weight ``w_i = n_i / (n_i + kappa)`` (``kappa = 0``: 1 if ``n_i > 0``)."""
@@ -556,10 +616,13 @@ class TextFusionRec(Recommender):
                 mix: dict[str, float]) -> torch.Tensor:
         """The final score from the parts, the per-item gate and the mix parameters."""
         out = parts["seq"].clone()
+        # in place, one (B, n) pass per term: the tuning grid calls this ~100 times on thousands of rows
         if mix["lam"]:
-            out += mix["lam"] * gate[None, :] * parts["ease"]
+            out.addcmul_(parts["ease"], mix["lam"] * gate[None, :])
+        if mix.get("nu"):
+            out.addcmul_(parts["trans"], mix["nu"] * gate[None, :])
         if mix["mu"]:
-            out += mix["mu"] * (1.0 - gate)[None, :] * parts["text"]
+            out.addcmul_(parts["text"], mix["mu"] * (1.0 - gate)[None, :])
         if mix.get("mu_cold"):
             centred = parts["text"] - parts["text"].mean(dim=1, keepdim=True)
             out += mix["mu_cold"] * cold[None, :].float() * centred
@@ -723,12 +786,15 @@ class TextFusionRec(Recommender):
 
         s_seq = spread(parts["seq"])
         grids = {"lam": [0.0] + [s_seq / spread(parts["ease"]) * f for f in (0.25, 0.5, 1, 2, 4, 8)],
+                 "nu": [0.0] + [s_seq / spread(parts["trans"]) * f for f in (0.25, 0.5, 1, 2, 4, 8)],
                  "kappa": [0.0, 1.0, 3.0, 10.0, 30.0],
                  "mu": [0.0] + [s_seq / spread(parts["text"]) * f for f in (0.25, 0.5, 1, 2, 4)],
                  "mu_cold": [0.0] + [s_seq / spread(parts["text"]) * f for f in (0.25, 0.5, 1, 2, 4, 8)],
                  "cold_offset": [s_seq * f for f in (-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)]}
         if not bool(cold.any()):
             grids["mu_cold"] = grids["cold_offset"] = [0.0]
+        if self.markov is None:
+            grids["nu"] = [0.0]
         mix = dict(DEFAULT_MIX)
         table = [{**mix, metric: round(value(mix), 5)}]
         best = table[0][metric]
@@ -804,6 +870,7 @@ class TextFusionRec(Recommender):
                 "small_catalog": self.small_catalog, "code_corpus": list(self.code_corpus),
                 "encoder": self.encoder_name, "id_residual": self.id_residual,
                 "new_item_dropout": self.new_item_dropout, "ease_lam": self.ease_lam, "ease_grid": self.ease_grid,
+                "transitions": self.transitions, "trans_decay": self.trans_decay,
                 "mix": dict(self.mix), "tune_mix": self.tune_mix, "tune_objective": self.tune_objective,
                 "early_stop_rows": self.early_stop_rows, "use_text": self.text_mode == "text",
                 "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
@@ -816,6 +883,8 @@ class TextFusionRec(Recommender):
         out = {f"module.{k}": v for k, v in self.module.state_dict().items()}
         if self.ease_B is not None:  # a pretrained model has none
             out["ease_B"] = self.ease_B
+        if self.markov is not None:
+            out.update({f"markov.{k}": v for k, v in self.markov.state_tensors().items()})
         out["counts"] = self.counts
         if self.calibration is not None:
             out.update(self.calibration.to_tensors("cold_calibration"))
@@ -840,6 +909,13 @@ class TextFusionRec(Recommender):
         self.module = module.to(resolve_device(self.trainer_config.device)).eval()
         self.ease_B = ease_B.float().contiguous() if ease_B is not None else None
         self.counts = tensors["counts"].float()
+        self.markov = None
+        if "markov.pop" in tensors:  # models saved before the transition part have none
+            from textrec.models.baselines import MarkovChain
+
+            self.markov = MarkovChain(alpha=0.0, L=TRANS_WINDOW, decay=self.trans_decay or TRANS_DECAYS[0])
+            self.markov.load_state_tensors({k[len("markov."):]: v for k, v in tensors.items()
+                                            if k.startswith("markov.")})
         self.n_items = self.module.n_items
         self.text_mode = "text" if self.use_text else "none"
         from textrec.models.cold_items import RankCalibration
@@ -866,4 +942,5 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
-__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS"]
+__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS",
+           "TRANS_DECAYS", "TRANS_WINDOW"]

@@ -284,11 +284,15 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
     for seed in seeds:
         model, recipe_report = fusion_model(view, args, seed, coverage)
         row = measure(model, text_split, progress(args))
-        row.update({"text": model.text_report, "ease": model.ease_report, "mix": model.mix_report,
+        row.update({"text": model.text_report, "ease": model.ease_report, "transitions": model.trans_report,
+                    "mix": model.mix_report,
                     "config": model.get_config(), "training_history": model.history})
         if seed == seeds[0] and not args.no_ablations:
             tuned = dict(model.mix)
-            for name, mix in (("sequential part only", dict(DEFAULT_MIX)), ("mix without EASE", {**tuned, "lam": 0.0})):
+            for name, mix in (("sequential part only", dict(DEFAULT_MIX)), ("mix without EASE", {**tuned, "lam": 0.0}),
+                              ("mix without transitions", {**tuned, "nu": 0.0})):
+                if mix == tuned:  # the tuned mix already leaves that part out: the row is the model's own
+                    continue
                 model.mix = mix
                 rows[f"TextFusion seed {seed}: {name}"] = {**_eval_row(model, text_split, valid=True),
                                                            "mix": mix, "ablation_of": f"TextFusion seed {seed}"}

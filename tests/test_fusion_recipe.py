@@ -17,7 +17,7 @@ from textrec.evaluation import run_protocol
 from textrec.models.base import TrainView
 from textrec.models.baselines import Popularity
 from textrec.models.fusion import TextFusionRec
-from textrec.models.fusion_recipe import code_size, derive_recipe, ease_grid, epoch_cap
+from textrec.models.fusion_recipe import code_size, derive_recipe, ease_grid, epoch_cap, training_windows
 
 
 def _reviewed(n_users=40, n_items=12, per_user=6, seed=0) -> RecDataset:
@@ -139,6 +139,19 @@ def test_derived_recipe_follows_catalog_size_events_and_text():
     assert report["training_events"] == len(view.train) and set(report["why"]) >= {"ease_grid", "epochs", "use_text"}
     options, report = derive_recipe(view, coverage=0.1)
     assert not options["use_text"] and "ID + co-occurrence" in report["why"]["use_text"]
+
+
+def test_dense_logs_get_overlapping_windows_and_few_steps_a_longer_patience():
+    from textrec.models.fusion_recipe import LONG_PATIENCE
+
+    view = TrainView.from_split(leave_one_out(_planted()), with_text=True)  # 8 events a user
+    short, _ = derive_recipe(view, {"trainer": {"max_len": 50, "window_stride": 50, "batch_size": 128, "patience": 5}})
+    assert short["trainer"]["window_stride"] == 50  # sequences shorter than the window: nothing changes
+    dense, report = derive_recipe(view, {"trainer": {"max_len": 4, "window_stride": 4, "batch_size": 128,
+                                                     "patience": 5}})
+    assert dense["trainer"]["window_stride"] == 2 and "stride 2" in report["why"]["window_stride"]
+    assert report["training_windows"] == training_windows(view, 4, 2) > training_windows(view, 4, 4)
+    assert dense["trainer"]["patience"] == LONG_PATIENCE  # a few dozen updates an epoch
 
 
 def _csv(tmp_path):

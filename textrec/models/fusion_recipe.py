@@ -11,6 +11,11 @@ grids chosen here.
 - ``trainer.epochs``: an upper bound on passes such that training sees about ``TARGET_UPDATES``
   optimizer steps (a small dataset needs more passes for the same number of updates), within
   ``[MIN_EPOCHS, MAX_EPOCHS]``; early stopping on valid ends it sooner.
+- ``trainer.window_stride``: when users' training sequences are longer than the window on average
+  (a dense log such as ML-100K), windows overlap by half, so every event is a target in two
+  contexts and an epoch has twice the updates; on short sequences the stride changes nothing.
+- ``trainer.patience``: with fewer than ``FEW_STEPS`` updates an epoch, one epoch's valid change is
+  mostly noise, so early stopping waits ``LONG_PATIENCE`` epochs instead of the recipe's.
 - ``n_centroids``: the PQ code size K, the largest power of two with at least
   ``POINTS_PER_CENTROID`` training items per centroid (between 16 and 256).
 - ``use_text``: item text is used when at least ``MIN_TEXT_COVERAGE`` of the items have some;
@@ -40,6 +45,8 @@ COLD_SHARE = 0.05
 #: EASE L2 candidates by catalog size (items): every candidate costs one items x items inversion
 EASE_GRIDS = ((5_000, [20.0, 50.0, 100.0, 200.0, 500.0]), (20_000, [50.0, 200.0]))
 EASE_GRID_HUGE = [100.0]
+#: updates an epoch below which early stopping waits ``LONG_PATIENCE`` epochs
+FEW_STEPS, LONG_PATIENCE = 100, 10
 
 
 def text_coverage(texts: list[str] | None) -> float:
@@ -100,8 +107,16 @@ def derive_recipe(view: TrainView, recipe: dict[str, Any] | None = None,
     n_train_items = int((counts > 0).sum())
     events = int(len(view.train))
     coverage = text_coverage(view.item_text) if coverage is None else float(coverage)
-    windows = training_windows(view, max_len, trainer.get("window_stride"))
+    stride = int(trainer.get("window_stride") or max_len)
+    mean_length = events / max(1, int((np.bincount(view.train["user"].to_numpy(), minlength=view.n_users) > 0).sum()))
+    if mean_length > max_len:
+        stride = min(stride, max(1, max_len // 2))
+    windows = training_windows(view, max_len, stride)
     epochs = min(int(trainer.get("epochs", MAX_EPOCHS)), epoch_cap(windows, batch))
+    steps = max(1, math.ceil(windows / batch))
+    patience = int(trainer.get("patience", 5))
+    if steps < FEW_STEPS:
+        patience = max(patience, LONG_PATIENCE)
     cold_targets = 0
     n_targets = 0
     for i in range(len(view.valid)):
@@ -117,11 +132,12 @@ def derive_recipe(view: TrainView, recipe: dict[str, Any] | None = None,
         "use_text": use_text,
         "tune_objective": "balanced" if cold_share >= COLD_SHARE else "rows",
         "early_stop_rows": min(3000, max(1, len(view.valid))),
-        "trainer": {"epochs": epochs},
+        "trainer": {"epochs": epochs, "window_stride": stride, "patience": patience},
     }
     report = {"n_items": int(view.n_items), "n_items_with_training_events": n_train_items,
               "n_users": int(view.n_users), "training_events": events,
               "events_per_user": round(events / max(1, view.n_users), 2),
+              "mean_training_sequence": round(mean_length, 2), "steps_per_epoch": steps,
               "events_per_item": round(events / max(1, n_train_items), 2),
               "text_coverage": round(coverage, 4), "training_windows": windows,
               "valid_cold_target_share": round(cold_share, 4),
@@ -129,6 +145,10 @@ def derive_recipe(view: TrainView, recipe: dict[str, Any] | None = None,
                                    "best on valid",
                       "epochs": f"{windows} windows / batch {batch} -> cap {epochs} epochs "
                                 f"(~{TARGET_UPDATES} updates; early stopping on valid)",
+                      "window_stride": f"mean training sequence {mean_length:.1f} events, window {max_len}: "
+                                       f"stride {stride}",
+                      "patience": f"{steps} updates an epoch (< {FEW_STEPS}: wait {LONG_PATIENCE})"
+                                  if steps < FEW_STEPS else f"{steps} updates an epoch: the recipe's {patience}",
                       "n_centroids": f"{n_train_items} training items, >= {POINTS_PER_CENTROID} per centroid",
                       "use_text": (f"{coverage:.0%} of items have text" +
                                    ("" if use_text else f" (< {MIN_TEXT_COVERAGE:.0%}): ID + co-occurrence only")),

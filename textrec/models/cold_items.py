@@ -275,23 +275,34 @@ SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 def fit_calibration(scores: torch.Tensor, affinity: torch.Tensor, seen: torch.Tensor, cold: torch.Tensor,
                     target_rows: np.ndarray, target_items: np.ndarray, n_rows: int,
-                    k: int = 10) -> RankCalibration:
+                    k: int = 10, objective: str = "rows") -> RankCalibration:
     """:meth:`RankCalibration.fit` on valid, then, when valid has new-item targets, the rate
-    multiplier (``SCALES``) with the best valid NDCG@``k`` over all rows (ties: closest to 1)."""
+    multiplier (``SCALES``) with the best valid NDCG@``k`` (ties: closest to 1).
+
+    ``objective="rows"`` averages NDCG@``k`` over all rows; ``"balanced"`` takes the mean of its
+    averages over rows whose target is a new item and over the other rows (a deployment that
+    must serve new items weighs both the same, as TextFusion's ``tune_objective`` does)."""
     from textrec.metrics.ranking import metrics_from_ranks, target_ranks
 
+    if objective not in ("rows", "balanced"):
+        raise ValueError(f"objective must be 'rows' or 'balanced', got {objective!r}")
     cal = RankCalibration.fit(scores, affinity, seen, cold, target_rows, target_items)
     table = []
     if enough_new_targets(np.ones(cal.report["new_targets"], dtype=bool)):
         tr = torch.as_tensor(np.asarray(target_rows, dtype=np.int64))
         ti = torch.as_tensor(np.asarray(target_items, dtype=np.int64))
+        new_row = np.zeros(n_rows, dtype=bool)
+        new_row[np.asarray(target_rows)[cold[ti].numpy()]] = True
+        groups = [new_row, ~new_row] if objective == "balanced" and new_row.any() and (~new_row).any() else []
         for g in SCALES:
             cal.scale = g
             s = cal.place(scores, affinity, seen, cold).masked_fill(seen, float("-inf"))
             ranks = target_ranks(s, tr, ti).numpy()
-            table.append({"scale": g, f"ndcg@{k}": round(float(metrics_from_ranks(
-                ranks, np.asarray(target_rows), n_rows, [k])[f"ndcg@{k}"].mean()), 5)})
+            per_row = metrics_from_ranks(ranks, np.asarray(target_rows), n_rows, [k])[f"ndcg@{k}"]
+            value = float(np.mean([per_row[m].mean() for m in groups])) if groups else float(per_row.mean())
+            table.append({"scale": g, f"ndcg@{k}": round(value, 5)})
         cal.scale = max(table, key=lambda r: (r[f"ndcg@{k}"], -abs(np.log(r["scale"]))))["scale"]
+        cal.report["scale_objective"] = "balanced" if groups else "rows"
     cal.report["scale_table"] = table
     return cal
 

@@ -693,7 +693,7 @@ class TextFusionRec(Recommender):
 
         With new-item targets in valid, chooses the affinity weights (text-path score vs text
         cosine) by how well the affinity alone ranks those targets (full-list NDCG), and the rate
-        multiplier by valid NDCG@10 over all rows. Without them the affinity is the text cosine
+        multiplier by valid NDCG@10 (averaged as ``tune_objective`` says). Without them the affinity is the text cosine
         alone (the text path was trained on the warm items that would stand in for new ones). The
         test set is never read.
         """
@@ -730,7 +730,7 @@ class TextFusionRec(Recommender):
         self.affinity_weights = candidates[best]
         affinity = self.affinity(terms)
         scores = self.combine(parts, self.gate(), cold, self.mix)
-        cal = fit_calibration(scores, affinity, seen, cold, t_rows, t_items, len(rows))
+        cal = fit_calibration(scores, affinity, seen, cold, t_rows, t_items, len(rows), objective=self.tune_objective)
         cal.report.update({"valid_rows_used": int(len(rows)), "affinity_table": table,
                            "affinity_weights": list(self.affinity_weights)})
         self.calibration = cal

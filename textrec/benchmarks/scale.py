@@ -113,7 +113,7 @@ def _view(split, with_text: bool = False, valid_rows: int | None = None, seed: i
 def _train_capped(module, view, trainer_cfg: dict, minutes: float, name: str, progress: bool) -> dict:
     """One epoch of the sequential trainer, stopped after ``minutes``; the epoch time is measured or
     extrapolated from the steps done (labelled)."""
-    from textrec.models.seq_trainer import SeqTrainer, build_windows
+    from textrec.models.seq_trainer import SeqTrainer, build_windows, uses_touched_rows
 
     cfg = {**trainer_cfg, "epochs": 1, "max_minutes": minutes, "eval_every": 1}
     trainer = SeqTrainer(cfg)
@@ -126,7 +126,8 @@ def _train_capped(module, view, trainer_cfg: dict, minutes: float, name: str, pr
     out = {"steps_done": steps, "steps_per_epoch": steps_per_epoch, "seconds_per_step": round(per_step, 4),
            "epoch_seconds": round(per_step * steps_per_epoch, 1), "train_seconds": round(secs, 1),
            "loss": trainer.config.loss, "batch_size": trainer.config.batch_size,
-           "negatives": trainer.config.negatives if trainer.config.loss == "sampled" else None}
+           "negatives": trainer.config.negatives if trainer.config.loss == "sampled" else None,
+           "touched_rows": uses_touched_rows(module, trainer.config), "length_pools": trainer.config.length_pools}
     out["epoch_measured"] = steps >= steps_per_epoch
     if steps < steps_per_epoch:
         out["note"] = f"capped at {minutes:g} min: {steps} of {steps_per_epoch} steps, epoch time extrapolated"
@@ -216,7 +217,8 @@ def run_size(n_events: int, work: Path, seed: int, args: argparse.Namespace, pro
         from textrec.models.sasrec import SASRec
 
         sasrec = SASRec.from_recipe("sasrec", seed=seed, trainer={"loss": "sampled", "batch_size": args.batch_size,
-                                                                  "negatives": args.negatives})
+                                                                  "negatives": args.negatives,
+                                                                  "length_pools": args.length_pools})
         sview = _view(split, valid_rows=args.valid_rows, seed=seed)
         with measure(steps, "SASRec epoch") as m:
             sasrec.module = sasrec._build(split.n_items)
@@ -285,7 +287,7 @@ def _fusion_steps(split, seed: int, args: argparse.Namespace, progress: bool) ->
         torch.manual_seed(seed)
         module = TextFusionModule(emb, codes, 256, torch.from_numpy(counts > 0), cfg)
         tcfg = SeqTrainerConfig(loss="sampled", batch_size=args.batch_size, negatives=args.negatives, seed=seed,
-                                max_len=50, window_stride=25).to_dict()
+                                max_len=50, window_stride=25, length_pools=args.length_pools).to_dict()
         m.update(_train_capped(module, view, tcfg, args.epoch_minutes, "TextFusion", progress))
         m["setup"] = "TextFusionModule (adaptor + 32x256 codes + ID residual), stand-in text vectors"
     n_new = max(split.n_items // 100, 1)
@@ -535,7 +537,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``textrec bench scale``."""
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in ("0.1M", "1M", "10M")],
                    help="synthetic log sizes in events (0.1M 1M 10M)")
-    p.add_argument("--real", nargs="*", default=["scientific", "office", "beauty", "games"],
+    p.add_argument("--real", nargs="*", default=["ml-100k", "scientific", "office", "beauty", "games"],
                    help="real datasets added as points (load, split, eval)")
     p.add_argument("--models", nargs="+", default=["itemknn", "sasrec", "fusion"],
                    choices=["itemknn", "sasrec", "fusion"], help="models besides Popularity and EASE")
@@ -543,6 +545,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap on each one-epoch training run; a capped epoch is extrapolated from its steps")
     p.add_argument("--batch-size", type=int, default=256, help="SASRec / TextFusion training batch")
     p.add_argument("--negatives", type=int, default=1024, help="sampled-softmax negatives per batch")
+    p.add_argument("--length-pools", type=int, default=16,
+                   help="training batches of similar-length windows, sorted within pools of this many batches "
+                        "(0: plain shuffled batches)")
     p.add_argument("--eval-batch-size", type=int, default=1024, help="users scored per evaluation batch")
     p.add_argument("--eval-users", type=int, default=None,
                    help="score only this many test users (seeded sample) and extrapolate the time (default: all)")
@@ -579,7 +584,8 @@ def run(args: argparse.Namespace) -> int:
         "protocol": "full ranking of every test user, history masked, exact top-k; times are one process on "
                     f"{threads} thread(s); peak memory is the process resident high-water mark per step",
         "seed": args.seed, "threads": threads, "sizes": [], "real": {}, "exponents": {},
-        "settings": {k: getattr(args, k) for k in ("epoch_minutes", "batch_size", "negatives", "eval_batch_size",
+        "settings": {k: getattr(args, k) for k in ("epoch_minutes", "batch_size", "negatives", "length_pools",
+                                                   "eval_batch_size", "eval_users",
                                                    "valid_rows", "ease_max_items", "models")},
     }
     with ResultWriter("scale", out=args.out, publish=args.publish, seed=args.seed, started=started) as writer, \

@@ -44,6 +44,10 @@ indexes into them, and the module's ID tables return sparse gradients that
 keeps its value and its moments). Nothing in such a step is proportional to the number of
 items. ``"ce"`` (full softmax) reads every row and trains densely as before.
 
+``length_pools > 0`` batches windows of similar length together (:func:`length_batches`), so a
+step costs what its real events cost rather than ``max_len`` per row (the padding of one long
+window in a batch of short ones).
+
 ``catalog="train"`` restricts the softmax to items with at least one training event, so items
 held out for zero-shot evaluation are never seen, not even as negatives.
 """
@@ -94,6 +98,7 @@ class SeqTrainerConfig(TrainingConfig):
     catalog: str = "all"               # "all" items, or only items with "train" events, as negatives
     negatives: int = 1024              # "sampled": uniform negatives per batch (shared by its rows)
     touched_rows: bool = True          # sampled/in-batch + module.represent: build and update only the touched rows
+    length_pools: int = 0              # >0: batches of similar-length windows, sorted within pools of this many batches
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +108,8 @@ class SeqTrainerConfig(TrainingConfig):
             raise ValueError("window_stride must be in [1, max_len]")
         if self.catalog not in ("all", "train"):
             raise ValueError(f"catalog must be 'all' or 'train', got '{self.catalog}'")
+        if self.length_pools < 0:
+            raise ValueError("length_pools must be >= 0 (0 = plain shuffled batches)")
         if self.negatives < 1:
             raise ValueError("negatives must be >= 1")
         if not 0.0 <= self.hard_negative_prob < 1.0:
@@ -223,6 +230,24 @@ def build_windows(sequences: list[np.ndarray], max_len: int, stride: int | None 
     return out, np.asarray(n_loss, dtype=np.int64)
 
 
+def length_batches(perm: torch.Tensor, lengths: torch.Tensor, batch_size: int, pool: int,
+                   gen: torch.Generator) -> list[torch.Tensor]:
+    """Batches of windows of similar length: the shuffled order ``perm`` is cut into pools of
+    ``pool`` batches, each pool sorted by window length and cut into batches, and the batches are
+    shuffled. A batch is as wide as its longest window, so on a log where most users are short and
+    a few long (power-law lengths) plain shuffling pads nearly every batch to ``max_len``; pooled
+    batches keep the padding, and the step's cost, close to the events actually read. Every window
+    still appears exactly once per epoch."""
+    out: list[torch.Tensor] = []
+    span = batch_size * pool
+    for s in range(0, len(perm), span):
+        chunk = perm[s:s + span]
+        chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
+        out.extend(chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size))
+    order = torch.randperm(len(out), generator=gen)
+    return [out[i] for i in order]
+
+
 # ---- scoring -------------------------------------------------------------------------------
 @torch.no_grad()
 def score_histories(module: nn.Module, histories: list[np.ndarray], max_len: int,
@@ -337,8 +362,12 @@ class SeqTrainer:
 
         touched = uses_touched_rows(module, cfg)
 
+        lengths = torch.from_numpy((windows >= 0).sum(1))
+
         def batches(epoch: int) -> list[torch.Tensor]:
             perm = torch.randperm(n, generator=gen)
+            if cfg.length_pools:
+                return length_batches(perm, lengths, cfg.batch_size, cfg.length_pools, gen)
             return [perm[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
 
         def loss(idx: torch.Tensor) -> dict[str, Any] | None:
@@ -417,4 +446,4 @@ class SeqTrainer:
 
 __all__ = ["SeqTrainerConfig", "SeqTrainer", "SequentialModule", "LOSSES", "register_loss",
            "full_softmax_ce", "inbatch_softmax_ce", "sampled_softmax_ce", "draw_negatives", "uses_touched_rows",
-           "build_windows", "score_histories", "seeded", "resolve_device"]
+           "build_windows", "length_batches", "score_histories", "seeded", "resolve_device"]

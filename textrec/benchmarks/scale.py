@@ -373,6 +373,7 @@ def softmax_quality(n_events: int, seed: int, args: argparse.Namespace, progress
         print(f"== softmax quality: {loss}", file=sys.stderr, flush=True)
         model = SASRec.from_recipe("sasrec", seed=seed, max_epochs=args.quality_epochs,
                                    trainer={"loss": loss, "batch_size": args.batch_size, "negatives": args.negatives,
+                                            "length_pools": args.length_pools,
                                             "eval_every": args.quality_epochs, "patience": 1})
         view = _view(split, valid_rows=args.quality_users, seed=seed)
         t0 = time.perf_counter()

@@ -30,3 +30,17 @@ def test_one_sort_reference_equals_the_two_brute_force_functions(n_rows):
     assert (ranks == MISS).any()  # masked targets were exercised
     fast_idx, _ = topk_items(scores, 10)
     assert torch.equal(fast_idx, idx)
+
+
+def test_bench_scale_eval_timing_part(tmp_path):
+    from textrec.cli import main
+
+    out = tmp_path / "res"
+    assert main(["bench", "scale", "--skip-sizes", "--eval-timing", "3k", "--eval-timing-users", "300",
+                 "--eval-batch-sizes", "64", "128", "--name", "timing", "--out", str(out), "--quiet"]) == 0
+    import json
+
+    res = json.loads((out / "timing.json").read_text())["eval_timing"]
+    assert res["items"] == 3000 and set(res["batches"]) == {"batch 64", "batch 128"}
+    for row in res["batches"].values():
+        assert row["users"] == 300 and row["cpu_ms_per_user"] >= 0 and row["peak_rss_gb"] > 0

@@ -13,6 +13,8 @@ the step) are recorded. Real datasets are added as points of the load/split/eval
 ``--loader-formats`` adds one loader row per file format (Parquet, CSV, JSONL) at one size, and
 ``--softmax-quality`` trains SASRec with full, sampled and in-batch softmax at one size and
 reports their valid/test NDCG side by side (the quality cost of the cheap losses).
+``--eval-timing ITEMS`` times the full-ranking evaluation per user at that catalog size for
+several users-per-batch sizes (the evaluation target's batch choice).
 """
 
 from __future__ import annotations
@@ -396,6 +398,41 @@ def softmax_quality(n_events: int, seed: int, args: argparse.Namespace, progress
             "valid_users": min(args.quality_users, len(split.valid)), "test_users": len(eval_rows), "models": rows}
 
 
+def eval_timing(n_items: int, n_users: int, batch_sizes: list[int], seed: int) -> dict:
+    """Cost per user of the full-ranking evaluation at ``n_items`` for each users-per-batch size.
+
+    The path is ``evaluate`` itself (score, mask the history, exact top-k, ranks) on one process,
+    with SASRec of the recipe's shape (seeded random weights: a batch's cost does not depend on
+    them) over seeded histories of 1-49 items (geometric lengths, mean ~8, as the synthetic logs)
+    and one target per user. All users are extrapolated linearly (a loop over fixed-size batches).
+    """
+    from textrec.data.splits import EvalSet
+    from textrec.evaluation import evaluate
+    from textrec.models.sasrec import SASRec
+
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(rng.geometric(1 / 8, n_users), 49)
+    histories = [rng.integers(0, n_items, k) for k in lengths]
+    targets_ = [rng.integers(0, n_items, 1) for _ in range(n_users)]
+    evalset = EvalSet.from_lists(np.arange(n_users), histories, targets_)
+    model = SASRec.from_recipe("sasrec", seed=seed)
+    model.module = model._build(n_items)
+    model.module.eval()
+    rows: dict[str, dict] = {}
+    for b in batch_sizes:
+        evaluate(model, evalset, n_items, ks=KS, batch_size=b, rows=np.arange(min(b, n_users)))  # warm-up
+        with measure(rows, f"batch {b}") as m:
+            res = evaluate(model, evalset, n_items, ks=KS, batch_size=b)
+            m.update({"batch_size": b, "users": res.n_rows})
+        r = rows[f"batch {b}"]
+        r["ms_per_user"] = round(1000 * r["seconds"] / n_users, 4)
+        r["cpu_ms_per_user"] = round(1000 * r["cpu_seconds"] / n_users, 4)
+        r["all_1M_users_minutes_1_thread"] = round(r["cpu_seconds"] / n_users * 1e6 / 60, 1)
+    return {"items": n_items, "users": n_users, "model": "SASRec recipe shape, random weights",
+            "note": "all_1M_users_minutes_1_thread = CPU seconds per user x 1M users (extrapolated)",
+            "batches": rows}
+
+
 # ---- fits, table, plot ----------------------------------------------------------------------------
 def growth_exponents(points: list[dict], key: str = "seconds") -> dict[str, dict]:
     """Per step, the slope of log(cost) on log(events) over the synthetic sizes (least squares)."""
@@ -564,7 +601,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--losses", nargs="+", default=["ce", "sampled", "inbatch"])
     p.add_argument("--quality-epochs", type=int, default=2)
     p.add_argument("--quality-users", type=int, default=10_000, help="valid/test users scored in --softmax-quality")
-    p.add_argument("--skip-sizes", action="store_true", help="only the --loader-formats / --softmax-quality parts")
+    p.add_argument("--eval-timing", type=parse_size, default=None, metavar="ITEMS",
+                   help="also time evaluate() per user at this many items for each --eval-batch-sizes")
+    p.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[256, 512, 1024])
+    p.add_argument("--eval-timing-users", type=int, default=8192, help="users scored per batch size in --eval-timing")
+    p.add_argument("--skip-sizes", action="store_true",
+                   help="only the --loader-formats / --softmax-quality / --eval-timing parts")
     p.add_argument("--work", default=None, help="folder for the generated logs (default: a temporary folder)")
     p.add_argument("--name", default="scale", help="result file stem")
     add_seed_option(p)
@@ -601,6 +643,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.loader_formats:
             result["loaders"] = loader_rows(args.loader_formats, work, args.seed)
+            save()
+        if args.eval_timing:
+            result["eval_timing"] = eval_timing(args.eval_timing, args.eval_timing_users, args.eval_batch_sizes,
+                                                args.seed)
             save()
         if args.softmax_quality:
             result["softmax_quality"] = softmax_quality(args.softmax_quality, args.seed, args, progress)

@@ -586,7 +586,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-pools", type=int, default=16,
                    help="training batches of similar-length windows, sorted within pools of this many batches "
                         "(0: plain shuffled batches)")
-    p.add_argument("--eval-batch-size", type=int, default=1024, help="users scored per evaluation batch")
+    p.add_argument("--eval-batch-size", type=int, default=512,
+                   help="users scored per evaluation batch (512 was the cheapest per user at 200k items, "
+                        "see --eval-timing)")
     p.add_argument("--eval-users", type=int, default=None,
                    help="score only this many test users (seeded sample) and extrapolate the time (default: all)")
     p.add_argument("--valid-rows", type=int, default=2000,

@@ -44,3 +44,5 @@ def test_bench_scale_eval_timing_part(tmp_path):
     assert res["items"] == 3000 and set(res["batches"]) == {"batch 64", "batch 128"}
     for row in res["batches"].values():
         assert row["users"] == 300 and row["cpu_ms_per_user"] >= 0 and row["peak_rss_gb"] > 0
+    table = (out / "timing.md").read_text()
+    assert "| 64 |" in table and "| 128 |" in table and "CPU ms a user" in table

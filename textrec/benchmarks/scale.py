@@ -456,8 +456,33 @@ def growth_exponents(points: list[dict], key: str = "seconds") -> dict[str, dict
     return out
 
 
+def parts_table(result: dict) -> str:
+    """The softmax-quality and evaluation-timing parts of a run, as Markdown tables ('' if none)."""
+    lines: list[str] = []
+    q = result.get("softmax_quality")
+    if q:
+        lines += [f"Softmax quality at {q['events']} events ({q['users']} users, {q['items']} items; "
+                  f"test on the same {q['test_users']} users):", "",
+                  "| row | epochs | train s | valid NDCG@10 | test NDCG@10 (SE) | test HR@10 |", "|---|---|---|---|---|---|"]
+        for name, r in q["models"].items():
+            lines.append(f"| {name} | {r['epochs']} | {r['train_seconds']} | {r['valid']['ndcg@10']} | "
+                         f"{r['test']['ndcg@10']} ({r['test_ndcg@10_se']}) | {r['test']['hr@10']} |")
+        lines.append("")
+    t = result.get("eval_timing")
+    if t:
+        lines += [f"Evaluation cost per user at {t['items']} items ({t['users']} users a batch size, one process):", "",
+                  "| users a batch | s | CPU s | CPU ms a user | all 1M users, CPU min | peak GB |", "|---|---|---|---|---|---|"]
+        for r in t["batches"].values():
+            lines.append(f"| {r['batch_size']} | {r['seconds']} | {r['cpu_seconds']} | {r['cpu_ms_per_user']} | "
+                         f"{r['all_1M_users_minutes_1_thread']} | {r['peak_rss_gb']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def markdown_table(result: dict) -> str:
-    """Steps x sizes: seconds / peak GB, with the time exponent."""
+    """Steps x sizes: seconds / peak GB, with the time exponent (and the parts' tables, if any)."""
+    if not result["sizes"]:
+        return parts_table(result)
     sizes = result["sizes"]
     names = [n for n in sizes[0]["steps"]] if sizes else []
     head = "| step | " + " | ".join(f"{p['label']} s / GB" for p in sizes) + " | time exp. |"
@@ -479,7 +504,8 @@ def markdown_table(result: dict) -> str:
     lines.append("")
     lines.append("`*` extrapolated from a capped run (epochs: steps done x seconds per step; evaluation: users "
                  "scored x seconds per user).")
-    return "\n".join(lines) + "\n"
+    parts = parts_table(result)
+    return "\n".join(lines) + "\n" + ("\n" + parts if parts else "")
 
 
 def plot(result: dict, path: Path) -> None:

@@ -21,8 +21,7 @@ from textrec.data.splits import EvalSet, Split
 from textrec.io import atomic_file
 from textrec.metrics.ranking import (
     beyond_accuracy,
-    brute_force_ranks,
-    brute_force_topk,
+    brute_force_topk_ranks,
     metrics_from_ranks,
     ranks_from_topk,
     sampled_ranks,
@@ -105,11 +104,14 @@ def _rank_rows(model: Recommender, evalset: EvalSet, n_items: int, row_ids: np.n
         t_items = (np.concatenate([evalset.targets(i) for i in rows]).astype(np.int64) if t_len.sum()
                    else np.zeros(0, np.int64))
         tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
-        idx, val = (brute_force_topk if reference else topk_items)(scores, keep_k)
+        if reference:
+            idx, val, ref_ranks = brute_force_topk_ranks(scores, keep_k, tr, ti)
+        else:
+            idx, val = topk_items(scores, keep_k)
         if sampled_negatives:
             ranks = sampled_ranks(scores, tr, ti, sampled_negatives, gen)
         elif reference:
-            ranks = brute_force_ranks(scores, tr, ti)
+            ranks = ref_ranks
         elif full_ranks:
             ranks = target_ranks(scores, tr, ti)
         else:

@@ -396,6 +396,8 @@ class Trainer:
     single-process run trains (default: where the module is); ignored under a multi-process
     launch. ``on_epoch_end(record)`` is called on the main process after each epoch's record is
     complete; ``on_step_end(trainer)`` after every batch (tests use it to interrupt a run).
+    ``optimizer``: the optimizer class (default :class:`torch.optim.AdamW`), built with the
+    config's ``lr`` and ``weight_decay``.
     """
 
     def __init__(self, config: TrainingConfig, model: nn.Module, *,
@@ -407,7 +409,8 @@ class Trainer:
                  device: torch.device | str | None = None,
                  name: str = "model", progress: bool = True,
                  on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-                 on_step_end: Callable[[Trainer], None] | None = None) -> None:
+                 on_step_end: Callable[[Trainer], None] | None = None,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None) -> None:
         self.config = config
         self.model = model
         self.batches_fn, self.loss_fn, self.evaluate_fn = batches, loss, evaluate
@@ -420,6 +423,9 @@ class Trainer:
         self.accelerator = None
         self.epoch_info: dict[str, Any] = {}  # engine notes for the current epoch's record ("info")
         self.optimizer: torch.optim.Optimizer | None = None
+        # optimizer class called as ``cls(params, lr=..., weight_decay=...)``; AdamW unless an engine
+        # needs another (e.g. :class:`textrec.optim.LazyAdamW` for sparse ID-table gradients)
+        self.optimizer_cls = optimizer or torch.optim.AdamW
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # -- helpers ---------------------------------------------------------------------------
@@ -553,7 +559,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(acc.device)
         params = self.params if self.params is not None else [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = self.optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         wrapped, opt = acc.prepare(_LossModule(self.model, self.loss_fn), opt)
         self.optimizer = opt
         self.state = TrainState()

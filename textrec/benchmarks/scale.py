@@ -13,6 +13,8 @@ the step) are recorded. Real datasets are added as points of the load/split/eval
 ``--loader-formats`` adds one loader row per file format (Parquet, CSV, JSONL) at one size, and
 ``--softmax-quality`` trains SASRec with full, sampled and in-batch softmax at one size and
 reports their valid/test NDCG side by side (the quality cost of the cheap losses).
+``--eval-timing ITEMS`` times the full-ranking evaluation per user at that catalog size for
+several users-per-batch sizes (the evaluation target's batch choice).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def _view(split, with_text: bool = False, valid_rows: int | None = None, seed: i
 def _train_capped(module, view, trainer_cfg: dict, minutes: float, name: str, progress: bool) -> dict:
     """One epoch of the sequential trainer, stopped after ``minutes``; the epoch time is measured or
     extrapolated from the steps done (labelled)."""
-    from textrec.models.seq_trainer import SeqTrainer, build_windows
+    from textrec.models.seq_trainer import SeqTrainer, build_windows, uses_touched_rows
 
     cfg = {**trainer_cfg, "epochs": 1, "max_minutes": minutes, "eval_every": 1}
     trainer = SeqTrainer(cfg)
@@ -126,7 +128,8 @@ def _train_capped(module, view, trainer_cfg: dict, minutes: float, name: str, pr
     out = {"steps_done": steps, "steps_per_epoch": steps_per_epoch, "seconds_per_step": round(per_step, 4),
            "epoch_seconds": round(per_step * steps_per_epoch, 1), "train_seconds": round(secs, 1),
            "loss": trainer.config.loss, "batch_size": trainer.config.batch_size,
-           "negatives": trainer.config.negatives if trainer.config.loss == "sampled" else None}
+           "negatives": trainer.config.negatives if trainer.config.loss == "sampled" else None,
+           "touched_rows": uses_touched_rows(module, trainer.config), "length_pools": trainer.config.length_pools}
     out["epoch_measured"] = steps >= steps_per_epoch
     if steps < steps_per_epoch:
         out["note"] = f"capped at {minutes:g} min: {steps} of {steps_per_epoch} steps, epoch time extrapolated"
@@ -216,7 +219,8 @@ def run_size(n_events: int, work: Path, seed: int, args: argparse.Namespace, pro
         from textrec.models.sasrec import SASRec
 
         sasrec = SASRec.from_recipe("sasrec", seed=seed, trainer={"loss": "sampled", "batch_size": args.batch_size,
-                                                                  "negatives": args.negatives})
+                                                                  "negatives": args.negatives,
+                                                                  "length_pools": args.length_pools})
         sview = _view(split, valid_rows=args.valid_rows, seed=seed)
         with measure(steps, "SASRec epoch") as m:
             sasrec.module = sasrec._build(split.n_items)
@@ -285,7 +289,7 @@ def _fusion_steps(split, seed: int, args: argparse.Namespace, progress: bool) ->
         torch.manual_seed(seed)
         module = TextFusionModule(emb, codes, 256, torch.from_numpy(counts > 0), cfg)
         tcfg = SeqTrainerConfig(loss="sampled", batch_size=args.batch_size, negatives=args.negatives, seed=seed,
-                                max_len=50, window_stride=25).to_dict()
+                                max_len=50, window_stride=25, length_pools=args.length_pools).to_dict()
         m.update(_train_capped(module, view, tcfg, args.epoch_minutes, "TextFusion", progress))
         m["setup"] = "TextFusionModule (adaptor + 32x256 codes + ID residual), stand-in text vectors"
     n_new = max(split.n_items // 100, 1)
@@ -371,6 +375,7 @@ def softmax_quality(n_events: int, seed: int, args: argparse.Namespace, progress
         print(f"== softmax quality: {loss}", file=sys.stderr, flush=True)
         model = SASRec.from_recipe("sasrec", seed=seed, max_epochs=args.quality_epochs,
                                    trainer={"loss": loss, "batch_size": args.batch_size, "negatives": args.negatives,
+                                            "length_pools": args.length_pools,
                                             "eval_every": args.quality_epochs, "patience": 1})
         view = _view(split, valid_rows=args.quality_users, seed=seed)
         t0 = time.perf_counter()
@@ -391,6 +396,41 @@ def softmax_quality(n_events: int, seed: int, args: argparse.Namespace, progress
             r["test_ndcg@10_vs_full"] = round(r["test"]["ndcg@10"] - full["test"]["ndcg@10"], 5)
     return {"events": log.n_events, "users": log.n_users, "items": log.n_items,
             "valid_users": min(args.quality_users, len(split.valid)), "test_users": len(eval_rows), "models": rows}
+
+
+def eval_timing(n_items: int, n_users: int, batch_sizes: list[int], seed: int) -> dict:
+    """Cost per user of the full-ranking evaluation at ``n_items`` for each users-per-batch size.
+
+    The path is ``evaluate`` itself (score, mask the history, exact top-k, ranks) on one process,
+    with SASRec of the recipe's shape (seeded random weights: a batch's cost does not depend on
+    them) over seeded histories of 1-49 items (geometric lengths, mean ~8, as the synthetic logs)
+    and one target per user. All users are extrapolated linearly (a loop over fixed-size batches).
+    """
+    from textrec.data.splits import EvalSet
+    from textrec.evaluation import evaluate
+    from textrec.models.sasrec import SASRec
+
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(rng.geometric(1 / 8, n_users), 49)
+    histories = [rng.integers(0, n_items, k) for k in lengths]
+    targets_ = [rng.integers(0, n_items, 1) for _ in range(n_users)]
+    evalset = EvalSet.from_lists(np.arange(n_users), histories, targets_)
+    model = SASRec.from_recipe("sasrec", seed=seed)
+    model.module = model._build(n_items)
+    model.module.eval()
+    rows: dict[str, dict] = {}
+    for b in batch_sizes:
+        evaluate(model, evalset, n_items, ks=KS, batch_size=b, rows=np.arange(min(b, n_users)))  # warm-up
+        with measure(rows, f"batch {b}") as m:
+            res = evaluate(model, evalset, n_items, ks=KS, batch_size=b)
+            m.update({"batch_size": b, "users": res.n_rows})
+        r = rows[f"batch {b}"]
+        r["ms_per_user"] = round(1000 * r["seconds"] / n_users, 4)
+        r["cpu_ms_per_user"] = round(1000 * r["cpu_seconds"] / n_users, 4)
+        r["all_1M_users_minutes_1_thread"] = round(r["cpu_seconds"] / n_users * 1e6 / 60, 1)
+    return {"items": n_items, "users": n_users, "model": "SASRec recipe shape, random weights",
+            "note": "all_1M_users_minutes_1_thread = CPU seconds per user x 1M users (extrapolated)",
+            "batches": rows}
 
 
 # ---- fits, table, plot ----------------------------------------------------------------------------
@@ -416,8 +456,33 @@ def growth_exponents(points: list[dict], key: str = "seconds") -> dict[str, dict
     return out
 
 
+def parts_table(result: dict) -> str:
+    """The softmax-quality and evaluation-timing parts of a run, as Markdown tables ('' if none)."""
+    lines: list[str] = []
+    q = result.get("softmax_quality")
+    if q:
+        lines += [f"Softmax quality at {q['events']} events ({q['users']} users, {q['items']} items; "
+                  f"test on the same {q['test_users']} users):", "",
+                  "| row | epochs | train s | valid NDCG@10 | test NDCG@10 (SE) | test HR@10 |", "|---|---|---|---|---|---|"]
+        for name, r in q["models"].items():
+            lines.append(f"| {name} | {r['epochs']} | {r['train_seconds']} | {r['valid']['ndcg@10']} | "
+                         f"{r['test']['ndcg@10']} ({r['test_ndcg@10_se']}) | {r['test']['hr@10']} |")
+        lines.append("")
+    t = result.get("eval_timing")
+    if t:
+        lines += [f"Evaluation cost per user at {t['items']} items ({t['users']} users a batch size, one process):", "",
+                  "| users a batch | s | CPU s | CPU ms a user | all 1M users, CPU min | peak GB |", "|---|---|---|---|---|---|"]
+        for r in t["batches"].values():
+            lines.append(f"| {r['batch_size']} | {r['seconds']} | {r['cpu_seconds']} | {r['cpu_ms_per_user']} | "
+                         f"{r['all_1M_users_minutes_1_thread']} | {r['peak_rss_gb']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def markdown_table(result: dict) -> str:
-    """Steps x sizes: seconds / peak GB, with the time exponent."""
+    """Steps x sizes: seconds / peak GB, with the time exponent (and the parts' tables, if any)."""
+    if not result["sizes"]:
+        return parts_table(result)
     sizes = result["sizes"]
     names = [n for n in sizes[0]["steps"]] if sizes else []
     head = "| step | " + " | ".join(f"{p['label']} s / GB" for p in sizes) + " | time exp. |"
@@ -439,7 +504,8 @@ def markdown_table(result: dict) -> str:
     lines.append("")
     lines.append("`*` extrapolated from a capped run (epochs: steps done x seconds per step; evaluation: users "
                  "scored x seconds per user).")
-    return "\n".join(lines) + "\n"
+    parts = parts_table(result)
+    return "\n".join(lines) + "\n" + ("\n" + parts if parts else "")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -535,7 +601,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``textrec bench scale``."""
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in ("0.1M", "1M", "10M")],
                    help="synthetic log sizes in events (0.1M 1M 10M)")
-    p.add_argument("--real", nargs="*", default=["scientific", "office", "beauty", "games"],
+    p.add_argument("--real", nargs="*", default=["ml-100k", "scientific", "office", "beauty", "games"],
                    help="real datasets added as points (load, split, eval)")
     p.add_argument("--models", nargs="+", default=["itemknn", "sasrec", "fusion"],
                    choices=["itemknn", "sasrec", "fusion"], help="models besides Popularity and EASE")
@@ -543,7 +609,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap on each one-epoch training run; a capped epoch is extrapolated from its steps")
     p.add_argument("--batch-size", type=int, default=256, help="SASRec / TextFusion training batch")
     p.add_argument("--negatives", type=int, default=1024, help="sampled-softmax negatives per batch")
-    p.add_argument("--eval-batch-size", type=int, default=1024, help="users scored per evaluation batch")
+    p.add_argument("--length-pools", type=int, default=16,
+                   help="training batches of similar-length windows, sorted within pools of this many batches "
+                        "(0: plain shuffled batches)")
+    p.add_argument("--eval-batch-size", type=int, default=512,
+                   help="users scored per evaluation batch (512 was the cheapest per user at 200k items, "
+                        "see --eval-timing)")
     p.add_argument("--eval-users", type=int, default=None,
                    help="score only this many test users (seeded sample) and extrapolate the time (default: all)")
     p.add_argument("--valid-rows", type=int, default=2000,
@@ -558,7 +629,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--losses", nargs="+", default=["ce", "sampled", "inbatch"])
     p.add_argument("--quality-epochs", type=int, default=2)
     p.add_argument("--quality-users", type=int, default=10_000, help="valid/test users scored in --softmax-quality")
-    p.add_argument("--skip-sizes", action="store_true", help="only the --loader-formats / --softmax-quality parts")
+    p.add_argument("--eval-timing", type=parse_size, default=None, metavar="ITEMS",
+                   help="also time evaluate() per user at this many items for each --eval-batch-sizes")
+    p.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[256, 512, 1024])
+    p.add_argument("--eval-timing-users", type=int, default=8192, help="users scored per batch size in --eval-timing")
+    p.add_argument("--skip-sizes", action="store_true",
+                   help="only the --loader-formats / --softmax-quality / --eval-timing parts")
     p.add_argument("--work", default=None, help="folder for the generated logs (default: a temporary folder)")
     p.add_argument("--name", default="scale", help="result file stem")
     add_seed_option(p)
@@ -579,7 +655,8 @@ def run(args: argparse.Namespace) -> int:
         "protocol": "full ranking of every test user, history masked, exact top-k; times are one process on "
                     f"{threads} thread(s); peak memory is the process resident high-water mark per step",
         "seed": args.seed, "threads": threads, "sizes": [], "real": {}, "exponents": {},
-        "settings": {k: getattr(args, k) for k in ("epoch_minutes", "batch_size", "negatives", "eval_batch_size",
+        "settings": {k: getattr(args, k) for k in ("epoch_minutes", "batch_size", "negatives", "length_pools",
+                                                   "eval_batch_size", "eval_users",
                                                    "valid_rows", "ease_max_items", "models")},
     }
     with ResultWriter("scale", out=args.out, publish=args.publish, seed=args.seed, started=started) as writer, \
@@ -594,6 +671,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.loader_formats:
             result["loaders"] = loader_rows(args.loader_formats, work, args.seed)
+            save()
+        if args.eval_timing:
+            result["eval_timing"] = eval_timing(args.eval_timing, args.eval_timing_users, args.eval_batch_sizes,
+                                                args.seed)
             save()
         if args.softmax_quality:
             result["softmax_quality"] = softmax_quality(args.softmax_quality, args.seed, args, progress)

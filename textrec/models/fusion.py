@@ -175,6 +175,23 @@ class TextFusionModule(nn.Module):
             reps = torch.cat([reps[:n_id] + res, reps[n_id:]])
         return reps
 
+    def represent(self, items: torch.Tensor) -> torch.Tensor:
+        """(len(items), d): rows ``items`` of :meth:`item_representations`, built for those items
+        alone (adaptor over their text, their codes, their ID residual read with a sparse
+        gradient), so a sampled/in-batch training step costs nothing per catalog item. In training
+        mode each warm item drops its residual with probability ``new_item_dropout``, as there."""
+        reps = self.adaptor(self.text_emb[items])
+        if self.code_emb is not None:
+            reps = reps + self.code_emb[self.sub_index, self.codes[items]].sum(1)
+        if self.id_residual is not None:
+            n_id = self.id_residual.num_embeddings
+            keep = (items < n_id) & self.warm[items]
+            if self.training and self.new_item_dropout > 0:
+                keep &= torch.rand(len(items), device=keep.device) >= self.new_item_dropout
+            res = F.embedding(items.clamp(max=n_id - 1), self.id_residual.weight, sparse=True)
+            reps = reps + res * keep[:, None].float()
+        return reps
+
     def encode(self, items: torch.Tensor, mask: torch.Tensor,
                item_reps: torch.Tensor | None = None) -> torch.Tensor:
         reps = self.item_representations() if item_reps is None else item_reps

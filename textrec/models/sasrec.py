@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
 from textrec.models.base import Recommender, TrainView
-from textrec.models.id_table import make_id_table
+from textrec.models.id_table import HashedIdTable, make_id_table
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 
 
@@ -37,6 +38,13 @@ class SASRecModule(nn.Module):
 
     def item_representations(self) -> torch.Tensor:
         return self.items.weight
+
+    def represent(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows ``items`` of :meth:`item_representations`, read with a sparse gradient: a training
+        step that uses only these rows costs nothing per catalog item (see ``seq_trainer``)."""
+        if isinstance(self.items, HashedIdTable):
+            return F.embedding(self.items.buckets[items], self.items.table, sparse=True)
+        return F.embedding(items, self.items.weight, sparse=True)
 
     def encode(self, items: torch.Tensor, mask: torch.Tensor,
                item_reps: torch.Tensor | None = None) -> torch.Tensor:

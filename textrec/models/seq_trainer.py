@@ -35,6 +35,19 @@ optionally with semi-synthetic hard negatives: a module that has ``corrupt_repre
 near-copy of every positive as an extra negative column. More losses can be added with
 :func:`register_loss` without touching the loop.
 
+Step cost independent of the catalog: under ``"sampled"`` and ``"inbatch"`` a step reads only
+the rows of its inputs, targets and negatives. When the module has ``represent(ids) -> (len(ids),
+d)`` (the rows of ``item_representations()`` for those ids, built alone) and ``touched_rows`` is
+on (the default), the trainer builds just those rows, runs the encoder and the loss on local
+indexes into them, and the module's ID tables return sparse gradients that
+:class:`textrec.optim.LazyAdamW` applies to the touched rows only (lazy Adam: an untouched row
+keeps its value and its moments). Nothing in such a step is proportional to the number of
+items. ``"ce"`` (full softmax) reads every row and trains densely as before.
+
+``length_pools > 0`` batches windows of similar length together (:func:`length_batches`), so a
+step costs what its real events cost rather than ``max_len`` per row (the padding of one long
+window in a batch of short ones).
+
 ``catalog="train"`` restricts the softmax to items with at least one training event, so items
 held out for zero-shot evaluation are never seen, not even as negatives.
 """
@@ -54,6 +67,7 @@ from torch import nn
 
 from textrec.models.backbone import last_hidden, pad_left
 from textrec.models.base import Recommender, TrainView
+from textrec.optim import LazyAdamW
 from textrec.recipes import config_from_dict
 from textrec.training import Trainer, TrainingConfig, TrainResult
 
@@ -83,6 +97,8 @@ class SeqTrainerConfig(TrainingConfig):
     hard_negative_prob: float = 0.0    # "inbatch": code-replacement probability of the fake negatives
     catalog: str = "all"               # "all" items, or only items with "train" events, as negatives
     negatives: int = 1024              # "sampled": uniform negatives per batch (shared by its rows)
+    touched_rows: bool = True          # sampled/in-batch + module.represent: build and update only the touched rows
+    length_pools: int = 0              # >0: batches of similar-length windows, sorted within pools of this many batches
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,6 +108,8 @@ class SeqTrainerConfig(TrainingConfig):
             raise ValueError("window_stride must be in [1, max_len]")
         if self.catalog not in ("all", "train"):
             raise ValueError(f"catalog must be 'all' or 'train', got '{self.catalog}'")
+        if self.length_pools < 0:
+            raise ValueError("length_pools must be >= 0 (0 = plain shuffled batches)")
         if self.negatives < 1:
             raise ValueError("negatives must be >= 1")
         if not 0.0 <= self.hard_negative_prob < 1.0:
@@ -154,16 +172,20 @@ inbatch_softmax_ce.in_batch = True  # negatives come from the batch: the catalog
 
 @register_loss("sampled")
 def sampled_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, reps: torch.Tensor,
-                       module: nn.Module, config: SeqTrainerConfig) -> torch.Tensor:
+                       module: nn.Module, config: SeqTrainerConfig, negatives: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """Cross-entropy over the positive and ``config.negatives`` items drawn uniformly (one draw
     shared by the whole batch); a draw that hits a row's own target is masked out.
 
+    ``negatives`` (rows of ``reps``) is the draw when the caller made it (the trainer does, so it
+    can build only the rows a step touches); otherwise it is drawn here over all rows of ``reps``.
     Cost per step is O(positions x negatives) instead of O(positions x catalog): at 200k items
     and 1,024 negatives the output layer is ~200x cheaper. Uniform proposals need no logQ
     correction (it is the same constant for every item).
     """
-    n = reps.shape[0]
-    neg = torch.randint(0, n, (min(config.negatives, n),), device=hidden.device)
+    if negatives is None:
+        negatives = draw_negatives(reps.shape[0], config.negatives, hidden.device)
+    neg = negatives
     if getattr(module, "score_hidden", None) is None:
         pos = (hidden * reps[targets]).sum(1, keepdim=True)
     else:  # a module that scales scores: its own scoring of each row's positive
@@ -172,6 +194,15 @@ def sampled_softmax_ce(hidden: torch.Tensor, targets: torch.Tensor, reps: torch.
     neg_logits = neg_logits.masked_fill(neg[None, :] == targets[:, None], float("-inf"))
     logits = torch.cat([pos, neg_logits], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device))
+
+
+def draw_negatives(n: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``count`` uniform draws (with replacement) from ``0..n-1``: the sampled loss's negatives.
+    A catalog of at most ``count`` items is taken whole (``arange(n)``: the sampled loss is then
+    the full softmax) instead of drawn, which would miss some items and repeat others."""
+    if n <= count:
+        return torch.arange(n, device=device)
+    return torch.randint(0, n, (count,), device=device)
 
 
 # ---- examples ------------------------------------------------------------------------------
@@ -197,6 +228,24 @@ def build_windows(sequences: list[np.ndarray], max_len: int, stride: int | None 
     for i, r in enumerate(rows):
         out[i, max_len + 1 - len(r):] = r
     return out, np.asarray(n_loss, dtype=np.int64)
+
+
+def length_batches(perm: torch.Tensor, lengths: torch.Tensor, batch_size: int, pool: int,
+                   gen: torch.Generator) -> list[torch.Tensor]:
+    """Batches of windows of similar length: the shuffled order ``perm`` is cut into pools of
+    ``pool`` batches, each pool sorted by window length and cut into batches, and the batches are
+    shuffled. A batch is as wide as its longest window, so on a log where most users are short and
+    a few long (power-law lengths) plain shuffling pads nearly every batch to ``max_len``; pooled
+    batches keep the padding, and the step's cost, close to the events actually read. Every window
+    still appears exactly once per epoch."""
+    out: list[torch.Tensor] = []
+    span = batch_size * pool
+    for s in range(0, len(perm), span):
+        chunk = perm[s:s + span]
+        chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
+        out.extend(chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size))
+    order = torch.randperm(len(out), generator=gen)
+    return [out[i] for i in order]
 
 
 # ---- scoring -------------------------------------------------------------------------------
@@ -258,6 +307,18 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def uses_touched_rows(module: nn.Module, config: SeqTrainerConfig) -> bool:
+    """Whether a step builds and updates only the item rows it reads (see the module docstring):
+    a sampled or in-batch loss, ``touched_rows`` on, a module with ``represent``, and no hard
+    negatives made from the whole table."""
+    if not config.touched_rows or config.loss not in ("sampled", "inbatch"):
+        return False
+    if not callable(getattr(module, "represent", None)):
+        return False
+    hard = config.hard_negative_prob > 0 and getattr(module, "corrupt_representations", None) is not None
+    return not hard
+
+
 # ---- the loop ------------------------------------------------------------------------------
 class SeqTrainer:
     """Windows, losses and scoring for :class:`textrec.training.Trainer` (the one loop: seeded
@@ -299,8 +360,14 @@ class SeqTrainer:
         # catalog="train": the loss sees train items only; targets are remapped into that list
         catalog: dict[str, torch.Tensor] = {}
 
+        touched = uses_touched_rows(module, cfg)
+
+        lengths = torch.from_numpy((windows >= 0).sum(1))
+
         def batches(epoch: int) -> list[torch.Tensor]:
             perm = torch.randperm(n, generator=gen)
+            if cfg.length_pools:
+                return length_batches(perm, lengths, cfg.batch_size, cfg.length_pools, gen)
             return [perm[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
 
         def loss(idx: torch.Tensor) -> dict[str, Any] | None:
@@ -323,13 +390,33 @@ class SeqTrainer:
                 return None
             inp, in_mask = inp.to(device), in_mask.to(device)
             loss_mask, tgt = loss_mask.to(device), tgt.to(device)
+            t = tgt[loss_mask]
+            in_batch = getattr(loss_fn, "in_batch", False)
+            # the sampled loss's negatives are drawn before the forward pass, on either path, so the
+            # touched-rows path and the full-table path see the same draws (catalog positions)
+            neg = None
+            if cfg.loss == "sampled":
+                n_cat = len(catalog["items"]) if catalog else data.n_items
+                neg = draw_negatives(n_cat, cfg.negatives, device)
+            if touched:
+                # only the rows this step reads: inputs, targets, negatives (as item ids)
+                neg_ids = (catalog["items"][neg] if catalog else neg) if neg is not None else t[:0]
+                ids, local = torch.unique(torch.cat([inp[in_mask], t, neg_ids]), return_inverse=True)
+                reps = module.represent(ids)
+                k, m = int(in_mask.sum()), len(t)
+                inp_local = torch.zeros_like(inp)
+                inp_local[in_mask] = local[:k]
+                hidden = module.encode(inp_local, in_mask, reps)
+                extra = {"negatives": local[k + m:]} if neg is not None else {}
+                value = loss_fn(hidden[loss_mask], local[k:k + m], reps, module, cfg, **extra)
+                return {"loss": value, "weight": int(loss_mask.sum())}
             reps = module.item_representations()
             hidden = module.encode(inp, in_mask, reps)
-            t = tgt[loss_mask]
-            if catalog and not getattr(loss_fn, "in_batch", False):
-                value = loss_fn(hidden[loss_mask], catalog["remap"][t], reps[catalog["items"]], module, cfg)
+            extra = {"negatives": neg} if neg is not None else {}
+            if catalog and not in_batch:
+                value = loss_fn(hidden[loss_mask], catalog["remap"][t], reps[catalog["items"]], module, cfg, **extra)
             else:
-                value = loss_fn(hidden[loss_mask], t, reps, module, cfg)
+                value = loss_fn(hidden[loss_mask], t, reps, module, cfg, **extra)
             return {"loss": value, "weight": int(loss_mask.sum())}
 
         def valid_metrics() -> dict[str, float]:
@@ -339,7 +426,7 @@ class SeqTrainer:
         trainer = Trainer(cfg, module, batches=batches, loss=loss,
                           evaluate=valid_metrics if len(data.valid) > 0 else None,
                           rngs={"shuffle": gen},
-                          name=name, progress=progress)
+                          name=name, progress=progress, optimizer=LazyAdamW if touched else None)
         self.result = result = trainer.fit()
         self.history = []
         for r in result.history:
@@ -358,5 +445,5 @@ class SeqTrainer:
 
 
 __all__ = ["SeqTrainerConfig", "SeqTrainer", "SequentialModule", "LOSSES", "register_loss",
-           "full_softmax_ce", "inbatch_softmax_ce", "sampled_softmax_ce", "build_windows", "score_histories", "seeded",
-           "resolve_device"]
+           "full_softmax_ce", "inbatch_softmax_ce", "sampled_softmax_ce", "draw_negatives", "uses_touched_rows",
+           "build_windows", "length_batches", "score_histories", "seeded", "resolve_device"]

@@ -148,7 +148,7 @@ def test_writer_write_cuts_completions_to_the_budget(monkeypatch):
     from textrec.query.policy import QueryWriter
 
     w = QueryWriter.__new__(QueryWriter)
-    w.max_words = 3
+    w.max_words, w.mode = 3, "write"
     monkeypatch.setattr(w, "generate", lambda tasks, **kw: ["Query: one two three four five", ""], raising=False)
     assert w.write([None, None]) == ["one two three", ""]
     assert w.write([None, None], max_words=2) == ["one two", ""]

@@ -319,6 +319,12 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
             shown = [h for h in heuristics if h in rs] + [name for name in loaded if name in rs]
             q = {name: rs[name].queries(es.users[:8], [es.history(i) for i in range(min(8, len(es)))])
                  for name in shown}
+            for name in loaded:
+                if name in rs:
+                    blocks[key]["rows"][name]["query_profile"] = query_profile(
+                        rs[name].queries(es.users, [es.history(i) for i in range(len(es))]),
+                        {h: rs[h].queries(es.users, [es.history(i) for i in range(len(es))])
+                         for h in heuristics if h in rs})
             blocks[key]["example_queries"] = [
                 {"user_id": str(ds.user_ids[es.users[i]]), "target": catalog.titles[int(es.targets(i)[0])],
                  **{name: q[name][i] for name in shown}} for i in range(min(8, len(es)))]
@@ -347,6 +353,24 @@ def run_benchmark(dataset: str = "scientific", n_users: int = 1000, all_users_bm
     if compare:
         res["targets"] = targets_block(res, *compare[0])
     return res
+
+
+def query_profile(queries: Sequence[str], heuristic_rows: dict[str, Sequence[str]]) -> dict[str, Any]:
+    """What a writer's queries are, as shares of its users: empty, without a letter (digit strings),
+    the same string as each heuristic's query for that user (first match in ``heuristic_rows``
+    order), or anything else (its own text); and the mean length in words."""
+    n = max(1, len(queries))
+    counts: dict[str, int] = {"empty": 0, "no_letters": 0}
+    for i, q in enumerate(queries):
+        if not q.strip():
+            counts["empty"] += 1
+        elif not any(ch.isalpha() for ch in q):
+            counts["no_letters"] += 1
+        else:
+            same = next((h for h, qs in heuristic_rows.items() if qs[i] == q), "own_text")
+            counts[same] = counts.get(same, 0) + 1
+    return {"n": len(queries), "shares": {k: round(v / n, 4) for k, v in counts.items()},
+            "mean_words": round(float(np.mean([len(q.split()) for q in queries])) if queries else 0.0, 2)}
 
 
 def models_block(res: dict[str, Any]) -> dict[str, Any]:
@@ -457,5 +481,5 @@ def block_tables(res: dict[str, Any], bold_headings: bool = False) -> list[str]:
     return lines
 
 
-__all__ = ["run_benchmark", "paired_bootstrap", "summarize_block", "oracle_row", "markdown", "block_tables", "compare_runs",
+__all__ = ["run_benchmark", "paired_bootstrap", "query_profile", "summarize_block", "oracle_row", "markdown", "block_tables", "compare_runs",
            "merge_runs", "models_block", "targets_block"]

@@ -100,7 +100,6 @@ def _find_task(ds, args):
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write a query for one user (untrained base policy or a saved writer) and search with it."""
     from textrec.metrics.ranking import MISS
-    from textrec.query.heuristics import budget_words
     from textrec.query.parsing import parse_query
     from textrec.query.policy import QueryWriter
     from textrec.query.retrieval import retriever_for_dataset
@@ -113,10 +112,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.max_history = writer.max_history
     task = _find_task(ds, args)
     budget = args.max_words or writer.max_words
-    completion = writer.generate([task], do_sample=args.sample, temperature=args.temperature,
-                                 seed=args.seed, progress=False)[0]
-    parsed = parse_query(completion, max_words=budget)
-    query = budget_words(parsed.query, budget)  # the same cut the reward and the benchmark make
+    # the same cut (and, for a chooser, the same heuristic) as the reward and the benchmark
+    query, completion = writer.write_with_completions([task], max_words=budget, do_sample=args.sample,
+                                                      temperature=args.temperature, seed=args.seed,
+                                                      progress=False)[0]
+    if writer.mode == "choose":
+        from textrec.query.choice import parse_choice
+
+        kind = parse_choice(completion)
+        shape = f"chose {kind}" if kind else "names no heuristic"
+    else:
+        parsed = parse_query(completion, max_words=budget)
+        shape = "well formed" if parsed.well_formed else parsed.problem
     r = retriever_for_dataset(ds, args.retriever, cache_dir=_index_cache(args), progress=False)
     items, scores = r.search([query], k=args.k, exclude=[task.history])
     rank = r.target_rank(query, task.target, exclude=task.history) if query else MISS
@@ -124,7 +131,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for line in task.context:
         print(f"  - {line}")
     print(f"completion: {completion!r}")
-    print(f"query ({budget}-word budget): {query!r} ({'well formed' if parsed.well_formed else parsed.problem})")
+    print(f"query ({budget}-word budget): {query!r} ({shape})")
     print(f"true next item: [{ds.item_ids[task.target]}] {r.catalog.titles[task.target]} -> rank "
           f"{rank + 1 if rank < MISS else 'not retrieved'} of {r.n_items} ({args.retriever})")
     _print_results(ds, r.catalog, items[0], scores[0])

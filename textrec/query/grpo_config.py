@@ -69,6 +69,9 @@ class QueryGRPOConfig:
     # the query budget in words: longer completions are cut to it before retrieval (reward and
     # evaluation alike) and earn the format penalty; the SFT targets are built under it
     max_words: int = DEFAULT_MAX_WORDS
+    # write: the completion is the query; choose: it is one word naming the heuristic query to send
+    # (textrec.query.choice; use template query-choose and sft_candidates among its heuristics)
+    writer_mode: str = "write"
     # evaluation generation
     eval_max_new_tokens: int = 24
     # optional SFT warm start before GRPO (textrec.query.sft; 0 steps = none, as Rec-R1 itself)
@@ -104,6 +107,9 @@ class QueryGRPOConfig:
         bad = [r for r in self.reward_retrievers if r not in ("bm25", "dense", "hybrid")]
         if bad:
             raise ValueError(f"unknown reward retriever(s) {bad}; choose bm25 | dense | hybrid")
+        from textrec.query.choice import check_mode
+
+        check_mode(self.writer_mode)
         if self.max_words < max(1, self.min_words):
             raise ValueError(f"max_words (the query budget) must be >= max(1, min_words), got {self.max_words}")
 
@@ -119,7 +125,7 @@ class QueryGRPOConfig:
                               candidates=tuple(self.sft_candidates), lora_r=self.lora_r,
                               lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                               lora_top_layers=self.lora_top_layers, seed=self.seed,
-                              fidelity_tasks=self.sft_fidelity_tasks)
+                              fidelity_tasks=self.sft_fidelity_tasks, mode=self.writer_mode)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON result files and checkpoints)."""

@@ -282,9 +282,9 @@ class QueryGRPOTrainer:
         self.reward_funcs = [
             RetrievalReward(retrievers[r], k=config.reward_k, metric=config.reward_metric,
                             min_words=config.min_words, max_words=config.max_words,
-                            name=reward_name(config.reward_metric, config.reward_k, r))
+                            name=reward_name(config.reward_metric, config.reward_k, r), mode=config.writer_mode)
             for r in config.reward_retrievers
-        ] + [FormatReward(config.min_words, config.max_words, config.format_penalty)]
+        ] + [FormatReward(config.min_words, config.max_words, config.format_penalty, mode=config.writer_mode)]
         peft = None
         if config.use_lora:
             layers = None
@@ -360,7 +360,7 @@ class QueryGRPOTrainer:
                            template_family=self.config.template_family, max_history=self.config.max_history,
                            max_new_tokens=self.config.eval_max_new_tokens, base_model=self.base_model,
                            dataset_name=self.dataset_name, max_prompt_tokens=self.config.max_prompt_tokens,
-                           max_words=self.config.max_words)
+                           max_words=self.config.max_words, mode=self.config.writer_mode)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Save the trained writer (adapter + ``querywriter.json``)."""

@@ -33,7 +33,9 @@ class QueryWriter:
 
     def __init__(self, model, tokenizer, template_id: str = "query-plain", template_family: str = "query/recr1",
                  max_history: int = 8, max_new_tokens: int = 24, base_model: str = DEFAULT_POLICY,
-                 dataset_name: str = "", max_prompt_tokens: int | None = None, max_words: int | None = None):
+                 dataset_name: str = "", max_prompt_tokens: int | None = None, max_words: int | None = None,
+                 mode: str = "write"):
+        from textrec.query.choice import check_mode
         from textrec.query.heuristics import DEFAULT_MAX_WORDS
         from textrec.query.tasks import load_template
 
@@ -47,6 +49,8 @@ class QueryWriter:
         self.max_prompt_tokens = None if max_prompt_tokens is None else int(max_prompt_tokens)
         # the query budget in words the writer was trained under; write() cuts to it (or to a caller's)
         self.max_words = int(max_words or DEFAULT_MAX_WORDS)
+        # write: the completion is the query; choose: it names the heuristic query (textrec.query.choice)
+        self.mode = check_mode(mode)
 
     @classmethod
     def from_base(cls, model_name: str | None = None, **kw) -> QueryWriter:
@@ -93,15 +97,26 @@ class QueryWriter:
         return [texts[i] for i in range(len(prompts))]
 
     def write(self, tasks, max_words: int | None = None, **generate_kw) -> list[str]:
-        """The query per task: the completion parsed (:func:`textrec.query.parsing.parse_query`) and
-        cut to ``max_words`` words (default: the writer's budget), the same cut the reward makes."""
+        """The query per task, at most ``max_words`` words (default: the writer's budget), the same cut
+        the reward makes: the completion parsed (:func:`textrec.query.parsing.parse_query`), or in
+        ``choose`` mode the heuristic query it names, built from the task's context."""
+        return [q for q, _ in self.write_with_completions(tasks, max_words, **generate_kw)]
+
+    def write_with_completions(self, tasks, max_words: int | None = None, **generate_kw) -> list[tuple[str, str]]:
+        """(query, raw completion) per task; see :meth:`write`."""
         from textrec.query.heuristics import budget_words
         from textrec.query.parsing import parse_query
 
         n = int(max_words or self.max_words)
         if n < 1:
             raise ValueError(f"max_words must be >= 1, got {n}")
-        return [budget_words(parse_query(c).query, n) for c in self.generate(tasks, **generate_kw)]
+        tasks = list(tasks)
+        comps = self.generate(tasks, **generate_kw)
+        if self.mode == "choose":
+            from textrec.query.choice import choice_query
+
+            return [(choice_query(c, t.context, n), c) for t, c in zip(tasks, comps)]
+        return [(budget_words(parse_query(c).query, n), c) for c in comps]
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write the adapter (or full model) as safetensors plus ``querywriter.json``."""
@@ -122,7 +137,7 @@ class QueryWriter:
             "template_family": self.template_family, "template_id": self.template_id,
             "max_history": self.max_history, "max_new_tokens": self.max_new_tokens,
             "dataset": self.dataset_name, "max_prompt_tokens": self.max_prompt_tokens,
-            "max_words": self.max_words}, indent=1))
+            "max_words": self.max_words, "mode": self.mode}, indent=1))
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, merge: bool = True) -> QueryWriter:
@@ -151,4 +166,5 @@ class QueryWriter:
                    template_family=cfg.get("template_family", "query/recr1"),
                    max_history=cfg.get("max_history", 8), max_new_tokens=cfg.get("max_new_tokens", 24),
                    base_model=cfg["base_model"], dataset_name=cfg.get("dataset", ""),
-                   max_prompt_tokens=cfg.get("max_prompt_tokens"), max_words=cfg.get("max_words"))
+                   max_prompt_tokens=cfg.get("max_prompt_tokens"), max_words=cfg.get("max_words"),
+                   mode=cfg.get("mode", "write"))

@@ -35,7 +35,6 @@ from textrec.query.catalog import Catalog
 from textrec.query.heuristics import (
     DEFAULT_MAX_WORDS,
     HEURISTICS,
-    budget_words,
     heuristic_query,
     term_weights,
 )
@@ -145,12 +144,10 @@ class QueryRecommender(Recommender):
         if todo:
             contexts = [self._context(keys[i][0], keys[i][1]) for i in todo]
             if self.query == "llm":
-                from textrec.query.parsing import parse_query
-
                 tasks = [QueryTask(user=keys[i][0], history=np.asarray(keys[i][1], dtype=np.int64), target=-1,
                                    context=c) for i, c in zip(todo, contexts)]
-                comps = self.writer.generate(tasks, batch_size=self.generation_batch_size, progress=progress)
-                new = [budget_words(parse_query(c).query, self.max_query_words) for c in comps]
+                new = self.writer.write(tasks, max_words=self.max_query_words, batch_size=self.generation_batch_size,
+                                        progress=progress)
             else:
                 weights = term_weights(self.search_catalog) if self.query == "tfidf_keywords" else None
                 new = [heuristic_query(self.query, c, self.max_query_words, weights) for c in contexts]

@@ -63,16 +63,24 @@ def reward_name(metric: str, k: int | None, retriever: str) -> str:
 
 
 class FormatReward:
-    """0 for a well-formed query of ``min_words``..``max_words`` words, ``-penalty`` otherwise."""
+    """0 for a well-formed query of ``min_words``..``max_words`` words, ``-penalty`` otherwise
+    (``mode="choose"``: 0 for a completion that names a heuristic, :mod:`textrec.query.choice`)."""
 
-    def __init__(self, min_words: int = 1, max_words: int = 32, penalty: float = 1.0):
+    def __init__(self, min_words: int = 1, max_words: int = 32, penalty: float = 1.0, mode: str = "write"):
         if min_words < 0 or max_words < max(1, min_words):
             raise ValueError(f"need 0 <= min_words <= max_words and max_words >= 1 "
                              f"(got {min_words}, {max_words})")
+        from textrec.query.choice import check_mode
+
         self.min_words, self.max_words, self.penalty = int(min_words), int(max_words), float(penalty)
+        self.mode = check_mode(mode)
         self.__name__ = "format"  # TRL logs each reward under its function's name
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        if self.mode == "choose":
+            from textrec.query.choice import parse_choice
+
+            return [0.0 if parse_choice(c) is not None else -self.penalty for c in completions]
         out = []
         for c in completions:
             p = parse_query(c, self.min_words, self.max_words)
@@ -84,31 +92,43 @@ class RetrievalReward:
     """NDCG@k / Recall@k of the ``target`` item for the parsed query under ``retriever`` (``k=None``: no cutoff)."""
 
     def __init__(self, retriever, k: int | None = 100, metric: str = "ndcg", mask_history: bool = True,
-                 min_words: int = 1, max_words: int = 32, name: str | None = None, cache_size: int = 200_000):
+                 min_words: int = 1, max_words: int = 32, name: str | None = None, cache_size: int = 200_000,
+                 mode: str = "write"):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {list(METRICS)}, not {metric!r}")
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1 or None (no cutoff), got {k}")
         self.retriever, self.k, self.metric = retriever, None if k is None else int(k), metric
         self.mask_history = mask_history
+        from textrec.query.choice import check_mode
+
+        # choose: a completion names a heuristic, the query is built from the row's ``context``
+        self.mode = check_mode(mode)
         self.min_words, self.max_words = int(min_words), int(max_words)
         self.__name__ = name or reward_name(metric, self.k, getattr(retriever, "kind", "retriever"))
         self.cache_size = int(cache_size)
         self._ranks: dict[tuple, int] = {}
         self.cache_hits = self.cache_misses = 0
 
-    def queries(self, completions: Sequence[Any]) -> list[str]:
-        """The query each completion yields (over-long ones cut to ``max_words``; '' if none)."""
+    def queries(self, completions: Sequence[Any], context: Sequence[Sequence[str]] | None = None) -> list[str]:
+        """The query each completion yields (over-long ones cut to ``max_words``; '' if none); a
+        chooser's needs each row's ``context`` (titles oldest first)."""
+        if self.mode == "choose":
+            from textrec.query.choice import choice_query
+
+            if context is None or len(context) != len(completions):
+                raise ValueError("a chooser's reward needs the dataset column 'context' (one per completion)")
+            return [choice_query(c, ctx, self.max_words) for c, ctx in zip(completions, context)]
         out = []
         for c in completions:
             p = parse_query(c, self.min_words, self.max_words)
             out.append(" ".join(p.query.split()[: self.max_words]))
         return out
 
-    def ranks(self, completions: Sequence[Any], target: Sequence[int], history: Sequence[Sequence[int]] | None = None
-              ) -> np.ndarray:
+    def ranks(self, completions: Sequence[Any], target: Sequence[int], history: Sequence[Sequence[int]] | None = None,
+              context: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """Full-catalog rank of each completion's target (``MISS`` when not retrieved)."""
-        qs = self.queries(completions)
+        qs = self.queries(completions, context)
         masked = self.mask_history and history is not None
         keys = [(q, int(target[i]), tuple(int(x) for x in history[i]) if masked else ())
                 for i, q in enumerate(qs)]
@@ -136,9 +156,10 @@ class RetrievalReward:
         return ranks
 
     def __call__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], target: Sequence[int] | None = None,
-                 history: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
+                 history: Sequence[Sequence[int]] | None = None, context: Sequence[Sequence[str]] | None = None,
+                 **kwargs: Any) -> list[float]:
         if target is None:
             raise ValueError("RetrievalReward needs the dataset column 'target' (one item index per completion)")
         if len(target) != len(completions):
             raise ValueError(f"{len(completions)} completions but {len(target)} targets")
-        return reward_metric(self.ranks(completions, target, history), self.k, self.metric).tolist()
+        return reward_metric(self.ranks(completions, target, history, context), self.k, self.metric).tolist()

@@ -64,6 +64,8 @@ class QuerySFTConfig:
     # after training, greedy decoding on this many training tasks outside the SFT sample is checked
     # against their targets (sft_report.json "fidelity"); 0 skips the check
     fidelity_tasks: int = 64
+    # write: the target is the best query itself; choose: the word naming its heuristic (textrec.query.choice)
+    mode: str = "write"
 
 
 def candidate_queries(task: QueryTask, max_words: int = DEFAULT_MAX_WORDS, kinds: Sequence[str] = CANDIDATES,
@@ -88,6 +90,11 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     bad = [k for k in kinds if k not in CANDIDATES]
     if not kinds or bad:
         raise ValueError(f"SFT candidates must be a non-empty subset of {list(CANDIDATES)}, got {list(kinds)}")
+    if cfg.mode == "choose":
+        from textrec.query.choice import CHOICE_WORD
+
+        if any(k not in CHOICE_WORD for k in kinds):
+            raise ValueError(f"a chooser's SFT candidates must be among {list(CHOICE_WORD)}, got {list(kinds)}")
     retrievers = list(retriever) if isinstance(retriever, (list, tuple)) else [retriever]
     weights = term_weights(retrievers[0].catalog) if "tfidf_keywords" in kinds else None
     cands = [candidate_queries(t, cfg.max_query_words, kinds, weights) for t in tasks]
@@ -109,9 +116,13 @@ def sft_targets(tasks: Sequence[QueryTask], retriever, config: QuerySFTConfig | 
     won: Counter = Counter()
     for i in range(len(tasks)):
         kinds = [order[j] for j in range(len(order)) if mat[i, j] == best[i]] if best[i] > 0 else [order[0]]
-        qs = list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k]))
         won.update(kinds)
-        targets.append(qs)
+        if cfg.mode == "choose":  # the word that names each best heuristic
+            from textrec.query.choice import CHOICE_WORD
+
+            targets.append([CHOICE_WORD[k] for k in kinds if cands[i][k]])
+        else:
+            targets.append(list(dict.fromkeys(cands[i][k] for k in kinds if cands[i][k])))
     at = cutoff_name("ndcg", cfg.reward_k)
     report = {"n_tasks": len(tasks), "reward_retriever": "+".join(getattr(r, "kind", "?") for r in retrievers),
               "chosen": {k: int(won.get(k, 0)) for k in order},
@@ -223,6 +234,32 @@ def copy_fidelity(model, tokenizer, template, tasks: Sequence[QueryTask], target
             "examples": examples}
 
 
+def choice_fidelity(model, tokenizer, template, tasks: Sequence[QueryTask], targets: Sequence[Sequence[str]],
+                    dataset_name: str = "", max_prompt_tokens: int | None = None, max_new_tokens: int = 3,
+                    n_examples: int = 8) -> dict[str, Any]:
+    """How a chooser's greedy choices meet the SFT targets (choice words) of ``tasks``.
+
+    ``exact``: the chosen word is one of the task's best; ``invalid``: the completion names no
+    heuristic; ``chosen``: how often each word was chosen (a chooser that always names one word
+    is a single heuristic).
+    """
+    from textrec.query.choice import CHOICE_WORD, parse_choice
+    from textrec.query.policy import QueryWriter
+
+    writer = QueryWriter(model, tokenizer, template_id=getattr(template, "id", "query-plain"),
+                         max_new_tokens=max_new_tokens, dataset_name=dataset_name,
+                         max_prompt_tokens=max_prompt_tokens, mode="choose")
+    writer.template = template
+    outs = writer.generate(list(tasks), progress=False)
+    kinds = [parse_choice(o) for o in outs]
+    chosen = Counter(CHOICE_WORD[k] if k else "(invalid)" for k in kinds)
+    exact = sum(1 for k, qs in zip(kinds, targets) if k is not None and CHOICE_WORD[k] in qs)
+    n = max(1, len(outs))
+    return {"n": len(outs), "exact": round(exact / n, 4), "invalid": round(chosen.get("(invalid)", 0) / n, 4),
+            "chosen": dict(chosen.most_common()),
+            "examples": [{"targets": list(qs), "written": o} for o, qs in list(zip(outs, targets))[:n_examples]]}
+
+
 def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retriever,
                    config: QuerySFTConfig | None = None, output_dir: str | os.PathLike = "runs/query_sft",
                    dataset_name: str = "", progress: bool = True):
@@ -242,8 +279,9 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     unseen = [t for t in all_tasks if id(t) not in seen] or tasks
     check = subsample(unseen, cfg.fidelity_tasks, cfg.seed + 1) if cfg.fidelity_tasks > 0 else []
     t0, cpu0 = time.perf_counter(), time.process_time()
-    if cfg.max_prompt_tokens is not None:
-        # the candidates are built from what the capped prompt shows, not from titles it dropped
+    if cfg.max_prompt_tokens is not None and cfg.mode != "choose":
+        # the candidates are built from what the capped prompt shows, not from titles it dropped (a
+        # chooser's query is built from the whole context at evaluation, so its labels are too)
         tasks = [cap_context(t, template, tokenizer, dataset_name, cfg.max_prompt_tokens) for t in tasks]
         check = [cap_context(t, template, tokenizer, dataset_name, cfg.max_prompt_tokens) for t in check]
     targets, report = sft_targets(tasks, retriever, cfg)
@@ -284,9 +322,10 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
     if check:
         cpu_check = time.process_time()
         check_targets, _ = sft_targets(check, retriever, cfg)
+        fidelity = choice_fidelity if cfg.mode == "choose" else copy_fidelity
         report["fidelity"] = {
-            **copy_fidelity(merged, tokenizer, template, check, check_targets, dataset_name,
-                            cfg.max_prompt_tokens, cfg.max_target_tokens or 24),
+            **fidelity(merged, tokenizer, template, check, check_targets, dataset_name,
+                       cfg.max_prompt_tokens, cfg.max_target_tokens or 24),
             "tasks": "training tasks outside the SFT sample", "cpu_seconds": round(time.process_time() - cpu_check, 1)}
     report.update({"config": asdict(cfg), "sft_examples": len(rows), "steps": len(losses), "losses": losses,
                    "loss_first": losses[0] if losses else None,
@@ -299,4 +338,5 @@ def sft_warm_start(model, tokenizer, template, tasks: Sequence[QueryTask], retri
 
 
 __all__ = ["QuerySFTConfig", "candidate_queries", "sft_targets", "sft_pairs", "completion_ids", "copy_fidelity",
+           "choice_fidelity",
            "sft_warm_start", "CANDIDATES"]

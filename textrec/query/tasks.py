@@ -303,7 +303,8 @@ def render_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
 def to_hf_dataset(tasks: Sequence[QueryTask], template: Template, tokenizer: Any, dataset_name: str = "",
                   max_prompt_tokens: int | None = None):
     """A ``datasets.Dataset`` for TRL: ``prompt`` (string, capped at ``max_prompt_tokens``) plus
-    ``target``, ``history``, ``user``."""
+    ``target``, ``history``, ``user`` and ``context`` (the titles uncapped: a chooser's query is
+    built from them as at evaluation)."""
     import datasets
 
     return datasets.Dataset.from_dict({
@@ -311,4 +312,5 @@ def to_hf_dataset(tasks: Sequence[QueryTask], template: Template, tokenizer: Any
         "target": [int(t.target) for t in tasks],
         "history": [[int(i) for i in t.history] for t in tasks],
         "user": [int(t.user) for t in tasks],
+        "context": [list(t.context) for t in tasks],
     })

@@ -65,7 +65,8 @@ def train_writers(cfg: QueryGRPOConfig, retrievers: dict[str, Any], tasks: Seque
             writer = QueryWriter(model, tok, template_id=cfg.template_id, template_family=cfg.template_family,
                                  max_history=cfg.max_history, max_new_tokens=cfg.eval_max_new_tokens,
                                  base_model=cfg.model, dataset_name=dataset_name,
-                                 max_prompt_tokens=cfg.max_prompt_tokens, max_words=cfg.max_words)
+                                 max_prompt_tokens=cfg.max_prompt_tokens, max_words=cfg.max_words,
+                                 mode=cfg.writer_mode)
             writer.save_pretrained(sft_dir)
             write_json(sft_dir / TRAINING_INFO, {
                 "stage": "sft", "reward_retrievers": list(cfg.reward_retrievers),

@@ -170,16 +170,24 @@ def test_subset_split_same_users_for_same_seed_and_all_test_rows():
     assert subset_split(split, 1.0, 0).train.equals(split.train)
 
 
-def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_path):
+def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_path, monkeypatch):
     import argparse
+
+    from test_fusion_recipe import _FakeEncoder
+
+    monkeypatch.setattr("textrec.text.encoder.TextEncoder", _FakeEncoder)  # TextKNN rows without MiniLM
 
     from textrec.benchmarks.transfer import (
         PRETRAINED,
         SCRATCH,
         TEXT_TERM,
+        ZERO_SHOT,
+        ZERO_SHOT_SEQ,
+        ZERO_SHOT_TEXT,
         Harness,
         fine_tune_epochs,
         run_subset,
+        run_zero_shot,
         summarise,
     )
 
@@ -194,6 +202,9 @@ def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_pa
     for seed in (0, 1):
         run_subset(h, pre, "pre", 0.5, seed, ablation=seed == 0, curve=True)
     run_subset(h, pre, "pre", 1.0, 0, ablation=False, curve=True)
+    run_zero_shot(h, pre, split)
+    assert h.rows[ZERO_SHOT]["settings"] == pre.pretraining["zero_shot"]["chosen"]
+    assert h.rows[ZERO_SHOT_SEQ]["settings"]["w_text"] == 0 and h.rows[ZERO_SHOT_TEXT]["settings"]["w_seq"] == 0
     rows = h.rows
     a, b = rows[f"50% users, seed 0: {SCRATCH}"], rows[f"50% users, seed 0: {PRETRAINED}"]
     assert a["train_users"] == b["train_users"] == 20 and a["train_events"] == b["train_events"]
@@ -211,6 +222,9 @@ def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_pa
     assert isinstance(targets["100% users"]["met"], bool)
     assert targets["100% users"]["standard_error_kind"] == "paired over test rows (one seed)"
     assert "10% users" not in targets  # no 10% rows: the target is not claimed either way
+    zs = targets["zero-shot"]
+    assert isinstance(zs["met"], bool) and zs["textknn"] == h.rows["TextKNN"]["test"]["ndcg@10"]
+    assert "ratio_to_last_item" in zs and "100% users, both with the text term" in targets
 
 
 def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, monkeypatch, capsys):
@@ -238,3 +252,26 @@ def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, mon
                  "--out", str(tmp_path / "x")]) == 2
     assert main(["train", "textfusion", "--out", str(tmp_path / "x")]) == 2
     assert "--dataset is required" in capsys.readouterr().err
+
+
+def test_choose_zero_shot_rereads_the_recorded_domains_and_saves(pretrained, tmp_path, monkeypatch):
+    import shutil
+
+    from textrec.transfer_cli import main
+
+    _, pre_dir = pretrained
+    path = tmp_path / "pre"
+    shutil.copytree(pre_dir, path)
+    asked = []
+
+    def fake_view(name, max_users=None, seed=0):
+        asked.append((name, max_users, seed))
+        return _views()[len(asked) - 1]
+
+    monkeypatch.setattr("textrec.models.transfer.domain_view", fake_view)
+    monkeypatch.setattr("textrec.models.fusion.TextFusionRec.embed",
+                        lambda self, texts, progress=False: bag_of_words(list(texts)))
+    assert main(["--choose-zero-shot", str(path), "--quiet", "--threads", "1"]) == 0
+    assert [a[0] for a in asked] == ["planted", "planted"]
+    rec = textrec.load(path).pretraining
+    assert rec["zero_shot"]["chosen"]["decay"] in ZS_DECAYS and "zero_shot_cpu_seconds" in rec

@@ -73,6 +73,7 @@ def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
     c0 = time.process_time()
     views = [domain_view(d["name"], rec.get("max_users_per_domain"), model.seed) for d in rec["domains"]]
     report = tune_zero_shot(model, views, max_rows=max_rows)
+    model.pretraining.pop("zero_shot_mix", None)  # the text-cosine weight of the earlier zero-shot scorer
     model.pretraining["zero_shot_cpu_seconds"] = round(time.process_time() - c0, 1)
     model.save_pretrained(path)
     return report

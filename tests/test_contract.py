@@ -45,6 +45,7 @@ RECOMMENDERS: dict[str, dict | None] = {
     "P5": {"model_config": {"preset": "tiny", "vocab_size": 300, "dropout": 0.0},
            "train_config": {"epochs": 1, "batch_size": 32}, "k": 5},
     "QueryRec": {"query": "keywords", "max_history": 3},
+    "TextFusionZeroShot": None,  # reads a pretrained folder: _zero_shot_args
 }
 
 #: registered explanation models -> the pipeline variant that trains one
@@ -56,14 +57,26 @@ ELSEWHERE = {"ERRA-LM": "tests/test_explain.py (needs an LLM; the tiny-Llama LM 
                              "attached: the round trip through the one loader is tested there)"}
 
 
-def _dataset() -> RecDataset:
+def _zero_shot_args(tmp_path) -> dict:
+    """A tiny TextFusion pretrained on another domain and saved: what the zero-shot model starts from."""
+    from textrec.models.fusion import TextFusionRec
+    from textrec.models.transfer import pretrain_views
+
+    source = TrainView.from_split(leave_one_out(_dataset("contract-source")), with_text=True)
+    pre = TextFusionRec(**RECOMMENDERS["TextFusion"])
+    pretrain_views(pre, [source], progress=False)
+    pre.save_pretrained(tmp_path / "pre")
+    return {"pretrained": str(tmp_path / "pre")}
+
+
+def _dataset(name: str = "contract") -> RecDataset:
     rng = np.random.default_rng(0)
     n_items = 24
     rows = [(f"u{u}", f"item-{(s + t) % n_items}", float(t)) for u in range(40)
             for s in [int(rng.integers(n_items))] for t in range(6)]
     items = pd.DataFrame({"item_id": [f"item-{i}" for i in range(n_items)],
                           "title": [f"{['flute', 'cello', 'harp'][i % 3]} model {i}" for i in range(n_items)]})
-    return RecDataset.from_frames("contract", pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]),
+    return RecDataset.from_frames(name, pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]),
                                   items, text_fields=["title"])
 
 
@@ -82,7 +95,8 @@ def test_every_registered_name_has_a_contract_case():
 def test_recommender_contract(name, view, tmp_path):
     cls = model_class(name)
     assert issubclass(cls, Recommender)
-    model = cls(**RECOMMENDERS[name]).fit(view, progress=False)
+    kwargs = RECOMMENDERS[name] if RECOMMENDERS[name] is not None else _zero_shot_args(tmp_path)
+    model = cls(**kwargs).fit(view, progress=False)
     hist = [np.array([0, 1, 2]), np.array([5])]
     scores = model.score(np.array([0, 1]), hist)
     assert tuple(scores.shape) == (2, view.n_items)

@@ -10,7 +10,18 @@ import textrec
 from textrec.data.splits import leave_one_out
 from textrec.evaluation import evaluate
 from textrec.models.base import TrainView
-from textrec.models.transfer import parse_domains, pretrain_views, subset_split, zero_shot
+from textrec.models.transfer import (
+    ZS_DECAYS,
+    ZS_SHRINKS,
+    ZeroShotTextFusion,
+    parse_domains,
+    pretrain_views,
+    recency_text_scores,
+    subset_split,
+    tune_zero_shot,
+    whiten_text,
+    zero_shot,
+)
 
 
 def _views():
@@ -36,7 +47,9 @@ def test_pretraining_is_text_only_and_saved_with_what_it_saw(pretrained):
     rec = loaded.pretraining
     assert [d["events"] for d in rec["domains"]] == [len(v.train) for v in _views()]
     assert rec["command"].startswith("textrec train textfusion") and rec["cpu_seconds"] >= 0
-    assert rec["zero_shot_mix"]["chosen"] == model.mix
+    chosen = rec["zero_shot"]["chosen"]  # chosen on the sources' valid rows, saved with the model
+    assert chosen == model.pretraining["zero_shot"]["chosen"] and chosen["decay"] in ZS_DECAYS
+    assert chosen["shrink"] in ZS_SHRINKS and [d["name"] for d in rec["zero_shot"]["domains"]] == ["planted"] * 2
     hist = [np.array([0, 1, 2]), np.array([5])]
     loaded.text_embedder = bag_of_words
     assert torch.allclose(loaded.score(np.array([0, 1]), hist), model.score(np.array([0, 1]), hist), atol=1e-5)
@@ -66,20 +79,78 @@ def test_warm_start_refuses_unknown_or_conflicting_parts(pretrained):
 
 
 def test_zero_shot_reads_item_text_only_and_round_trips(pretrained, tmp_path):
-    pre, _ = pretrained
+    pre, pre_dir = pretrained
     split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
     view = TrainView.from_split(split, with_text=True)
     view.train = view.train.iloc[:0]  # no target interaction may matter
     model = zero_shot(pre, view)
-    assert model.n_items == 24 and not model.counts.any() and model.mix == pre.mix
-    assert torch.equal(model.module.state_dict()["adaptor.weight"], pre.module.state_dict()["adaptor.weight"])
+    assert model.n_scored_items() == 24 and not model.fusion.counts.any()
+    assert model.settings == pre.pretraining["zero_shot"]["chosen"]
+    assert torch.equal(model.fusion.module.state_dict()["adaptor.weight"], pre.module.state_dict()["adaptor.weight"])
     res = evaluate(model, split.test, split.n_items)
     assert 0.0 <= res.metrics["ndcg@10"] <= 1.0
     model.save_pretrained(tmp_path / "zs")
     loaded = textrec.load(tmp_path / "zs")
     hist = [split.test.history(i) for i in range(3)]
+    assert type(loaded) is ZeroShotTextFusion
     assert torch.allclose(loaded.score(np.arange(3), hist), model.score(np.arange(3), hist), atol=1e-5)
     assert loaded.pretraining["init"] == {"zero_shot_on": "planted"}
+    # the parts alone: seq-only is the pretrained encoder's h . rep(i); text-only the text term
+    seq = zero_shot(pre, view, w_seq=1.0, w_text=0.0).score(np.arange(3), hist)
+    text = zero_shot(pre, view, w_seq=0.0, w_text=1.0).score(np.arange(3), hist)
+    both = zero_shot(pre, view, w_seq=1.0, w_text=2.0).score(np.arange(3), hist)
+    assert torch.allclose(both, seq + 2.0 * text, atol=1e-5)
+
+
+def test_zero_shot_fit_from_a_folder_refuses_a_pretraining_domain(pretrained, monkeypatch):
+    from test_fusion_recipe import _FakeEncoder
+
+    monkeypatch.setattr("textrec.text.encoder.TextEncoder", _FakeEncoder)  # the folder's model embeds with MiniLM
+    pre, pre_dir = pretrained
+    view = TrainView.from_split(leave_one_out(_planted(n_items=24, n_users=40, seed=2)), with_text=True)
+    with pytest.raises(ValueError, match="pretrained on 'planted'"):
+        ZeroShotTextFusion(pretrained=str(pre_dir)).fit(view)
+    view.dataset_name = "another"
+    a = ZeroShotTextFusion(pretrained=str(pre_dir), settings={"decay": 0.5}).fit(view)
+    b = zero_shot(pre, view, decay=0.5)
+    assert a.settings == b.settings and a.settings["decay"] == 0.5
+    hist = [np.array([0, 1, 2]), np.array([5])]
+    assert torch.allclose(a.score(np.arange(2), hist), b.score(np.arange(2), hist), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown zero-shot setting"):
+        ZeroShotTextFusion(settings={"alpha": 1.0})
+
+
+def test_whitening_removes_the_direction_a_domain_shares():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=16)
+    emb = common[None, :] * 5 + rng.normal(size=(200, 16))
+    emb = np.vstack([emb / np.linalg.norm(emb, axis=1, keepdims=True), np.zeros((1, 16))])  # last: no text
+    raw_cos = emb[:200] @ emb[:200].T
+    w = whiten_text(emb, 0.1)
+    white_cos = w[:200] @ w[:200].T
+    off = ~np.eye(200, dtype=bool)
+    assert raw_cos[off].mean() > 0.8 and abs(white_cos[off].mean()) < 0.05
+    assert np.allclose(np.linalg.norm(w[:200], axis=1), 1.0, atol=1e-5) and not w[200].any()
+    assert np.array_equal(whiten_text(emb, None), emb.astype(np.float32))
+
+
+def test_recency_weights_the_latest_items():
+    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]]), dim=1)
+    hist = [np.array([0, 0, 1])]
+    mean = recency_text_scores(text, hist, 1.0)
+    latest = recency_text_scores(text, hist, 1e-6)
+    assert mean[0, 0] > mean[0, 1]  # the plain mean (TextKNN) leans to the item seen twice
+    assert latest[0, 1] > 0.99 and latest[0, 0] < 0.01  # a tiny decay: the latest item alone
+
+
+def test_zero_shot_settings_are_chosen_on_the_sources_only(pretrained):
+    pre, _ = pretrained
+    sources = _views()
+    report = tune_zero_shot(pre, sources, max_rows=30)
+    best = max(report["table"], key=lambda r: r["mean_valid_ndcg@10"])
+    assert report["chosen"] == {k: best[k] for k in ("decay", "shrink", "w_seq", "w_text")}
+    assert [d["valid_rows_used"] for d in report["domains"]] == [min(30, len(v.valid)) for v in sources]
+    assert set(report["text_knn_valid_ndcg@10"]) == {"planted"}
 
 
 def test_parse_domains_keeps_the_target_out():
@@ -99,15 +170,24 @@ def test_subset_split_same_users_for_same_seed_and_all_test_rows():
     assert subset_split(split, 1.0, 0).train.equals(split.train)
 
 
-def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_path):
+def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_path, monkeypatch):
     import argparse
+
+    from test_fusion_recipe import _FakeEncoder
+
+    monkeypatch.setattr("textrec.text.encoder.TextEncoder", _FakeEncoder)  # TextKNN rows without MiniLM
 
     from textrec.benchmarks.transfer import (
         PRETRAINED,
         SCRATCH,
+        TEXT_TERM,
+        ZERO_SHOT,
+        ZERO_SHOT_SEQ,
+        ZERO_SHOT_TEXT,
         Harness,
         fine_tune_epochs,
         run_subset,
+        run_zero_shot,
         summarise,
     )
 
@@ -122,17 +202,29 @@ def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_pa
     for seed in (0, 1):
         run_subset(h, pre, "pre", 0.5, seed, ablation=seed == 0, curve=True)
     run_subset(h, pre, "pre", 1.0, 0, ablation=False, curve=True)
+    run_zero_shot(h, pre, split)
+    assert h.rows[ZERO_SHOT]["settings"] == pre.pretraining["zero_shot"]["chosen"]
+    assert h.rows[ZERO_SHOT_SEQ]["settings"]["w_text"] == 0 and h.rows[ZERO_SHOT_TEXT]["settings"]["w_seq"] == 0
     rows = h.rows
     a, b = rows[f"50% users, seed 0: {SCRATCH}"], rows[f"50% users, seed 0: {PRETRAINED}"]
     assert a["train_users"] == b["train_users"] == 20 and a["train_events"] == b["train_events"]
     assert a["test"]["n_rows"] == len(split.test) and a["valid"]["n_rows"] == len(split.valid)  # all users' rows
     assert rows["50% users, seed 0: pretrained+fine-tuned, encoder frozen"]["ablation"] == {"freeze": ["encoder"]}
+    for name in (SCRATCH, PRETRAINED):  # each fine-tuned row beside itself plus the transferred text term
+        term = rows[f"50% users, seed 0: {name}{TEXT_TERM}"]["text_term"]
+        assert term["w"] in [r["w"] for r in term["table"]] and term["decay"] == pre.pretraining["zero_shot"][
+            "chosen"]["decay"]
+        best = max(r["valid_ndcg@10"] for r in term["table"])
+        assert [r["w"] for r in term["table"] if r["valid_ndcg@10"] == best][0] == term["w"]
     assert "50% users, seed 1: pretrained+fine-tuned, encoder frozen" not in rows
     curve, targets = summarise(h, [0.5, 1.0])
     assert curve["50%"][SCRATCH]["n_seeds"] == 2 and curve["50%"][SCRATCH]["se_over_seeds"] is not None
     assert isinstance(targets["100% users"]["met"], bool)
     assert targets["100% users"]["standard_error_kind"] == "paired over test rows (one seed)"
     assert "10% users" not in targets  # no 10% rows: the target is not claimed either way
+    zs = targets["zero-shot"]
+    assert isinstance(zs["met"], bool) and round(zs["textknn"], 4) == h.rows["TextKNN"]["test"]["ndcg@10"]
+    assert "ratio_to_last_item" in zs and "100% users, both with the text term" in targets
 
 
 def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, monkeypatch, capsys):
@@ -160,3 +252,26 @@ def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, mon
                  "--out", str(tmp_path / "x")]) == 2
     assert main(["train", "textfusion", "--out", str(tmp_path / "x")]) == 2
     assert "--dataset is required" in capsys.readouterr().err
+
+
+def test_choose_zero_shot_rereads_the_recorded_domains_and_saves(pretrained, tmp_path, monkeypatch):
+    import shutil
+
+    from textrec.transfer_cli import main
+
+    _, pre_dir = pretrained
+    path = tmp_path / "pre"
+    shutil.copytree(pre_dir, path)
+    asked = []
+
+    def fake_view(name, max_users=None, seed=0):
+        asked.append((name, max_users, seed))
+        return _views()[len(asked) - 1]
+
+    monkeypatch.setattr("textrec.models.transfer.domain_view", fake_view)
+    monkeypatch.setattr("textrec.models.fusion.TextFusionRec.embed",
+                        lambda self, texts, progress=False: bag_of_words(list(texts)))
+    assert main(["--choose-zero-shot", str(path), "--quiet", "--threads", "1"]) == 0
+    assert [a[0] for a in asked] == ["planted", "planted"]
+    rec = textrec.load(path).pretraining
+    assert rec["zero_shot"]["chosen"]["decay"] in ZS_DECAYS and "zero_shot_cpu_seconds" in rec

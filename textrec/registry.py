@@ -24,6 +24,7 @@ MODELS: dict[str, str] = {
     # engines
     "VQRec": "textrec.vqrec.model:VQRec",
     "TextFusion": "textrec.models.fusion:TextFusionRec",
+    "TextFusionZeroShot": "textrec.models.transfer:ZeroShotTextFusion",
     "P5": "textrec.p5.recommender:P5Recommender",
     "QueryRec": "textrec.query.recommender:QueryRecommender",
     # explanation models (ERRA engine) and the explainer that pairs one with its review data

@@ -49,7 +49,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     setup_run(args)
     domains = parse_domains(args.pretrain_on, exclude=args.exclude)
-    recipe = getattr(args, "recipe", None) or "fusion"
+    recipe = getattr(args, "recipe", None)
+    if recipe in (None, "fusion"):  # `train textfusion` defaults to the scratch recipe; pretraining has its own
+        recipe = "fusion_pretrain"
     model = pretrain_textfusion(domains, recipe=recipe, seed=args.seed, max_users=args.max_users,
                                 max_epochs=args.epochs, max_cpu_minutes=args.pretrain_cpu_minutes,
                                 command=getattr(args, "command", None) or command_line(), progress=progress(args))
@@ -57,6 +59,24 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     record = {k: v for k, v in model.pretraining.items() if k != "history"}
     print(json.dumps({"saved": str(args.out), **record}, indent=2))
     return 0
+
+
+def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
+    """(Re)choose the zero-shot settings of the pretrained model at ``path`` on its own pretraining
+    domains' valid rows (the same seeded user samples it was trained on) and save it in place."""
+    import time
+
+    from textrec.models.transfer import domain_view, tune_zero_shot
+
+    model = load_init(path)
+    rec = model.pretraining
+    c0 = time.process_time()
+    views = [domain_view(d["name"], rec.get("max_users_per_domain"), model.seed) for d in rec["domains"]]
+    report = tune_zero_shot(model, views, max_rows=max_rows)
+    model.pretraining.pop("zero_shot_mix", None)  # the text-cosine weight of the earlier zero-shot scorer
+    model.pretraining["zero_shot_cpu_seconds"] = round(time.process_time() - c0, 1)
+    model.save_pretrained(path)
+    return report
 
 
 def load_init(path: str, target: str | None = None):
@@ -81,11 +101,21 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_pretrain_arguments(ap, init=False)
     ap.add_argument("--epochs", type=positive_int, default=None, help="cap pretraining epochs")
-    ap.add_argument("--out", required=True, help="model folder to write")
+    ap.add_argument("--recipe", default="fusion_pretrain",
+                    help="the TextFusion recipe (training/<name>.yaml) to pretrain with")
+    ap.add_argument("--out", help="model folder to write")
+    ap.add_argument("--choose-zero-shot", metavar="DIR",
+                    help="instead: choose the zero-shot settings of the pretrained model in DIR on its own "
+                         "pretraining domains' valid rows, and save them into DIR")
     add_run_options(ap)
     args = ap.parse_args(argv)
-    if not args.pretrain_on:
-        ap.error("--pretrain-on is required")
+    if args.choose_zero_shot:
+        setup_run(args)
+        report = choose_zero_shot(args.choose_zero_shot)
+        print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
+        return 0
+    if not args.pretrain_on or not args.out:
+        ap.error("--pretrain-on and --out are required")
     args.command = shlex.join(["python", "-m", "textrec.transfer_cli", *(sys.argv[1:] if argv is None else argv)])
     return cmd_pretrain(args)
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 ROW = re.compile(r"^(?P<pct>[0-9.]+)% users, seed (?P<seed>\d+): (?P<model>.+)$")
-LINES = ("EASE", "TextFusion scratch", "TextFusion pretrained+fine-tuned")
+LINES = ("EASE", "TextFusion scratch", "TextFusion pretrained+fine-tuned",
+         "TextFusion scratch + transferred text term", "TextFusion pretrained+fine-tuned + transferred text term")
 
 
 def collect(results: list[dict[str, Any]]) -> tuple[str, dict[str, dict[float, list[float]]], dict[str, float]]:
@@ -58,12 +59,14 @@ def plot(results: list[dict[str, Any]], out: str | Path) -> Path:
         xs = sorted(pts)
         ys = [float(np.mean(pts[x])) for x in xs]
         es = [float(np.std(pts[x], ddof=1) / np.sqrt(len(pts[x]))) if len(pts[x]) > 1 else 0.0 for x in xs]
-        ax.errorbar([x * 100 for x in xs], ys, yerr=es, marker="o", capsize=3, label=name)
+        dashed = name.endswith("text term")  # the same model plus the zero-shot text term
+        ax.errorbar([x * 100 for x in xs], ys, yerr=es, marker="s" if dashed else "o", capsize=3, label=name,
+                    linestyle="--" if dashed else "-")
     styles = {"TextFusion zero-shot (pretrained, target item text only)": ("zero-shot (pretrained, no target training)", "-."),
-              "TextKNN": ("TextKNN", ":")}
+              "TextKNN": ("TextKNN", ":"), "TextKNN, last item only": ("TextKNN, last item only", (0, (1, 4)))}
     for key, (label, ls) in styles.items():
         if key in flat:
-            ax.axhline(flat[key], linestyle=ls, color="grey" if key == "TextKNN" else "black", label=label)
+            ax.axhline(flat[key], linestyle=ls, color="black" if key.startswith("TextFusion") else "grey", label=label)
     ax.set_xscale("log")
     ax.set_xticks([5, 10, 25, 50, 100])
     ax.set_xticklabels(["5", "10", "25", "50", "100"])
@@ -71,7 +74,7 @@ def plot(results: list[dict[str, Any]], out: str | Path) -> Path:
     ax.set_ylabel("test NDCG@10 (all users, full ranking)")
     ax.set_title(f"Transfer to {dataset}: pretrained on the other text domains")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)

@@ -11,10 +11,13 @@ events it saw, the command and what pretraining cost):
   the sequential signal. A large domain can be capped to a seeded sample of its users.
 * ``TextFusionRec(...).warm_start(pretrained).fit(target)`` fine-tunes on a new domain (the
   ``--init`` path of ``textrec train textfusion``).
-* :func:`zero_shot` recommends on a domain the model never trained on: the target's item text
-  is embedded and coded by the pretrained quantizer; no target interaction is read, except the
-  user's own history at inference. The score mix (text-cosine weight) is the one chosen on the
-  *source* domains' valid rows after pretraining (:func:`tune_zero_shot_mix`).
+* :func:`zero_shot` recommends on a domain the model never trained on (a
+  :class:`ZeroShotTextFusion`): the target's item text is embedded and coded by the pretrained
+  quantizer and scored by the pretrained encoder, plus a text term: the cosine between each item
+  and a recency-weighted history vector, over the target's own whitened item vectors (whitening
+  reads item text only). No target interaction is read, except the user's own history at
+  inference. The recency decay, whitening strength and weights are chosen on the *source*
+  domains' valid rows after pretraining (:func:`tune_zero_shot`) and saved with the model.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import dataclasses
 import resource
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from textrec.data.splits import Split
-from textrec.models.base import TrainView
+from textrec.models.base import Recommender, TrainView
 from textrec.models.fusion import DEFAULT_MIX, TextFusionModule, TextFusionRec
-from textrec.models.seq_trainer import seeded
+from textrec.models.seq_trainer import score_histories, seeded
 
 #: the domains with item text that ``--pretrain-on`` accepts by default (Beauty joins once it has text)
 TEXT_DOMAINS = ("games", "office", "scientific", "ml-100k")
@@ -83,7 +87,7 @@ def domain_view(name: str, max_users: int | None = None, seed: int = 0) -> Train
     return TrainView.from_split(split, with_text=True)
 
 
-def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion", seed: int = 0,
+def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain", seed: int = 0,
                         max_users: int | None = None, max_epochs: int | None = None,
                         max_cpu_minutes: float | None = None, command: str | None = None,
                         progress: bool = True, **overrides: Any) -> TextFusionRec:
@@ -104,39 +108,177 @@ def pretrain_views(model: TextFusionRec, views: Sequence[TrainView], command: st
     """Pretrain ``model`` text-only (its ID residual is switched off) on ``views``; return it.
 
     Records in ``model.pretraining``: the domains (users, items, events seen), the command, CPU and
-    wall seconds, peak memory, the epoch count and cap, and the zero-shot mix chosen on the
-    sources' valid rows (kept as ``model.mix``, the mix :func:`zero_shot` starts from).
+    wall seconds, peak memory, the epoch count and cap, and the zero-shot settings chosen on the
+    sources' valid rows (``pretraining["zero_shot"]``, what :func:`zero_shot` uses).
     """
     t0, c0 = time.perf_counter(), time.process_time()
     model.id_residual, model.tune_mix = False, False
     model.pretraining = {"command": command, **(record or {}), "epoch_cap": model.trainer_config.epochs}
     model.pretrain(list(views), progress=progress)
     train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - t0
-    merged, _ = TrainView.concat(list(views))
-    mix_report = tune_zero_shot_mix(model, merged)
+    c1 = time.process_time()
+    tune_zero_shot(model, list(views))
     model.pretraining.update({
+        "zero_shot_cpu_seconds": round(time.process_time() - c1, 1),
         "cpu_seconds": round(train_cpu, 1), "wall_seconds": round(train_wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "zero_shot_mix": {"chosen": dict(model.mix), "on": "the pretraining domains' valid rows",
-                          **{k: mix_report.get(k) for k in ("valid_rows_used", "best", "seq_only")}},
         "history": model.history})
     return model
 
 
-def zero_shot(pretrained: TextFusionRec, view: TrainView, mix: dict[str, float] | None = None) -> TextFusionRec:
-    """A TextFusion for ``view``'s items built from ``pretrained`` without any training.
+#: the zero-shot grids searched on the *source* domains' valid rows (never the target's)
+ZS_DECAYS = (1.0, 0.8, 0.6, 0.4, 0.2)
+ZS_SHRINKS: tuple[float | None, ...] = (None, 0.1, 0.5, 2.0)
+ZS_WEIGHTS: tuple[tuple[float, float], ...] = ((1.0, 0.0), (0.0, 1.0)) + tuple(
+    (1.0, w) for w in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0))
+#: the settings of a model pretrained before they were chosen: TextKNN's text term plus the sequence part
+ZS_FALLBACK = {"decay": 1.0, "shrink": None, "w_seq": 1.0, "w_text": 0.0}
 
-    Only ``view.item_text`` (and its catalog, for ids) is read: items are embedded, coded by the
-    pretrained quantizer and scored by the pretrained adaptor, code tables and encoder. Every item
-    counts as having no events (no ID residual, no co-occurrence), so the score is
-    ``h . rep(i)`` plus the text-cosine terms of ``mix`` (default: the pretrained model's mix).
+
+def whiten_text(emb: np.ndarray, shrink: float | None) -> np.ndarray:
+    """One domain's item vectors whitened on that domain's own items (no interaction is read).
+
+    Centred on the domain's mean item vector, rotated to its principal axes and each axis divided by
+    ``sqrt(eigenvalue + shrink * mean eigenvalue)``, then unit-normalised: the directions every item
+    of a domain shares (which make MiniLM cosines high for any pair) stop dominating the cosine, as
+    UniSRec / VQ-Rec whiten per domain. ``shrink=None`` returns the vectors as they are. Items
+    without text (zero vectors) stay zero.
     """
+    emb = np.asarray(emb, dtype=np.float64)
+    if shrink is None:
+        return emb.astype(np.float32)
+    has = np.abs(emb).sum(1) > 0
+    if has.sum() < 2:
+        return emb.astype(np.float32)
+    x = emb[has] - emb[has].mean(0, keepdims=True)
+    vals, vecs = np.linalg.eigh(x.T @ x / len(x))
+    vals = np.clip(vals, 0.0, None)
+    z = x @ vecs / np.sqrt(vals + float(shrink) * max(vals.mean(), 1e-12))
+    out = np.zeros_like(emb)
+    out[has] = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
+
+
+def recency_text_scores(text: torch.Tensor, histories: Sequence[np.ndarray], decay: float,
+                        max_len: int = 50) -> torch.Tensor:
+    """(B, n) cosine between every item and a recency-weighted history vector.
+
+    The history vector sums the last ``max_len`` items' unit vectors, the item ``a`` steps before
+    the latest weighted ``decay ** a`` (``decay=1``: TextKNN's plain mean; near 0: the latest item).
+    """
+    user = torch.zeros(len(histories), text.shape[1])
+    for i, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)[-max_len:]
+        if len(h):
+            w = torch.from_numpy(float(decay) ** np.arange(len(h) - 1, -1, -1, dtype=np.float64)).float()
+            user[i] = (w[:, None] * text[torch.from_numpy(h)]).sum(0)
+    return torch.nn.functional.normalize(user, dim=1) @ text.T
+
+
+class ZeroShotTextFusion(Recommender):
+    """A pretrained TextFusion on a domain it never trained on, from that domain's item text alone.
+
+    ``score = w_seq * h . rep(i) + w_text * cos(recency-weighted history, i)``: the pretrained
+    encoder over the pretrained adaptor and code tables (items coded by the pretrained quantizer),
+    plus a text term over the domain's own whitened item vectors (:func:`whiten_text`,
+    :func:`recency_text_scores`). ``decay``, ``shrink``, ``w_seq`` and ``w_text`` are the ones
+    chosen on the pretraining domains' valid rows (:func:`tune_zero_shot`) unless ``settings``
+    overrides them; nothing is fitted on the target's interactions.
+
+    ``ZeroShotTextFusion(pretrained="DIR").fit(view)`` reads only ``view``'s item text (and its
+    catalog, for ids); :func:`zero_shot` does the same from a loaded model. Saved and loaded like
+    any model (the pretrained weights moved onto the domain travel with it).
+    """
+
+    name = "TextFusion zero-shot"
+    scores_new_items = True
+    fresh_scores = True
+
+    def __init__(self, pretrained: str | None = None, settings: dict[str, Any] | None = None,
+                 fusion: dict[str, Any] | None = None) -> None:
+        unknown = set(settings or {}) - set(ZS_FALLBACK)
+        if unknown:
+            raise ValueError(f"unknown zero-shot setting(s) {sorted(unknown)}; known: {sorted(ZS_FALLBACK)}")
+        self.pretrained = pretrained
+        self.settings = dict(settings or {})
+        self.fusion_config = copy.deepcopy(fusion)
+        self.fusion: TextFusionRec | None = None
+        self.text: torch.Tensor | None = None  # (n_items, dim) the domain's whitened item vectors
+
+    @property
+    def pretraining(self) -> dict[str, Any] | None:
+        """The pretrained model's record (domains, cost, and ``init.zero_shot_on``)."""
+        return None if self.fusion is None else self.fusion.pretraining
+
+    def fit(self, data: TrainView, progress: bool = True) -> ZeroShotTextFusion:
+        """Build from the pretrained folder ``pretrained`` on ``data``'s item text (no event is read)."""
+        if self.pretrained is None:
+            raise ValueError("ZeroShotTextFusion needs pretrained=DIR (a model from --pretrain-on) to fit")
+        from textrec.transfer_cli import load_init
+
+        return self.build(load_init(self.pretrained, data.dataset_name), data)
+
+    def build(self, pretrained: TextFusionRec, data: TrainView) -> ZeroShotTextFusion:
+        """Move ``pretrained``'s text path onto ``data``'s items and whiten their vectors."""
+        self.settings = {**zero_shot_settings(pretrained), **self.settings}
+        s = self.settings
+        if not 0.0 < s["decay"] <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {s['decay']}")
+        if s["w_seq"] < 0 or s["w_text"] < 0 or s["w_seq"] + s["w_text"] == 0:
+            raise ValueError(f"w_seq and w_text must be >= 0 and not both 0, got {s['w_seq']}, {s['w_text']}")
+        self.fusion = _transplant(pretrained, data)
+        self.fusion_config = self.fusion.get_config()
+        self.text = torch.from_numpy(whiten_text(self.fusion.module.text_emb.cpu().numpy(), s["shrink"]))
+        self.keep_catalog(data)
+        return self
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+        if self.fusion is None or self.text is None:
+            raise RuntimeError("ZeroShotTextFusion is not built: fit it (pretrained=DIR) or use zero_shot()")
+        w_seq, w_text = self.settings["w_seq"], self.settings["w_text"]
+        out = None
+        if w_seq:
+            cfg = self.fusion.trainer_config
+            out = w_seq * score_histories(self.fusion.module, histories, cfg.max_len, cfg.eval_batch_size)
+        if w_text:
+            text = w_text * recency_text_scores(self.text, histories, self.settings["decay"])
+            out = text if out is None else out.add_(text)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {"pretrained": self.pretrained, "settings": dict(self.settings),
+                "fusion": copy.deepcopy(self.fusion_config)}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.fusion is None or self.text is None:
+            raise RuntimeError("ZeroShotTextFusion is not built: nothing to save")
+        return {**{f"fusion.{k}": v for k, v in self.fusion.state_tensors().items()}, "text": self.text}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.fusion_config is None:
+            raise ValueError("a saved zero-shot model needs its 'fusion' config")
+        self.fusion = TextFusionRec(**self.fusion_config)
+        self.fusion.load_state_tensors({k[len("fusion."):]: v for k, v in tensors.items() if k.startswith("fusion.")})
+        self.text = tensors["text"].float()
+
+    def n_scored_items(self) -> int | None:
+        return None if self.text is None else int(self.text.shape[0])
+
+    def save_extra(self, path: Path) -> None:
+        self.fusion.save_extra(path)
+
+    def load_extra(self, path: Path) -> None:
+        self.fusion.load_extra(path)
+
+
+def _transplant(pretrained: TextFusionRec, view: TrainView) -> TextFusionRec:
+    """The pretrained adaptor, code tables and encoder over ``view``'s items (text only, no events)."""
     if pretrained.module is None:
         raise RuntimeError("zero_shot needs a pretrained (fitted) TextFusionRec")
     if view.item_text is None:
         raise ValueError(f"{view.dataset_name}: zero-shot transfer needs item text")
     cfg = copy.deepcopy(pretrained.get_config())
-    cfg.update({"id_residual": False, "tune_mix": False, "mix": {**DEFAULT_MIX, **(mix or pretrained.mix)},
+    cfg.update({"id_residual": False, "tune_mix": False, "mix": dict(DEFAULT_MIX),
                 "n_items": int(view.n_items), "n_fit": 0})
     model = TextFusionRec(**cfg)
     model.text_embedder = pretrained.text_embedder
@@ -166,17 +308,85 @@ def zero_shot(pretrained: TextFusionRec, view: TrainView, mix: dict[str, float] 
     return model
 
 
-def tune_zero_shot_mix(pretrained: TextFusionRec, sources: TrainView, max_rows: int = 6000) -> dict[str, Any]:
-    """Choose the zero-shot score mix on the pretraining domains' valid rows (never the target's)
-    and keep it as ``pretrained.mix``. Every item counts as new, so only the text-cosine weights
-    matter. Returns the tuning report."""
-    probe = zero_shot(pretrained, sources, mix=dict(DEFAULT_MIX))
-    if len(sources.valid) == 0:
+def zero_shot_settings(pretrained: TextFusionRec) -> dict[str, Any]:
+    """The zero-shot settings chosen after pretraining (``ZS_FALLBACK`` for a model saved before them)."""
+    chosen = ((pretrained.pretraining or {}).get("zero_shot") or {}).get("chosen")
+    return dict(chosen) if chosen else dict(ZS_FALLBACK)
+
+
+def zero_shot(pretrained: TextFusionRec, view: TrainView, **settings: Any) -> ZeroShotTextFusion:
+    """A :class:`ZeroShotTextFusion` for ``view``'s items built from ``pretrained`` without training.
+
+    Only ``view.item_text`` (and its catalog, for ids) is read. ``settings`` (``decay``, ``shrink``,
+    ``w_seq``, ``w_text``) replace the ones chosen on the pretraining domains, e.g. ``w_text=0``
+    for the sequence part alone.
+    """
+    return ZeroShotTextFusion(settings=settings).build(pretrained, view)
+
+
+def _ndcg10(scores: torch.Tensor, hists: list[np.ndarray], t_rows: np.ndarray, t_items: np.ndarray) -> float:
+    from textrec.metrics.ranking import metrics_from_ranks, target_ranks
+
+    s = scores.clone()
+    r_idx = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
+    if len(r_idx):
+        s[torch.from_numpy(r_idx), torch.from_numpy(np.concatenate(hists).astype(np.int64))] = float("-inf")
+    ranks = target_ranks(s, torch.from_numpy(t_rows), torch.from_numpy(t_items)).numpy()
+    return float(metrics_from_ranks(ranks, t_rows, len(hists), [10])["ndcg@10"].mean())
+
+
+def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_rows: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:
+    """Choose the zero-shot settings on the pretraining domains' valid rows (never the target's).
+
+    Each source domain is scored as a zero-shot target would be: its own catalog, its own whitening.
+    The choice maximises the mean over domains of valid NDCG@10 (so the largest domain does not
+    decide alone) over ``ZS_DECAYS x ZS_SHRINKS x ZS_WEIGHTS``. It is kept in
+    ``pretrained.pretraining["zero_shot"]`` (saved with the model) and returned with the table.
+    Caveat: the sequence part is scored on users it trained on (their valid targets were never trained
+    on), so on a new domain it is weaker than here and the choice leans towards it.
+    """
+    table: dict[tuple, list[float]] = {}
+    used = []
+    for view in sources:
+        if len(view.valid) == 0:
+            continue
+        rows = np.arange(len(view.valid))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_rows, replace=False))
+        hists = [view.valid.history(i) for i in rows]
+        t_rows = np.repeat(np.arange(len(rows)), [len(view.valid.targets(i)) for i in rows])
+        t_items = np.concatenate([view.valid.targets(i) for i in rows]).astype(np.int64)
+        fusion = _transplant(pretrained, view)
+        cfg = fusion.trainer_config
+        seq = score_histories(fusion.module, hists, cfg.max_len, cfg.eval_batch_size)
+        raw = fusion.module.text_emb.cpu().numpy()
+        for shrink in ZS_SHRINKS:
+            text = torch.from_numpy(whiten_text(raw, shrink))
+            for decay in ZS_DECAYS:
+                cos = recency_text_scores(text, hists, decay)
+                for w_seq, w_text in ZS_WEIGHTS:
+                    if w_text == 0 and (shrink, decay) != (ZS_SHRINKS[0], ZS_DECAYS[0]):
+                        continue  # the sequence part alone does not depend on the text settings
+                    s = seq * w_seq + cos * w_text if w_seq else cos
+                    key = (decay, shrink, w_seq, w_text)
+                    table.setdefault(key, []).append(_ndcg10(s, hists, t_rows, t_items))
+        used.append({"name": view.dataset_name, "valid_rows_used": int(len(rows))})
+    if not table:
         return {}
-    probe.tune(sources.valid, max_rows=max_rows)
-    pretrained.mix = dict(probe.mix)
-    return probe.mix_report
+    best = max(table, key=lambda k: float(np.mean(table[k])))
+    chosen = dict(zip(("decay", "shrink", "w_seq", "w_text"), best))
+    names = [u["name"] for u in used]
+    report = {"chosen": chosen, "on": "the pretraining domains' valid rows (mean of per-domain NDCG@10)",
+              "domains": used, "best_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[best])},
+              "text_knn_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[(1.0, None, 0.0, 1.0)])},
+              "seq_only_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[(1.0, None, 1.0, 0.0)])},
+              "table": [{"decay": k[0], "shrink": k[1], "w_seq": k[2], "w_text": k[3],
+                         "mean_valid_ndcg@10": round(float(np.mean(v)), 5)} for k, v in table.items()]}
+    pretrained.pretraining = {**(pretrained.pretraining or {}), "zero_shot": report}
+    return report
 
 
-__all__ = ["TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views", "zero_shot",
-           "tune_zero_shot_mix"]
+__all__ = ["TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
+           "zero_shot", "zero_shot_settings", "tune_zero_shot", "whiten_text", "recency_text_scores",
+           "ZeroShotTextFusion"]

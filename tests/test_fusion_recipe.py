@@ -220,3 +220,27 @@ def test_bench_textfusion_quality_writes_models_and_targets(tmp_path, monkeypatc
     assert models["TextFusion seed 0"]["train_peak_rss_mb"] > 0
     assert (out / "t.md").is_file()
 
+
+
+def test_without_text_items_without_events_are_not_placed_above_warm_ones():
+    """No text means no affinity to place a new item by (every one ties): the model fits no
+    placement, and items seen only as held-out targets stay out of users' top 10."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    rows = [(f"u{u}", f"i{(s + t) % 30}", float(t)) for u in range(150) for s in [int(rng.integers(30))]
+            for t in range(8)]
+    rows += [(f"u{u}", f"new{u % 4}", 100.0) for u in range(0, 150, 5)]  # only ever a test target
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    ds = RecDataset.from_frames("no-text-cold", inter)
+    split = leave_one_out(ds)
+    model = _model(use_text=False)
+    model.fit(TrainView.from_split(split, with_text=True), progress=False)
+    cold = np.flatnonzero(model.counts.numpy() == 0)
+    assert model.text_mode == "none" and model.calibration is None and len(cold) == 4
+    h = split.test.histories()[:40]
+    s = model.score(np.zeros(40), h)
+    s[torch.from_numpy(np.repeat(np.arange(40), [len(x) for x in h])),
+      torch.from_numpy(np.concatenate(h).astype(np.int64))] = float("-inf")
+    order = torch.argsort(s, dim=1, descending=True).numpy()
+    best_cold = np.array([np.flatnonzero(np.isin(row, cold))[0] for row in order])  # 0-based rank
+    assert best_cold.min() >= 3 and best_cold.mean() > 8  # a placement would have put them first for everyone

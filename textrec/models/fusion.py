@@ -457,7 +457,9 @@ class TextFusionRec(Recommender):
         self._train(data, progress, self.name)
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
-        if self.new_item_scoring == "calibrated" and len(data.valid):
+        # without text there is nothing to rank a new item by (every affinity ties): no placement,
+        # items without events keep the mix's score (no co-occurrence, untrained ID row)
+        if self.new_item_scoring == "calibrated" and len(data.valid) and self.text_mode == "text":
             self.calibrate(data.valid)
         return self
 

@@ -19,6 +19,7 @@ import json
 import shlex
 import sys
 
+from textrec.models.transfer import load_init
 from textrec.options import (
     add_run_options,
     positive_float,
@@ -77,22 +78,6 @@ def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
     model.pretraining["zero_shot_cpu_seconds"] = round(time.process_time() - c0, 1)
     model.save_pretrained(path)
     return report
-
-
-def load_init(path: str, target: str | None = None):
-    """The pretrained TextFusion at ``path``; refuses one that saw ``target`` or records no domains."""
-    import textrec
-    from textrec.models.fusion import TextFusionRec
-
-    model = textrec.load(path)
-    if not isinstance(model, TextFusionRec) or model.module is None:
-        raise ValueError(f"{path}: --init needs a TextFusion model (got {type(model).__name__})")
-    seen = [d["name"] for d in (model.pretraining or {}).get("domains", [])]
-    if not seen:
-        raise ValueError(f"{path}: this model records no pretraining domains (was it trained with --pretrain-on?)")
-    if target is not None and target in seen:
-        raise ValueError(f"{path} was pretrained on '{target}' ({', '.join(seen)}): its test rows are not unseen")
-    return model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,8 +214,6 @@ class ZeroShotTextFusion(Recommender):
         """Build from the pretrained folder ``pretrained`` on ``data``'s item text (no event is read)."""
         if self.pretrained is None:
             raise ValueError("ZeroShotTextFusion needs pretrained=DIR (a model from --pretrain-on) to fit")
-        from textrec.transfer_cli import load_init
-
         return self.build(load_init(self.pretrained, data.dataset_name), data)
 
     def build(self, pretrained: TextFusionRec, data: TrainView) -> ZeroShotTextFusion:
@@ -387,6 +385,23 @@ def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_
     return report
 
 
-__all__ = ["TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
+def load_init(path: str, target: str | None = None):
+    """The pretrained TextFusion at ``path``; refuses one that saw ``target`` or records no domains."""
+    import textrec
+    from textrec.models.fusion import TextFusionRec
+
+    model = textrec.load(path)
+    if not isinstance(model, TextFusionRec) or model.module is None:
+        raise ValueError(f"{path}: --init needs a TextFusion model (got {type(model).__name__})")
+    seen = [d["name"] for d in (model.pretraining or {}).get("domains", [])]
+    if not seen:
+        raise ValueError(f"{path}: this model records no pretraining domains (was it trained with --pretrain-on?)")
+    if target is not None and target in seen:
+        raise ValueError(f"{path} was pretrained on '{target}' ({', '.join(seen)}): its test rows are not unseen")
+    return model
+
+
+
+__all__ = ["load_init", "TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
            "zero_shot", "zero_shot_settings", "tune_zero_shot", "whiten_text", "recency_text_scores",
            "ZeroShotTextFusion"]

@@ -463,12 +463,10 @@ class TextFusionRec(Recommender):
             self.calibrate(data.valid)
         return self
 
-    def _valid_rows(self, data: TrainView) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """A seeded sample (at most ``early_stop_rows``, default 3000) of valid rows to choose a
-        fitted part's setting on: their histories, and the (row, target item) pairs."""
-        valid = data.valid
+    def _valid_rows(self, valid, limit: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """A seeded sample of at most ``limit`` rows of ``valid`` (every choice made on valid reads
+        the same sample for the same limit): their histories, and the (row, target item) pairs."""
         rows = np.arange(len(valid))
-        limit = self.early_stop_rows or 3000
         if len(rows) > limit:
             rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), limit, replace=False))
         hists = [valid.history(i) for i in rows]
@@ -494,7 +492,7 @@ class TextFusionRec(Recommender):
             self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False}
             return _ease_b(data, self.ease_lam)
         grid = sorted(self.ease_grid or [20.0, 50.0, 100.0, 200.0, 500.0])
-        hists, t_rows, t_items = self._valid_rows(data)
+        hists, t_rows, t_items = self._valid_rows(data.valid, self.early_stop_rows or 3000)
         if not hists:  # nothing to choose on: the middle of the grid
             self.ease_lam = grid[len(grid) // 2]
             self.ease_report = {"lam": self.ease_lam, "chosen_on_valid": False, "note": "no valid rows"}
@@ -522,7 +520,7 @@ class TextFusionRec(Recommender):
         if self.trans_decay is not None:
             self.trans_report = {"decay": self.trans_decay, "window": TRANS_WINDOW, "chosen_on_valid": False}
             return markov
-        hists, t_rows, t_items = self._valid_rows(data)
+        hists, t_rows, t_items = self._valid_rows(data.valid, self.early_stop_rows or 3000)
         table = []
         for decay in TRANS_DECAYS:
             markov.decay = decay
@@ -718,17 +716,13 @@ class TextFusionRec(Recommender):
         """
         from textrec.models.cold_items import enough_new_targets, fit_calibration, full_ndcg
 
-        rows = np.arange(len(valid))
-        if len(rows) > max_rows:
-            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
-        hists = [valid.history(i) for i in rows]
+        hists, t_rows, t_items = self._valid_rows(valid, max_rows)
+        rows = np.arange(len(hists))
         parts = self.components(hists)
         terms = self.affinity_parts(hists, parts)
         n = terms["seq"].shape[1]
         cold = self.counts == 0
         seen = seen_mask(hists, n)
-        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
-        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
         t_cold = cold.numpy()[t_items]
         real_new = enough_new_targets(t_cold)
         pick = t_cold if real_new else np.ones(len(t_items), dtype=bool)
@@ -771,17 +765,13 @@ class TextFusionRec(Recommender):
             raise ValueError(f"objective must be one of {TUNE_OBJECTIVES}, got {objective!r}")
         from textrec.metrics.ranking import metrics_from_ranks, target_ranks
 
-        rows = np.arange(len(valid))
-        if len(rows) > max_rows:
-            rows = np.sort(np.random.default_rng(self.seed).choice(len(rows), max_rows, replace=False))
-        hists = [valid.history(i) for i in rows]
+        hists, t_rows, t_items = self._valid_rows(valid, max_rows)
+        rows = np.arange(len(hists))
         parts = self.components(hists)
         n = parts["seq"].shape[1]
         r_idx = np.repeat(np.arange(len(rows)), [len(h) for h in hists])
         h_idx = np.concatenate(hists).astype(np.int64) if len(r_idx) else np.zeros(0, np.int64)
         mask = (torch.from_numpy(r_idx), torch.from_numpy(h_idx))
-        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
-        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
         tr, ti = torch.from_numpy(t_rows), torch.from_numpy(t_items)
         cold = self.counts == 0
         k = int(metric.partition("@")[2])

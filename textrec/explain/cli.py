@@ -131,7 +131,7 @@ def recommended_pairs(user: str, k: int, engine: str | None, dataset: str, data_
     ``engine``: a saved recommender folder (e.g. a TextFusion artifact); None fits EASE on the dataset's
     interactions (Instruments has no item text, so TextFusion cannot be trained on it).
     """
-    from textrec.serve.backends import ServedArtifact
+    from textrec import load
 
     if engine is None:
         import tempfile
@@ -144,10 +144,8 @@ def recommended_pairs(user: str, k: int, engine: str | None, dataset: str, data_
         ds = load_dataset(dataset, data_root=data_root)
         engine = tempfile.mkdtemp(prefix="textrec-ease-")
         EASE().fit(TrainView.from_split(make_split(ds, "auto")), progress=False).save_pretrained(engine)
-    served = ServedArtifact.load(engine)
-    u, history = served.history_of(user)
-    recs = served.recommend(history, k, user=u)
-    return [(user, served.catalog.ids[r.index]) for r in recs], served.model_type
+    model = load(engine)
+    return [(user, row["id"]) for row in model.recommend_ids(user_id=user, k=k)], type(model).__name__
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

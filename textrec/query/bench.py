@@ -401,8 +401,7 @@ def targets_block(res: dict[str, Any], grpo: str, sft: str, budget: int = DEFAUL
     def block(setting: str, kind: str):
         for b in res["blocks"].values():
             if (b.get("setting") == setting and b.get("evaluation_retriever") == kind and b.get("part") == "test"
-                    and b.get("max_words", budget) == budget and b.get("subsample") is not None
-                    and grpo in b["rows"]):
+                    and b.get("max_words", budget) == budget and grpo in b["rows"]):
                 return b
         return None
 

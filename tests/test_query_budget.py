@@ -133,7 +133,8 @@ def test_oracle_covers_every_heuristic_and_targets_read_the_blocks():
         for kind in ("dense", "bm25", "hybrid"):
             blocks[f"{setting}/{kind}/test/4/w8"] = {
                 **b, "setting": setting, "evaluation_retriever": kind, "part": "test", "max_words": 8,
-                "subsample": {"n": 4, "seed": 0}}
+                # every held-out user evaluated: no subsample, and the targets still read the block
+                "subsample": {"n": 4, "seed": 0} if setting == "transductive" else None}
     t = targets_block({"dataset": "toy", "blocks": blocks, "writers": {"grpo": {"reward_retrievers": ["hybrid"]}}},
                       "grpo", "sft")
     assert t["reward_retriever"] == "hybrid"

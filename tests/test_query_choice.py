@@ -79,3 +79,28 @@ def test_query_profile_counts_heuristic_copies_digits_and_empties():
                       {"last_title": ["a b", "x", "y", "z", "w"], "keywords": ["a b", "x", "y", "c d", "w"]})
     assert p["shares"] == {"empty": 0.2, "no_letters": 0.2, "last_title": 0.2, "keywords": 0.2, "own_text": 0.2}
     assert p["n"] == 5 and p["mean_words"] == 1.6
+
+
+def test_greedy_cache_writes_each_prompt_once_and_keeps_the_choice_across_budgets(monkeypatch):
+    from textrec.query.policy import QueryWriter
+
+    w = QueryWriter.__new__(QueryWriter)
+    w.max_words, w.mode, w.max_new_tokens, w.greedy_cache = 8, "choose", 3, {}
+    calls: list[list[str]] = []
+
+    def fake_generate(prompts, *args):
+        calls.append(list(prompts))
+        return [" title" if p == "a" else " words" for p in prompts]
+
+    monkeypatch.setattr(w, "prompts", lambda tasks: [t.context[0][0] for t in tasks], raising=False)
+    monkeypatch.setattr(w, "_generate", fake_generate, raising=False)
+    ta = QueryTask(user=0, history=np.array([0, 2]), target=-1, context=["a"] + CTX[1:])
+    tb = QueryTask(user=1, history=np.array([1, 2]), target=-1, context=["b"] + CTX[1:])
+    assert w.write([ta, tb, ta], max_words=8) == ["Soldering iron kit with stand and many extra",
+                                                  "soldering iron kit stand many extra words here",
+                                                  "Soldering iron kit with stand and many extra"]
+    assert calls == [["a", "b"]]  # one generation per distinct prompt
+    assert w.write([tb, ta], max_words=2) == ["soldering iron", "Soldering iron"]
+    assert calls == [["a", "b"]]  # the other budget reuses the completions
+    w.generate([ta], do_sample=True)  # sampling never reads or fills the cache
+    assert calls[-1] == ["a"] and len(calls) == 2

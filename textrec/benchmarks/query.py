@@ -62,7 +62,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-query-words", "--max-words", type=positive_int, default=8,
                     help="the headline query budget in words: every row's query is cut to it")
     ap.add_argument("--budgets", nargs="*", type=positive_int, default=[],
-                    help="further budgets (e.g. 4 16): heuristic-only test blocks")
+                    help="further budgets (e.g. 4 16): test blocks with every row (LLM rows reuse their completions)")
     ap.add_argument("--no-valid", action="store_true")
     ap.add_argument("--bootstrap", type=positive_int, default=2000)
     ap.add_argument("--compare-runs", nargs=2, metavar=("A.json:ROW", "B.json:ROW"),

@@ -51,6 +51,9 @@ class QueryWriter:
         self.max_words = int(max_words or DEFAULT_MAX_WORDS)
         # write: the completion is the query; choose: it names the heuristic query (textrec.query.choice)
         self.mode = check_mode(mode)
+        #: prompt -> greedy completion, when a caller sets a dict: the benchmark asks for the same
+        #: users' queries at several budgets, and greedy decoding writes the same completion each time
+        self.greedy_cache: dict[str, str] | None = None
 
     @classmethod
     def from_base(cls, model_name: str | None = None, **kw) -> QueryWriter:
@@ -66,13 +69,24 @@ class QueryWriter:
 
     def generate(self, tasks, batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
                  max_new_tokens: int | None = None, seed: int = 0, progress: bool = True) -> list[str]:
-        """One completion per task (greedy by default), batched with left padding."""
+        """One completion per task (greedy by default), batched with left padding; greedy ones come
+        from :attr:`greedy_cache` when it is set (and fill it)."""
+        prompts = self.prompts(tasks)
+        n_new = int(max_new_tokens or self.max_new_tokens)
+        cache = self.greedy_cache if not do_sample and n_new == self.max_new_tokens else None
+        if cache is None:
+            return self._generate(prompts, batch_size, do_sample, temperature, n_new, seed, progress)
+        todo = list(dict.fromkeys(p for p in prompts if p not in cache))
+        if todo:
+            cache.update(zip(todo, self._generate(todo, batch_size, False, temperature, n_new, seed, progress)))
+        return [cache[p] for p in prompts]
+
+    def _generate(self, prompts: list[str], batch_size: int, do_sample: bool, temperature: float, n_new: int,
+                  seed: int, progress: bool) -> list[str]:
         import torch
 
         from textrec.options import progress_bar as tqdm
 
-        prompts = self.prompts(tasks)
-        n_new = int(max_new_tokens or self.max_new_tokens)
         self.model.eval()
         if do_sample:
             torch.manual_seed(seed)  # sampled queries are reproducible for a given seed

@@ -153,6 +153,30 @@ def test_zero_shot_settings_are_chosen_on_the_sources_only(pretrained):
     assert set(report["text_knn_valid_ndcg@10"]) == {"planted"}
 
 
+
+def test_zero_shot_settings_leave_one_domain_out_use_a_probe_that_never_saw_them(pretrained, tmp_path):
+    import copy
+
+    pre, path = pretrained
+    target = textrec.load(path)
+    probe = textrec.load(path)
+    with pytest.raises(ValueError, match="not held out"):  # the probe saw "planted"
+        tune_zero_shot(target, _views(), max_rows=30, probe=probe)
+    probe.pretraining = copy.deepcopy(probe.pretraining)
+    probe.pretraining["domains"] = [{"name": "elsewhere", "users": 1, "items": 1, "events": 1}]
+    with torch.no_grad():  # a different sequence part: the table must be the probe's, not the target's
+        for p in probe.module.encoder.parameters():
+            p.mul_(0.0)
+    for m in (target, probe):
+        m.text_embedder = bag_of_words
+    report = tune_zero_shot(target, _views(), max_rows=30, probe=probe, probe_source="probe-dir")
+    assert report["on"].startswith("leave-one-domain-out") and report["probe"]["domains"] == ["elsewhere"]
+    assert target.pretraining["zero_shot"]["chosen"] == report["chosen"]
+    own = textrec.load(path)
+    own.text_embedder = bag_of_words
+    assert report["table"] != tune_zero_shot(own, _views(), max_rows=30)["table"]
+
+
 def test_parse_domains_keeps_the_target_out():
     assert parse_domains("games, office", exclude="scientific") == ["games", "office"]
     with pytest.raises(ValueError, match="target 'office'"):
@@ -275,3 +299,63 @@ def test_choose_zero_shot_rereads_the_recorded_domains_and_saves(pretrained, tmp
     assert [a[0] for a in asked] == ["planted", "planted"]
     rec = textrec.load(path).pretraining
     assert rec["zero_shot"]["chosen"]["decay"] in ZS_DECAYS and "zero_shot_cpu_seconds" in rec
+
+
+@pytest.mark.parametrize("loss", ["inbatch", "sampled"])
+def test_domain_batches_keep_every_step_and_its_negatives_inside_one_domain(loss, monkeypatch):
+    from textrec.models.fusion import TextFusionModule
+
+    torch.set_num_threads(1)
+    merged, offsets = TrainView.concat(_views())
+    model = _model(id_residual=False, trainer={**SMALL["trainer"], "epochs": 2, "loss": loss, "negatives": 8,
+                                               "domain_batches": True, "batch_size": 16})
+    seen: list[tuple[int, int]] = []
+    real = TextFusionModule.represent
+
+    def spy(self, items):
+        seen.append((int(items.min()), int(items.max())))
+        return real(self, items)
+
+    monkeypatch.setattr(TextFusionModule, "represent", spy)
+    model.pretrain(_views(), progress=False)
+    assert seen
+    domain = lambda i: int(np.searchsorted(offsets, i, side="right")) - 1  # noqa: E731
+    assert all(domain(lo) == domain(hi) for lo, hi in seen)  # inputs, targets and negatives of one domain
+    assert {domain(lo) for lo, _ in seen} == {0, 1}
+    # valid rows are ranked within their own domain's catalog
+    from textrec.models.seq_trainer import _ModuleScorer
+
+    scorer = _ModuleScorer(model.module, 10, "m", 64, item_domains=offsets)
+    s = scorer.score(np.array([0, 1]), [np.array([1, 2]), np.array([int(offsets[1]) + 3])])
+    assert torch.isinf(s[0, offsets[1]:]).all() and torch.isfinite(s[0, :offsets[1]]).all()
+    assert torch.isinf(s[1, :offsets[1]]).all() and torch.isfinite(s[1, offsets[1]:]).all()
+
+
+def test_text_whiten_whitens_each_domain_on_its_own_and_warm_start_keeps_it(pretrained):
+    merged, offsets = TrainView.concat(_views())
+    model = _model(text_whiten=0.1)
+    emb = bag_of_words(merged.item_text)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    out = model.whiten(emb, offsets)
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        assert np.allclose(out[a:b], whiten_text(emb[a:b], 0.1), atol=1e-6)
+    assert np.allclose(_model().whiten(emb, offsets), emb)  # the default reads raw vectors
+    pre, _ = pretrained
+    pre = pre.copy_unfitted()
+    pre.module, pre.text_whiten = object(), 0.5
+    assert _model().warm_start(pre).text_whiten == 0.5
+
+
+def test_a_whitened_model_adds_items_through_its_own_whitening_after_a_reload(tmp_path):
+    torch.set_num_threads(1)
+    view = _views()[0]
+    model = _model(text_whiten=0.1, trainer={**SMALL["trainer"], "epochs": 1}).fit(view, progress=False)
+    emb = bag_of_words(view.item_text)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    assert np.allclose(model.module.text_emb.numpy(), whiten_text(emb, 0.1), atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = textrec.load(tmp_path / "m")
+    loaded.text_embedder = bag_of_words
+    new = loaded.add_items([view.item_text[3]], ids=["new-item"])
+    # a copy of item 3's text is whitened exactly as item 3 was
+    assert torch.allclose(loaded.module.text_emb[new[0]], loaded.module.text_emb[3], atol=1e-5)

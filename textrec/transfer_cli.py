@@ -62,9 +62,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
-    """(Re)choose the zero-shot settings of the pretrained model at ``path`` on its own pretraining
-    domains' valid rows (the same seeded user samples it was trained on) and save it in place."""
+def choose_zero_shot(path: str, max_rows: int = 2000, probe: str | None = None,
+                     held_out: list[str] | None = None) -> dict:
+    """(Re)choose the zero-shot settings of the pretrained model at ``path`` and save it in place.
+
+    Without ``probe``: on its own pretraining domains' valid rows (the same seeded user samples it
+    was trained on). With ``probe`` (a folder pretrained without the domains ``held_out``):
+    leave-one-domain-out, on ``held_out``'s valid rows, where the probe's sequence part is out of
+    sample. ``held_out`` must be among ``path``'s pretraining domains, so the target is never read."""
     import time
 
     from textrec.models.transfer import domain_view, tune_zero_shot
@@ -72,8 +77,16 @@ def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
     model = load_init(path)
     rec = model.pretraining
     c0 = time.process_time()
-    views = [domain_view(d["name"], rec.get("max_users_per_domain"), model.seed) for d in rec["domains"]]
-    report = tune_zero_shot(model, views, max_rows=max_rows)
+    cap = rec.get("max_users_per_domain")
+    if probe is None:
+        views = [domain_view(d["name"], cap, model.seed) for d in rec["domains"]]
+        report = tune_zero_shot(model, views, max_rows=max_rows)
+    else:
+        names = [d["name"] for d in rec["domains"]]
+        if not held_out or any(h not in names for h in held_out):
+            raise ValueError(f"--held-out must name some of {path}'s pretraining domains {names}, got {held_out}")
+        views = [domain_view(h, cap, model.seed) for h in held_out]
+        report = tune_zero_shot(model, views, max_rows=max_rows, probe=load_init(probe), probe_source=str(probe))
     model.pretraining.pop("zero_shot_mix", None)  # the text-cosine weight of the earlier zero-shot scorer
     model.pretraining["zero_shot_cpu_seconds"] = round(time.process_time() - c0, 1)
     model.save_pretrained(path)
@@ -92,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--choose-zero-shot", metavar="DIR",
                     help="instead: choose the zero-shot settings of the pretrained model in DIR on its own "
                          "pretraining domains' valid rows, and save them into DIR")
+    ap.add_argument("--probe", metavar="DIR",
+                    help="with --choose-zero-shot: choose leave-one-domain-out, with this model pretrained "
+                         "without the --held-out domains, on their valid rows")
+    ap.add_argument("--held-out", metavar="D1,D2",
+                    help="with --probe: the domains (pretraining domains of the model being set) to choose on")
     add_run_options(ap)
     args = ap.parse_args(argv)
     if args.choose_zero_shot:
         setup_run(args)
-        report = choose_zero_shot(args.choose_zero_shot)
+        held = [h.strip() for h in args.held_out.split(",")] if args.held_out else None
+        report = choose_zero_shot(args.choose_zero_shot, probe=args.probe, held_out=held)
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
         return 0
     if not args.pretrain_on or not args.out:

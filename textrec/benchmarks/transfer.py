@@ -209,12 +209,18 @@ class TextTermBlend:
     def __init__(self, base, pre, view, max_rows: int = 3000) -> None:
         import torch
 
-        from textrec.models.transfer import _ndcg10, recency_text_scores, whiten_text, zero_shot_settings
+        from textrec.models.transfer import (
+            _ndcg10,
+            raw_text,
+            recency_text_scores,
+            whiten_text,
+            zero_shot_settings,
+        )
 
         self.base = base
         st = zero_shot_settings(pre)
         self.decay = st["decay"]
-        emb = base.module.text_emb.cpu().numpy() if getattr(base, "module", None) is not None else None
+        emb = raw_text(base, view)
         self.text = torch.from_numpy(whiten_text(emb, st["shrink"]))
         valid = view.valid
         rows = np.arange(len(valid))

@@ -299,6 +299,19 @@ def test_choose_zero_shot_rereads_the_recorded_domains_and_saves(pretrained, tmp
     assert [a[0] for a in asked] == ["planted", "planted"]
     rec = textrec.load(path).pretraining
     assert rec["zero_shot"]["chosen"]["decay"] in ZS_DECAYS and "zero_shot_cpu_seconds" in rec
+    # leave-one-domain-out: a probe folder that never saw the held-out domain chooses the settings
+    probe = textrec.load(pre_dir)
+    probe.pretraining = {**probe.pretraining, "domains": [{"name": "elsewhere", "users": 1, "items": 1, "events": 1}]}
+    probe.save_pretrained(tmp_path / "probe")
+    asked.clear()
+    assert main(["--choose-zero-shot", str(path), "--probe", str(tmp_path / "probe"), "--held-out", "planted",
+                 "--quiet", "--threads", "1"]) == 0
+    rec = textrec.load(path).pretraining
+    assert rec["zero_shot"]["on"].startswith("leave-one-domain-out") and rec["zero_shot"]["probe"]["domains"] == [
+        "elsewhere"]
+    with pytest.raises(ValueError, match="--held-out must name"):
+        main(["--choose-zero-shot", str(path), "--probe", str(tmp_path / "probe"), "--held-out", "office",
+              "--quiet", "--threads", "1"])
 
 
 @pytest.mark.parametrize("loss", ["inbatch", "sampled"])

@@ -39,6 +39,11 @@ def add_pretrain_arguments(t: argparse.ArgumentParser, init: bool = True) -> Non
                    help="with --pretrain-on: at most this many users per domain (a seeded sample)")
     g.add_argument("--pretrain-cpu-minutes", type=positive_float, default=None,
                    help="with --pretrain-on: stop pretraining after this much CPU time (best valid epoch kept)")
+    g.add_argument("--zero-shot-probe", metavar="DIR",
+                   help="with --pretrain-on: choose the zero-shot settings leave-one-domain-out, with this model "
+                        "pretrained without the --held-out domains, on their valid rows")
+    g.add_argument("--held-out", metavar="D1,D2",
+                   help="with --zero-shot-probe (or --probe): the pretraining domains the probe never saw")
     if init:
         g.add_argument("--init", metavar="DIR", help="start from this pretrained TextFusion (--pretrain-on output)")
 
@@ -55,11 +60,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         recipe = "fusion_pretrain"
     model = pretrain_textfusion(domains, recipe=recipe, seed=args.seed, max_users=args.max_users,
                                 max_epochs=args.epochs, max_cpu_minutes=args.pretrain_cpu_minutes,
-                                command=getattr(args, "command", None) or command_line(), progress=progress(args))
+                                command=getattr(args, "command", None) or command_line(), progress=progress(args),
+                                probe=args.zero_shot_probe, held_out=_held_out(args))
     model.save_pretrained(args.out)
     record = {k: v for k, v in model.pretraining.items() if k != "history"}
     print(json.dumps({"saved": str(args.out), **record}, indent=2))
     return 0
+
+
+def _held_out(args: argparse.Namespace) -> list[str]:
+    return [h.strip() for h in (args.held_out or "").split(",") if h.strip()]
 
 
 def choose_zero_shot(path: str, max_rows: int = 2000, probe: str | None = None,
@@ -108,14 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe", metavar="DIR",
                     help="with --choose-zero-shot: choose leave-one-domain-out, with this model pretrained "
                          "without the --held-out domains, on their valid rows")
-    ap.add_argument("--held-out", metavar="D1,D2",
-                    help="with --probe: the domains (pretraining domains of the model being set) to choose on")
     add_run_options(ap)
     args = ap.parse_args(argv)
     if args.choose_zero_shot:
         setup_run(args)
-        held = [h.strip() for h in args.held_out.split(",")] if args.held_out else None
-        report = choose_zero_shot(args.choose_zero_shot, probe=args.probe, held_out=held)
+        report = choose_zero_shot(args.choose_zero_shot, probe=args.probe, held_out=_held_out(args))
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
         return 0
     if not args.pretrain_on or not args.out:

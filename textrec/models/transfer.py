@@ -90,9 +90,12 @@ def domain_view(name: str, max_users: int | None = None, seed: int = 0) -> Train
 def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain", seed: int = 0,
                         max_users: int | None = None, max_epochs: int | None = None,
                         max_cpu_minutes: float | None = None, command: str | None = None,
-                        progress: bool = True, **overrides: Any) -> TextFusionRec:
+                        progress: bool = True, probe: str | None = None, held_out: Sequence[str] = (),
+                        **overrides: Any) -> TextFusionRec:
     """Pretrain a text-only TextFusion (``recipe`` + ``overrides``) on ``domains``, each capped at
-    ``max_users`` users; ``max_cpu_minutes`` caps training by this process's CPU time."""
+    ``max_users`` users; ``max_cpu_minutes`` caps training by this process's CPU time. ``probe`` (a
+    folder pretrained without the ``held_out`` domains) chooses the zero-shot settings
+    leave-one-domain-out (:func:`tune_zero_shot`)."""
     views = [domain_view(n, max_users, seed) for n in domains]
     trainer = dict(overrides.pop("trainer", {}) or {})
     if max_cpu_minutes is not None:
@@ -100,24 +103,36 @@ def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain",
     model = TextFusionRec.from_recipe(recipe, seed=seed, max_epochs=max_epochs, trainer=trainer, **overrides)
     return pretrain_views(model, views, command=command, progress=progress,
                           record={"recipe": recipe, "max_users_per_domain": max_users,
-                                  "max_cpu_minutes": max_cpu_minutes})
+                                  "max_cpu_minutes": max_cpu_minutes},
+                          probe=None if probe is None else load_init(probe), probe_source=probe, held_out=held_out)
 
 
 def pretrain_views(model: TextFusionRec, views: Sequence[TrainView], command: str | None = None,
-                   progress: bool = True, record: dict[str, Any] | None = None) -> TextFusionRec:
+                   progress: bool = True, record: dict[str, Any] | None = None,
+                   probe: TextFusionRec | None = None, probe_source: str | None = None,
+                   held_out: Sequence[str] = ()) -> TextFusionRec:
     """Pretrain ``model`` text-only (its ID residual is switched off) on ``views``; return it.
 
     Records in ``model.pretraining``: the domains (users, items, events seen), the command, CPU and
-    wall seconds, peak memory, the epoch count and cap, and the zero-shot settings chosen on the
-    sources' valid rows (``pretraining["zero_shot"]``, what :func:`zero_shot` uses).
+    wall seconds, peak memory, the epoch count and cap, and the zero-shot settings
+    (``pretraining["zero_shot"]``, what :func:`zero_shot` uses): chosen on the sources' valid rows,
+    or with ``probe`` (a model pretrained without the ``held_out`` domains, a subset of ``views``)
+    leave-one-domain-out on those domains' valid rows.
     """
+    if probe is not None:
+        names = [v.dataset_name for v in views]
+        if not held_out or any(h not in names for h in held_out):
+            raise ValueError(f"a zero-shot probe needs held-out domains among {names}, got {list(held_out)}")
     t0, c0 = time.perf_counter(), time.process_time()
     model.id_residual, model.tune_mix = False, False
     model.pretraining = {"command": command, **(record or {}), "epoch_cap": model.trainer_config.epochs}
     model.pretrain(list(views), progress=progress)
     train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - t0
     c1 = time.process_time()
-    tune_zero_shot(model, list(views))
+    if probe is None:
+        tune_zero_shot(model, list(views))
+    else:
+        tune_zero_shot(model, [v for v in views if v.dataset_name in held_out], probe=probe, probe_source=probe_source)
     model.pretraining.update({
         "zero_shot_cpu_seconds": round(time.process_time() - c1, 1),
         "cpu_seconds": round(train_cpu, 1), "wall_seconds": round(train_wall, 1),

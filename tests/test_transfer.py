@@ -372,3 +372,37 @@ def test_a_whitened_model_adds_items_through_its_own_whitening_after_a_reload(tm
     new = loaded.add_items([view.item_text[3]], ids=["new-item"])
     # a copy of item 3's text is whitened exactly as item 3 was
     assert torch.allclose(loaded.module.text_emb[new[0]], loaded.module.text_emb[3], atol=1e-5)
+
+
+def test_bench_adds_a_whitened_scratch_control_for_a_whitened_pretrained_model(pretrained, tmp_path):
+    import argparse
+
+    from textrec.benchmarks.transfer import PRETRAINED, SCRATCH_WH, Harness, run_subset, summarise
+
+    _, path = pretrained
+    pre = textrec.load(path)
+    pre.text_embedder, pre.text_whiten = bag_of_words, 0.1
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    recipe = {"model": "TextFusionRec", "backbone": SMALL["backbone"], "trainer": {**SMALL["trainer"], "epochs": 1},
+              "options": {k: v for k, v in SMALL.items() if k not in ("backbone", "trainer", "ease_lam")}}
+    args = argparse.Namespace(recipe=recipe, epochs=1, epochs_full_equiv=None, ease_grid=[5.0], quiet=True)
+    h = Harness(split, args, tmp_path / "part.json", text_embedder=bag_of_words)
+    run_subset(h, pre, "pre", 0.1, 0, ablation=False, curve=True)
+    assert f"10% users, seed 0: {SCRATCH_WH}" in h.rows and f"10% users, seed 0: {SCRATCH_WH} + " not in str(h.rows)
+    curve, targets = summarise(h, [0.1])
+    assert curve["10%"]["pretrained_minus_whitened_scratch_control_paired"]
+    t = targets["10% users"]
+    assert t["pretrained_over_control"] == round(curve["10%"][PRETRAINED]["mean"] / curve["10%"][SCRATCH_WH]["mean"], 3)
+
+
+def test_pretraining_without_code_tables_lets_the_target_fit_its_own(tmp_path):
+    torch.set_num_threads(1)
+    pre = _model(n_subvectors=0, trainer={**SMALL["trainer"], "epochs": 1, "loss": "inbatch", "domain_batches": True})
+    pretrain_views(pre, _views(), progress=False)
+    assert pre.module.code_emb is None and pre.quantizer is None
+    target = TrainView.from_split(leave_one_out(_planted(n_items=24, n_users=40, seed=2)), with_text=True)
+    with pytest.raises(ValueError, match="no code tables to freeze"):
+        _model().warm_start(pre, freeze=["codes"])
+    model = _model(trainer={**SMALL["trainer"], "epochs": 1}).warm_start(pre).fit(target, progress=False)
+    assert model.module.codes is not None and model.quantizer is not None  # the target's own quantizer
+    assert model.pretraining["init"]["codes"] == "own"

@@ -198,6 +198,8 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
                      {**common, "text_term": blend.report})
     if ablation:
         for name, kw in ABLATIONS:
+            if "codes" in next(iter(kw.values())) and pre.module.code_emb is None:
+                continue  # pretrained without code tables: the target's codes start fresh in every row
             h.fit(f"{tag}: {name}", _fusion(h, seed, epochs, lam).warm_start(pre, source=source, **kw), view,
                   {**common, "ablation": kw})
 

@@ -601,6 +601,10 @@ class TextFusionRec(Recommender):
             raise ValueError(f"unknown part(s) {unknown}; known: {sorted(TRANSFER_PARTS)}")
         if set(reinit) & set(freeze):
             raise ValueError(f"a part cannot be both re-initialised and frozen: {sorted(set(reinit) & set(freeze))}")
+        if pretrained.module.code_emb is None:  # pretrained without code tables: this domain fits its own
+            if "codes" in freeze:
+                raise ValueError("the pretrained model has no code tables to freeze")
+            codes = "own"
         if codes == "own" and "codes" in freeze:
             raise ValueError("codes='own' starts fresh code tables: they cannot be frozen")
         self.warm_start_from = pretrained

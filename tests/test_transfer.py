@@ -353,9 +353,9 @@ def test_text_whiten_whitens_each_domain_on_its_own_and_warm_start_keeps_it(pret
     for a, b in zip(offsets[:-1], offsets[1:]):
         assert np.allclose(out[a:b], whiten_text(emb[a:b], 0.1), atol=1e-6)
     assert np.allclose(_model().whiten(emb, offsets), emb)  # the default reads raw vectors
-    pre, _ = pretrained
-    pre = pre.copy_unfitted()
-    pre.module, pre.text_whiten = object(), 0.5
+    _, path = pretrained
+    pre = textrec.load(path)
+    pre.text_whiten = 0.5
     assert _model().warm_start(pre).text_whiten == 0.5
 
 

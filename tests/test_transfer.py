@@ -153,6 +153,30 @@ def test_zero_shot_settings_are_chosen_on_the_sources_only(pretrained):
     assert set(report["text_knn_valid_ndcg@10"]) == {"planted"}
 
 
+
+def test_zero_shot_settings_leave_one_domain_out_use_a_probe_that_never_saw_them(pretrained, tmp_path):
+    import copy
+
+    pre, path = pretrained
+    target = textrec.load(path)
+    probe = textrec.load(path)
+    with pytest.raises(ValueError, match="not held out"):  # the probe saw "planted"
+        tune_zero_shot(target, _views(), max_rows=30, probe=probe)
+    probe.pretraining = copy.deepcopy(probe.pretraining)
+    probe.pretraining["domains"] = [{"name": "elsewhere", "users": 1, "items": 1, "events": 1}]
+    with torch.no_grad():  # a different sequence part: the table must be the probe's, not the target's
+        for p in probe.module.encoder.parameters():
+            p.mul_(0.0)
+    for m in (target, probe):
+        m.text_embedder = bag_of_words
+    report = tune_zero_shot(target, _views(), max_rows=30, probe=probe, probe_source="probe-dir")
+    assert report["on"].startswith("leave-one-domain-out") and report["probe"]["domains"] == ["elsewhere"]
+    assert target.pretraining["zero_shot"]["chosen"] == report["chosen"]
+    own = textrec.load(path)
+    own.text_embedder = bag_of_words
+    assert report["table"] != tune_zero_shot(own, _views(), max_rows=30)["table"]
+
+
 def test_parse_domains_keeps_the_target_out():
     assert parse_domains("games, office", exclude="scientific") == ["games", "office"]
     with pytest.raises(ValueError, match="target 'office'"):
@@ -275,3 +299,110 @@ def test_choose_zero_shot_rereads_the_recorded_domains_and_saves(pretrained, tmp
     assert [a[0] for a in asked] == ["planted", "planted"]
     rec = textrec.load(path).pretraining
     assert rec["zero_shot"]["chosen"]["decay"] in ZS_DECAYS and "zero_shot_cpu_seconds" in rec
+    # leave-one-domain-out: a probe folder that never saw the held-out domain chooses the settings
+    probe = textrec.load(pre_dir)
+    probe.pretraining = {**probe.pretraining, "domains": [{"name": "elsewhere", "users": 1, "items": 1, "events": 1}]}
+    probe.save_pretrained(tmp_path / "probe")
+    asked.clear()
+    assert main(["--choose-zero-shot", str(path), "--probe", str(tmp_path / "probe"), "--held-out", "planted",
+                 "--quiet", "--threads", "1"]) == 0
+    rec = textrec.load(path).pretraining
+    assert rec["zero_shot"]["on"].startswith("leave-one-domain-out") and rec["zero_shot"]["probe"]["domains"] == [
+        "elsewhere"]
+    with pytest.raises(ValueError, match="--held-out must name"):
+        main(["--choose-zero-shot", str(path), "--probe", str(tmp_path / "probe"), "--held-out", "office",
+              "--quiet", "--threads", "1"])
+
+
+@pytest.mark.parametrize("loss", ["inbatch", "sampled"])
+def test_domain_batches_keep_every_step_and_its_negatives_inside_one_domain(loss, monkeypatch):
+    from textrec.models.fusion import TextFusionModule
+
+    torch.set_num_threads(1)
+    merged, offsets = TrainView.concat(_views())
+    model = _model(id_residual=False, trainer={**SMALL["trainer"], "epochs": 2, "loss": loss, "negatives": 8,
+                                               "domain_batches": True, "batch_size": 16})
+    seen: list[tuple[int, int]] = []
+    real = TextFusionModule.represent
+
+    def spy(self, items):
+        seen.append((int(items.min()), int(items.max())))
+        return real(self, items)
+
+    monkeypatch.setattr(TextFusionModule, "represent", spy)
+    model.pretrain(_views(), progress=False)
+    assert seen
+    domain = lambda i: int(np.searchsorted(offsets, i, side="right")) - 1  # noqa: E731
+    assert all(domain(lo) == domain(hi) for lo, hi in seen)  # inputs, targets and negatives of one domain
+    assert {domain(lo) for lo, _ in seen} == {0, 1}
+    # valid rows are ranked within their own domain's catalog
+    from textrec.models.seq_trainer import _ModuleScorer
+
+    scorer = _ModuleScorer(model.module, 10, "m", 64, item_domains=offsets)
+    s = scorer.score(np.array([0, 1]), [np.array([1, 2]), np.array([int(offsets[1]) + 3])])
+    assert torch.isinf(s[0, offsets[1]:]).all() and torch.isfinite(s[0, :offsets[1]]).all()
+    assert torch.isinf(s[1, :offsets[1]]).all() and torch.isfinite(s[1, offsets[1]:]).all()
+
+
+def test_text_whiten_whitens_each_domain_on_its_own_and_warm_start_keeps_it(pretrained):
+    merged, offsets = TrainView.concat(_views())
+    model = _model(text_whiten=0.1)
+    emb = bag_of_words(merged.item_text)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    out = model.whiten(emb, offsets)
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        assert np.allclose(out[a:b], whiten_text(emb[a:b], 0.1), atol=1e-6)
+    assert np.allclose(_model().whiten(emb, offsets), emb)  # the default reads raw vectors
+    _, path = pretrained
+    pre = textrec.load(path)
+    pre.text_whiten = 0.5
+    assert _model().warm_start(pre).text_whiten == 0.5
+
+
+def test_a_whitened_model_adds_items_through_its_own_whitening_after_a_reload(tmp_path):
+    torch.set_num_threads(1)
+    view = _views()[0]
+    model = _model(text_whiten=0.1, trainer={**SMALL["trainer"], "epochs": 1}).fit(view, progress=False)
+    emb = bag_of_words(view.item_text)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    assert np.allclose(model.module.text_emb.numpy(), whiten_text(emb, 0.1), atol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = textrec.load(tmp_path / "m")
+    loaded.text_embedder = bag_of_words
+    new = loaded.add_items([view.item_text[3]], ids=["new-item"])
+    # a copy of item 3's text is whitened exactly as item 3 was
+    assert torch.allclose(loaded.module.text_emb[new[0]], loaded.module.text_emb[3], atol=1e-5)
+
+
+def test_bench_adds_a_whitened_scratch_control_for_a_whitened_pretrained_model(pretrained, tmp_path):
+    import argparse
+
+    from textrec.benchmarks.transfer import PRETRAINED, SCRATCH_WH, Harness, run_subset, summarise
+
+    _, path = pretrained
+    pre = textrec.load(path)
+    pre.text_embedder, pre.text_whiten = bag_of_words, 0.1
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    recipe = {"model": "TextFusionRec", "backbone": SMALL["backbone"], "trainer": {**SMALL["trainer"], "epochs": 1},
+              "options": {k: v for k, v in SMALL.items() if k not in ("backbone", "trainer", "ease_lam")}}
+    args = argparse.Namespace(recipe=recipe, epochs=1, epochs_full_equiv=None, ease_grid=[5.0], quiet=True)
+    h = Harness(split, args, tmp_path / "part.json", text_embedder=bag_of_words)
+    run_subset(h, pre, "pre", 0.1, 0, ablation=False, curve=True)
+    assert f"10% users, seed 0: {SCRATCH_WH}" in h.rows and f"10% users, seed 0: {SCRATCH_WH} + " not in str(h.rows)
+    curve, targets = summarise(h, [0.1])
+    assert curve["10%"]["pretrained_minus_whitened_scratch_control_paired"]
+    t = targets["10% users"]
+    assert t["pretrained_over_control"] == round(curve["10%"][PRETRAINED]["mean"] / curve["10%"][SCRATCH_WH]["mean"], 3)
+
+
+def test_pretraining_without_code_tables_lets_the_target_fit_its_own(tmp_path):
+    torch.set_num_threads(1)
+    pre = _model(n_subvectors=0, trainer={**SMALL["trainer"], "epochs": 1, "loss": "inbatch", "domain_batches": True})
+    pretrain_views(pre, _views(), progress=False)
+    assert pre.module.code_emb is None and pre.quantizer is None
+    target = TrainView.from_split(leave_one_out(_planted(n_items=24, n_users=40, seed=2)), with_text=True)
+    with pytest.raises(ValueError, match="no code tables to freeze"):
+        _model().warm_start(pre, freeze=["codes"])
+    model = _model(trainer={**SMALL["trainer"], "epochs": 1}).warm_start(pre).fit(target, progress=False)
+    assert model.module.codes is not None and model.quantizer is not None  # the target's own quantizer
+    assert model.pretraining["init"]["codes"] == "own"

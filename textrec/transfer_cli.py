@@ -39,6 +39,11 @@ def add_pretrain_arguments(t: argparse.ArgumentParser, init: bool = True) -> Non
                    help="with --pretrain-on: at most this many users per domain (a seeded sample)")
     g.add_argument("--pretrain-cpu-minutes", type=positive_float, default=None,
                    help="with --pretrain-on: stop pretraining after this much CPU time (best valid epoch kept)")
+    g.add_argument("--zero-shot-probe", metavar="DIR",
+                   help="with --pretrain-on: choose the zero-shot settings leave-one-domain-out, with this model "
+                        "pretrained without the --held-out domains, on their valid rows")
+    g.add_argument("--held-out", metavar="D1,D2",
+                   help="with --zero-shot-probe (or --probe): the pretraining domains the probe never saw")
     if init:
         g.add_argument("--init", metavar="DIR", help="start from this pretrained TextFusion (--pretrain-on output)")
 
@@ -55,16 +60,26 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         recipe = "fusion_pretrain"
     model = pretrain_textfusion(domains, recipe=recipe, seed=args.seed, max_users=args.max_users,
                                 max_epochs=args.epochs, max_cpu_minutes=args.pretrain_cpu_minutes,
-                                command=getattr(args, "command", None) or command_line(), progress=progress(args))
+                                command=getattr(args, "command", None) or command_line(), progress=progress(args),
+                                probe=args.zero_shot_probe, held_out=_held_out(args))
     model.save_pretrained(args.out)
     record = {k: v for k, v in model.pretraining.items() if k != "history"}
     print(json.dumps({"saved": str(args.out), **record}, indent=2))
     return 0
 
 
-def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
-    """(Re)choose the zero-shot settings of the pretrained model at ``path`` on its own pretraining
-    domains' valid rows (the same seeded user samples it was trained on) and save it in place."""
+def _held_out(args: argparse.Namespace) -> list[str]:
+    return [h.strip() for h in (args.held_out or "").split(",") if h.strip()]
+
+
+def choose_zero_shot(path: str, max_rows: int = 2000, probe: str | None = None,
+                     held_out: list[str] | None = None) -> dict:
+    """(Re)choose the zero-shot settings of the pretrained model at ``path`` and save it in place.
+
+    Without ``probe``: on its own pretraining domains' valid rows (the same seeded user samples it
+    was trained on). With ``probe`` (a folder pretrained without the domains ``held_out``):
+    leave-one-domain-out, on ``held_out``'s valid rows, where the probe's sequence part is out of
+    sample. ``held_out`` must be among ``path``'s pretraining domains, so the target is never read."""
     import time
 
     from textrec.models.transfer import domain_view, tune_zero_shot
@@ -72,8 +87,16 @@ def choose_zero_shot(path: str, max_rows: int = 2000) -> dict:
     model = load_init(path)
     rec = model.pretraining
     c0 = time.process_time()
-    views = [domain_view(d["name"], rec.get("max_users_per_domain"), model.seed) for d in rec["domains"]]
-    report = tune_zero_shot(model, views, max_rows=max_rows)
+    cap = rec.get("max_users_per_domain")
+    if probe is None:
+        views = [domain_view(d["name"], cap, model.seed) for d in rec["domains"]]
+        report = tune_zero_shot(model, views, max_rows=max_rows)
+    else:
+        names = [d["name"] for d in rec["domains"]]
+        if not held_out or any(h not in names for h in held_out):
+            raise ValueError(f"--held-out must name some of {path}'s pretraining domains {names}, got {held_out}")
+        views = [domain_view(h, cap, model.seed) for h in held_out]
+        report = tune_zero_shot(model, views, max_rows=max_rows, probe=load_init(probe), probe_source=str(probe))
     model.pretraining.pop("zero_shot_mix", None)  # the text-cosine weight of the earlier zero-shot scorer
     model.pretraining["zero_shot_cpu_seconds"] = round(time.process_time() - c0, 1)
     model.save_pretrained(path)
@@ -92,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--choose-zero-shot", metavar="DIR",
                     help="instead: choose the zero-shot settings of the pretrained model in DIR on its own "
                          "pretraining domains' valid rows, and save them into DIR")
+    ap.add_argument("--probe", metavar="DIR",
+                    help="with --choose-zero-shot: choose leave-one-domain-out, with this model pretrained "
+                         "without the --held-out domains, on their valid rows")
     add_run_options(ap)
     args = ap.parse_args(argv)
     if args.choose_zero_shot:
         setup_run(args)
-        report = choose_zero_shot(args.choose_zero_shot)
+        report = choose_zero_shot(args.choose_zero_shot, probe=args.probe, held_out=_held_out(args))
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
         return 0
     if not args.pretrain_on or not args.out:

@@ -49,6 +49,9 @@ from textrec.results import add_output_options, peak_rss_mb, writer_from_args
 KEYS = ("hr@10", "recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20")
 MODES = ("zero-shot", "curve", "ablation")
 SCRATCH, PRETRAINED, EASE_ROW = "TextFusion scratch", "TextFusion pretrained+fine-tuned", "EASE"
+#: the control of a model pretrained on whitened text (``text_whiten``): scratch with the same input,
+#: so the gain of the pretrained weights is told apart from the gain of whitening the text
+SCRATCH_WH = "TextFusion scratch, whitened text input (control)"
 ZERO_SHOT, ZERO_SHOT_SEQ = "TextFusion zero-shot (pretrained, target item text only)", \
     "TextFusion zero-shot, sequence part only"
 ZERO_SHOT_TEXT = "TextFusion zero-shot, text term only"
@@ -149,10 +152,10 @@ def run_zero_shot(h: Harness, pre, split) -> None:
                  {"note": note, "settings": dict(model.settings)})
 
 
-def _fusion(h: Harness, seed: int, epochs: int | None, lam: float):
+def _fusion(h: Harness, seed: int, epochs: int | None, lam: float, **overrides):
     from textrec.models.fusion import TextFusionRec
 
-    model = TextFusionRec.from_recipe(h.args.recipe, seed=seed, max_epochs=epochs, ease_lam=lam)
+    model = TextFusionRec.from_recipe(h.args.recipe, seed=seed, max_epochs=epochs, ease_lam=lam, **overrides)
     if h.text_embedder is not None:
         model.text_embedder = h.text_embedder
     return model
@@ -180,8 +183,14 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
         h.record(f"{tag}: {EASE_ROW}", ease, time.process_time() - c0, time.perf_counter() - t0,
                  {**common, "lam_chosen_on_valid": lam})
     if curve:
-        for name, model in ((SCRATCH, _fusion(h, seed, epochs, lam)),
-                            (PRETRAINED, _fusion(h, seed, epochs, lam).warm_start(pre, source=source))):
+        rows = [(SCRATCH, _fusion(h, seed, epochs, lam))]
+        if pre.text_whiten is not None:
+            rows.append((SCRATCH_WH, _fusion(h, seed, epochs, lam, text_whiten=pre.text_whiten)))
+        rows.append((PRETRAINED, _fusion(h, seed, epochs, lam).warm_start(pre, source=source)))
+        for name, model in rows:
+            if name == SCRATCH_WH:  # the control has no text-term twin: its mix already reads whitened text
+                h.fit(f"{tag}: {name}", model, view, common)
+                continue
             h.fit(f"{tag}: {name}", model, view, common)
             t0, c0 = time.perf_counter(), time.process_time()
             blend = TextTermBlend(model, pre, view)
@@ -189,6 +198,8 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
                      {**common, "text_term": blend.report})
     if ablation:
         for name, kw in ABLATIONS:
+            if "codes" in next(iter(kw.values())) and pre.module.code_emb is None:
+                continue  # pretrained without code tables: the target's codes start fresh in every row
             h.fit(f"{tag}: {name}", _fusion(h, seed, epochs, lam).warm_start(pre, source=source, **kw), view,
                   {**common, "ablation": kw})
 
@@ -209,12 +220,18 @@ class TextTermBlend:
     def __init__(self, base, pre, view, max_rows: int = 3000) -> None:
         import torch
 
-        from textrec.models.transfer import _ndcg10, recency_text_scores, whiten_text, zero_shot_settings
+        from textrec.models.transfer import (
+            _ndcg10,
+            raw_text,
+            recency_text_scores,
+            whiten_text,
+            zero_shot_settings,
+        )
 
         self.base = base
         st = zero_shot_settings(pre)
         self.decay = st["decay"]
-        emb = base.module.text_emb.cpu().numpy() if getattr(base, "module", None) is not None else None
+        emb = raw_text(base, view)
         self.text = torch.from_numpy(whiten_text(emb, st["shrink"]))
         valid = view.valid
         rows = np.arange(len(valid))
@@ -255,7 +272,7 @@ def _mean_se(values: list[float]) -> dict[str, float]:
 def summarise(h: Harness, fractions: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per share of users and model: test NDCG@10 mean over seeds (s.e.); and the targets block."""
     curve: dict[str, Any] = {}
-    names = [EASE_ROW, SCRATCH, PRETRAINED, SCRATCH + TEXT_TERM, PRETRAINED + TEXT_TERM] + [n for n, _ in ABLATIONS]
+    names = [EASE_ROW, SCRATCH, SCRATCH_WH, PRETRAINED, SCRATCH + TEXT_TERM, PRETRAINED + TEXT_TERM] + [n for n, _ in ABLATIONS]
     for frac in fractions:
         at: dict[str, Any] = {}
         for name in names:
@@ -266,6 +283,7 @@ def summarise(h: Harness, fractions: list[float]) -> tuple[dict[str, Any], dict[
         seeds = sorted({h.rows[k]["seed"] for k in h.rows if k.startswith(f"{_pct(frac)} users, seed ")
                         and k.endswith(f": {PRETRAINED}")})
         for key, a, b in (("pretrained_minus_scratch_paired_over_test_rows", PRETRAINED, SCRATCH),
+                          ("pretrained_minus_whitened_scratch_control_paired", PRETRAINED, SCRATCH_WH),
                           ("pretrained_text_term_minus_scratch_text_term_paired", PRETRAINED + TEXT_TERM,
                            SCRATCH + TEXT_TERM)):
             pairs = [h.paired(f"{_pct(frac)} users, seed {s}: {a}", f"{_pct(frac)} users, seed {s}: {b}")
@@ -288,6 +306,10 @@ def summarise(h: Harness, fractions: list[float]) -> tuple[dict[str, Any], dict[
                                 "pretrained_over_scratch": round(ratio, 3),
                                 "pretrained_over_ease": round(pt["mean"] / ea["mean"], 3),
                                 "met": bool(ratio >= 1.2 and pt["mean"] >= ea["mean"])}
+        ctl = mean(0.1, SCRATCH_WH)
+        if ctl:  # how much of the ratio the weights carry, and how much whitening the input alone does
+            targets["10% users"].update({"control_scratch_whitened_input": ctl,
+                                         "pretrained_over_control": round(pt["mean"] / ctl["mean"], 3)})
     ptt, sct = mean(0.1, PRETRAINED + TEXT_TERM), mean(0.1, SCRATCH + TEXT_TERM)
     if ptt and sc and ea:
         ratio = ptt["mean"] / sc["mean"]

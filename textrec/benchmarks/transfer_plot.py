@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 ROW = re.compile(r"^(?P<pct>[0-9.]+)% users, seed (?P<seed>\d+): (?P<model>.+)$")
-LINES = ("EASE", "TextFusion scratch", "TextFusion pretrained+fine-tuned",
+LINES = ("EASE", "TextFusion scratch", "TextFusion scratch, whitened text input (control)",
+         "TextFusion pretrained+fine-tuned",
          "TextFusion scratch + transferred text term", "TextFusion pretrained+fine-tuned + transferred text term")
 
 

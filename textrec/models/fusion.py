@@ -252,7 +252,9 @@ class TextFusionRec(Recommender):
                  tune_objective: str = "rows", early_stop_rows: int | None = None, use_text: bool = True,
                  n_items: int | None = None, n_fit: int | None = None,
                  max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated",
-                 pretraining: dict[str, Any] | None = None) -> None:
+                 pretraining: dict[str, Any] | None = None, text_whiten: float | None = None) -> None:
+        if text_whiten is not None and text_whiten < 0:
+            raise ValueError(f"text_whiten must be >= 0 (or None: raw MiniLM vectors), got {text_whiten}")
         if new_item_scoring not in NEW_ITEM_SCORING:
             raise ValueError(f"new_item_scoring must be one of {NEW_ITEM_SCORING}, got {new_item_scoring!r}")
         if not 0.0 <= new_item_dropout < 1.0:
@@ -289,6 +291,12 @@ class TextFusionRec(Recommender):
         self.markov = None
         self.trans_report: dict[str, Any] = {}
         self.use_text = bool(use_text)
+        #: None: the adaptor reads raw MiniLM vectors; a number: each domain's vectors whitened on that
+        #: domain's own items with this shrink (``textrec.models.transfer.whiten_text``), so a pretrained
+        #: adaptor meets the same input distribution on every domain
+        self.text_whiten = None if text_whiten is None else float(text_whiten)
+        #: the fitted (mean, projection) of ``text_whiten`` on this domain's items, applied to added items
+        self.whitening: tuple[np.ndarray, np.ndarray] | None = None
         #: "text" (item text through the adaptor and codes) or "none" (ID + co-occurrence only); set by fit
         self.text_mode = "text" if self.use_text else "none"
         self.text_report: dict[str, Any] = {}
@@ -374,6 +382,21 @@ class TextFusionRec(Recommender):
         return codes
 
     # ---- fit ---------------------------------------------------------------------------------
+    def whiten(self, emb: np.ndarray, item_domains: np.ndarray | None = None) -> np.ndarray:
+        """``emb`` as the adaptor reads it: unchanged, or (``text_whiten``) whitened per domain
+        (``item_domains`` offsets; one domain when None, whose whitening is kept for ``add_items``)."""
+        if self.text_whiten is None:
+            return emb
+        from textrec.models.transfer import apply_whitening, fit_whitening
+
+        off = [0, len(emb)] if item_domains is None else [int(x) for x in item_domains]
+        out = np.array(emb, dtype=np.float32, copy=True)
+        for a, b in zip(off[:-1], off[1:]):
+            w = fit_whitening(emb[a:b], self.text_whiten)
+            out[a:b] = apply_whitening(emb[a:b], w)
+            self.whitening = w if item_domains is None else None
+        return out
+
     def _build(self, text_emb: np.ndarray, codes: np.ndarray | None, warm: np.ndarray) -> TextFusionModule:
         with seeded(self.trainer_config.seed):
             module = TextFusionModule(
@@ -384,8 +407,10 @@ class TextFusionRec(Recommender):
                 random_ids=self.text_mode == "none")
         return module.to(resolve_device(self.trainer_config.device))
 
-    def _prepare(self, data: TrainView, progress: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Item vectors, codes (own quantizer, or the warm-start model's) and training counts."""
+    def _prepare(self, data: TrainView, progress: bool, item_domains: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Item vectors, codes (own quantizer, or the warm-start model's) and training counts.
+        ``item_domains``: the domain offsets of a merged view (each domain whitened on its own)."""
         counts = data.popularity().astype(np.float32)
         texts = data.item_text
         covered = 0 if texts is None else sum(bool(str(t).strip()) for t in texts)
@@ -398,7 +423,7 @@ class TextFusionRec(Recommender):
             self.text_report["note"] = ("no item text: ID + co-occurrence only (ID embeddings, EASE); "
                                         "new items cannot be scored from text")
             return np.zeros((data.n_items, 1), dtype=np.float32), None, counts
-        emb = self.embed(texts, progress=progress)
+        emb = self.whiten(self.embed(texts, progress=progress), item_domains)
         codes = None
         start = self.warm_start_from
         if start is not None and start.quantizer is not None and self.warm_start_codes == "pretrained":
@@ -421,13 +446,14 @@ class TextFusionRec(Recommender):
             self.n_centroids = self.quantizer.n_centroids_
         return emb, codes, counts
 
-    def _train(self, data: TrainView, progress: bool, name: str) -> None:
+    def _train(self, data: TrainView, progress: bool, name: str, item_domains: np.ndarray | None = None) -> None:
         view = data
         if self.early_stop_rows and len(data.valid) > self.early_stop_rows:
             rows = np.random.default_rng(self.seed).choice(len(data.valid), self.early_stop_rows, replace=False)
             view = copy.copy(data)
             view.valid = data.valid.select(np.sort(rows))
-        self.history = SeqTrainer(self.trainer_config).fit(self.module, view, progress=progress, name=name)
+        self.history = SeqTrainer(self.trainer_config).fit(self.module, view, progress=progress, name=name,
+                                                           item_domains=item_domains)
 
     def fit(self, data: TrainView, progress: bool = True) -> TextFusionRec:
         """Embed, code, fit EASE, train the sequence model, tune the mix on valid.
@@ -540,13 +566,13 @@ class TextFusionRec(Recommender):
         (``ease_B`` stays None: the pretrained model scores by sequence and text only). What the
         views were is added to ``pretraining["domains"]`` (saved with the model).
         """
-        merged, _ = TrainView.concat(views)
-        emb, codes, counts = self._prepare(merged, progress)
+        merged, offsets = TrainView.concat(views)
+        emb, codes, counts = self._prepare(merged, progress, offsets)
         self.n_items = self.n_fit = int(merged.n_items)
         self.counts = torch.from_numpy(counts)
         self.ease_B = None
         self.module = self._build(emb, codes, counts > 0)
-        self._train(merged, progress, f"{self.name}-pretrain")
+        self._train(merged, progress, f"{self.name}-pretrain", offsets)
         record = dict(self.pretraining or {})
         seen = [{"name": v.dataset_name, "users": int(v.train["user"].nunique()), "items": int(v.n_items),
                  "events": int(len(v.train))} for v in views]
@@ -575,6 +601,10 @@ class TextFusionRec(Recommender):
             raise ValueError(f"unknown part(s) {unknown}; known: {sorted(TRANSFER_PARTS)}")
         if set(reinit) & set(freeze):
             raise ValueError(f"a part cannot be both re-initialised and frozen: {sorted(set(reinit) & set(freeze))}")
+        if pretrained.module.code_emb is None:  # pretrained without code tables: this domain fits its own
+            if "codes" in freeze:
+                raise ValueError("the pretrained model has no code tables to freeze")
+            codes = "own"
         if codes == "own" and "codes" in freeze:
             raise ValueError("codes='own' starts fresh code tables: they cannot be frozen")
         self.warm_start_from = pretrained
@@ -582,6 +612,7 @@ class TextFusionRec(Recommender):
         # the pretrained weights fix the shapes: take its encoder and adaptor architecture as is
         self.backbone_config = copy.deepcopy(pretrained.backbone_config)
         self.n_experts = pretrained.n_experts
+        self.text_whiten = pretrained.text_whiten  # the adaptor reads what it was pretrained on
         self.warm_start_reinit, self.warm_start_freeze = tuple(reinit), tuple(freeze)
         record = copy.deepcopy(pretrained.pretraining or {})
         record["init"] = {"source": source, "codes": codes, "reinit": list(reinit), "freeze": list(freeze)}
@@ -846,6 +877,12 @@ class TextFusionRec(Recommender):
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         if emb.ndim != 2 or emb.shape[1] != self.module.text_emb.shape[1]:
             raise ValueError(f"item vectors must be (n, {self.module.text_emb.shape[1]}), got {emb.shape}")
+        if self.text_whiten is not None:  # the same whitening as the catalog's items
+            if self.whitening is None:
+                raise RuntimeError("this model whitens its item vectors but has no fitted whitening to add items with")
+            from textrec.models.transfer import apply_whitening
+
+            emb = apply_whitening(emb, self.whitening)
         if texts is not None and len(texts) != len(emb):
             raise ValueError(f"{len(texts)} texts for {len(emb)} vectors")
         if self.catalog is not None:
@@ -883,7 +920,7 @@ class TextFusionRec(Recommender):
                 "mix": dict(self.mix), "tune_mix": self.tune_mix, "tune_objective": self.tune_objective,
                 "early_stop_rows": self.early_stop_rows, "use_text": self.text_mode == "text",
                 "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
-                "new_item_scoring": self.new_item_scoring,
+                "new_item_scoring": self.new_item_scoring, "text_whiten": self.text_whiten,
                 "pretraining": copy.deepcopy(self.pretraining)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -895,6 +932,9 @@ class TextFusionRec(Recommender):
         if self.markov is not None:
             out.update({f"markov.{k}": v for k, v in self.markov.state_tensors().items()})
         out["counts"] = self.counts
+        if self.whitening is not None:
+            out["text_whitening.mean"] = torch.from_numpy(self.whitening[0])
+            out["text_whitening.proj"] = torch.from_numpy(self.whitening[1])
         if self.calibration is not None:
             out.update(self.calibration.to_tensors("cold_calibration"))
             out["cold_calibration.affinity_weights"] = torch.tensor(self.affinity_weights, dtype=torch.float64)
@@ -918,6 +958,9 @@ class TextFusionRec(Recommender):
         self.module = module.to(resolve_device(self.trainer_config.device)).eval()
         self.ease_B = ease_B.float().contiguous() if ease_B is not None else None
         self.counts = tensors["counts"].float()
+        self.whitening = None
+        if "text_whitening.mean" in tensors:
+            self.whitening = (tensors["text_whitening.mean"].numpy(), tensors["text_whitening.proj"].numpy())
         self.markov = None
         if "markov.pop" in tensors:  # models saved before the transition part have none
             from textrec.models.baselines import MarkovChain

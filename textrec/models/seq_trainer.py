@@ -48,6 +48,13 @@ items. ``"ce"`` (full softmax) reads every row and trains densely as before.
 step costs what its real events cost rather than ``max_len`` per row (the padding of one long
 window in a batch of short ones).
 
+``domain_batches`` (with ``item_domains``, the item offsets of the domains of a merged view, given to
+:meth:`SeqTrainer.fit`) makes every batch come from one domain: the in-batch loss's negatives are
+then that domain's items, the sampled loss draws its negatives inside the domain's item range, and
+valid rows are ranked within their own domain's catalog. A merged catalog's other-domain items are
+easy negatives (a history names its domain), so without this a multi-domain step teaches mostly
+which domain comes next.
+
 ``catalog="train"`` restricts the softmax to items with at least one training event, so items
 held out for zero-shot evaluation are never seen, not even as negatives.
 """
@@ -99,6 +106,7 @@ class SeqTrainerConfig(TrainingConfig):
     negatives: int = 1024              # "sampled": uniform negatives per batch (shared by its rows)
     touched_rows: bool = True          # sampled/in-batch + module.represent: build and update only the touched rows
     length_pools: int = 0              # >0: batches of similar-length windows, sorted within pools of this many batches
+    domain_batches: bool = False       # with fit(item_domains=...): one domain per batch, negatives and valid in it
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -275,14 +283,24 @@ class _ModuleScorer(Recommender):
 
     fresh_scores = True
 
-    def __init__(self, module: nn.Module, max_len: int, name: str, batch_size: int) -> None:
+    def __init__(self, module: nn.Module, max_len: int, name: str, batch_size: int,
+                 item_domains: np.ndarray | None = None) -> None:
         self.module, self.max_len, self.name, self.batch_size = module, max_len, name, batch_size
+        self.item_domains = item_domains  # offsets: rank each row within its latest item's domain
 
     def fit(self, data: TrainView, progress: bool = True) -> Recommender:  # pragma: no cover
         raise NotImplementedError
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
-        return score_histories(self.module, histories, self.max_len, self.batch_size)
+        out = score_histories(self.module, histories, self.max_len, self.batch_size)
+        if self.item_domains is not None:
+            off = self.item_domains
+            for i, h in enumerate(histories):
+                if len(h):
+                    d = int(np.searchsorted(off, h[-1], side="right")) - 1
+                    out[i, :off[d]] = float("-inf")
+                    out[i, off[d + 1]:] = float("-inf")
+        return out
 
 
 @contextlib.contextmanager
@@ -333,17 +351,20 @@ class SeqTrainer:
         self.best_metric: float | None = None
         self.result: TrainResult | None = None
 
-    def fit(self, module: nn.Module, data: TrainView, progress: bool = True, name: str = "model"
-            ) -> list[dict[str, Any]]:
+    def fit(self, module: nn.Module, data: TrainView, progress: bool = True, name: str = "model",
+            item_domains: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Train ``module`` in place on ``data.sequences()``; return the per-epoch history.
 
+        ``item_domains``: for a merged multi-domain view, the first item of each domain and the
+        catalog size (``TrainView.concat``'s offsets); read only under ``domain_batches``.
         The caller's torch RNG state is left as it was (training runs on a forked RNG)."""
         device = next(module.parameters()).device
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            return self._fit(module, data, progress, name)
+            return self._fit(module, data, progress, name, item_domains)
 
-    def _fit(self, module: nn.Module, data: TrainView, progress: bool, name: str) -> list[dict[str, Any]]:
+    def _fit(self, module: nn.Module, data: TrainView, progress: bool, name: str,
+             item_domains: np.ndarray | None = None) -> list[dict[str, Any]]:
         from textrec.evaluation import evaluate
 
         cfg = self.config
@@ -354,7 +375,14 @@ class SeqTrainer:
         n_loss_t = torch.from_numpy(n_loss)
         n = len(windows)
         gen = torch.Generator().manual_seed(cfg.seed)
-        scorer = _ModuleScorer(module, cfg.max_len, name, cfg.eval_batch_size)
+        offsets = None
+        if cfg.domain_batches and item_domains is not None and len(item_domains) > 2:
+            if cfg.catalog != "all":
+                raise ValueError("domain_batches needs catalog='all'")
+            offsets = np.asarray(item_domains, dtype=np.int64)
+            # a window's domain is its latest item's (every window ends in a real item)
+            win_domain = torch.from_numpy(np.searchsorted(offsets, windows[:, -1], side="right") - 1)
+        scorer = _ModuleScorer(module, cfg.max_len, name, cfg.eval_batch_size, item_domains=offsets)
         pos = torch.arange(cfg.max_len)
         ks = sorted({10, int(cfg.metric.partition("@")[2])})
         # catalog="train": the loss sees train items only; targets are remapped into that list
@@ -366,6 +394,15 @@ class SeqTrainer:
 
         def batches(epoch: int) -> list[torch.Tensor]:
             perm = torch.randperm(n, generator=gen)
+            if offsets is not None:
+                out: list[torch.Tensor] = []
+                for d in range(len(offsets) - 1):
+                    sub = perm[win_domain[perm] == d]
+                    if cfg.length_pools:
+                        out += length_batches(sub, lengths, cfg.batch_size, cfg.length_pools, gen)
+                    else:
+                        out += [sub[s:s + cfg.batch_size] for s in range(0, len(sub), cfg.batch_size)]
+                return [out[i] for i in torch.randperm(len(out), generator=gen)]
             if cfg.length_pools:
                 return length_batches(perm, lengths, cfg.batch_size, cfg.length_pools, gen)
             return [perm[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
@@ -395,7 +432,10 @@ class SeqTrainer:
             # the sampled loss's negatives are drawn before the forward pass, on either path, so the
             # touched-rows path and the full-table path see the same draws (catalog positions)
             neg = None
-            if cfg.loss == "sampled":
+            if cfg.loss == "sampled" and offsets is not None:  # inside the batch's one domain
+                d = int(win_domain[idx[0]])
+                neg = int(offsets[d]) + draw_negatives(int(offsets[d + 1] - offsets[d]), cfg.negatives, device)
+            elif cfg.loss == "sampled":
                 n_cat = len(catalog["items"]) if catalog else data.n_items
                 neg = draw_negatives(n_cat, cfg.negatives, device)
             if touched:

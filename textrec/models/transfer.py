@@ -90,9 +90,12 @@ def domain_view(name: str, max_users: int | None = None, seed: int = 0) -> Train
 def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain", seed: int = 0,
                         max_users: int | None = None, max_epochs: int | None = None,
                         max_cpu_minutes: float | None = None, command: str | None = None,
-                        progress: bool = True, **overrides: Any) -> TextFusionRec:
+                        progress: bool = True, probe: str | None = None, held_out: Sequence[str] = (),
+                        **overrides: Any) -> TextFusionRec:
     """Pretrain a text-only TextFusion (``recipe`` + ``overrides``) on ``domains``, each capped at
-    ``max_users`` users; ``max_cpu_minutes`` caps training by this process's CPU time."""
+    ``max_users`` users; ``max_cpu_minutes`` caps training by this process's CPU time. ``probe`` (a
+    folder pretrained without the ``held_out`` domains) chooses the zero-shot settings
+    leave-one-domain-out (:func:`tune_zero_shot`)."""
     views = [domain_view(n, max_users, seed) for n in domains]
     trainer = dict(overrides.pop("trainer", {}) or {})
     if max_cpu_minutes is not None:
@@ -100,24 +103,36 @@ def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain",
     model = TextFusionRec.from_recipe(recipe, seed=seed, max_epochs=max_epochs, trainer=trainer, **overrides)
     return pretrain_views(model, views, command=command, progress=progress,
                           record={"recipe": recipe, "max_users_per_domain": max_users,
-                                  "max_cpu_minutes": max_cpu_minutes})
+                                  "max_cpu_minutes": max_cpu_minutes},
+                          probe=None if probe is None else load_init(probe), probe_source=probe, held_out=held_out)
 
 
 def pretrain_views(model: TextFusionRec, views: Sequence[TrainView], command: str | None = None,
-                   progress: bool = True, record: dict[str, Any] | None = None) -> TextFusionRec:
+                   progress: bool = True, record: dict[str, Any] | None = None,
+                   probe: TextFusionRec | None = None, probe_source: str | None = None,
+                   held_out: Sequence[str] = ()) -> TextFusionRec:
     """Pretrain ``model`` text-only (its ID residual is switched off) on ``views``; return it.
 
     Records in ``model.pretraining``: the domains (users, items, events seen), the command, CPU and
-    wall seconds, peak memory, the epoch count and cap, and the zero-shot settings chosen on the
-    sources' valid rows (``pretraining["zero_shot"]``, what :func:`zero_shot` uses).
+    wall seconds, peak memory, the epoch count and cap, and the zero-shot settings
+    (``pretraining["zero_shot"]``, what :func:`zero_shot` uses): chosen on the sources' valid rows,
+    or with ``probe`` (a model pretrained without the ``held_out`` domains, a subset of ``views``)
+    leave-one-domain-out on those domains' valid rows.
     """
+    if probe is not None:
+        names = [v.dataset_name for v in views]
+        if not held_out or any(h not in names for h in held_out):
+            raise ValueError(f"a zero-shot probe needs held-out domains among {names}, got {list(held_out)}")
     t0, c0 = time.perf_counter(), time.process_time()
     model.id_residual, model.tune_mix = False, False
     model.pretraining = {"command": command, **(record or {}), "epoch_cap": model.trainer_config.epochs}
     model.pretrain(list(views), progress=progress)
     train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - t0
     c1 = time.process_time()
-    tune_zero_shot(model, list(views))
+    if probe is None:
+        tune_zero_shot(model, list(views))
+    else:
+        tune_zero_shot(model, [v for v in views if v.dataset_name in held_out], probe=probe, probe_source=probe_source)
     model.pretraining.update({
         "zero_shot_cpu_seconds": round(time.process_time() - c1, 1),
         "cpu_seconds": round(train_cpu, 1), "wall_seconds": round(train_wall, 1),
@@ -135,6 +150,36 @@ ZS_WEIGHTS: tuple[tuple[float, float], ...] = ((1.0, 0.0), (0.0, 1.0)) + tuple(
 ZS_FALLBACK = {"decay": 1.0, "shrink": None, "w_seq": 1.0, "w_text": 0.0}
 
 
+def fit_whitening(emb: np.ndarray, shrink: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The whitening of one domain's item vectors, fitted on that domain's own items (text only):
+    their mean and the projection onto the principal axes, each divided by
+    ``sqrt(eigenvalue + shrink * mean eigenvalue)``. None with fewer than 2 items with text."""
+    emb = np.asarray(emb, dtype=np.float64)
+    has = np.abs(emb).sum(1) > 0
+    if has.sum() < 2:
+        return None
+    mean = emb[has].mean(0)
+    x = emb[has] - mean
+    vals, vecs = np.linalg.eigh(x.T @ x / len(x))
+    vals = np.clip(vals, 0.0, None)
+    proj = vecs / np.sqrt(vals + float(shrink) * max(vals.mean(), 1e-12))[None, :]
+    return mean.astype(np.float32), proj.astype(np.float32)
+
+
+def apply_whitening(emb: np.ndarray, whitening: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """``emb`` centred, projected (:func:`fit_whitening`) and unit-normalised; zero rows (items
+    without text) stay zero, and ``whitening=None`` returns the vectors as they are."""
+    emb = np.asarray(emb, dtype=np.float64)
+    if whitening is None:
+        return emb.astype(np.float32)
+    mean, proj = (np.asarray(a, dtype=np.float64) for a in whitening)
+    has = np.abs(emb).sum(1) > 0
+    out = np.zeros_like(emb)
+    z = (emb[has] - mean) @ proj
+    out[has] = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
+
+
 def whiten_text(emb: np.ndarray, shrink: float | None) -> np.ndarray:
     """One domain's item vectors whitened on that domain's own items (no interaction is read).
 
@@ -144,19 +189,9 @@ def whiten_text(emb: np.ndarray, shrink: float | None) -> np.ndarray:
     UniSRec / VQ-Rec whiten per domain. ``shrink=None`` returns the vectors as they are. Items
     without text (zero vectors) stay zero.
     """
-    emb = np.asarray(emb, dtype=np.float64)
     if shrink is None:
-        return emb.astype(np.float32)
-    has = np.abs(emb).sum(1) > 0
-    if has.sum() < 2:
-        return emb.astype(np.float32)
-    x = emb[has] - emb[has].mean(0, keepdims=True)
-    vals, vecs = np.linalg.eigh(x.T @ x / len(x))
-    vals = np.clip(vals, 0.0, None)
-    z = x @ vecs / np.sqrt(vals + float(shrink) * max(vals.mean(), 1e-12))
-    out = np.zeros_like(emb)
-    out[has] = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    return out.astype(np.float32)
+        return np.asarray(emb, dtype=np.float32)
+    return apply_whitening(emb, fit_whitening(emb, shrink))
 
 
 def recency_text_scores(text: torch.Tensor, histories: Sequence[np.ndarray], decay: float,
@@ -226,7 +261,7 @@ class ZeroShotTextFusion(Recommender):
             raise ValueError(f"w_seq and w_text must be >= 0 and not both 0, got {s['w_seq']}, {s['w_text']}")
         self.fusion = _transplant(pretrained, data)
         self.fusion_config = self.fusion.get_config()
-        self.text = torch.from_numpy(whiten_text(self.fusion.module.text_emb.cpu().numpy(), s["shrink"]))
+        self.text = torch.from_numpy(whiten_text(raw_text(self.fusion, data), s["shrink"]))
         self.keep_catalog(data)
         return self
 
@@ -269,6 +304,14 @@ class ZeroShotTextFusion(Recommender):
         self.fusion.load_extra(path)
 
 
+def raw_text(model: TextFusionRec, view: TrainView) -> np.ndarray:
+    """``view``'s MiniLM item vectors as embedded (unit norm), what the text term whitens: the
+    model's own input vectors unless its adaptor reads per-domain whitened ones (``text_whiten``)."""
+    if model.text_whiten is None:
+        return model.module.text_emb.cpu().numpy()
+    return model.embed(view.item_text)
+
+
 def _transplant(pretrained: TextFusionRec, view: TrainView) -> TextFusionRec:
     """The pretrained adaptor, code tables and encoder over ``view``'s items (text only, no events)."""
     if pretrained.module is None:
@@ -280,7 +323,7 @@ def _transplant(pretrained: TextFusionRec, view: TrainView) -> TextFusionRec:
                 "n_items": int(view.n_items), "n_fit": 0})
     model = TextFusionRec(**cfg)
     model.text_embedder = pretrained.text_embedder
-    emb = model.embed(view.item_text)
+    emb = model.whiten(model.embed(view.item_text))  # as the pretrained adaptor read its domains
     codes = None
     if pretrained.module.codes is not None:
         if pretrained.quantizer is None:
@@ -333,20 +376,13 @@ def _ndcg10(scores: torch.Tensor, hists: list[np.ndarray], t_rows: np.ndarray, t
     return float(metrics_from_ranks(ranks, t_rows, len(hists), [10])["ndcg@10"].mean())
 
 
-def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_rows: int = 2000,
-                   seed: int = 0) -> dict[str, Any]:
-    """Choose the zero-shot settings on the pretraining domains' valid rows (never the target's).
-
-    Each source domain is scored as a zero-shot target would be: its own catalog, its own whitening.
-    The choice maximises the mean over domains of valid NDCG@10 (so the largest domain does not
-    decide alone) over ``ZS_DECAYS x ZS_SHRINKS x ZS_WEIGHTS``. It is kept in
-    ``pretrained.pretraining["zero_shot"]`` (saved with the model) and returned with the table.
-    Caveat: the sequence part is scored on users it trained on (their valid targets were never trained
-    on), so on a new domain it is weaker than here and the choice leans towards it.
-    """
+def _zero_shot_table(model: TextFusionRec, views: Sequence[TrainView], max_rows: int, seed: int
+                     ) -> tuple[dict[tuple, list[float]], list[dict[str, Any]]]:
+    """Valid NDCG@10 of every zero-shot setting (decay, shrink, w_seq, w_text) of ``model`` on each
+    of ``views``, each scored as a zero-shot target would be (its own catalog and whitening)."""
     table: dict[tuple, list[float]] = {}
     used = []
-    for view in sources:
+    for view in views:
         if len(view.valid) == 0:
             continue
         rows = np.arange(len(view.valid))
@@ -355,10 +391,10 @@ def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_
         hists = [view.valid.history(i) for i in rows]
         t_rows = np.repeat(np.arange(len(rows)), [len(view.valid.targets(i)) for i in rows])
         t_items = np.concatenate([view.valid.targets(i) for i in rows]).astype(np.int64)
-        fusion = _transplant(pretrained, view)
+        fusion = _transplant(model, view)
         cfg = fusion.trainer_config
         seq = score_histories(fusion.module, hists, cfg.max_len, cfg.eval_batch_size)
-        raw = fusion.module.text_emb.cpu().numpy()
+        raw = raw_text(fusion, view)
         for shrink in ZS_SHRINKS:
             text = torch.from_numpy(whiten_text(raw, shrink))
             for decay in ZS_DECAYS:
@@ -370,17 +406,51 @@ def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_
                     key = (decay, shrink, w_seq, w_text)
                     table.setdefault(key, []).append(_ndcg10(s, hists, t_rows, t_items))
         used.append({"name": view.dataset_name, "valid_rows_used": int(len(rows))})
+    return table, used
+
+
+def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_rows: int = 2000,
+                   seed: int = 0, probe: TextFusionRec | None = None,
+                   probe_source: str | None = None) -> dict[str, Any]:
+    """Choose the zero-shot settings on valid rows of domains other than the target.
+
+    Without ``probe``: on the pretraining domains' own valid rows (``sources``). Each is scored as a
+    zero-shot target would be (its own catalog and whitening), but the sequence part is then
+    in-sample (it was trained on those users' sequences), so the choice leans towards it.
+
+    With ``probe`` (leave-one-domain-out): ``probe`` is a model pretrained the same way *without*
+    the domains of ``sources``, so on them its sequence part is out of sample, as on a real new
+    domain; the settings chosen there are given to ``pretrained``. ``probe`` may not have seen any
+    of ``sources``.
+
+    The choice maximises the mean over domains of valid NDCG@10 (so the largest domain does not
+    decide alone) over ``ZS_DECAYS x ZS_SHRINKS x ZS_WEIGHTS``. It is kept in
+    ``pretrained.pretraining["zero_shot"]`` (saved with the model) and returned with the table.
+    """
+    scorer = pretrained
+    if probe is not None:
+        seen = {d["name"] for d in (probe.pretraining or {}).get("domains", [])}
+        clash = sorted(seen & {v.dataset_name for v in sources})
+        if clash:
+            raise ValueError(f"the leave-one-domain-out probe was pretrained on {clash}: it is not held out")
+        scorer = probe
+    table, used = _zero_shot_table(scorer, sources, max_rows, seed)
     if not table:
         return {}
     best = max(table, key=lambda k: float(np.mean(table[k])))
     chosen = dict(zip(("decay", "shrink", "w_seq", "w_text"), best))
     names = [u["name"] for u in used]
-    report = {"chosen": chosen, "on": "the pretraining domains' valid rows (mean of per-domain NDCG@10)",
-              "domains": used, "best_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[best])},
+    on = ("the pretraining domains' valid rows (mean of per-domain NDCG@10)" if probe is None else
+          f"leave-one-domain-out: a model pretrained on {sorted(seen)} (not on {names}), scored on "
+          f"{names}' valid rows (mean of per-domain NDCG@10)")
+    report = {"chosen": chosen, "on": on, "domains": used,
+              "best_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[best])},
               "text_knn_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[(1.0, None, 0.0, 1.0)])},
               "seq_only_valid_ndcg@10": {n: round(v, 5) for n, v in zip(names, table[(1.0, None, 1.0, 0.0)])},
               "table": [{"decay": k[0], "shrink": k[1], "w_seq": k[2], "w_text": k[3],
                          "mean_valid_ndcg@10": round(float(np.mean(v)), 5)} for k, v in table.items()]}
+    if probe is not None:
+        report["probe"] = {"source": probe_source, "domains": sorted(seen)}
     pretrained.pretraining = {**(pretrained.pretraining or {}), "zero_shot": report}
     return report
 
@@ -403,5 +473,6 @@ def load_init(path: str, target: str | None = None):
 
 
 __all__ = ["load_init", "TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
-           "zero_shot", "zero_shot_settings", "tune_zero_shot", "whiten_text", "recency_text_scores",
+           "zero_shot", "zero_shot_settings", "raw_text", "tune_zero_shot", "whiten_text", "fit_whitening", "apply_whitening",
+           "recency_text_scores",
            "ZeroShotTextFusion"]

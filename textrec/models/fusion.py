@@ -71,6 +71,7 @@ from textrec.models.baselines import history_matrix
 from textrec.models.cold_items import seen_mask
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
+from textrec.text.whitening import apply_whitening, fit_whitening
 
 #: the score-mix parameters chosen on valid, and their values before tuning
 DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0,
@@ -292,7 +293,7 @@ class TextFusionRec(Recommender):
         self.trans_report: dict[str, Any] = {}
         self.use_text = bool(use_text)
         #: None: the adaptor reads raw MiniLM vectors; a number: each domain's vectors whitened on that
-        #: domain's own items with this shrink (``textrec.models.transfer.whiten_text``), so a pretrained
+        #: domain's own items with this shrink (``textrec.text.whitening.whiten_text``), so a pretrained
         #: adaptor meets the same input distribution on every domain
         self.text_whiten = None if text_whiten is None else float(text_whiten)
         #: the fitted (mean, projection) of ``text_whiten`` on this domain's items, applied to added items
@@ -387,8 +388,6 @@ class TextFusionRec(Recommender):
         (``item_domains`` offsets; one domain when None, whose whitening is kept for ``add_items``)."""
         if self.text_whiten is None:
             return emb
-        from textrec.models.transfer import apply_whitening, fit_whitening
-
         off = [0, len(emb)] if item_domains is None else [int(x) for x in item_domains]
         out = np.array(emb, dtype=np.float32, copy=True)
         for a, b in zip(off[:-1], off[1:]):
@@ -880,8 +879,6 @@ class TextFusionRec(Recommender):
         if self.text_whiten is not None:  # the same whitening as the catalog's items
             if self.whitening is None:
                 raise RuntimeError("this model whitens its item vectors but has no fitted whitening to add items with")
-            from textrec.models.transfer import apply_whitening
-
             emb = apply_whitening(emb, self.whitening)
         if texts is not None and len(texts) != len(emb):
             raise ValueError(f"{len(texts)} texts for {len(emb)} vectors")

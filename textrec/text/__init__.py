@@ -1,4 +1,5 @@
-"""Item text side of the engines: sentence embeddings (cached) and their product-quantized codes.
+"""Item text side of the engines: sentence embeddings (cached), their per-domain whitening and their
+product-quantized codes.
 
 Importing this package loads neither the sentence encoder nor FAISS; they load on first use.
 """
@@ -19,6 +20,7 @@ from textrec.text.quantize import (
     plot_code_usage,
     unpack_codes,
 )
+from textrec.text.whitening import apply_whitening, fit_whitening, whiten_text
 
 __all__ = [
     "CacheStats",
@@ -26,11 +28,14 @@ __all__ = [
     "ProductQuantizer",
     "SmallCatalogWarning",
     "TextEncoder",
+    "apply_whitening",
     "bundled_model_path",
     "choose_n_centroids",
     "code_stats",
     "default_cache_dir",
+    "fit_whitening",
     "item_texts",
     "plot_code_usage",
     "unpack_codes",
+    "whiten_text",
 ]

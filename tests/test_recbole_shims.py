@@ -39,6 +39,31 @@ _MISSING = _recbole_deps_missing()
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_torch_load_shim_unpickles_only_checkpoints_this_process_saved(tmp_path):
+    """RecBole reloads its own checkpoints (which pickle its Config); any other file keeps torch's
+    weights_only=True default, so the shim never unpickles a file it did not write."""
+    code = textwrap.dedent(f"""
+        import sys, pickle, shutil
+        sys.path.insert(0, {str(REPO)!r})
+        import torch
+        from textrec.benchmarks import recbole_shims
+        recbole_shims._torch_load_weights_only()
+        class Cfg:
+            pass
+        path = {str(tmp_path / "ckpt.pth")!r}
+        torch.save({{"config": Cfg(), "state_dict": {{}}}}, path)
+        assert type(torch.load(path)["config"]).__name__ == "Cfg"
+        shutil.copy(path, path + ".other")
+        try:
+            torch.load(path + ".other")
+        except pickle.UnpicklingError:
+            print("OK")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_MISSING), reason=f"recbole installed without its dependencies {_MISSING} "
                     "(pip install '.[bench]' for the side-by-side run)")
@@ -57,7 +82,15 @@ def test_shims_make_recbole_importable_and_checkpoints_loadable(tmp_path):
         assert type(t.get_tensorboard(None)).__name__ == "_NullWriter"
         path = {str(tmp_path / "ckpt.pth")!r}
         torch.save({{"config": object.__new__(Config), "state_dict": {{}}}}, path)
-        assert "config" in torch.load(path)  # weights_only=False by default under the shim
+        assert "config" in torch.load(path, map_location="cpu")  # a checkpoint this process saved: unpickled
+        import shutil, pickle
+        other = path + ".copy"
+        shutil.copy(path, other)  # same bytes, but not saved by this process: torch's safe default holds
+        try:
+            torch.load(other)
+            raise SystemExit("a foreign checkpoint was unpickled")
+        except pickle.UnpicklingError:
+            pass
         print("OK", applied)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

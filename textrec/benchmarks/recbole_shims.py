@@ -13,7 +13,8 @@ What breaks without them:
   side-by-side script does not import ``quick_start`` at all; the stub keeps it importable.)
 * torch >= 2.6 defaults ``torch.load(weights_only=True)``; RecBole's checkpoints hold the
   config object, so reloading the best model (``trainer.evaluate(load_best_model=True)``)
-  fails. The wrapper defaults ``weights_only=False`` - only for checkpoints this process wrote.
+  fails. The wrapper defaults ``weights_only=False`` only for paths this process saved with
+  ``torch.save``; every other file keeps the safe default.
 * RecBole's ``Trainer`` opens a TensorBoard ``SummaryWriter`` under ``./log_tensorboard``
   relative to the working directory; a no-op writer keeps the repo clean (optional shim).
 * pandas 3 (copy-on-write) turns RecBole's ``df[field].fillna(..., inplace=True)`` into a
@@ -70,20 +71,35 @@ def _ray_stub() -> list[str]:
 
 
 def _torch_load_weights_only() -> list[str]:
+    import os
+
     import torch
 
     if getattr(torch.load, "__recbole_shim__", False):
         return []
-    original = torch.load
+    original_load, original_save = torch.load, torch.save
+    written: set[str] = set()  # real paths of the checkpoints this process saved
 
-    @functools.wraps(original)
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return original(*args, **kwargs)
+    def key(f) -> str | None:
+        return os.path.realpath(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else None
+
+    @functools.wraps(original_save)
+    def save(obj, f, *args, **kwargs):
+        out = original_save(obj, f, *args, **kwargs)
+        if (k := key(f)) is not None:
+            written.add(k)
+        return out
+
+    @functools.wraps(original_load)
+    def load(f, *args, **kwargs):
+        # RecBole pickles its Config into its own checkpoints; anything else keeps torch's safe default
+        if key(f) in written:
+            kwargs.setdefault("weights_only", False)
+        return original_load(f, *args, **kwargs)
 
     load.__recbole_shim__ = True
-    torch.load = load
-    return ["torch.load weights_only=False default"]
+    torch.load, torch.save = load, save
+    return ["torch.load weights_only=False for checkpoints this process saved"]
 
 
 class _NullWriter:

@@ -74,6 +74,10 @@ BENCHMARKS: dict[str, Benchmark | tuple] = {
                             "a few CPU-min (3 epochs of the mini model)"),
     "query": Benchmark("textrec.benchmarks.query", "Rec-R1: raw-history vs untrained vs GRPO-trained queries",
                        "2-25 CPU-min (no-LLM rows minutes; LLM writers longer)"),
+    "query-probe": Benchmark("textrec.benchmarks.query_probe",
+                             "Rec-R1: can a chooser fitted on history features pick among queries about different "
+                             "items? (no LLM; oracle, best single, 5-fold CV choosers)", "2-3 CPU-min per dataset",
+                             results=("query_candidate_probe",)),
     "erra": Benchmark("textrec.benchmarks.erra", "ERRA explanations vs PETER-style and ablations",
                       "5-35 CPU-min"),
     "erra-lm": Benchmark("textrec.benchmarks.erra_lm",

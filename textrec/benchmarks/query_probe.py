@@ -1,6 +1,10 @@
-"""Do queries that retrieve *different* things give a per-user choice that can be predicted?
+"""``textrec bench query-probe``: do queries that retrieve *different* things give a per-user choice
+that can be predicted?
 
-Issue #29, round 3. The round-2 probe (``query_scientific_choose/choice_probe.py``) showed that the five
+    textrec bench query-probe --dataset scientific --threads 1 --out eval/results/query_candidates
+    textrec bench query-probe --dataset games --threads 1 --out eval/results/query_candidates
+
+The round-2 probe (its rows are this benchmark's ``cv_title_chooser_*``) showed that the five
 title heuristics are near-copies of each other and that the titles do not predict which one wins. This probe
 widens the candidates to queries about different items of the history and about its category / brand, scores
 every candidate of every training task under the training reward retriever, and asks whether a chooser fitted
@@ -24,27 +28,27 @@ Features of (task, candidate), all computable from the prompt's titles, except t
 * retrieval: how well the query finds the user's other shown items (mean 1/(1+rank) over them, the source
   item excluded) and the top-1 / top-10 score margin of the query.
 
-Run from the checkout root (one thread): ``python eval/results/query_candidates/candidate_probe.py --dataset
-scientific`` (or ``games``); writes ``candidate_probe_<dataset>.json`` beside this file.
+Each reward block also repeats the round-2 question on the round-2 five (``cv_title_chooser_*``): a ridge
+chooser per heuristic on the newest title's shape (length, digits, capitals, the previous title's length,
+history length), then with that title's TF-IDF.
+
+Writes ``candidate_probe_<dataset>.json`` through the one result writer (with the run's command, date,
+machine, CPU seconds and peak memory).
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold
 
-from textrec.data.registry import load_dataset
+from textrec.options import add_threads_option, positive_int
 from textrec.query.catalog import Catalog
 from textrec.query.heuristics import heuristic_query
-from textrec.query.retrieval import retriever_for_dataset, tokenize
-from textrec.query.rewards import reward_metric
-from textrec.query.tasks import make_tasks, subsample
+from textrec.query.retrieval import tokenize
+from textrec.results import add_output_options, writer_from_args
 
 ROUND2 = ["raw_history", "last_title", "last_two_titles", "all_titles", "keywords"]
 ITEMS = ["item2", "item3", "item4", "item5", "pair12", "pair13"]
@@ -61,6 +65,7 @@ def meta_fields(doc: str) -> tuple[str, str]:
 
 
 def cut(text: str, n: int) -> str:
+    """The first ``n`` words of ``text``."""
     return " ".join(text.split()[:n])
 
 
@@ -104,19 +109,70 @@ def candidates(task, cat: Catalog, meta, budget: int) -> dict[str, tuple[str, li
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def shape_features(context: list[str], last_is_last_two: bool) -> list[float]:
+    """The newest title's length, digit share and capital share, the previous title's length, the history
+    length and whether the one- and two-title queries are the same at the budget (the round-2 features)."""
+    lt = context[-1].split() if context else []
+    prev = context[-2].split() if len(context) > 1 else []
+    return [len(lt), sum(any(c.isdigit() for c in w) for w in lt) / max(1, len(lt)), len(prev), len(context),
+            float(last_is_last_two), sum(w.isupper() for w in lt) / max(1, len(lt))]
+
+
+def title_choosers(tasks, cands, rew: np.ndarray, folds) -> dict[str, float]:
+    """The round-2 question on the round-2 five: mean reward of a per-kind ridge chooser on the shape
+    features, then also on the newest title's TF-IDF (fitted on the training folds only)."""
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+
+    last = [t.context[-1] if t.context else "" for t in tasks]
+    x = np.array([shape_features(t.context, c["last_title"][0] == c["last_two_titles"][0])
+                  for t, c in zip(tasks, cands)])
+    out = {}
+    for name, use_text in (("shape_features", False), ("shape_features+last_title_tfidf", True)):
+        got = np.zeros(len(tasks))
+        for tr, te in folds:
+            m_tr, m_te = [csr_matrix(x[tr])], [csr_matrix(x[te])]
+            if use_text:
+                v = TfidfVectorizer(min_df=3).fit([last[i] for i in tr])
+                m_tr.append(v.transform([last[i] for i in tr]))
+                m_te.append(v.transform([last[i] for i in te]))
+            pred = np.stack([Ridge(alpha=1.0).fit(hstack(m_tr), rew[tr, j]).predict(hstack(m_te))
+                             for j in range(rew.shape[1])], 1)
+            got[te] = rew[te, pred.argmax(1)]
+        out[f"cv_title_chooser_{name}"] = round(float(got.mean()), 4)
+    return out
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of ``textrec bench query-probe``."""
     ap.add_argument("--dataset", default="scientific")
-    ap.add_argument("--n-tasks", type=int, default=3000)
-    ap.add_argument("--budget", type=int, default=8)
-    ap.add_argument("--retriever", default="hybrid")
-    args = ap.parse_args()
-    cpu0 = time.process_time()
+    ap.add_argument("--n-tasks", type=positive_int, default=3000, help="seeded training tasks (seed 1)")
+    ap.add_argument("--budget", type=positive_int, default=8, help="query budget in words")
+    ap.add_argument("--retriever", default="hybrid", choices=["bm25", "dense", "hybrid"],
+                    help="the retriever whose full-ranking NDCG is the reward")
+    add_threads_option(ap)
+    add_output_options(ap, "query-probe")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every candidate of every task, fit the cross-validated choosers, write the JSON."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+
+    from textrec.data.registry import load_dataset
+    from textrec.query.retrieval import retriever_for_dataset
+    from textrec.query.rewards import reward_metric
+    from textrec.query.tasks import make_tasks, subsample
+    from textrec.text.encoder import default_cache_dir
+
+    writer = writer_from_args(args, "query-probe")
     ds = load_dataset(args.dataset)
     cat = Catalog.from_dataset(ds, verbose=False)
     meta = [meta_fields(d) for d in cat.documents] if args.dataset == "scientific" else None
-    cache = Path.home() / ".cache" / "textrec" / "query_index"
-    ret = retriever_for_dataset(ds, args.retriever, cache_dir=cache, catalog=cat, progress=False)
+    ret = retriever_for_dataset(ds, args.retriever, cache_dir=default_cache_dir().parent / "query_index", catalog=cat,
+                                progress=False)
     tasks = subsample(make_tasks(ds, "held_out_users", "train", cat, max_history=5, held_out_users_frac=0.2),
                       args.n_tasks, 1)
     cands = [candidates(t, cat, meta, args.budget) for t in tasks]
@@ -155,7 +211,7 @@ def main() -> None:
                 c0 = meta[shown[src[0]]][0]
                 same_cat = sum(meta[shown[p]][0] == c0 for p in others) / max(1, len(others))
             f_txt[i, j] = [len(t.context), len(q.split()), len(qt & other_terms) / max(1, len(qt)), same_cat]
-    out = {"dataset": args.dataset, "retriever": args.retriever, "budget_words": args.budget,
+    out = {"benchmark": "query_candidate_probe", "dataset": args.dataset, "retriever": args.retriever, "budget_words": args.budget,
            "n_tasks": n, "tasks": "seeded training tasks (seed 1) of the training users (20% held out)",
            "candidates": kinds, "share_empty": dict(zip(kinds, (1 - valid.mean(0)).round(3).tolist()))}
     onehot = np.broadcast_to(np.eye(m), (n, m, m))
@@ -189,12 +245,9 @@ def main() -> None:
                 block[f"cv_{mname}_{fname}"] = {"mean": round(float(got.mean()), 4),
                                                 "minus_best_single": round(float(diff.mean()), 4),
                                                 "ci95": [round(float(lo), 4), round(float(hi), 4)]}
+        block.update(title_choosers(tasks, cands, rew[:, [kinds.index(k) for k in ROUND2]], folds))
         out[rname] = block
-    out["cpu_seconds"] = round(time.process_time() - cpu0, 1)
-    text = json.dumps(out, indent=1)
-    print(text)
-    (Path(__file__).parent / f"candidate_probe_{args.dataset}.json").write_text(text + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    writer.write_json(f"candidate_probe_{args.dataset}.json", out)
+    print(json.dumps(out, indent=1))
+    writer.finish()
+    return 0

@@ -19,9 +19,9 @@ from textrec.models.transfer import (
     recency_text_scores,
     subset_split,
     tune_zero_shot,
-    whiten_text,
     zero_shot,
 )
+from textrec.text.whitening import whiten_text
 
 
 def _views():

@@ -224,9 +224,9 @@ class TextTermBlend:
             _ndcg10,
             raw_text,
             recency_text_scores,
-            whiten_text,
             zero_shot_settings,
         )
+        from textrec.text.whitening import whiten_text
 
         self.base = base
         st = zero_shot_settings(pre)

@@ -37,7 +37,7 @@ from textrec.data.splits import Split
 from textrec.models.base import Recommender, TrainView
 from textrec.models.fusion import DEFAULT_MIX, TextFusionModule, TextFusionRec
 from textrec.models.seq_trainer import score_histories, seeded
-from textrec.text.whitening import apply_whitening, fit_whitening, whiten_text
+from textrec.text.whitening import whiten_text
 
 #: the domains with item text that ``--pretrain-on`` accepts by default (Beauty joins once it has text)
 TEXT_DOMAINS = ("games", "office", "scientific", "ml-100k")
@@ -430,6 +430,4 @@ def load_init(path: str, target: str | None = None):
 
 
 __all__ = ["load_init", "TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
-           "zero_shot", "zero_shot_settings", "raw_text", "tune_zero_shot", "whiten_text", "fit_whitening", "apply_whitening",
-           "recency_text_scores",
-           "ZeroShotTextFusion"]
+           "zero_shot", "zero_shot_settings", "raw_text", "tune_zero_shot", "recency_text_scores", "ZeroShotTextFusion"]

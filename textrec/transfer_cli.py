@@ -61,19 +61,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     model = pretrain_textfusion(domains, recipe=recipe, seed=args.seed, max_users=args.max_users,
                                 max_epochs=args.epochs, max_cpu_minutes=args.pretrain_cpu_minutes,
                                 command=getattr(args, "command", None) or command_line(), progress=progress(args),
-                                probe=args.zero_shot_probe, held_out=_held_out(args))
+                                probe=args.zero_shot_probe, held_out=args.held_out)
     model.save_pretrained(args.out)
     record = {k: v for k, v in model.pretraining.items() if k != "history"}
     print(json.dumps({"saved": str(args.out), **record}, indent=2))
     return 0
 
 
-def _held_out(args: argparse.Namespace) -> list[str]:
-    return [h.strip() for h in (args.held_out or "").split(",") if h.strip()]
-
-
 def choose_zero_shot(path: str, max_rows: int = 2000, probe: str | None = None,
-                     held_out: list[str] | None = None) -> dict:
+                     held_out: str | list[str] | None = None) -> dict:
     """(Re)choose the zero-shot settings of the pretrained model at ``path`` and save it in place.
 
     Without ``probe``: on its own pretraining domains' valid rows (the same seeded user samples it
@@ -82,7 +78,7 @@ def choose_zero_shot(path: str, max_rows: int = 2000, probe: str | None = None,
     sample. ``held_out`` must be among ``path``'s pretraining domains, so the target is never read."""
     import time
 
-    from textrec.models.transfer import domain_view, tune_zero_shot
+    from textrec.models.transfer import domain_view, held_out_domains, tune_zero_shot
 
     model = load_init(path)
     rec = model.pretraining
@@ -92,9 +88,7 @@ def choose_zero_shot(path: str, max_rows: int = 2000, probe: str | None = None,
         views = [domain_view(d["name"], cap, model.seed) for d in rec["domains"]]
         report = tune_zero_shot(model, views, max_rows=max_rows)
     else:
-        names = [d["name"] for d in rec["domains"]]
-        if not held_out or any(h not in names for h in held_out):
-            raise ValueError(f"--held-out must name some of {path}'s pretraining domains {names}, got {held_out}")
+        held_out = held_out_domains(held_out, [d["name"] for d in rec["domains"]])
         views = [domain_view(h, cap, model.seed) for h in held_out]
         report = tune_zero_shot(model, views, max_rows=max_rows, probe=load_init(probe), probe_source=str(probe))
     model.pretraining.pop("zero_shot_mix", None)  # the text-cosine weight of the earlier zero-shot scorer
@@ -122,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.choose_zero_shot:
         setup_run(args)
-        report = choose_zero_shot(args.choose_zero_shot, probe=args.probe, held_out=_held_out(args))
+        report = choose_zero_shot(args.choose_zero_shot, probe=args.probe, held_out=args.held_out)
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2))
         return 0
     if not args.pretrain_on or not args.out:

@@ -393,7 +393,7 @@ class TextFusionRec(Recommender):
         for a, b in zip(off[:-1], off[1:]):
             w = fit_whitening(emb[a:b], self.text_whiten)
             out[a:b] = apply_whitening(emb[a:b], w)
-            self.whitening = w if item_domains is None else None
+        self.whitening = w if item_domains is None else None  # a merged catalog has no one whitening
         return out
 
     def _build(self, text_emb: np.ndarray, codes: np.ndarray | None, warm: np.ndarray) -> TextFusionModule:

@@ -57,6 +57,17 @@ def parse_domains(text: str | Sequence[str], exclude: str | None = None) -> list
     return names
 
 
+def held_out_domains(held_out: str | Sequence[str] | None, domains: Sequence[str]) -> list[str]:
+    """The leave-one-domain-out domains (``"office"``, ``"a,b"`` or a list): at least one, each among
+    the pretrained model's ``domains`` (so the target itself is never read to choose settings)."""
+    names = [n.strip() for n in ((held_out or "").split(",") if isinstance(held_out, str) or held_out is None
+                                 else held_out) if n.strip()]
+    if not names or any(n not in domains for n in names):
+        raise ValueError(f"--held-out must name some of the pretraining domains {list(domains)} (the domains "
+                         f"the zero-shot probe never saw), got {names}")
+    return names
+
+
 def subset_split(split: Split, frac: float, seed: int) -> Split:
     """Train on a seeded ``frac`` of the users with training events (their valid rows select
     models); the test rows stay those of every user, so each condition is judged on the same rows.
@@ -91,7 +102,7 @@ def domain_view(name: str, max_users: int | None = None, seed: int = 0) -> Train
 def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain", seed: int = 0,
                         max_users: int | None = None, max_epochs: int | None = None,
                         max_cpu_minutes: float | None = None, command: str | None = None,
-                        progress: bool = True, probe: str | None = None, held_out: Sequence[str] = (),
+                        progress: bool = True, probe: str | None = None, held_out: str | Sequence[str] = (),
                         **overrides: Any) -> TextFusionRec:
     """Pretrain a text-only TextFusion (``recipe`` + ``overrides``) on ``domains``, each capped at
     ``max_users`` users; ``max_cpu_minutes`` caps training by this process's CPU time. ``probe`` (a
@@ -111,7 +122,7 @@ def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain",
 def pretrain_views(model: TextFusionRec, views: Sequence[TrainView], command: str | None = None,
                    progress: bool = True, record: dict[str, Any] | None = None,
                    probe: TextFusionRec | None = None, probe_source: str | None = None,
-                   held_out: Sequence[str] = ()) -> TextFusionRec:
+                   held_out: str | Sequence[str] = ()) -> TextFusionRec:
     """Pretrain ``model`` text-only (its ID residual is switched off) on ``views``; return it.
 
     Records in ``model.pretraining``: the domains (users, items, events seen), the command, CPU and
@@ -121,9 +132,7 @@ def pretrain_views(model: TextFusionRec, views: Sequence[TrainView], command: st
     leave-one-domain-out on those domains' valid rows.
     """
     if probe is not None:
-        names = [v.dataset_name for v in views]
-        if not held_out or any(h not in names for h in held_out):
-            raise ValueError(f"a zero-shot probe needs held-out domains among {names}, got {list(held_out)}")
+        held_out = held_out_domains(held_out, [v.dataset_name for v in views])
     t0, c0 = time.perf_counter(), time.process_time()
     model.id_residual, model.tune_mix = False, False
     model.pretraining = {"command": command, **(record or {}), "epoch_cap": model.trainer_config.epochs}
@@ -429,5 +438,5 @@ def load_init(path: str, target: str | None = None):
 
 
 
-__all__ = ["load_init", "TEXT_DOMAINS", "parse_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
+__all__ = ["load_init", "TEXT_DOMAINS", "parse_domains", "held_out_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
            "zero_shot", "zero_shot_settings", "raw_text", "tune_zero_shot", "recency_text_scores", "ZeroShotTextFusion"]

@@ -406,3 +406,26 @@ def test_pretraining_without_code_tables_lets_the_target_fit_its_own(tmp_path):
     model = _model(trainer={**SMALL["trainer"], "epochs": 1}).warm_start(pre).fit(target, progress=False)
     assert model.module.codes is not None and model.quantizer is not None  # the target's own quantizer
     assert model.pretraining["init"]["codes"] == "own"
+
+
+def test_bench_rows_choose_the_learning_rate_on_valid_from_one_grid(pretrained, tmp_path):
+    import argparse
+
+    from textrec.benchmarks.transfer import PRETRAINED, SCRATCH, Harness, run_subset
+
+    pre, _ = pretrained
+    split = leave_one_out(_planted(n_items=24, n_users=40, seed=2))
+    recipe = {"model": "TextFusionRec", "backbone": SMALL["backbone"], "trainer": {**SMALL["trainer"], "epochs": 1},
+              "options": {k: v for k, v in SMALL.items() if k not in ("backbone", "trainer", "ease_lam")}}
+    args = argparse.Namespace(recipe=recipe, epochs=1, epochs_full_equiv=None, ease_grid=[5.0], quiet=True,
+                              fine_tune_lrs=[0.01, 0.0001], fine_tune_reinit=["adaptor"], fine_tune_freeze=None)
+    h = Harness(split, args, tmp_path / "part.json", text_embedder=bag_of_words)
+    run_subset(h, pre, "pre", 0.5, 0, ablation=False, curve=True)
+    for name in (SCRATCH, PRETRAINED):
+        tried = {lr: h.rows[f"50% users, seed 0: {name}, lr {lr:g}"] for lr in (0.01, 0.0001)}
+        chosen = h.rows[f"50% users, seed 0: {name}"]
+        best = max(tried, key=lambda lr: tried[lr]["valid"]["ndcg@10"])
+        assert chosen["lr_chosen_on_valid"] == best and chosen["test"] == tried[best]["test"]
+        assert np.array_equal(h.per_user[f"50% users, seed 0: {name}"], h.per_user[f"50% users, seed 0: {name}, lr {best:g}"])
+    assert h.rows[f"50% users, seed 0: {PRETRAINED}"]["warm_start"] == {"reinit": ["adaptor"], "freeze": []}
+    assert "warm_start" not in h.rows[f"50% users, seed 0: {SCRATCH}"]

@@ -59,9 +59,11 @@ TEXTKNN_LAST = "TextKNN, last item only"
 #: the fine-tuned rows plus the zero-shot text term (recency-weighted cosine over whitened item vectors,
 #: decay and whitening fixed in pretraining), its weight chosen on the kept users' valid rows
 TEXT_TERM = " + transferred text term"
+#: the parts of a pretrained model the ablation (and ``--fine-tune-reinit/--fine-tune-freeze``) name
+ABLATION_PARTS = ("adaptor", "codes", "encoder")
 #: the ablation rows: (row name, warm_start keyword arguments)
 ABLATIONS = [(f"pretrained+fine-tuned, {part} {how}", {how_kw: [part]})
-             for part in ("adaptor", "codes", "encoder")
+             for part in ABLATION_PARTS
              for how, how_kw in (("frozen", "freeze"), ("re-initialised", "reinit"))]
 
 
@@ -183,15 +185,18 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
         h.record(f"{tag}: {EASE_ROW}", ease, time.process_time() - c0, time.perf_counter() - t0,
                  {**common, "lam_chosen_on_valid": lam})
     if curve:
-        rows = [(SCRATCH, _fusion(h, seed, epochs, lam))]
+        parts = {"reinit": list(getattr(args, "fine_tune_reinit", None) or []),
+                 "freeze": list(getattr(args, "fine_tune_freeze", None) or [])}
+        rows = [(SCRATCH, lambda lr: _fusion(h, seed, epochs, lam, **_lr(lr)))]
         if pre.text_whiten is not None:
-            rows.append((SCRATCH_WH, _fusion(h, seed, epochs, lam, text_whiten=pre.text_whiten)))
-        rows.append((PRETRAINED, _fusion(h, seed, epochs, lam).warm_start(pre, source=source)))
-        for name, model in rows:
+            rows.append((SCRATCH_WH, lambda lr: _fusion(h, seed, epochs, lam, text_whiten=pre.text_whiten, **_lr(lr))))
+        rows.append((PRETRAINED, lambda lr: _fusion(h, seed, epochs, lam, **_lr(lr)).warm_start(
+            pre, source=source, **parts)))
+        for name, make in rows:
+            extra = {**common, **({"warm_start": parts} if name == PRETRAINED and any(parts.values()) else {})}
+            model = fit_over_lrs(h, f"{tag}: {name}", make, view, extra, getattr(args, "fine_tune_lrs", None))
             if name == SCRATCH_WH:  # the control has no text-term twin: its mix already reads whitened text
-                h.fit(f"{tag}: {name}", model, view, common)
                 continue
-            h.fit(f"{tag}: {name}", model, view, common)
             t0, c0 = time.perf_counter(), time.process_time()
             blend = TextTermBlend(model, pre, view)
             h.record(f"{tag}: {name}{TEXT_TERM}", blend, time.process_time() - c0, time.perf_counter() - t0,
@@ -202,6 +207,31 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
                 continue  # pretrained without code tables: the target's codes start fresh in every row
             h.fit(f"{tag}: {name}", _fusion(h, seed, epochs, lam).warm_start(pre, source=source, **kw), view,
                   {**common, "ablation": kw})
+
+
+def _lr(lr: float | None) -> dict[str, Any]:
+    return {} if lr is None else {"trainer": {"lr": float(lr)}}
+
+
+def fit_over_lrs(h: Harness, name: str, make, view, extra: dict[str, Any], lrs: list[float] | None):
+    """Fit ``make(lr)`` for every learning rate of ``lrs`` (None: the recipe's) and return the model
+    with the best valid NDCG@10. With several, each is its own row (``name, lr X``) and ``name`` is
+    a copy of the chosen one saying so: every fine-tuned and scratch row chooses from the same grid,
+    on valid rows, never on test."""
+    if not lrs:
+        model = make(None)
+        h.fit(name, model, view, extra)
+        return model
+    best = None
+    for lr in lrs:
+        model = make(lr)
+        row = h.fit(f"{name}, lr {lr:g}", model, view, {**extra, "lr": lr})
+        if best is None or row["valid"]["ndcg@10"] > best[1]["valid"]["ndcg@10"]:
+            best = (lr, row, model)
+    lr, row, model = best
+    h.rows[name] = {**row, "lr_chosen_on_valid": lr, "lr_grid": list(lrs)}
+    h.per_user[name] = h.per_user[f"{name}, lr {lr:g}"]
+    return model
 
 
 class TextTermBlend:
@@ -373,6 +403,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--epochs", type=positive_int, default=None, help="cap every fine-tuning run at this many epochs")
     ap.add_argument("--epochs-full-equiv", type=positive_float, default=None,
                     help="cap a run on a share f of users at ceil(x / f) epochs")
+    ap.add_argument("--fine-tune-lrs", type=positive_float, nargs="+", default=None,
+                    help="learning rates every scratch and fine-tuned row chooses from on valid (default: the recipe's)")
+    ap.add_argument("--fine-tune-reinit", nargs="+", choices=ABLATION_PARTS, default=None,
+                    help="parts of the pretrained model the curve's fine-tuned rows start fresh (e.g. adaptor: the encoder alone transfers)")
+    ap.add_argument("--fine-tune-freeze", nargs="+", choices=ABLATION_PARTS, default=None,
+                    help="parts of the pretrained model the curve's fine-tuned rows keep frozen")
     ap.add_argument("--ease-grid", type=float, nargs="+", default=[20.0, 50.0, 100.0, 200.0, 500.0])
     ap.add_argument("--name", default=None, help="result file stem (default transfer_<dataset>_<modes>)")
     add_threads_option(ap)

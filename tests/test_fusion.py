@@ -68,7 +68,9 @@ def test_fit_scores_full_catalog_and_beats_popularity(trained):
     pop = run_protocol(Popularity(), split, progress=False)
     assert res.test.metrics["ndcg@10"] > pop.test.metrics["ndcg@10"] + 0.2
     assert model.mix_report["best"] >= model.mix_report["seq_only"]
-    assert set(model.mix) == {"lam", "kappa", "mu", "mu_cold", "cold_offset", "nu"}
+    assert set(model.mix) == {"lam", "kappa", "mu", "mu_cold", "cold_offset", "nu", "rho"}
+    assert model.term is None and "recency" not in model.components(split.test.histories()[:2])
+    assert model.mix["rho"] == 0.0 and model.mix_report["grids"]["rho"] == [0.0]  # off by default
 
 
 def test_transition_part_reads_the_next_item_and_its_decay_is_chosen_on_valid(trained):

@@ -10,13 +10,13 @@ import textrec
 from textrec.data.splits import leave_one_out
 from textrec.evaluation import evaluate
 from textrec.models.base import TrainView
+from textrec.models.text_term import DECAYS as ZS_DECAYS
+from textrec.models.text_term import SHRINKS as ZS_SHRINKS
+from textrec.models.text_term import recency_text_scores
 from textrec.models.transfer import (
-    ZS_DECAYS,
-    ZS_SHRINKS,
     ZeroShotTextFusion,
     parse_domains,
     pretrain_views,
-    recency_text_scores,
     subset_split,
     tune_zero_shot,
     zero_shot,
@@ -66,7 +66,7 @@ def test_fine_tune_freezes_and_reinitialises_the_named_parts(pretrained):
     assert not torch.equal(ps["encoder.blocks.0.qkv.weight"], s["encoder.blocks.0.qkv.weight"])
     assert model.module.id_residual is not None  # the target gets its own ID residual
     assert model.pretraining["init"] == {"source": str(path), "codes": "pretrained", "reinit": ["encoder"],
-                                         "freeze": ["adaptor"]}
+                                         "freeze": ["adaptor"], "text_term": None}
     assert [d["name"] for d in model.get_config()["pretraining"]["domains"]] == ["planted", "planted"]
 
 
@@ -202,6 +202,7 @@ def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_pa
     monkeypatch.setattr("textrec.text.encoder.TextEncoder", _FakeEncoder)  # TextKNN rows without MiniLM
 
     from textrec.benchmarks.transfer import (
+        OWN_TERM,
         PRETRAINED,
         SCRATCH,
         TEXT_TERM,
@@ -234,12 +235,15 @@ def test_bench_rows_share_users_and_targets_say_met_or_missed(pretrained, tmp_pa
     assert a["train_users"] == b["train_users"] == 20 and a["train_events"] == b["train_events"]
     assert a["test"]["n_rows"] == len(split.test) and a["valid"]["n_rows"] == len(split.valid)  # all users' rows
     assert rows["50% users, seed 0: pretrained+fine-tuned, encoder frozen"]["ablation"] == {"freeze": ["encoder"]}
+    chosen = pre.pretraining["zero_shot"]["chosen"]
     for name in (SCRATCH, PRETRAINED):  # each fine-tuned row beside itself plus the transferred text term
-        term = rows[f"50% users, seed 0: {name}{TEXT_TERM}"]["text_term"]
-        assert term["w"] in [r["w"] for r in term["table"]] and term["decay"] == pre.pretraining["zero_shot"][
-            "chosen"]["decay"]
-        best = max(r["valid_ndcg@10"] for r in term["table"])
-        assert [r["w"] for r in term["table"] if r["valid_ndcg@10"] == best][0] == term["w"]
+        row, base = rows[f"50% users, seed 0: {name}{TEXT_TERM}"], rows[f"50% users, seed 0: {name}"]
+        term = row["text_term"]
+        assert (term["decay"], term["shrink"]) == (chosen["decay"], chosen["shrink"])
+        assert term["rho"] == row["mix"]["rho"] and base["mix"]["rho"] == 0.0  # the trained row keeps its mix
+    own = rows[f"50% users, seed 0: {SCRATCH}{OWN_TERM}"]["text_term"]
+    assert own["settings_from"] == "the kept users' valid rows"
+    assert f"50% users, seed 0: {PRETRAINED}{OWN_TERM}" not in rows
     assert "50% users, seed 1: pretrained+fine-tuned, encoder frozen" not in rows
     curve, targets = summarise(h, [0.5, 1.0])
     assert curve["50%"][SCRATCH]["n_seeds"] == 2 and curve["50%"][SCRATCH]["se_over_seeds"] is not None

@@ -25,6 +25,7 @@ may stop sooner. Rows say their cap. ``targets`` says each target of issue 26 me
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,12 @@ ZERO_SHOT, ZERO_SHOT_SEQ = "TextFusion zero-shot (pretrained, target item text o
     "TextFusion zero-shot, sequence part only"
 ZERO_SHOT_TEXT = "TextFusion zero-shot, text term only"
 TEXTKNN_LAST = "TextKNN, last item only"
-#: the fine-tuned rows plus the zero-shot text term (recency-weighted cosine over whitened item vectors,
-#: decay and whitening fixed in pretraining), its weight chosen on the kept users' valid rows
+#: a fitted row plus the text term (``TextFusionRec.fit_text_term``: recency-weighted cosine over whitened
+#: item vectors) with the decay and whitening its pretrained model chose on the sources; the mix, with
+#: the term's weight, chosen again on the kept users' valid rows
 TEXT_TERM = " + transferred text term"
+#: scratch plus the text term with settings chosen on the kept users' own valid rows (``text_term: valid``)
+OWN_TERM = " + text term (own valid)"
 #: the parts of a pretrained model the ablation (and ``--fine-tune-reinit/--fine-tune-freeze``) name
 ABLATION_PARTS = ("adaptor", "codes", "encoder")
 #: the ablation rows: (row name, warm_start keyword arguments)
@@ -168,6 +172,7 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
     from textrec.bench import tune
     from textrec.models.base import TrainView
     from textrec.models.baselines import EASE
+    from textrec.models.fusion import pretrained_text_term
     from textrec.models.transfer import subset_split
 
     args = h.args
@@ -197,10 +202,16 @@ def run_subset(h: Harness, pre, source: str, frac: float, seed: int, ablation: b
             model = fit_over_lrs(h, f"{tag}: {name}", make, view, extra, getattr(args, "fine_tune_lrs", None))
             if name == SCRATCH_WH:  # the control has no text-term twin: its mix already reads whitened text
                 continue
-            t0, c0 = time.perf_counter(), time.process_time()
-            blend = TextTermBlend(model, pre, view)
-            h.record(f"{tag}: {name}{TEXT_TERM}", blend, time.process_time() - c0, time.perf_counter() - t0,
-                     {**common, "text_term": blend.report})
+            specs = [(TEXT_TERM, pretrained_text_term(pre))] + ([(OWN_TERM, "valid")] if name == SCRATCH else [])
+            for suffix, spec in specs:
+                t0, c0 = time.perf_counter(), time.process_time()
+                # a shallow copy: fit_text_term reassigns (never mutates) the term, mix and placement, so
+                # the trained row keeps its own
+                with_term = copy.copy(model).fit_text_term(view, spec)
+                h.record(f"{tag}: {name}{suffix}", with_term, time.process_time() - c0, time.perf_counter() - t0,
+                         {**common, "text_term": {**with_term.term.settings, "rho": with_term.mix["rho"],
+                                                  "settings_from": "the pretrained model's sources" if spec != "valid"
+                                                  else "the kept users' valid rows"}})
     if ablation:
         for name, kw in ABLATIONS:
             if "codes" in next(iter(kw.values())) and pre.module.code_emb is None:
@@ -234,64 +245,6 @@ def fit_over_lrs(h: Harness, name: str, make, view, extra: dict[str, Any], lrs: 
     return model
 
 
-class TextTermBlend:
-    """``base`` plus ``w`` times the pretrained model's zero-shot text term on ``view``'s items.
-
-    The term (cosine to a recency-weighted history vector over the domain's whitened item vectors)
-    has the decay and whitening chosen on the pretraining domains; only ``w`` is chosen here, on
-    ``view``'s valid rows (the kept users'), over multiples of the ratio of the two spreads. A
-    benchmark row, not a model: it says what the transferred text term adds to a fine-tuned model
-    and, as a control, to one trained from scratch.
-    """
-
-    name = "text-term blend"
-    scores_new_items = True
-
-    def __init__(self, base, pre, view, max_rows: int = 3000) -> None:
-        import torch
-
-        from textrec.models.transfer import (
-            _ndcg10,
-            raw_text,
-            recency_text_scores,
-            zero_shot_settings,
-        )
-        from textrec.text.whitening import whiten_text
-
-        self.base = base
-        st = zero_shot_settings(pre)
-        self.decay = st["decay"]
-        emb = raw_text(base, view)
-        self.text = torch.from_numpy(whiten_text(emb, st["shrink"]))
-        valid = view.valid
-        rows = np.arange(len(valid))
-        if len(rows) > max_rows:
-            rows = np.sort(np.random.default_rng(0).choice(len(rows), max_rows, replace=False))
-        hists = [valid.history(i) for i in rows]
-        t_rows = np.repeat(np.arange(len(rows)), [len(valid.targets(i)) for i in rows])
-        t_items = np.concatenate([valid.targets(i) for i in rows]).astype(np.int64)
-        b = base.score(rows, hists).float()
-        t = recency_text_scores(self.text, hists, self.decay)
-        finite = torch.isfinite(b)
-        ratio = float(b[finite].std()) / (float(t.std()) or 1.0)
-        table = []
-        for f in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
-            table.append({"w": round(f * ratio, 6), "factor": f,
-                          "valid_ndcg@10": round(_ndcg10(b + f * ratio * t, hists, t_rows, t_items), 5)})
-        best = max(table, key=lambda r: r["valid_ndcg@10"])
-        self.w = best["w"]
-        self.report = {"decay": self.decay, "shrink": st["shrink"], "w": self.w,
-                       "chosen_on": f"{len(rows)} valid rows of the kept users", "table": table}
-
-    def score(self, users, histories):
-        from textrec.models.transfer import recency_text_scores
-
-        out = self.base.score(users, histories).float()
-        if self.w:
-            out = out + self.w * recency_text_scores(self.text, histories, self.decay)
-        return out
-
-
 def _mean_se(values: list[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
@@ -302,7 +255,8 @@ def _mean_se(values: list[float]) -> dict[str, float]:
 def summarise(h: Harness, fractions: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per share of users and model: test NDCG@10 mean over seeds (s.e.); and the targets block."""
     curve: dict[str, Any] = {}
-    names = [EASE_ROW, SCRATCH, SCRATCH_WH, PRETRAINED, SCRATCH + TEXT_TERM, PRETRAINED + TEXT_TERM] + [n for n, _ in ABLATIONS]
+    names = [EASE_ROW, SCRATCH, SCRATCH_WH, PRETRAINED, SCRATCH + TEXT_TERM, SCRATCH + OWN_TERM,
+             PRETRAINED + TEXT_TERM] + [n for n, _ in ABLATIONS]
     for frac in fractions:
         at: dict[str, Any] = {}
         for name in names:
@@ -315,7 +269,9 @@ def summarise(h: Harness, fractions: list[float]) -> tuple[dict[str, Any], dict[
         for key, a, b in (("pretrained_minus_scratch_paired_over_test_rows", PRETRAINED, SCRATCH),
                           ("pretrained_minus_whitened_scratch_control_paired", PRETRAINED, SCRATCH_WH),
                           ("pretrained_text_term_minus_scratch_text_term_paired", PRETRAINED + TEXT_TERM,
-                           SCRATCH + TEXT_TERM)):
+                           SCRATCH + TEXT_TERM),
+                          ("pretrained_text_term_minus_scratch_own_text_term_paired", PRETRAINED + TEXT_TERM,
+                           SCRATCH + OWN_TERM)):
             pairs = [h.paired(f"{_pct(frac)} users, seed {s}: {a}", f"{_pct(frac)} users, seed {s}: {b}")
                      for s in seeds if f"{_pct(frac)} users, seed {s}: {b}" in h.rows
                      and f"{_pct(frac)} users, seed {s}: {a}" in h.rows]
@@ -350,6 +306,7 @@ def summarise(h: Harness, fractions: list[float]) -> tuple[dict[str, Any], dict[
             "pretrained_over_ease": round(ptt["mean"] / ea["mean"], 3),
             "control_scratch_text_term": sct,
             "over_control": round(ptt["mean"] / sct["mean"], 3) if sct else None,
+            "scratch_own_text_term": mean(0.1, SCRATCH + OWN_TERM),
             "met": bool(ratio >= 1.2 and ptt["mean"] >= ea["mean"])}
     pt, sc = mean(1.0, PRETRAINED), mean(1.0, SCRATCH)
     if pt and sc:

@@ -71,11 +71,12 @@ from textrec.models.baselines import history_matrix
 from textrec.models.cold_items import seen_mask
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
+from textrec.models.text_term import TextTerm
 from textrec.text.whitening import apply_whitening, fit_whitening
 
 #: the score-mix parameters chosen on valid, and their values before tuning
 DEFAULT_MIX: dict[str, float] = {"lam": 0.0, "kappa": 0.0, "mu": 0.0, "mu_cold": 0.0, "cold_offset": 0.0,
-                                  "nu": 0.0}
+                                  "nu": 0.0, "rho": 0.0}
 #: how many of the latest history items the transition part reads, and its decay grid (chosen on valid)
 TRANS_WINDOW = 10
 TRANS_DECAYS = (0.1, 0.3, 0.6)
@@ -253,9 +254,17 @@ class TextFusionRec(Recommender):
                  tune_objective: str = "rows", early_stop_rows: int | None = None, use_text: bool = True,
                  n_items: int | None = None, n_fit: int | None = None,
                  max_epochs: int | None = None, seed: int = 0, new_item_scoring: str = "calibrated",
-                 pretraining: dict[str, Any] | None = None, text_whiten: float | None = None) -> None:
+                 pretraining: dict[str, Any] | None = None, text_whiten: float | None = None,
+                 text_term: str | dict[str, Any] | None = None) -> None:
         if text_whiten is not None and text_whiten < 0:
             raise ValueError(f"text_whiten must be >= 0 (or None: raw MiniLM vectors), got {text_whiten}")
+        if not (text_term is None or text_term == "valid" or isinstance(text_term, dict)):
+            raise ValueError(f"text_term must be None (off), 'valid' (settings chosen on valid) or "
+                             f"{{'decay': ..., 'shrink': ...}}, got {text_term!r}")
+        if isinstance(text_term, dict):
+            if set(text_term) != {"decay", "shrink"}:
+                raise ValueError(f"text_term settings are 'decay' and 'shrink', got {sorted(text_term)}")
+            TextTerm(**text_term)  # refuses out-of-range settings now, not after training
         if new_item_scoring not in NEW_ITEM_SCORING:
             raise ValueError(f"new_item_scoring must be one of {NEW_ITEM_SCORING}, got {new_item_scoring!r}")
         if not 0.0 <= new_item_dropout < 1.0:
@@ -298,6 +307,11 @@ class TextFusionRec(Recommender):
         self.text_whiten = None if text_whiten is None else float(text_whiten)
         #: the fitted (mean, projection) of ``text_whiten`` on this domain's items, applied to added items
         self.whitening: tuple[np.ndarray, np.ndarray] | None = None
+        #: the recency-weighted text term as a mix part (weight ``rho``, chosen on valid like the others):
+        #: None (off), "valid" (its decay and whitening chosen on valid) or fixed settings, e.g. those a
+        #: pretrained model chose on its sources (``warm_start(..., text_term=True)``)
+        self.text_term = copy.deepcopy(text_term)
+        self.term: TextTerm | None = None
         #: "text" (item text through the adaptor and codes) or "none" (ID + co-occurrence only); set by fit
         self.text_mode = "text" if self.use_text else "none"
         self.text_report: dict[str, Any] = {}
@@ -466,6 +480,7 @@ class TextFusionRec(Recommender):
         self.counts = torch.from_numpy(counts)
         self.ease_B = self._fit_ease(data, progress)
         self.markov = self._fit_transitions(data) if self.transitions else None
+        self.term = self._fit_text_term(data, self.text_term, progress) if self.text_term is not None else None
         self.module = self._build(emb, codes, counts > 0)
         if self.warm_start_from is not None:
             skip = ("text_emb", "warm", "codes", "id_residual.weight")
@@ -536,6 +551,35 @@ class TextFusionRec(Recommender):
                             "grid": table}
         return best_b
 
+    def _fit_text_term(self, data: TrainView, spec: str | dict[str, Any], progress: bool = False) -> TextTerm | None:
+        """The text term on ``data``'s items: fixed settings (``spec`` a dict) or the ones whose term
+        alone ranks ``data``'s valid rows best (``"valid"``). None without item text."""
+        if self.text_mode != "text" or data.item_text is None:
+            return None
+        raw = self.embed(data.item_text, progress=progress)  # unwhitened: the term whitens on its own
+        if isinstance(spec, dict):
+            return TextTerm(**spec).fit(raw)
+        hists, t_rows, t_items = self._valid_rows(data.valid, self.early_stop_rows or 3000)
+        if not hists:
+            raise ValueError("text_term='valid' needs valid rows to choose its settings on")
+        return TextTerm.choose(raw, hists, lambda s: self._valid_ndcg(s, hists, t_rows, t_items))
+
+    def fit_text_term(self, data: TrainView, spec: str | dict[str, Any] = "valid") -> TextFusionRec:
+        """Add the text term to a fitted model and choose the mix (and new-item placement) again on
+        ``data``'s valid rows; the trained weights are kept. ``rho = 0`` stays possible, so valid
+        decides whether the term is used."""
+        if self.module is None:
+            raise RuntimeError("fit the model before adding the text term")
+        self.text_term = copy.deepcopy(spec)
+        self.term = self._fit_text_term(data, spec)
+        if self.term is not None and isinstance(spec, str):
+            self.text_term = self.term.settings
+        if self.tune_mix and len(data.valid):
+            self.tune(data.valid, objective=self.tune_objective)
+        if self.new_item_scoring == "calibrated" and len(data.valid) and self.text_mode == "text":
+            self.calibrate(data.valid)
+        return self
+
     def _fit_transitions(self, data: TrainView):
         """The transition part: consecutive training pairs, row-normalised; its decay over the last
         ``TRANS_WINDOW`` history items is ``trans_decay`` or the one of ``TRANS_DECAYS`` best on valid."""
@@ -581,7 +625,7 @@ class TextFusionRec(Recommender):
         return self
 
     def warm_start(self, pretrained: TextFusionRec, codes: str = "pretrained", reinit: Sequence[str] = (),
-                   freeze: Sequence[str] = (), source: str | None = None) -> TextFusionRec:
+                   freeze: Sequence[str] = (), source: str | None = None, text_term: bool = False) -> TextFusionRec:
         """Start the next ``fit`` from a pretrained model's text adaptor, code tables and encoder.
 
         ``codes="own"`` keeps only the adaptor and encoder: this domain's items are coded by a
@@ -590,6 +634,8 @@ class TextFusionRec(Recommender):
         ``freeze`` parts that keep their pretrained values while fine-tuning. ``source`` (e.g. the
         folder it was loaded from) is recorded with the pretrained model's ``pretraining`` record.
         The encoder and adaptor architecture (``backbone``, ``n_experts``) become the pretrained one's.
+        ``text_term=True`` also takes the text term's settings the pretrained model chose on its sources
+        (its zero-shot record): the term joins this model's mix, its weight chosen on valid.
         """
         if pretrained.module is None:
             raise RuntimeError("warm_start needs a pretrained (fitted) TextFusionRec")
@@ -613,15 +659,18 @@ class TextFusionRec(Recommender):
         self.n_experts = pretrained.n_experts
         self.text_whiten = pretrained.text_whiten  # the adaptor reads what it was pretrained on
         self.warm_start_reinit, self.warm_start_freeze = tuple(reinit), tuple(freeze)
+        if text_term:
+            self.text_term = pretrained_text_term(pretrained)
         record = copy.deepcopy(pretrained.pretraining or {})
-        record["init"] = {"source": source, "codes": codes, "reinit": list(reinit), "freeze": list(freeze)}
+        record["init"] = {"source": source, "codes": codes, "reinit": list(reinit), "freeze": list(freeze),
+                          "text_term": copy.deepcopy(self.text_term) if text_term else None}
         self.pretraining = record
         return self
 
     # ---- scoring -----------------------------------------------------------------------------
     def components(self, histories: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """The score parts for a batch, each (B, n): ``seq`` (h . rep), ``ease``, ``trans`` (transitions)
-        and ``text`` cosine."""
+        """The score parts for a batch, each (B, n): ``seq`` (h . rep), ``ease``, ``trans`` (transitions),
+        ``text`` cosine and, with a text term, ``recency`` (:class:`~textrec.models.text_term.TextTerm`)."""
         if self.module is None:
             raise RuntimeError("TextFusionRec is not fitted; call fit() or from_pretrained() first")
         seq = score_histories(self.module, histories, self.trainer_config.max_len,
@@ -650,7 +699,10 @@ class TextFusionRec(Recommender):
             if len(h):
                 user[i] = emb[torch.as_tensor(np.asarray(h, dtype=np.int64))].mean(0)
         text = F.normalize(user, dim=1) @ emb.T
-        return {"seq": seq, "ease": ease, "trans": trans, "text": text}
+        parts = {"seq": seq, "ease": ease, "trans": trans, "text": text}
+        if self.term is not None:
+            parts["recency"] = self.term.scores(histories)
+        return parts
 
     def gate(self, kappa: float | None = None) -> torch.Tensor:
         """(n_items,) behaviour weight ``w_i = n_i / (n_i + kappa)`` (``kappa = 0``: 1 if ``n_i > 0``)."""
@@ -675,6 +727,8 @@ class TextFusionRec(Recommender):
             out += mix["mu_cold"] * cold[None, :].float() * centred
         if mix["cold_offset"]:
             out += mix["cold_offset"] * cold[None, :].float()
+        if mix.get("rho"):
+            out.add_(parts["recency"], alpha=mix["rho"])
         return out
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
@@ -782,8 +836,8 @@ class TextFusionRec(Recommender):
     # ---- mix tuning on valid -------------------------------------------------------------------
     def tune(self, valid, metric: str = "ndcg@10", sweeps: int = 2, max_rows: int = 6000,
              objective: str = "rows") -> dict[str, float]:
-        """Choose the mix (``lam``, ``kappa``, ``mu``, ``mu_cold``, ``cold_offset``) by coordinate
-        ascent on ``valid`` rows.
+        """Choose the mix (``lam``, ``kappa``, ``mu``, ``mu_cold``, ``cold_offset``, ``nu``, ``rho``)
+        by coordinate ascent on ``valid`` rows.
 
         Grids are relative to the spread of each part (so they fit any score scale); the valid
         score parts are computed once. At most ``max_rows`` rows (a seeded sample) are used.
@@ -834,6 +888,8 @@ class TextFusionRec(Recommender):
             grids["mu_cold"] = grids["cold_offset"] = [0.0]
         if self.markov is None:
             grids["nu"] = [0.0]
+        grids["rho"] = [0.0] + ([s_seq / spread(parts["recency"]) * f for f in (0.25, 0.5, 1, 2, 4, 8, 16)]
+                                if "recency" in parts else [])
         mix = dict(DEFAULT_MIX)
         table = [{**mix, metric: round(value(mix), 5)}]
         best = table[0][metric]
@@ -876,6 +932,7 @@ class TextFusionRec(Recommender):
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         if emb.ndim != 2 or emb.shape[1] != self.module.text_emb.shape[1]:
             raise ValueError(f"item vectors must be (n, {self.module.text_emb.shape[1]}), got {emb.shape}")
+        raw = emb
         if self.text_whiten is not None:  # the same whitening as the catalog's items
             if self.whitening is None:
                 raise RuntimeError("this model whitens its item vectors but has no fitted whitening to add items with")
@@ -898,6 +955,8 @@ class TextFusionRec(Recommender):
             self.catalog.add(ids, text=texts)
         start = self.module.n_items
         self.module.add_items(torch.from_numpy(emb), codes)
+        if self.term is not None:
+            self.term.add(raw)
         self.counts = torch.cat([self.counts, torch.zeros(len(emb))])
         self.n_items = self.module.n_items
         return np.arange(start, self.n_items)
@@ -918,6 +977,7 @@ class TextFusionRec(Recommender):
                 "early_stop_rows": self.early_stop_rows, "use_text": self.text_mode == "text",
                 "n_items": self.n_items, "n_fit": self.n_fit, "seed": self.seed,
                 "new_item_scoring": self.new_item_scoring, "text_whiten": self.text_whiten,
+                "text_term": self.term.settings if self.term is not None else copy.deepcopy(self.text_term),
                 "pretraining": copy.deepcopy(self.pretraining)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -932,6 +992,8 @@ class TextFusionRec(Recommender):
         if self.whitening is not None:
             out["text_whitening.mean"] = torch.from_numpy(self.whitening[0])
             out["text_whitening.proj"] = torch.from_numpy(self.whitening[1])
+        if self.term is not None:
+            out.update(self.term.to_tensors("text_term"))
         if self.calibration is not None:
             out.update(self.calibration.to_tensors("cold_calibration"))
             out["cold_calibration.affinity_weights"] = torch.tensor(self.affinity_weights, dtype=torch.float64)
@@ -958,6 +1020,8 @@ class TextFusionRec(Recommender):
         self.whitening = None
         if "text_whitening.mean" in tensors:
             self.whitening = (tensors["text_whitening.mean"].numpy(), tensors["text_whitening.proj"].numpy())
+        self.term = (TextTerm.from_tensors(self.text_term, tensors, "text_term")
+                     if isinstance(self.text_term, dict) else None)
         self.markov = None
         if "markov.pop" in tensors:  # models saved before the transition part have none
             from textrec.models.baselines import MarkovChain
@@ -991,5 +1055,14 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
-__all__ = ["TextFusionRec", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS",
+def pretrained_text_term(pretrained: TextFusionRec) -> dict[str, Any]:
+    """The text term's settings a pretrained model chose on its sources (its zero-shot record)."""
+    chosen = ((pretrained.pretraining or {}).get("zero_shot") or {}).get("chosen")
+    if not chosen:
+        raise ValueError("the pretrained model records no text-term settings: choose them with "
+                         "python -m textrec.transfer_cli --choose-zero-shot DIR")
+    return {"decay": float(chosen["decay"]), "shrink": chosen["shrink"]}
+
+
+__all__ = ["TextFusionRec", "pretrained_text_term", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS",
            "TRANS_DECAYS", "TRANS_WINDOW"]

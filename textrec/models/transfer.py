@@ -37,7 +37,7 @@ from textrec.data.splits import Split
 from textrec.models.base import Recommender, TrainView
 from textrec.models.fusion import DEFAULT_MIX, TextFusionModule, TextFusionRec
 from textrec.models.seq_trainer import score_histories, seeded
-from textrec.text.whitening import whiten_text
+from textrec.models.text_term import DECAYS, SHRINKS, TextTerm, recency_text_scores
 
 #: the domains with item text that ``--pretrain-on`` accepts by default (Beauty joins once it has text)
 TEXT_DOMAINS = ("games", "office", "scientific", "ml-100k")
@@ -151,29 +151,12 @@ def pretrain_views(model: TextFusionRec, views: Sequence[TrainView], command: st
     return model
 
 
-#: the zero-shot grids searched on the *source* domains' valid rows (never the target's)
-ZS_DECAYS = (1.0, 0.8, 0.6, 0.4, 0.2)
-ZS_SHRINKS: tuple[float | None, ...] = (None, 0.1, 0.5, 2.0)
+#: the zero-shot weights searched on the *source* domains' valid rows (never the target's), with the
+#: text term's settings grids (``textrec.models.text_term.DECAYS`` and ``SHRINKS``)
 ZS_WEIGHTS: tuple[tuple[float, float], ...] = ((1.0, 0.0), (0.0, 1.0)) + tuple(
     (1.0, w) for w in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0))
 #: the settings of a model pretrained before they were chosen: TextKNN's text term plus the sequence part
 ZS_FALLBACK = {"decay": 1.0, "shrink": None, "w_seq": 1.0, "w_text": 0.0}
-
-
-def recency_text_scores(text: torch.Tensor, histories: Sequence[np.ndarray], decay: float,
-                        max_len: int = 50) -> torch.Tensor:
-    """(B, n) cosine between every item and a recency-weighted history vector.
-
-    The history vector sums the last ``max_len`` items' unit vectors, the item ``a`` steps before
-    the latest weighted ``decay ** a`` (``decay=1``: TextKNN's plain mean; near 0: the latest item).
-    """
-    user = torch.zeros(len(histories), text.shape[1])
-    for i, h in enumerate(histories):
-        h = np.asarray(h, dtype=np.int64)[-max_len:]
-        if len(h):
-            w = torch.from_numpy(float(decay) ** np.arange(len(h) - 1, -1, -1, dtype=np.float64)).float()
-            user[i] = (w[:, None] * text[torch.from_numpy(h)]).sum(0)
-    return torch.nn.functional.normalize(user, dim=1) @ text.T
 
 
 class ZeroShotTextFusion(Recommender):
@@ -181,8 +164,8 @@ class ZeroShotTextFusion(Recommender):
 
     ``score = w_seq * h . rep(i) + w_text * cos(recency-weighted history, i)``: the pretrained
     encoder over the pretrained adaptor and code tables (items coded by the pretrained quantizer),
-    plus a text term over the domain's own whitened item vectors (:func:`whiten_text`,
-    :func:`recency_text_scores`). ``decay``, ``shrink``, ``w_seq`` and ``w_text`` are the ones
+    plus a text term over the domain's own whitened item vectors
+    (:class:`~textrec.models.text_term.TextTerm`). ``decay``, ``shrink``, ``w_seq`` and ``w_text`` are the ones
     chosen on the pretraining domains' valid rows (:func:`tune_zero_shot`) unless ``settings``
     overrides them; nothing is fitted on the target's interactions.
 
@@ -227,7 +210,7 @@ class ZeroShotTextFusion(Recommender):
             raise ValueError(f"w_seq and w_text must be >= 0 and not both 0, got {s['w_seq']}, {s['w_text']}")
         self.fusion = _transplant(pretrained, data)
         self.fusion_config = self.fusion.get_config()
-        self.text = torch.from_numpy(whiten_text(raw_text(self.fusion, data), s["shrink"]))
+        self.text = TextTerm(s["decay"], s["shrink"]).fit(raw_text(self.fusion, data)).vectors
         self.keep_catalog(data)
         return self
 
@@ -361,12 +344,13 @@ def _zero_shot_table(model: TextFusionRec, views: Sequence[TrainView], max_rows:
         cfg = fusion.trainer_config
         seq = score_histories(fusion.module, hists, cfg.max_len, cfg.eval_batch_size)
         raw = raw_text(fusion, view)
-        for shrink in ZS_SHRINKS:
-            text = torch.from_numpy(whiten_text(raw, shrink))
-            for decay in ZS_DECAYS:
-                cos = recency_text_scores(text, hists, decay)
+        for shrink in SHRINKS:
+            term = TextTerm(1.0, shrink).fit(raw)
+            for decay in DECAYS:
+                term.decay = decay
+                cos = term.scores(hists)
                 for w_seq, w_text in ZS_WEIGHTS:
-                    if w_text == 0 and (shrink, decay) != (ZS_SHRINKS[0], ZS_DECAYS[0]):
+                    if w_text == 0 and (shrink, decay) != (SHRINKS[0], DECAYS[0]):
                         continue  # the sequence part alone does not depend on the text settings
                     s = seq * w_seq + cos * w_text if w_seq else cos
                     key = (decay, shrink, w_seq, w_text)
@@ -390,7 +374,7 @@ def tune_zero_shot(pretrained: TextFusionRec, sources: Sequence[TrainView], max_
     of ``sources``.
 
     The choice maximises the mean over domains of valid NDCG@10 (so the largest domain does not
-    decide alone) over ``ZS_DECAYS x ZS_SHRINKS x ZS_WEIGHTS``. It is kept in
+    decide alone) over ``DECAYS x SHRINKS x ZS_WEIGHTS`` (:mod:`textrec.models.text_term`). It is kept in
     ``pretrained.pretraining["zero_shot"]`` (saved with the model) and returned with the table.
     """
     scorer = pretrained
@@ -439,4 +423,4 @@ def load_init(path: str, target: str | None = None):
 
 
 __all__ = ["load_init", "TEXT_DOMAINS", "parse_domains", "held_out_domains", "subset_split", "domain_view", "pretrain_textfusion", "pretrain_views",
-           "zero_shot", "zero_shot_settings", "raw_text", "tune_zero_shot", "recency_text_scores", "ZeroShotTextFusion"]
+           "zero_shot", "zero_shot_settings", "raw_text", "tune_zero_shot", "ZeroShotTextFusion"]

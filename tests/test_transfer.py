@@ -381,7 +381,7 @@ def test_a_whitened_model_adds_items_through_its_own_whitening_after_a_reload(tm
 def test_bench_adds_a_whitened_scratch_control_for_a_whitened_pretrained_model(pretrained, tmp_path):
     import argparse
 
-    from textrec.benchmarks.transfer import PRETRAINED, SCRATCH_WH, Harness, run_subset, summarise
+    from textrec.benchmarks.transfer import PRETRAINED, SCRATCH_WH, TEXT_TERM, Harness, run_subset, summarise
 
     _, path = pretrained
     pre = textrec.load(path)
@@ -392,7 +392,7 @@ def test_bench_adds_a_whitened_scratch_control_for_a_whitened_pretrained_model(p
     args = argparse.Namespace(recipe=recipe, epochs=1, epochs_full_equiv=None, ease_grid=[5.0], quiet=True)
     h = Harness(split, args, tmp_path / "part.json", text_embedder=bag_of_words)
     run_subset(h, pre, "pre", 0.1, 0, ablation=False, curve=True)
-    assert f"10% users, seed 0: {SCRATCH_WH}" in h.rows and f"10% users, seed 0: {SCRATCH_WH} + " not in str(h.rows)
+    assert f"10% users, seed 0: {SCRATCH_WH}" in h.rows and f"10% users, seed 0: {SCRATCH_WH}{TEXT_TERM}" in h.rows
     curve, targets = summarise(h, [0.1])
     assert curve["10%"]["pretrained_minus_whitened_scratch_control_paired"]
     t = targets["10% users"]

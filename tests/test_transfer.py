@@ -270,8 +270,16 @@ def test_train_textfusion_init_and_pretrain_on_options(pretrained, tmp_path, mon
             "--threads", "1", "--quiet", "--set", "trainer.max_len=10", "--set", "trainer.window_stride=10"]
     assert main(argv) == 0
     capsys.readouterr()
-    rec = textrec.load(out).pretraining
+    fine_tuned = textrec.load(out)
+    rec = fine_tuned.pretraining
     assert rec["init"]["source"] == str(pre_dir) and len(rec["domains"]) == 2  # says what it started from
+    chosen = rec["zero_shot"]["chosen"]  # --init brings the text term the sources chose
+    assert fine_tuned.get_config()["text_term"] == rec["init"]["text_term"] == {"decay": chosen["decay"],
+                                                                                "shrink": chosen["shrink"]}
+    no_term = [a if a != str(out) else str(tmp_path / "ft0") for a in argv] + ["--set", "options.text_term=null"]
+    assert main(no_term) == 0
+    assert textrec.load(tmp_path / "ft0").get_config()["text_term"] is None  # unless --set names it
+    capsys.readouterr()
     # the target cannot be among the pretraining domains; --init is not a pretraining option
     assert main(["train", "textfusion", "--pretrain-on", "scientific,office", "--dataset", "office",
                  "--out", str(tmp_path / "x")]) == 2

@@ -85,8 +85,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if any(p.startswith("trainer.epochs") for p in pinned):
         options.pop("trainer", None)
     model = TextFusionRec.from_recipe(recipe, seed=args.seed, max_epochs=args.epochs, **options)
-    if args.init:  # the text path starts from a model pretrained on other domains
-        model.warm_start(load_init(args.init, ds.name), source=str(args.init))
+    if args.init:  # the text path starts from a model pretrained on other domains, with the text term's
+        # settings it chose on its sources (valid still weighs the term, 0 included), unless --set names them
+        model.warm_start(load_init(args.init, ds.name), source=str(args.init),
+                         text_term="options.text_term" not in pinned)
     if text["source"] == "none":
         print(f"note: dataset '{ds.name}' has no item text: TextFusion trains ID + co-occurrence only "
               "(it cannot add items from text)", file=sys.stderr)
@@ -97,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       "derived_recipe": {"data": {k: v for k, v in data_report.items() if k != "why"},
                                          "why": data_report["why"]},
                       "chosen_on_valid": {"ease_lam": model.ease_lam, "mix": model.mix,
+                                          "text_term": None if model.term is None else model.term.settings,
                                           "epochs_run": len(model.history)},
                       "valid": {k: round(v, 4) for k, v in res.valid.metrics.items() if k.endswith("@10")},
                       "test": {k: round(v, 4) for k, v in res.test.metrics.items() if k.endswith("@10")}},

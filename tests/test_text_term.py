@@ -102,3 +102,20 @@ def test_warm_start_takes_the_term_settings_the_pretrained_model_chose():
         _model(text_term={"decay": 0.4, "shrink": 2.0, "w_seq": 1.0})
     with pytest.raises(ValueError, match="text_term"):
         _model(text_term="yes")
+
+
+def test_new_items_can_be_ranked_by_the_term_and_old_models_load_three_weights(fitted, tmp_path):
+    split, view, model = fitted
+    table = model.calibration.report["affinity_table"]
+    assert any(r["a_term"] == 1.0 for r in table) and len(model.affinity_weights) == 4
+    h = split.test.histories()[:3]
+    terms = model.affinity_parts(h, model.components(h))
+    assert torch.allclose(model.affinity(terms, (0.0, 0.0, 0.0, 1.0)), model.term.scores(h))
+    model.save_pretrained(tmp_path / "m")
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "m" / "model.safetensors")
+    tensors["cold_calibration.affinity_weights"] = tensors["cold_calibration.affinity_weights"][:3].clone()
+    back = _model(text_term=model.get_config()["text_term"])
+    back.load_state_tensors(tensors)
+    assert back.affinity_weights == (*model.affinity_weights[:3], 0.0)

@@ -342,9 +342,9 @@ class TextFusionRec(Recommender):
         self.new_item_scoring = new_item_scoring
         #: the new-item placement fitted on valid (``new_item_scoring="calibrated"``), and the weights of
         #: the text affinity it ranks new items by: ``a_seq * text-path score + a_cos * cosine to the
-        #: whole history + a_recent * cosine to the last RECENT items``
+        #: whole history + a_recent * cosine to the last RECENT items + a_term * the text term``
         self.calibration = None
-        self.affinity_weights: tuple[float, float, float] = (0.0, 1.0, 0.0)
+        self.affinity_weights: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 0.0)
 
     from_recipe = classmethod(SASRec.from_recipe.__func__)
 
@@ -764,12 +764,13 @@ class TextFusionRec(Recommender):
         return torch.cat(out) if out else torch.zeros(0, module.n_items)
 
     def affinity_parts(self, histories: list[np.ndarray], parts: dict[str, torch.Tensor],
-                       weights: tuple[float, float, float] | None = None) -> dict[str, torch.Tensor]:
+                       weights: tuple[float, ...] | None = None) -> dict[str, torch.Tensor]:
         """The affinity terms (``seq``: text-path score, ``cos``: cosine to the whole history,
-        ``recent``: cosine to its last ``RECENT`` items); with ``weights``, only the non-zero ones."""
+        ``recent``: cosine to its last ``RECENT`` items, ``term``: the text term when the model has
+        one); with ``weights``, only the non-zero ones."""
         from textrec.models.cold_items import history_cosine
 
-        want = (True, True, True) if weights is None else tuple(bool(w) for w in weights)
+        want = (True, True, True, "recency" in parts) if weights is None else tuple(bool(w) for w in weights)
         out: dict[str, torch.Tensor] = {}
         if want[0]:
             out["seq"] = self.text_path_scores(histories)
@@ -777,14 +778,16 @@ class TextFusionRec(Recommender):
             out["cos"] = parts["text"]
         if want[2]:
             out["recent"] = history_cosine(self.module.text_emb.cpu(), [np.asarray(h)[-RECENT:] for h in histories])
+        if len(want) > 3 and want[3]:
+            out["term"] = parts["recency"]
         return out
 
     def affinity(self, terms: dict[str, torch.Tensor],
-                 weights: tuple[float, float, float] | None = None) -> torch.Tensor:
+                 weights: tuple[float, ...] | None = None) -> torch.Tensor:
         """The text affinity new items are ranked by: the weighted sum of :meth:`affinity_parts`."""
         weights = self.affinity_weights if weights is None else weights
         out = None
-        for w, key in zip(weights, ("seq", "cos", "recent")):
+        for w, key in zip(weights, ("seq", "cos", "recent", "term")):
             if w:
                 out = w * terms[key] if out is None else out + w * terms[key]
         return out if out is not None else torch.zeros_like(next(iter(terms.values())))
@@ -812,15 +815,17 @@ class TextFusionRec(Recommender):
         pick = t_cold if real_new else np.ones(len(t_items), dtype=bool)
 
         # the cosines learned nothing from the warm items: any mix of them is fair to choose on stand-ins
-        candidates = [(0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 1.0)]
+        candidates = [(0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (0.0, 1.0, 1.0, 0.0)]
+        if "term" in terms:  # the text term learned nothing from them either
+            candidates += [(0.0, 0.0, 0.0, 1.0)]
         if real_new:
             ratio = float(terms["seq"].std()) / (float(terms["cos"].std()) or 1.0)
-            candidates += [(1.0, 0.0, 0.0)] + [(1.0, ratio * f, 0.0) for f in (0.5, 1.0, 2.0, 4.0)] + [
-                (1.0, 0.0, ratio * f) for f in (1.0, 2.0)]
+            candidates += [(1.0, 0.0, 0.0, 0.0)] + [(1.0, ratio * f, 0.0, 0.0) for f in (0.5, 1.0, 2.0, 4.0)] + [
+                (1.0, 0.0, ratio * f, 0.0) for f in (1.0, 2.0)]
         # Without new-item targets, warm targets stand in for new items, and the learned text path has
         # been trained on exactly those items: its in-sample ranks would promise far more than a truly
         # new (or out-of-domain) text delivers, so it is a candidate only on real new-item targets.
-        table = [{"a_seq": w[0], "a_cos": round(w[1], 5), "a_recent": round(w[2], 5),
+        table = [{"a_seq": w[0], "a_cos": round(w[1], 5), "a_recent": round(w[2], 5), "a_term": w[3],
                   "full_ndcg": round(full_ndcg(self.affinity(terms, w), seen, t_rows[pick], t_items[pick]), 5)}
                  for w in candidates]
         best = max(range(len(candidates)), key=lambda j: table[j]["full_ndcg"])
@@ -1036,7 +1041,7 @@ class TextFusionRec(Recommender):
         self.calibration = RankCalibration.from_tensors(tensors, "cold_calibration")
         if self.calibration is not None:
             w = [float(x) for x in tensors["cold_calibration.affinity_weights"]]
-            self.affinity_weights = tuple((w + [0.0] * 3)[:3])
+            self.affinity_weights = tuple((w + [0.0] * 4)[:4])  # models saved before the term have 3
 
     def save_extra(self, path: Path) -> None:
         from textrec.text.quantize import save_quantizer

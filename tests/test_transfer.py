@@ -441,3 +441,20 @@ def test_bench_rows_choose_the_learning_rate_on_valid_from_one_grid(pretrained, 
         assert np.array_equal(h.per_user[f"50% users, seed 0: {name}"], h.per_user[f"50% users, seed 0: {name}, lr {best:g}"])
     assert h.rows[f"50% users, seed 0: {PRETRAINED}"]["warm_start"] == {"reinit": ["adaptor"], "freeze": []}
     assert "warm_start" not in h.rows[f"50% users, seed 0: {SCRATCH}"]
+
+
+def test_pretraining_takes_recipe_overrides_from_the_command_line(tmp_path, monkeypatch):
+    from textrec import transfer_cli
+
+    seen = {}
+
+    def fake(domains, recipe, **kw):
+        seen.update(recipe=recipe, domains=domains)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("textrec.models.transfer.pretrain_textfusion", fake)
+    with pytest.raises(SystemExit):
+        transfer_cli.main(["--pretrain-on", "games,office", "--exclude", "scientific", "--set", "trainer.patience=50",
+                           "--out", str(tmp_path / "p"), "--threads", "1"])
+    assert seen["domains"] == ["games", "office"]
+    assert seen["recipe"]["trainer"]["patience"] == 50 and seen["recipe"]["trainer"]["loss"] == "inbatch"

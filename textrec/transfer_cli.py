@@ -21,10 +21,12 @@ import sys
 
 from textrec.models.transfer import load_init
 from textrec.options import (
+    add_recipe_options,
     add_run_options,
     positive_float,
     positive_int,
     progress,
+    recipe_from_args,
     setup_run,
 )
 
@@ -55,9 +57,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     setup_run(args)
     domains = parse_domains(args.pretrain_on, exclude=args.exclude)
-    recipe = getattr(args, "recipe", None)
-    if recipe in (None, "fusion"):  # `train textfusion` defaults to the scratch recipe; pretraining has its own
-        recipe = "fusion_pretrain"
+    if getattr(args, "recipe", None) in (None, "fusion"):  # `train textfusion` defaults to the scratch recipe
+        args.recipe = "fusion_pretrain"
+    # --set overrides (e.g. trainer.patience=50) apply to pretraining as to any training
+    recipe = recipe_from_args(args, "sequential") if getattr(args, "overrides", None) else args.recipe
     model = pretrain_textfusion(domains, recipe=recipe, seed=args.seed, max_users=args.max_users,
                                 max_epochs=args.epochs, max_cpu_minutes=args.pretrain_cpu_minutes,
                                 command=getattr(args, "command", None) or command_line(), progress=progress(args),
@@ -103,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_pretrain_arguments(ap, init=False)
     ap.add_argument("--epochs", type=positive_int, default=None, help="cap pretraining epochs")
-    ap.add_argument("--recipe", default="fusion_pretrain",
-                    help="the TextFusion recipe (training/<name>.yaml) to pretrain with")
+    add_recipe_options(ap, "fusion_pretrain")
     ap.add_argument("--out", help="model folder to write")
     ap.add_argument("--choose-zero-shot", metavar="DIR",
                     help="instead: choose the zero-shot settings of the pretrained model in DIR on its own "

@@ -99,7 +99,7 @@ def domain_view(name: str, max_users: int | None = None, seed: int = 0) -> Train
     return TrainView.from_split(split, with_text=True)
 
 
-def pretrain_textfusion(domains: Sequence[str], recipe: str = "fusion_pretrain", seed: int = 0,
+def pretrain_textfusion(domains: Sequence[str], recipe: str | dict[str, Any] = "fusion_pretrain", seed: int = 0,
                         max_users: int | None = None, max_epochs: int | None = None,
                         max_cpu_minutes: float | None = None, command: str | None = None,
                         progress: bool = True, probe: str | None = None, held_out: str | Sequence[str] = (),

@@ -207,7 +207,7 @@ def test_bench_textfusion_quality_writes_models_and_targets(tmp_path, monkeypatc
             "--n-seeds", "2", "--sasrec-seeds", "1", "--baseline-params", "tune", "--grid", "ItemKNN.k=5,10",
             "--grid", "ItemKNN.shrink=0", "--grid", "MarkovChain.L=1,2", "--grid", "MarkovChain.alpha=0",
             "--grid", "MarkovChain.decay=1.0", "--grid", "EASE.lam=5,50", "--threads", "1", "--quiet",
-            "--out", str(out), "--name", "t"]
+            "--set", "options.text_term=valid", "--out", str(out), "--name", "t"]
     assert main(argv) == 0
     res = json.loads((out / "t.json").read_text())
     models = res["models"]
@@ -218,6 +218,7 @@ def test_bench_textfusion_quality_writes_models_and_targets(tmp_path, monkeypatc
     assert res["targets"]["best_baseline_on_test"] in models and "quality_met" in res["targets"]
     assert res["targets"]["cost"]["sasrec_train_cpu_seconds"] >= 0 and "cost_met" in res["targets"]
     assert models["TextFusion seed 0"]["train_peak_rss_mb"] > 0
+    assert set(models["TextFusion seed 0"]["config"]["text_term"]) == {"decay", "shrink"}  # --set reached the model
     assert (out / "t.md").is_file()
 
 

@@ -40,6 +40,7 @@ from textrec.models.transfer import subset_split
 from textrec.options import (
     add_dataset_options,
     add_progress_option,
+    add_recipe_options,
     add_seed_option,
     add_threads_option,
     fraction,
@@ -48,6 +49,7 @@ from textrec.options import (
     positive_float,
     positive_int,
     progress,
+    recipe_from_args,
 )
 from textrec.results import (
     add_output_options,
@@ -218,9 +220,8 @@ def fusion_model(view: TrainView, args: argparse.Namespace, seed: int, coverage:
                  trainer: dict[str, Any] | None = None) -> tuple[TextFusionRec, dict[str, Any]]:
     """TextFusion with the recipe derived from ``view`` (``--epochs`` caps it)."""
     from textrec.models.fusion_recipe import derive_recipe
-    from textrec.recipes import load_recipe
 
-    recipe = load_recipe(args.recipe)
+    recipe = recipe_from_args(args, "sequential")
     options, report = derive_recipe(view, recipe, coverage=coverage)
     options["trainer"] = {**options["trainer"], **(trainer or {})}
     if getattr(args, "tune_objective", None):
@@ -290,7 +291,8 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
         if seed == seeds[0] and not args.no_ablations:
             tuned = dict(model.mix)
             for name, mix in (("sequential part only", dict(DEFAULT_MIX)), ("mix without EASE", {**tuned, "lam": 0.0}),
-                              ("mix without transitions", {**tuned, "nu": 0.0})):
+                              ("mix without transitions", {**tuned, "nu": 0.0}),
+                              ("mix without the text term", {**tuned, "rho": 0.0})):
                 if mix == tuned:  # the tuned mix already leaves that part out: the row is the model's own
                     continue
                 model.mix = mix
@@ -534,7 +536,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="quality: the split (default: the dataset's own files, else leave-one-out)")
     ap.add_argument("--item-text", default="auto", choices=SOURCES,
                     help="where item text comes from (auto: catalog, else training-period reviews, else none)")
-    ap.add_argument("--recipe", default="fusion", help="base recipe (training/<name>.yaml or a path)")
+    add_recipe_options(ap, "fusion")  # --recipe NAME|PATH and --set key=value (quality and new-items)
     add_seed_option(ap)
     ap.add_argument("--n-seeds", type=positive_int, default=1, help="TextFusion seeds: --seed, --seed+1, ...")
     ap.add_argument("--sasrec-seeds", type=int, default=1, choices=range(0, 11), metavar="N",

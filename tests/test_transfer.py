@@ -458,3 +458,21 @@ def test_pretraining_takes_recipe_overrides_from_the_command_line(tmp_path, monk
                            "--out", str(tmp_path / "p"), "--threads", "1"])
     assert seen["domains"] == ["games", "office"]
     assert seen["recipe"]["trainer"]["patience"] == 50 and seen["recipe"]["trainer"]["loss"] == "inbatch"
+
+
+def test_plot_merges_result_files_and_draws_the_text_term_rows(tmp_path):
+    from textrec.benchmarks.transfer import OWN_TERM, PRETRAINED, SCRATCH, TEXT_TERM
+    from textrec.benchmarks.transfer_plot import collect, plot
+
+    def row(v):
+        return {"test": {"ndcg@10": v}}
+
+    a = {"dataset": "d", "models": {f"10% users, seed 0: {SCRATCH}": row(0.05), f"10% users, seed 0: {PRETRAINED}": row(0.06),
+                                    f"10% users, seed 0: {SCRATCH}{OWN_TERM}": row(0.07), "TextKNN": row(0.04)}}
+    b = {"dataset": "d", "models": {f"10% users, seed 1: {SCRATCH}": row(0.07),
+                                    f"100% users, seed 0: {PRETRAINED}{TEXT_TERM}": row(0.09)}}
+    name, curves, flat = collect([a, b])
+    assert name == "d" and curves[SCRATCH][0.1] == [0.05, 0.07] and flat == {"TextKNN": 0.04}
+    assert plot([a, b], tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="several targets"):
+        collect([a, {**b, "dataset": "e"}])

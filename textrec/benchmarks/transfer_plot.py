@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from textrec.benchmarks.transfer import EASE_ROW, OWN_TERM, PRETRAINED, SCRATCH, SCRATCH_WH, TEXT_TERM
+
 ROW = re.compile(r"^(?P<pct>[0-9.]+)% users, seed (?P<seed>\d+): (?P<model>.+)$")
-LINES = ("EASE", "TextFusion scratch", "TextFusion scratch, whitened text input (control)",
-         "TextFusion pretrained+fine-tuned",
-         "TextFusion scratch + transferred text term", "TextFusion pretrained+fine-tuned + transferred text term")
+LINES = (EASE_ROW, SCRATCH, SCRATCH_WH, PRETRAINED, SCRATCH + TEXT_TERM, SCRATCH + OWN_TERM, SCRATCH_WH + TEXT_TERM,
+         PRETRAINED + TEXT_TERM)
 
 
 def collect(results: list[dict[str, Any]]) -> tuple[str, dict[str, dict[float, list[float]]], dict[str, float]]:
@@ -60,7 +61,7 @@ def plot(results: list[dict[str, Any]], out: str | Path) -> Path:
         xs = sorted(pts)
         ys = [float(np.mean(pts[x])) for x in xs]
         es = [float(np.std(pts[x], ddof=1) / np.sqrt(len(pts[x]))) if len(pts[x]) > 1 else 0.0 for x in xs]
-        dashed = name.endswith("text term")  # the same model plus the zero-shot text term
+        dashed = TEXT_TERM in name or OWN_TERM in name  # the same model plus the text term
         ax.errorbar([x * 100 for x in xs], ys, yerr=es, marker="s" if dashed else "o", capsize=3, label=name,
                     linestyle="--" if dashed else "-")
     styles = {"TextFusion zero-shot (pretrained, target item text only)": ("zero-shot (pretrained, no target training)", "-."),

@@ -53,7 +53,7 @@ def plot(results: list[dict[str, Any]], out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     dataset, curves, flat = collect(results)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.0, 6.2))
     for name in LINES:
         pts = curves.get(name)
         if not pts:
@@ -76,10 +76,10 @@ def plot(results: list[dict[str, Any]], out: str | Path) -> Path:
     ax.set_ylabel("test NDCG@10 (all users, full ranking)")
     ax.set_title(f"Transfer to {dataset}: pretrained on the other text domains")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: no curve hidden
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 

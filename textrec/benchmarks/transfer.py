@@ -12,8 +12,12 @@ judged on the same valid and test rows (every user's), full ranking, history mas
   text only; the text-cosine weight was chosen on the *source* domains' valid rows), with the
   sequence part alone as an ablation, against TextKNN and Popularity.
 * ``curve``: for each share of the target's training users (the same seeded user subset for every
-  row of a seed), EASE (L2 on valid), TextFusion from scratch and TextFusion pretrained+fine-tuned.
-  Valid rows of the kept users select epochs and mixes; reported valid and test are all users'.
+  row of a seed), EASE (L2 on valid), TextFusion from scratch, a scratch control with the pretrained
+  model's whitened input, and TextFusion pretrained+fine-tuned; each again with the text term added
+  (``fit_text_term``: the settings the pretrained model chose on its sources, and for scratch also
+  its own valid's). Valid rows of the kept users select epochs and mixes; ``--fine-tune-lrs`` gives
+  every trained row the same learning-rate grid, chosen on valid. Reported valid and test are all
+  users'.
 * ``ablation``: at ``--ablation-frac`` users, fine-tuned with the adaptor, the code tables or the
   encoder in turn frozen at its pretrained value or re-initialised.
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from textrec.models.text_term import recency_text_scores
+
 #: pseudo-count that shrinks each bin's rate toward the overall rate (sparse far bins)
 SHRINK = 0.5
 #: fewer valid targets that are new items than this and the new-item rate comes from warm stand-ins
@@ -327,13 +329,9 @@ def seen_mask(histories: list[np.ndarray], n_items: int) -> torch.Tensor:
 
 
 def history_cosine(item_emb: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
-    """(B, n) cosine between each history's mean text vector and every item's text vector."""
-    emb = torch.nn.functional.normalize(item_emb.float(), dim=1)
-    user = torch.zeros(len(histories), emb.shape[1])
-    for i, h in enumerate(histories):
-        if len(h):
-            user[i] = emb[torch.as_tensor(np.asarray(h, dtype=np.int64))].mean(0)
-    return torch.nn.functional.normalize(user, dim=1) @ emb.T
+    """(B, n) cosine between each history's mean text vector and every item's text vector: the
+    text term without recency weighting over the whole history."""
+    return recency_text_scores(torch.nn.functional.normalize(item_emb.float(), dim=1), histories, 1.0, max_len=None)
 
 
 __all__ = ["RankCalibration", "fit_calibration", "enough_new_targets", "MIN_NEW_TARGETS", "full_ndcg", "seen_mask", "history_cosine", "rank_bins", "binned_rate",

@@ -68,7 +68,7 @@ from torch import nn
 from textrec.models.backbone import BackboneConfig, CausalSequenceEncoder
 from textrec.models.base import Recommender, TrainView
 from textrec.models.baselines import history_matrix
-from textrec.models.cold_items import seen_mask
+from textrec.models.cold_items import history_cosine, seen_mask
 from textrec.models.sasrec import SASRec
 from textrec.models.seq_trainer import SeqTrainer, SeqTrainerConfig, resolve_device, score_histories, seeded
 from textrec.models.text_term import TextTerm
@@ -693,13 +693,7 @@ class TextFusionRec(Recommender):
                                              for h in histories])
             if n > n_fit:
                 trans = torch.cat([trans, torch.zeros(len(histories), n - n_fit)], dim=1)
-        emb = self.module.text_emb.cpu()
-        user = torch.zeros(len(histories), emb.shape[1])
-        for i, h in enumerate(histories):
-            if len(h):
-                user[i] = emb[torch.as_tensor(np.asarray(h, dtype=np.int64))].mean(0)
-        text = F.normalize(user, dim=1) @ emb.T
-        parts = {"seq": seq, "ease": ease, "trans": trans, "text": text}
+        parts = {"seq": seq, "ease": ease, "trans": trans, "text": history_cosine(self.module.text_emb.cpu(), histories)}
         if self.term is not None:
             parts["recency"] = self.term.scores(histories)
         return parts
@@ -768,8 +762,6 @@ class TextFusionRec(Recommender):
         """The affinity terms (``seq``: text-path score, ``cos``: cosine to the whole history,
         ``recent``: cosine to its last ``RECENT`` items, ``term``: the text term when the model has
         one); with ``weights``, only the non-zero ones."""
-        from textrec.models.cold_items import history_cosine
-
         want = (True, True, True, "recency" in parts) if weights is None else tuple(bool(w) for w in weights)
         out: dict[str, torch.Tensor] = {}
         if want[0]:

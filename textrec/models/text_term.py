@@ -23,15 +23,17 @@ SHRINKS: tuple[float | None, ...] = (None, 0.1, 0.5, 2.0)
 
 
 def recency_text_scores(text: torch.Tensor, histories: Sequence[np.ndarray], decay: float,
-                        max_len: int = 50) -> torch.Tensor:
+                        max_len: int | None = 50) -> torch.Tensor:
     """(B, n) cosine between every item and a recency-weighted history vector.
 
-    The history vector sums the last ``max_len`` items' unit vectors, the item ``a`` steps before
-    the latest weighted ``decay ** a`` (``decay=1``: TextKNN's plain mean; near 0: the latest item).
+    The history vector sums the last ``max_len`` (None: all) items' unit vectors, the item ``a``
+    steps before the latest weighted ``decay ** a`` (``decay=1``: TextKNN's plain mean; near 0: the
+    latest item).
     """
     user = torch.zeros(len(histories), text.shape[1])
     for i, h in enumerate(histories):
-        h = np.asarray(h, dtype=np.int64)[-max_len:]
+        h = np.asarray(h, dtype=np.int64)
+        h = h if max_len is None else h[-max_len:]
         if len(h):
             w = torch.from_numpy(float(decay) ** np.arange(len(h) - 1, -1, -1, dtype=np.float64)).float()
             user[i] = (w[:, None] * text[torch.from_numpy(h)]).sum(0)

@@ -495,13 +495,17 @@ class TextFusionRec(Recommender):
                 if any(name.startswith(TRANSFER_PARTS[p]) for p in self.warm_start_freeze):
                     param.requires_grad_(False)  # the trainer's optimizer skips frozen parameters
         self._train(data, progress, self.name)
+        self._choose_on_valid(data)
+        return self
+
+    def _choose_on_valid(self, data: TrainView) -> None:
+        """After training (or adding the text term): the score mix, then the new-item placement."""
         if self.tune_mix and len(data.valid):
             self.tune(data.valid, objective=self.tune_objective)
         # without text there is nothing to rank a new item by (every affinity ties): no placement,
         # items without events keep the mix's score (no co-occurrence, untrained ID row)
         if self.new_item_scoring == "calibrated" and len(data.valid) and self.text_mode == "text":
             self.calibrate(data.valid)
-        return self
 
     def _valid_rows(self, valid, limit: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """A seeded sample of at most ``limit`` rows of ``valid`` (every choice made on valid reads
@@ -574,10 +578,7 @@ class TextFusionRec(Recommender):
         self.term = self._fit_text_term(data, spec)
         if self.term is not None and isinstance(spec, str):
             self.text_term = self.term.settings
-        if self.tune_mix and len(data.valid):
-            self.tune(data.valid, objective=self.tune_objective)
-        if self.new_item_scoring == "calibrated" and len(data.valid) and self.text_mode == "text":
-            self.calibrate(data.valid)
+        self._choose_on_valid(data)
         return self
 
     def _fit_transitions(self, data: TrainView):
@@ -1052,14 +1053,19 @@ class TextFusionRec(Recommender):
         return TextFusionRec(**cfg)
 
 
+def zero_shot_choice(pretrained: TextFusionRec) -> dict[str, Any] | None:
+    """The zero-shot settings a pretrained model chose on its sources (None if it records none)."""
+    return ((pretrained.pretraining or {}).get("zero_shot") or {}).get("chosen")
+
+
 def pretrained_text_term(pretrained: TextFusionRec) -> dict[str, Any]:
     """The text term's settings a pretrained model chose on its sources (its zero-shot record)."""
-    chosen = ((pretrained.pretraining or {}).get("zero_shot") or {}).get("chosen")
+    chosen = zero_shot_choice(pretrained)
     if not chosen:
         raise ValueError("the pretrained model records no text-term settings: choose them with "
                          "python -m textrec.transfer_cli --choose-zero-shot DIR")
     return {"decay": float(chosen["decay"]), "shrink": chosen["shrink"]}
 
 
-__all__ = ["TextFusionRec", "pretrained_text_term", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS",
+__all__ = ["TextFusionRec", "pretrained_text_term", "zero_shot_choice", "TextFusionModule", "MoEAdaptor", "DEFAULT_MIX", "NEW_ITEM_SCORING", "TRANSFER_PARTS",
            "TRANS_DECAYS", "TRANS_WINDOW"]

@@ -35,7 +35,7 @@ import torch
 
 from textrec.data.splits import Split
 from textrec.models.base import Recommender, TrainView
-from textrec.models.fusion import DEFAULT_MIX, TextFusionModule, TextFusionRec
+from textrec.models.fusion import DEFAULT_MIX, TextFusionModule, TextFusionRec, zero_shot_choice
 from textrec.models.seq_trainer import score_histories, seeded
 from textrec.models.text_term import DECAYS, SHRINKS, TextTerm, recency_text_scores
 
@@ -300,7 +300,7 @@ def _transplant(pretrained: TextFusionRec, view: TrainView) -> TextFusionRec:
 
 def zero_shot_settings(pretrained: TextFusionRec) -> dict[str, Any]:
     """The zero-shot settings chosen after pretraining (``ZS_FALLBACK`` for a model saved before them)."""
-    chosen = ((pretrained.pretraining or {}).get("zero_shot") or {}).get("chosen")
+    chosen = zero_shot_choice(pretrained)
     return dict(chosen) if chosen else dict(ZS_FALLBACK)
 
 

@@ -52,6 +52,7 @@ def test_torch_load_shim_unpickles_only_checkpoints_this_process_saved(tmp_path)
             pass
         path = {str(tmp_path / "ckpt.pth")!r}
         torch.save({{"config": Cfg(), "state_dict": {{}}}}, path)
+        # a bare torch.load on purpose, as RecBole calls it: the shim, not the caller, decides weights_only
         assert type(torch.load(path)["config"]).__name__ == "Cfg"
         shutil.copy(path, path + ".other")
         try:
